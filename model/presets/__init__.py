@@ -1,0 +1,1 @@
+"""Shipped wafer presets (TOML). List them with ``mozart config list``."""

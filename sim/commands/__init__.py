@@ -1,0 +1,1 @@
+"""One module per ``mozart`` subcommand; each defines ``register(subparsers)``. See :mod:`mozart.sim.cli`."""

@@ -1,0 +1,56 @@
+"""``mozart config list|show|check``: the shipped presets and config validation."""
+
+from __future__ import annotations
+
+import argparse
+
+from mozart.model.config import load_config, preset_names, preset_text, to_toml
+from mozart.model.protocol import Protocol
+
+
+def add_config_argument(parser: argparse.ArgumentParser, default: str | None = "tiny") -> None:
+    """The ``--config`` option every command shares: a preset name or a TOML path."""
+    parser.add_argument("--config", default=default, required=default is None, metavar="PRESET|FILE",
+                        help=f"preset name ({', '.join(preset_names())}) or a TOML file"
+                        + (f" (default: {default})" if default else ""))
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("config", help="list, show and check wafer configs",
+                            description="Wafer configs: presets ship with the package; copy one with "
+                            "'mozart config show NAME > my.toml', edit it and pass --config my.toml.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
+    actions.required = True
+    actions.add_parser("list", help="list the presets").set_defaults(func=_list)
+    show = actions.add_parser("show", help="print a preset's TOML (or a file's, normalised)")
+    show.add_argument("name", metavar="PRESET|FILE")
+    show.set_defaults(func=_show)
+    check = actions.add_parser("check", help="validate a config and print its derived widths")
+    check.add_argument("name", metavar="PRESET|FILE")
+    check.set_defaults(func=_check)
+
+
+def _list(args) -> int:
+    for name in preset_names():
+        print(f"{name:18s} {load_config(name).description}")
+    return 0
+
+
+def _show(args) -> int:
+    print(preset_text(args.name) if args.name in preset_names() else to_toml(load_config(args.name)), end="")
+    return 0
+
+
+def _check(args) -> int:
+    cfg = load_config(args.name)
+    proto = Protocol(cfg)
+    print(f"{cfg.name}: valid")
+    print(f"  tree      {cfg.groups} groups x {cfg.chiplets_per_group} chiplets, {proto.topology.num_nodes} nodes "
+          f"({proto.node_bits}-bit ids), deadlock-free routing")
+    print(f"  moe       {cfg.moe.experts} experts ({cfg.experts_per_chiplet} per chiplet), top-{cfg.moe.top_k}, "
+          f"d_model {cfg.moe.d_model}, d_ff {cfg.moe.d_ff}, {cfg.moe.layers} layers")
+    print(f"  protocol  {proto.header_bits}-bit header in {cfg.hardware.flit_bits}-bit flits; dispatch up to "
+          f"{proto.max_dispatch_flits + 1} flits, combine {proto.partial_flits + 1}")
+    print(f"  dram      {cfg.dram.bytes} bytes; weight images {proto.activation_base} words, "
+          f"activations from word {proto.activation_base}")
+    return 0

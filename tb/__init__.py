@@ -1,0 +1,1 @@
+"""cocotb testbenches (drivers, monitors, scoreboards) that check the generated RTL against the model."""

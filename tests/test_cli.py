@@ -1,0 +1,43 @@
+"""The mozart command line: help, presets, and one-line errors with exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mozart.sim.cli import main
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "config" in capsys.readouterr().out
+
+
+def test_config_show_prints_loadable_toml(capsys, tmp_path):
+    assert main(["config", "show", "tiny"]) == 0
+    path = tmp_path / "mine.toml"
+    path.write_text(capsys.readouterr().out.replace('name = "tiny"', 'name = "mine"'))
+    assert main(["config", "check", str(path)]) == 0
+    assert "mine: valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["config", "show", "nope"], "config must be a preset name"),
+    (["config", "check", "/no/such.toml"], "or an existing TOML file, not '/no/such.toml'"),
+    (["bogus"], "invalid choice: 'bogus'"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "mozart.sim", "config", "list"], capture_output=True, text=True)
+    assert out.returncode == 0 and "wafer4x4" in out.stdout
