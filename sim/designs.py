@@ -1,0 +1,36 @@
+"""The registry of hardware blocks that ``mozart verilog`` and ``mozart cosim`` know.
+
+Each entry names the Amaranth component (``module:Class``, built as ``Class(cfg)``) and the cocotb
+testbench module that co-simulates it. Entries are strings so that listing the blocks imports no HDL.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from mozart.model.errors import MozartError
+
+
+@dataclass(frozen=True)
+class Design:
+    name: str
+    component: str   #: "mozart.hw.switch:Switch"; called with the config
+    testbench: str   #: cocotb test module, e.g. "mozart.tb.tb_switch"
+    toplevel: str    #: Verilog top module name
+    summary: str
+
+    def build(self, cfg):
+        module, _, cls = self.component.partition(":")
+        return getattr(importlib.import_module(module), cls)(cfg)
+
+
+#: One line per block; add yours here.
+DESIGNS: dict[str, Design] = {d.name: d for d in [
+]}
+
+
+def design(name: str) -> Design:
+    if name not in DESIGNS:
+        raise MozartError(f"block must be one of {', '.join(sorted(DESIGNS)) or '(none yet)'}, not {name!r}")
+    return DESIGNS[name]
