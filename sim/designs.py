@@ -27,6 +27,8 @@ class Design:
 
 #: One line per block; add yours here.
 DESIGNS: dict[str, Design] = {d.name: d for d in [
+    Design("fifo", "mozart.hw.link_fifo:LinkFifo", "mozart.tb.tb_fifo", "link_fifo",
+           "flit FIFO of a link (the switch input buffer); the co-simulation demo"),
 ]}
 
 
