@@ -76,9 +76,11 @@ class CosimResult:
     waveform : Path or None
         ``dump.vcd`` when the run recorded waves.
     seconds : float
-        Wall time of the simulator process.
+        Wall time of the simulator process (start-up, imports and tests).
     sim_time_ns : float
         Simulated time over all tests, from the results XML.
+    test_seconds : float
+        Wall time spent inside the tests (results XML): the base of a cycles-per-second figure.
     """
 
     design: str
@@ -92,6 +94,7 @@ class CosimResult:
     waveform: Path | None
     seconds: float
     sim_time_ns: float = 0.0
+    test_seconds: float = 0.0
     errors: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -135,11 +138,15 @@ class CosimResult:
         return self
 
 
-def _parse_results(path: Path) -> tuple[int, list[str], float]:
+def _parse_results(path: Path) -> tuple[int, list[str], float, float]:
     root = ET.parse(path).getroot()
-    tests, failed, sim_ns = 0, [], 0.0
+    tests, failed, sim_ns, wall = 0, [], 0.0, 0.0
     for case in root.iter("testcase"):
         tests += 1
+        try:
+            wall += float(case.get("time", 0))
+        except ValueError:
+            pass
         if case.find("failure") is not None or case.find("error") is not None:
             failed.append(case.get("name", "?"))
         for prop in case.iter("property"):
@@ -148,7 +155,7 @@ def _parse_results(path: Path) -> tuple[int, list[str], float]:
                     sim_ns += float(prop.get("value", 0))
                 except ValueError:
                     pass
-    return tests, failed, sim_ns
+    return tests, failed, sim_ns, wall
 
 
 # A cocotb log line that carries the error of a failed test: the last line of a traceback.
@@ -240,14 +247,14 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
             raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must write {results}, but the "
                              f"simulator stopped (exit status {exit_code}) without results; log {log}:\n{tail}")
-        tests, failed, sim_ns = _parse_results(results)
+        tests, failed, sim_ns, test_seconds = _parse_results(results)
         try:
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         except ValueError:
             summary = {}
     waveform = run_dir / "dump.vcd" if built.waves and (run_dir / "dump.vcd").is_file() else None
     result = CosimResult(d.name, cfg.name, seed, tests, len(failed), tuple(failed), summary, run_dir, waveform,
-                         seconds, sim_ns, tuple(_error_lines(log)) if failed else ())
+                         seconds, sim_ns, test_seconds, tuple(_error_lines(log)) if failed else ())
     if check and tests == 0:
         raise CosimError(f"cosim {d.name} must run at least one test of {d.testbench}"
                          + (f" matching {testcase!r}" if testcase else "") + f", not none; log {log}")
