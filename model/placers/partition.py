@@ -69,7 +69,8 @@ def metis_clusters(coactivation: np.ndarray, parts: int, rng: np.random.Generato
         xadj.append(len(adjncy))
     options = pymetis.Options(seed=int(rng.integers(0, 2**31 - 1)))
     if adjncy:
-        _, membership = pymetis.part_graph(parts, xadj=xadj, adjncy=adjncy, eweights=eweights, options=options)
+        _, membership = pymetis.part_graph(parts, pymetis.CSRAdjacency(xadj, adjncy), eweights=eweights,
+                                           options=options)
         labels = np.asarray(membership, dtype=np.int64)
     else:  # no co-activation at all (top-1): every partition cuts nothing
         labels = np.arange(experts) % parts
