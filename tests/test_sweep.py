@@ -1,0 +1,259 @@
+"""The sweep engine: points, backends (serial, process pool, Dask on loopback), failures, resume, output, CLI.
+
+Engine tests inject :func:`cheap`, a deterministic evaluator that costs nothing; the tests marked "real" run
+the shipped :func:`mozart.sim.sweep.evaluate_point` (the performance model).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from mozart.model.config import config_from_dict, override
+from mozart.model.sweep_spec import load_spec
+from mozart.sim.cli import main
+from mozart.sim.sweep import Progress, SweepError, expand, read_rows, run_sweep
+
+HERE = Path(__file__).parent
+
+SPEC = """
+[sweep]
+name = "engine"
+configs = ["wafer4x4", "tiny"]
+methods = ["contiguous", "mozart"]
+variants = ["baseline", "C"]
+seed = 11
+[axes]
+"tree.chiplets_per_group" = [2, 3, 4]
+"dram.banks" = [4, 8]
+"""
+
+
+def cheap(point):
+    """A stand-in for the performance model: validates the config for real, then hashes the inputs.
+
+    ``dram.banks == 8`` with ``method == "mozart"`` on ``tiny`` raises a plain bug-like error. With
+    ``MOZART_TEST_HANG`` set, points from that index on sleep for a minute (a sweep to kill midway).
+    """
+    hang = os.environ.get("MOZART_TEST_HANG")
+    if hang and point["index"] >= int(hang):
+        time.sleep(60)
+    cfg = override(config_from_dict(point["base"]), point["settings"])
+    if point["config"] == "tiny" and point["method"] == "mozart" and point["settings"]["dram.banks"] == 8:
+        raise ZeroDivisionError("simulated bug")
+    h = zlib.crc32(json.dumps([point["point_id"], point["trace_seed"]]).encode())
+    return {"step_time_s": h / 7e9 + cfg.chiplets, "c_t": 1 + h % 8 / 3, "chiplets": cfg.chiplets,
+            "note": "x" if h % 2 else None}
+
+
+class Interrupt:
+    """An evaluator that behaves like a Ctrl-C after ``after`` points, counting what it evaluated."""
+
+    def __init__(self, after=None):
+        self.after, self.seen = after, []
+
+    def __call__(self, point):
+        if self.after is not None and len(self.seen) == self.after:
+            raise KeyboardInterrupt
+        self.seen.append(point["index"])
+        return cheap(point)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "engine.toml"
+    path.write_text(SPEC)
+    return load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted serial run of SPEC: its file's bytes and rows."""
+    path = tmp_path_factory.mktemp("ref") / "engine.toml"
+    path.write_text(SPEC)
+    out = path.with_name("ref.parquet")
+    run_sweep(load_spec(path), out, workers=1, evaluator=cheap, progress=None)
+    return out.read_bytes(), read_rows(out)
+
+
+def test_points_are_ordered_identified_and_seeded_by_the_spec(spec):
+    points = expand(spec)
+    assert len(points) == spec.size == 2 * 3 * 2 * 2 * 2
+    assert [p["index"] for p in points] == list(range(len(points)))
+    assert len({p["point_id"] for p in points}) == len(points)
+    assert [p["point_id"] for p in expand(spec)] == [p["point_id"] for p in points]  # stable
+    first = points[:4]  # variants innermost, then methods: one trace and placement for all four
+    assert [(p["method"], p["variant"]) for p in first] == [("contiguous", "baseline"), ("contiguous", "C"),
+                                                           ("mozart", "baseline"), ("mozart", "C")]
+    assert points[4]["settings"] == {"tree.chiplets_per_group": 2, "dram.banks": 8}
+    assert len({(p["trace_seed"], p["placement_seed"]) for p in points}) == 1  # common random numbers
+
+
+def test_replicates_draw_new_seeds(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(SPEC.replace("seed = 11", "seed = 11\nreplicates = 3"))
+    points = expand(load_spec(path))
+    assert len({p["trace_seed"] for p in points}) == 3 and len({p["placement_seed"] for p in points}) == 3
+
+
+def test_failing_points_are_recorded_and_the_sweep_goes_on(reference):
+    rows = reference[1]
+    assert len(rows) == 48 and [r["index"] for r in rows] == list(range(48))
+    by_status = {s: [r for r in rows if r["status"] == s] for s in ("ok", "invalid", "error")}
+    # 3 chiplets per group: 16 experts on 12 chiplets is no wafer; the config's own message is kept.
+    assert {r["tree.chiplets_per_group"] for r in by_status["invalid"]} == {3}
+    assert "moe.experts must be a multiple of the chiplet count" in by_status["invalid"][0]["error"]
+    assert by_status["error"] and all(r["error"].startswith("ZeroDivisionError: simulated bug (at test_sweep.py:")
+                                      for r in by_status["error"])
+    assert all(r["step_time_s"] is None for r in rows if r["status"] != "ok")
+    assert all(r["error"] is None and r["step_time_s"] > 0 for r in by_status["ok"])
+    assert list(rows[0])[:13] == ["index", "point_id", "config", "tree.chiplets_per_group", "dram.banks",
+                                  "replicate", "method", "variant", "trace", "trace_seed", "placement_seed",
+                                  "status", "error"]
+
+
+def test_process_pool_writes_the_same_file_as_one_process(spec, tmp_path, reference):
+    out = tmp_path / "pool.parquet"
+    result = run_sweep(spec, out, workers=2, chunk_size=3, evaluator=cheap, progress=None)
+    assert result.backend == "local process pool of 2 workers" and result.computed == 48
+    assert out.read_bytes() == reference[0]
+    assert not out.with_name("pool.parquet.partial").exists()
+
+
+def test_dask_cluster_at_an_address_gives_identical_rows(spec, tmp_path, reference, dask_scheduler):
+    out = tmp_path / "dask.parquet"
+    result = run_sweep(spec, out, cluster=dask_scheduler, chunk_size=5, evaluator=cheap, progress=None)
+    assert result.backend.startswith(f"Dask cluster at {dask_scheduler}")
+    assert out.read_bytes() == reference[0]
+
+
+def test_interrupted_sweep_resumes_without_recomputing(spec, tmp_path, reference):
+    out = tmp_path / "resume.parquet"
+    stopped = Interrupt(after=20)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, workers=1, chunk_size=4, evaluator=stopped, progress=None)
+    assert not out.exists() and out.with_name("resume.parquet.partial").exists()
+    again = Interrupt()
+    result = run_sweep(spec, out, workers=1, evaluator=again, progress=None)
+    assert (result.resumed, result.computed) == (20, 28)
+    assert sorted(stopped.seen + again.seen) == list(range(48))  # nothing evaluated twice
+    assert out.read_bytes() == reference[0]
+    # A third run finds the finished file and computes nothing.
+    assert run_sweep(spec, out, workers=1, evaluator=Interrupt(after=0), progress=None).computed == 0
+
+
+def test_killed_sweep_resumes_to_the_same_file(spec, tmp_path, reference):
+    """A sweep process (and its pool) killed with SIGKILL midway, then rerun from the same command."""
+    out = tmp_path / "killed.parquet"
+    journal = out.with_name("killed.parquet.partial")
+    code = (f"from mozart.model.sweep_spec import load_spec; from mozart.sim.sweep import run_sweep; "
+            f"import test_sweep; run_sweep(load_spec({spec.source!r}), {str(out)!r}, workers=2, chunk_size=2, "
+            f"evaluator=test_sweep.cheap, progress=None)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+           "MOZART_TEST_HANG": "30"}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _journal_rows(journal) < 16 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    saved = _journal_rows(journal)
+    assert 16 <= saved <= 30 and not out.exists()
+    with journal.open("a") as f:  # and a row torn in half by the kill
+        f.write('{"index": 47, "point_id": "tor')
+    result = run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
+    assert (result.resumed, result.computed) == (saved, 48 - saved)
+    assert out.read_bytes() == reference[0]
+
+
+def _journal_rows(path):
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+
+def test_csv_output_and_the_fallback_without_pyarrow(spec, tmp_path, reference, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails, as when it is missing
+    note = StringIO()
+    result = run_sweep(spec, tmp_path / "r.parquet", workers=1, evaluator=cheap, progress=note)
+    assert result.path == tmp_path / "r.csv" and not (tmp_path / "r.parquet").exists()
+    assert note.getvalue().startswith(f"note: pyarrow is not installed, so the results go to {tmp_path / 'r.csv'}")
+    assert read_rows(result.path) == reference[1]
+
+
+def test_outputs_of_another_sweep_are_never_mixed(spec, tmp_path):
+    out = tmp_path / "o.csv"
+    other = tmp_path / "other.toml"
+    other.write_text(SPEC.replace("seed = 11", "seed = 12"))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, workers=1, evaluator=Interrupt(after=3), progress=None)
+    with pytest.raises(SweepError, match=r"o.csv.partial holds an interrupted run of a different spec \('engine'"):
+        run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
+    run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
+    with pytest.raises(SweepError, match="o.csv already holds the results of another sweep"):
+        run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"workers": 0}, "--workers must be a positive integer, not 0"),
+    ({"cluster": "127.0.0.1:8786"}, "--cluster must be 'local' or a Dask scheduler address tcp://HOST:PORT, "
+                                    "not '127.0.0.1:8786'"),
+    ({"cluster": "tcp://127.0.0.1:8786", "workers": 2}, "--workers must not be given with --cluster"),
+])
+def test_bad_options(spec, tmp_path, options, message):
+    with pytest.raises(SweepError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_sweep(spec, tmp_path / "x.csv", evaluator=cheap, progress=None, **options)
+
+
+def test_unreachable_scheduler_is_a_clear_error(spec, tmp_path):
+    with pytest.raises(SweepError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        run_sweep(spec, tmp_path / "x.csv", cluster="tcp://127.0.0.1:9", connect_timeout=1, evaluator=cheap,
+                  progress=None)
+
+
+def test_progress_shows_done_total_and_time_left():
+    stream = StringIO()
+    bar = Progress(200, done=50, stream=stream, label="sweep s")
+    bar.update(50)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("sweep s [############------------] 100/200 (50%, 50 resumed) ")
+    assert " points/s, elapsed 0:00, left " in lines[0]
+    assert len(lines) == 1  # a log (not a terminal) gets a line per tenth, and no repeat at the end
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sweep", "/no/spec.toml", "--out", "r.csv"], "sweep spec must be an existing TOML file, not '/no/spec.toml'"),
+    (["sweep", "SPEC", "--out", "r.txt"], "--out must end in .parquet or .csv, not "),
+    (["sweep", "SPEC", "--out", "r.csv", "--workers", "0"], "argument --workers: must be a positive integer, not '0'"),
+    (["sweep", "SPEC", "--out", "r.csv", "--cluster", "nowhere"], "--cluster must be 'local' or a Dask scheduler"),
+    (["sweep", "SPEC"], "the following arguments are required: --out"),
+])
+def test_cli_errors_are_one_line_and_exit_2(spec, tmp_path, argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [spec.source if a == "SPEC" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """A Dask scheduler with two worker processes, on loopback only, as a remote cluster would be reached."""
+    distributed = pytest.importorskip("dask.distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
