@@ -61,8 +61,8 @@ def parse_methods(text: str | None, cfg) -> list[str]:
 class _Progress:
     """Layer progress on stderr: an updating line on a terminal, a line per quarter otherwise."""
 
-    def __init__(self, layers: int, stream=sys.stderr) -> None:
-        self.layers, self.stream = layers, stream
+    def __init__(self, layers: int, stream=None) -> None:
+        self.layers, self.stream = layers, stream or sys.stderr  # looked up now: tests replace sys.stderr
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.enabled = layers >= 8  # short runs finish before progress would help
 
