@@ -49,6 +49,7 @@ class LinkFifo(wiring.Component):
     def __init__(self, cfg, depth: int | None = None):
         depth = cfg.hardware.buffer_depth if depth is None else depth
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            self._MustUse__silence = True  # a rejected component is not an unused one
             raise ConfigError(f"LinkFifo depth must be a positive integer, not {depth!r}")
         self._cfg = cfg
         self._depth = depth

@@ -221,7 +221,10 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
     run_dir.mkdir(parents=True, exist_ok=True)
     results, summary_path, log = run_dir / "results.xml", run_dir / "summary.json", run_dir / "sim.log"
     env = {ENV_CONFIG: to_toml(cfg), ENV_SEED: str(seed), ENV_SUMMARY: str(summary_path), ENV_DESIGN: d.name,
-           "COCOTB_LOG_LEVEL": "INFO", "COCOTB_ANSI_OUTPUT": "0"}
+           "COCOTB_LOG_LEVEL": "INFO", "COCOTB_ANSI_OUTPUT": "0",
+           # cocotb's default "*.py" makes pytest rewrite the asserts of every module imported, numpy and
+           # networkx included, which costs seconds per run; testbench modules are the ones worth rewriting.
+           "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py"}
     env.update({str(k): str(v) for k, v in (extra_env or {}).items()})
     if timeout is not None:
         # The runner has no timeout; coreutils 'timeout' as its command prefix kills a hung simulator.

@@ -27,6 +27,7 @@ class FifoBench:
         self.cfg = test_config()
         self.proto = Protocol(self.cfg)
         self.fifo = LinkFifo(self.cfg)  # for its documented latency and throughput; not simulated
+        self.fifo._MustUse__silence = True  # Amaranth would warn that it is never elaborated
         self.sb = Scoreboard("fifo scoreboard")
         self.driver = PacketDriver(dut, "i", self.proto, idle=idle)
         self.monitor = PacketMonitor(dut, "o", self.proto, backpressure=backpressure,

@@ -1,0 +1,109 @@
+"""Co-simulation of LinkFifo on Verilator through the whole plumbing (build cache, cocotb runner, drivers,
+monitors, scoreboard, watchdog), for two configs; and proof that the plumbing catches broken hardware."""
+
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from mozart.hw.link_fifo import LinkFifo
+from mozart.hw.protocol import link_signature
+from mozart.model.config import load_config, override
+from mozart.sim import cosim
+from mozart.sim.build import build
+from mozart.sim.cosim import CosimError, CosimFailure
+from mozart.sim.designs import Design, design
+
+pytestmark = pytest.mark.cosim
+
+TINY = load_config("tiny")
+CONFIGS = {
+    "tiny": TINY,
+    "flit128-depth2": override(TINY, {"hardware.flit_bits": 128, "hardware.buffer_depth": 2}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def fifo_build(request):
+    """One Verilator build per config, shared by the module's tests (cached across runs too)."""
+    return build("fifo", CONFIGS[request.param])
+
+
+def test_fifo_passes_every_testbench_test(fifo_build):
+    result = cosim.run(fifo_build, seed=1)  # raises CosimFailure, naming the failed tests, on a failure
+    assert result.tests == 3 and result.failed == 0
+    totals = result.totals()
+    assert totals["packets"] == 300 + 60 + 40
+    assert set(result.summary) == {"test_random_packets", "test_heavy_backpressure", "test_full_throughput"}
+    assert all(s["flit_bits"] == fifo_build.cfg.hardware.flit_bits for s in result.summary.values())
+    assert result.waveform is None
+
+
+def test_seed_and_options_reach_the_testbench(fifo_build):
+    result = cosim.run(fifo_build, seed=7, testcase="test_random_packets", extra_env={"MOZART_PACKETS": "25"})
+    assert result.tests == 1 and result.seed == 7
+    assert result.summary["test_random_packets"]["packets"] == 25
+
+
+# -- broken hardware must fail, with a message that says why ---------------------------------------------
+
+class CorruptFifo(wiring.Component):
+    """A LinkFifo whose output flips data bit 3 of every flit."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        super().__init__({"i": In(link_signature(cfg)), "o": Out(link_signature(cfg))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = LinkFifo(self._cfg)
+        wiring.connect(m, wiring.flipped(self.i), fifo.i)
+        m.d.comb += [self.o.valid.eq(fifo.o.valid), fifo.o.ready.eq(self.o.ready),
+                     self.o.payload.eq(fifo.o.payload), self.o.payload.data.eq(fifo.o.payload.data ^ 8)]
+        return m
+
+
+class SinkFifo(CorruptFifo):
+    """A LinkFifo that swallows every flit: its output never becomes valid."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += self.o.valid.eq(0)
+        return m
+
+
+def mutant(cls) -> Design:
+    fifo = design("fifo")
+    return Design(f"fifo-{cls.__name__.lower()}", f"{__name__}:{cls.__name__}", fifo.testbench, fifo.toplevel,
+                  cls.__doc__)
+
+
+def test_corrupted_data_fails_with_the_scoreboard_message():
+    with pytest.raises(CosimFailure) as exc:
+        cosim.run(mutant(CorruptFifo), TINY, seed=1, testcase="test_random_packets",
+                  extra_env={"MOZART_PACKETS": "20"})
+    message = str(exc.value)
+    assert "0 of 1 cocotb tests passed" in message and "test_random_packets" in message
+    assert "fifo scoreboard: port o must emit only expected packets" in message
+    assert "payload flit 0" in message or "header kind must be" in message
+
+
+def test_lost_flits_fail_with_the_watchdog_message():
+    with pytest.raises(CosimFailure, match=r"(?s)DeadlockError: fifo watchdog: no flit moved .* for 200 cycles"
+                       r".*while work is pending: port o: 20 packets"):
+        cosim.run(mutant(SinkFifo), TINY, seed=1, testcase="test_random_packets",
+                  extra_env={"MOZART_PACKETS": "20"})
+
+
+def test_check_false_returns_the_failure_instead():
+    result = cosim.run(mutant(SinkFifo), TINY, seed=1, testcase="test_random_packets",
+                       extra_env={"MOZART_PACKETS": "5"}, check=False)
+    assert not result.ok and result.failed_tests == ("test_random_packets",)
+    assert any("DeadlockError" in line for line in result.errors)
+
+
+def test_bad_arguments_are_clear(fifo_build):
+    with pytest.raises(CosimError, match=r"seed must be a non-negative integer, not -1"):
+        cosim.run(fifo_build, seed=-1)
+    with pytest.raises(CosimError, match=r"must run at least one test of mozart.tb.tb_fifo matching 'nope'"):
+        cosim.run(fifo_build, seed=1, testcase="nope")
