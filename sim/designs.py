@@ -29,6 +29,8 @@ class Design:
 DESIGNS: dict[str, Design] = {d.name: d for d in [
     Design("fifo", "mozart.hw.link_fifo:LinkFifo", "mozart.tb.tb_fifo", "link_fifo",
            "flit FIFO of a link (the switch input buffer); the co-simulation demo"),
+    Design("switch", "mozart.hw.switch:Switch", "mozart.tb.tb_switch", "switch",
+           "NoP-Tree switch: wormhole routing, round-robin arbitration, dispatch multicast, in-network reduction"),
     Design("chiplet", "mozart.hw.chiplet:ExpertChiplet", "mozart.tb.tb_chiplet", "expert_chiplet",
            "expert chiplet: weight SRAM slots, MAC-lane engine, bit-exact expert FFN and gated partial, saving"),
     Design("memctrl", "mozart.hw.memctrl:MemoryController", "mozart.tb.tb_memctrl", "memctrl",
