@@ -189,19 +189,29 @@ class MemoryController(wiring.Component):
             m.d.comb += [din.op.eq(_Op.LOAD), din.addr.eq(ld.addr), din.size.eq(ld.image_words),
                          din.dst.eq(chiplet0 + ld.chiplet)]
 
-        # write payload gearbox: one flit in, words_per_flit words out
+        # write payload gearbox: one flit in, its words out one per cycle. The buffer drains on its own, so the
+        # parser returns to HEADER as soon as the last flit is in it and the next header overlaps that drain.
         wbuf = Signal(proto.flit_bits)
         wbuf_valid = Signal()
         wsub = Signal(range(wpf))
-        wleft = Signal(proto.words_bits)
-        wgot_last = Signal()
+        wn = Signal(range(wpf + 1))             # words of the write in the buffered flit
+        wleft = Signal(proto.words_bits)        # words of the write not yet in the buffer
         wbuf_last = Signal()
         whs = Signal()
+        wload = Signal()
         m.d.comb += [
-            wbuf_last.eq((wsub == wpf - 1) | (wleft == 1)),
+            wbuf_last.eq(wsub == wn - 1),
+            dram.wdata.valid.eq(wbuf_valid),
             dram.wdata.payload.eq(wbuf.word_select(wsub, wb)),
             whs.eq(dram.wdata.valid & dram.wdata.ready),
         ]
+        with m.If(whs):
+            m.d.sync += wsub.eq(wsub + 1)
+            with m.If(wbuf_last):
+                m.d.sync += wbuf_valid.eq(0)
+        with m.If(wload):
+            m.d.sync += [wbuf.eq(self.port_in.payload.data), wbuf_valid.eq(1), wsub.eq(0),
+                         wn.eq(Mux(wleft > wpf, wpf, wleft)), wleft.eq(Mux(wleft > wpf, wleft - wpf, 0))]
 
         # LOAD burst generator
         gaddr = Signal(proto.addr_bits)
@@ -227,25 +237,19 @@ class MemoryController(wiring.Component):
                         with m.If(has_payload):
                             m.next = "DISCARD"
                     with m.Elif(kind == PacketKind.MEM_WRITE):
-                        m.d.sync += [wleft.eq(wr.words), wgot_last.eq(0), wbuf_valid.eq(0)]
+                        m.d.sync += wleft.eq(wr.words)
                         m.next = "WRITE"
                     with m.Elif(kind == PacketKind.LOAD):
                         m.d.sync += [gaddr.eq(ld.addr), gleft.eq(ld.image_words)]
                         m.next = "LOAD"
             with m.State("WRITE"):
+                # the header checked that the payload is exactly ceil(words / words_per_flit) flits
                 m.d.comb += [
-                    dram.wdata.valid.eq(wbuf_valid),
-                    self.port_in.ready.eq(~wgot_last & (~wbuf_valid | (whs & wbuf_last))),
+                    self.port_in.ready.eq(~wbuf_valid | (whs & wbuf_last)),
+                    wload.eq(self.port_in.valid & self.port_in.ready),
                 ]
-                with m.If(whs):
-                    m.d.sync += [wleft.eq(wleft - 1), wsub.eq(wsub + 1)]
-                    with m.If(wbuf_last):
-                        m.d.sync += wbuf_valid.eq(0)
-                    with m.If(wleft == 1):
-                        m.next = "HEADER"
-                with m.If(self.port_in.valid & self.port_in.ready):
-                    m.d.sync += [wbuf.eq(self.port_in.payload.data), wbuf_valid.eq(1), wsub.eq(0),
-                                 wgot_last.eq(self.port_in.payload.last)]
+                with m.If(wload & self.port_in.payload.last):
+                    m.next = "HEADER"
             with m.State("LOAD"):
                 m.d.comb += [
                     dram.cmd.valid.eq(1), dram.cmd.payload.addr.eq(gaddr), dram.cmd.payload.words.eq(gwords),
@@ -275,7 +279,9 @@ class MemoryController(wiring.Component):
         oleft_img = Signal(size_bits)
         chunk = Signal(proto.words_bits)
         m.d.comb += chunk.eq(Mux(oleft_img > maxw, maxw, oleft_img))
-        m.d.comb += [hout.src.eq(self.node), hout.tag.eq(dout.tag), hout.dst.eq(dout.dst)]
+        # hout.src is set in each header branch, not here: a constant-only comb assignment becomes an
+        # `always @*` with an empty sensitivity list, which Verilator never evaluates (src would read 0).
+        m.d.comb += [hout.tag.eq(dout.tag), hout.dst.eq(dout.dst)]
         m.d.comb += self.port_out.payload.data.eq(hout)  # the PAYLOAD state overrides this with words
 
         def flits(words):
@@ -287,7 +293,7 @@ class MemoryController(wiring.Component):
                     with m.Switch(dout.op):
                         with m.Case(_Op.DATA):
                             m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_DATA), hout.length.eq(flits(dout.size)),
+                                hout.kind.eq(PacketKind.MEM_DATA), hout.src.eq(self.node), hout.length.eq(flits(dout.size)),
                                 hout.meta.mem_data.addr.eq(dout.addr), hout.meta.mem_data.words.eq(dout.size),
                                 self.port_out.valid.eq(dram.rdata.valid), self.port_out.payload.first.eq(1),
                             ]
@@ -296,7 +302,7 @@ class MemoryController(wiring.Component):
                                 m.next = "PAYLOAD"
                         with m.Case(_Op.ERROR):
                             m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_ERROR), hout.length.eq(0),
+                                hout.kind.eq(PacketKind.MEM_ERROR), hout.src.eq(self.node), hout.length.eq(0),
                                 hout.meta.mem_error.code.eq(dout.code), hout.meta.mem_error.addr.eq(dout.addr),
                                 self.port_out.valid.eq(1), self.port_out.payload.first.eq(1),
                                 self.port_out.payload.last.eq(1),
@@ -304,7 +310,7 @@ class MemoryController(wiring.Component):
                             ]
                         with m.Case(_Op.WRITE):
                             m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_ACK), hout.length.eq(0),
+                                hout.kind.eq(PacketKind.MEM_ACK), hout.src.eq(self.node), hout.length.eq(0),
                                 hout.meta.mem_ack.addr.eq(dout.addr), hout.meta.mem_ack.words.eq(dout.size),
                                 self.port_out.valid.eq(dout.ack & (tokens != 0)), self.port_out.payload.first.eq(1),
                                 self.port_out.payload.last.eq(1),
@@ -316,7 +322,7 @@ class MemoryController(wiring.Component):
                             m.next = "WEIGHT"
             with m.State("WEIGHT"):
                 m.d.comb += [
-                    hout.kind.eq(PacketKind.WEIGHT), hout.length.eq(flits(chunk)),
+                    hout.kind.eq(PacketKind.WEIGHT), hout.src.eq(self.node), hout.length.eq(flits(chunk)),
                     hout.meta.weight.slot.eq(dout.slot), hout.meta.weight.expert.eq(dout.expert),
                     hout.meta.weight.offset.eq(ooff), hout.meta.weight.final.eq(oleft_img == chunk),
                     self.port_out.valid.eq(dram.rdata.valid), self.port_out.payload.first.eq(1),
