@@ -18,11 +18,12 @@ A spec is a TOML file, validated completely when it is loaded, so a typo fails b
     [axes]                   # dotted keys; each a list or an inclusive range {start, stop, step}
     "dram.word_bits" = [64, 128, 256]
     "tree.chiplets_per_group" = { start = 2, stop = 4 }          # step defaults to 1
-    "perf.<parameter>" = { start = 0.5, stop = 2.0, step = 0.5 }  # a performance-model parameter
+    "perf.network" = ["tree", "mesh"]                         # a performance-model option
+    "perf.hbm_gbps" = { start = 128.0, stop = 512.0, step = 128.0 }  # a performance-model parameter
 
 Rules checked here (each a :class:`SweepError` naming the spec file, the key, the value and the rule):
-unknown sections and keys, an axis key that is not a config field (``section.field``) or a
-performance-model parameter, an empty axis, repeated axis values, a value of the wrong type for its
+unknown sections and keys, an axis key that is not a config field (``section.field``), a performance-model
+option (:func:`perf_options`) or parameter (:func:`perf_parameters`), an empty axis, repeated axis values, a value of the wrong type for its
 field, a bad range (zero step, stop before start, more than :data:`MAX_AXIS_VALUES` values), an unknown
 placement method or variant, a missing trace file, and more than :data:`MAX_POINTS` points.
 
@@ -47,7 +48,7 @@ from .config import load_config, to_dict
 from .errors import MozartError
 
 __all__ = ["SweepError", "Axis", "TraceSource", "SweepSpec", "load_spec", "spec_from_dict", "known_methods",
-           "known_variants", "perf_parameters", "MAX_POINTS", "MAX_AXIS_VALUES"]
+           "known_variants", "perf_options", "perf_parameters", "MAX_POINTS", "MAX_AXIS_VALUES"]
 
 #: A sweep larger than this is almost certainly a mistake in a range (and would not fit a results file).
 MAX_POINTS = 1_000_000
@@ -78,10 +79,32 @@ def known_variants() -> list[str]:
     return list(VARIANTS)
 
 
+def perf_options() -> dict[str, tuple[str, ...]]:
+    """The performance model's evaluation choices an axis may set (``perf.network`` etc.), with their values.
+
+    ``network``: the NoP-Tree or the 2D mesh; ``dram``: HBM2 or SSD (full-size models); ``mode``: the
+    micro-batch-aggregated fast path or the per-token mode. The first value of each is the default.
+    """
+    from .perf.engine import MODES  # noqa: PLC0415
+    from .perf.network import NETWORKS  # noqa: PLC0415
+    from .perf.timing import DRAM_KINDS  # noqa: PLC0415
+    return {"network": tuple(NETWORKS), "dram": tuple(DRAM_KINDS), "mode": tuple(MODES)}
+
+
 def perf_parameters() -> dict[str, Any]:
-    """The performance-model parameters an axis may set (``perf.<name>``), with their default values."""
-    from .perf import sweepable_parameters  # noqa: PLC0415
-    return dict(sweepable_parameters())
+    """The performance-model parameters an axis may set (``perf.<name>``), with a value of each.
+
+    These are the numeric entries of the parameter files of :mod:`mozart.model.perf.params`, over all
+    models (``hbm_gbps``, ``link_wires``, ...). They apply to the full-size models the files describe; a
+    scaled config (``tiny``, ``wafer4x4``) is timed from its own config fields instead.
+    """
+    from .perf import load_params, model_names  # noqa: PLC0415 (loads only for perf.* axes)
+    out: dict[str, Any] = {}
+    for model in model_names():
+        for name, param in load_params(model).params.items():
+            if isinstance(param.value, (int, float)) and not isinstance(param.value, bool):
+                out.setdefault(name, param.value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -337,14 +360,17 @@ def _flatten(table: Mapping[str, Any], prefix: str = ""):
             yield dotted, value
 
 
-def _field_kind(check: _Checker, where: str, key: str, configs: tuple) -> type:
-    """The Python type an axis key's values must have, from the base configs or the perf parameters."""
+def _field_kind(check: _Checker, where: str, key: str, configs: tuple) -> type | tuple:
+    """The type an axis key's values must have (from the base config or the perf parameters), or the tuple
+    of an option's names."""
     section, _, field = key.partition(".")
     if section == PERF_NAMESPACE:
-        params = perf_parameters()
+        options, params = perf_options(), perf_parameters()
+        if field in options:
+            return options[field]
         if field not in params:
-            check.fail(where, "a performance-model parameter perf.<name> with a name of "
-                       + (", ".join(sorted(params)) or "(none: the model exposes no parameters)"), key)
+            check.fail(where, "a performance-model option or parameter perf.<name> with a name of "
+                       + ", ".join([*options, *sorted(params)]), key)
         return type(params[field])
     sections = configs[0][1]
     known = sorted(f"{s}.<field>" for s, v in sections.items() if isinstance(v, dict))
@@ -356,7 +382,11 @@ def _field_kind(check: _Checker, where: str, key: str, configs: tuple) -> type:
     return type(sections[section][field])
 
 
-def _check_kind(check: _Checker, where: str, value: Any, kind: type) -> None:
+def _check_kind(check: _Checker, where: str, value: Any, kind: type | tuple) -> None:
+    if isinstance(kind, tuple):  # an option: one of its names
+        if value not in kind:
+            check.fail(where, "one of " + ", ".join(kind), value)
+        return
     rule = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
     ok = {bool: lambda v: isinstance(v, bool),
           int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -376,7 +406,8 @@ def _range(check: _Checker, where: str, table: Mapping[str, Any], kind: type) ->
         if name not in table:
             check.fail(where, f"a range with {name} (and start, stop, optional step)", dict(table))
     if kind not in (int, float):
-        check.fail(where, f"a list (a range needs a numeric field; this one is {kind.__name__})", dict(table))
+        name = "an option" if isinstance(kind, tuple) else kind.__name__
+        check.fail(where, f"a list (a range needs a numeric field; this one is {name})", dict(table))
     start, stop, step = table["start"], table["stop"], table.get("step", 1)
     for name, v in (("start", start), ("stop", stop), ("step", step)):
         _check_kind(check, f"{where}.{name}", v, kind)

@@ -41,7 +41,8 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
@@ -118,8 +119,42 @@ def _input_row(point: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 
+class _Memo:
+    """A worker's small LRU of intermediate results that neighbouring points share.
+
+    Results are pure functions of their keys, so caching changes the run time, never a row.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = self.items[key] = make()
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return value
+
+
+_TRACES, _PLACEMENTS, _SCHEDULES = _Memo(4), _Memo(16), _Memo(16)
+
+
+def _section_key(cfg_dict: dict, *sections: str) -> str:
+    return json.dumps({s: cfg_dict[s] for s in sections}, sort_keys=True)
+
+
 def evaluate_point(point: dict) -> dict:
-    """Evaluate one point with the performance model.
+    """Evaluate one point with the performance model (:mod:`mozart.model.perf`).
+
+    The point's config is its base config with the config-field axes applied
+    (:func:`mozart.model.config.override`). Its trace is synthesised (or read), its placement made with its
+    method, its schedules built for its variant, and one training step simulated. A full-size model (a preset
+    with a parameter file: ``olmoe-1b-7b``, ...) is timed from its parameters, with the ``perf.*`` axes
+    applied; any other config is timed from its own RTL fields (``hardware``, ``dram``), as the model's
+    ``HardwareTiming.scaled`` does.
 
     Parameters
     ----------
@@ -129,14 +164,84 @@ def evaluate_point(point: dict) -> dict:
     Returns
     -------
     dict
-        Output column -> scalar (step time and its breakdown, C_T, per-link traffic, ...).
+        Output column -> scalar; see ``docs/sweep.md`` for the columns.
 
     Raises
     ------
     MozartError
-        The point's config combination, trace or placement is invalid (recorded as ``status`` "invalid").
+        The point's config combination, trace, placement or perf setting is invalid (recorded as ``status``
+        "invalid").
     """
-    raise NotImplementedError("the performance model (mozart.model.perf) has not landed yet")
+    from mozart.model import perf  # noqa: PLC0415 (workers import the model once, on their first point)
+    from mozart.model.config import config_from_dict, override, to_dict  # noqa: PLC0415
+    from mozart.model.placers import place  # noqa: PLC0415
+    from mozart.model.sweep_spec import perf_options  # noqa: PLC0415
+
+    settings = point["settings"]
+    perf_settings = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("perf.")}
+    cfg = config_from_dict(point["base"], point["config"])
+    config_settings = {k: v for k, v in settings.items() if not k.startswith("perf.")}
+    if config_settings:
+        cfg = override(cfg, config_settings)
+    cfg_dict = to_dict(cfg)
+    options = {name: values[0] for name, values in perf_options().items()}
+    options.update({k: v for k, v in perf_settings.items() if k in options})
+    params = {k: v for k, v in perf_settings.items() if k not in options}
+    timing, workload = _timing(perf, cfg, options["dram"], params)
+
+    # Each stage is cached on the config sections it reads (synth and placers: tree, moe; schedules: also
+    # hardware and training), so axes that only change the timing reuse the trace, placement and schedules.
+    source = point["trace"]
+    tokens = source["tokens"] or cfg.training.tokens_per_step
+    if source["file"]:
+        trace_key = ("file", source["file"], source["sha256"])
+        trace = _TRACES.get(trace_key, lambda: _load_trace(source["file"]))
+    else:
+        from mozart.model.synth import synthesize_for  # noqa: PLC0415
+        trace_key = ("synthetic", _section_key(cfg_dict, "tree", "moe"), tokens, point["trace_seed"],
+                     source["structured"])
+        trace = _TRACES.get(trace_key, lambda: synthesize_for(cfg, tokens, point["trace_seed"],
+                                                             structured=source["structured"]))
+    place_key = (trace_key, _section_key(cfg_dict, "tree", "moe"), point["method"], point["placement_seed"])
+    placement = _PLACEMENTS.get(place_key, lambda: place(trace, cfg, point["method"], seed=point["placement_seed"]))
+    schedules = _SCHEDULES.get((place_key, _section_key(cfg_dict, "hardware", "training"), point["variant"]),
+                               lambda: perf.step_schedules(cfg, placement, trace, point["variant"]))
+    step = perf.simulate_step(schedules, trace, timing, workload, cfg, network=options["network"],
+                              mode=options["mode"])
+    return {
+        "tokens": trace.tokens, "chiplets": cfg.chiplets, "experts_per_chiplet": cfg.experts_per_chiplet,
+        "step_time_s": step.seconds, "step_cycles": step.cycles,
+        "c_t": perf.placement_c_t(trace, placement), "replicas_per_token": step.replicas_per_token,
+    }
+
+
+def _perf_models() -> dict[str, str]:
+    """Preset name -> the perf model whose parameter file names that preset."""
+    from mozart.model.perf import load_params, model_names  # noqa: PLC0415
+    return {load_params(m).config: m for m in model_names()}
+
+
+def _timing(perf, cfg, dram: str, params: dict):
+    """The hardware timing and workload of ``cfg``: full size from its perf model's parameters, else scaled."""
+    model = _perf_models().get(cfg.name)
+    if model is None:
+        swept = [f"perf.{k}" for k in params] + (["perf.dram"] if dram != "hbm2" else [])
+        if swept:
+            raise SweepError(f"{', '.join(swept)} must be swept only on the full-size models "
+                             f"({', '.join(sorted(_perf_models()))}), not on {cfg.name!r}, which is timed from "
+                             "its own config fields (hardware.*, dram.*)")
+        return perf.HardwareTiming.scaled(cfg), perf.Workload.scaled(cfg)
+    base = perf.load_params(model)
+    if params:
+        from mozart.model.perf.parameters import Param  # noqa: PLC0415
+        base = replace(base, params={**base.params, **{k: Param(k, v, "sweep: an axis of the sweep spec")
+                                                       for k, v in params.items()}})
+    return perf.HardwareTiming.full_size(base, cfg, dram), perf.Workload.full_size(base, cfg)
+
+
+def _load_trace(path: str):
+    from mozart.model.trace_io import load_trace  # noqa: PLC0415
+    return load_trace(path)
 
 
 def _scalar(key: str, value: Any) -> Any:
@@ -295,12 +400,18 @@ class _PoolBackend:
 
     def results(self, chunks: Iterable[list[dict]]) -> Iterator[list[dict]]:
         from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
+        from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
         chunks = iter(chunks)
         pending = {self.pool.submit(self.task, c) for c in itertools.islice(chunks, 2 * self.workers)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                try:
+                    rows = future.result()
+                except BrokenProcessPool as exc:
+                    raise SweepError(f"a worker process died ({exc}); the finished points are saved: rerun the "
+                                     "same sweep to resume") from None
+                yield rows
                 pending |= {self.pool.submit(self.task, c) for c in itertools.islice(chunks, 1)}
 
 
@@ -346,9 +457,15 @@ class _DaskBackend:
         def submit(chunk):  # pure=False: equal chunks of two sweeps must not share a cached result
             return self.client.submit(self.task, chunk, pure=False)
 
+        from distributed import KilledWorker  # noqa: PLC0415
         running = as_completed([submit(c) for c in itertools.islice(chunks, 2 * self.slots)])
         for future in running:
-            yield future.result()
+            try:
+                rows = future.result()
+            except KilledWorker as exc:
+                raise SweepError(f"Dask workers died running {exc.task!r}; the finished points are saved: rerun "
+                                 "the same sweep to resume") from None
+            yield rows
             for chunk in itertools.islice(chunks, 1):
                 running.add(submit(chunk))
 

@@ -94,7 +94,11 @@ def test_trace_file_is_resolved_against_the_spec_and_hashed(tmp_path):
     ('[axes]\n"dram.banks" = {start = 1, stop = 100000}\n', "must be a range of at most 10000 values"),
     ('[axes]\n"numerics.activation" = {start = 1, stop = 2}\n', "axes.'numerics.activation' must be a list (a "
                                                                  "range needs a numeric field"),
-    ('[axes]\n"perf.nope" = [1]\n', "axes.'perf.nope' must be a performance-model parameter"),
+    ('[axes]\n"perf.nope" = [1]\n', "axes.'perf.nope' must be a performance-model option or parameter "
+                                   "perf.<name> with a name of network, dram, mode, link_gbps, not 'perf.nope'"),
+    ('[axes]\n"perf.network" = ["tree", "ring"]\n', "axes.'perf.network'[1] must be one of tree, mesh, not 'ring'"),
+    ('[axes]\n"perf.link_gbps" = [1, "2"]\n', "axes.'perf.link_gbps'[1] must be a number (the type of the field "
+                                               "it sets), not '2'"),
     ('[trace]\nfile = "missing.npz"\n', "trace.file must be an existing trace file (relative to the spec), not "
                                         "'missing.npz'"),
     ('[trace]\ntokens = 0\n', "trace.tokens must be at least 1, not 0"),
@@ -144,3 +148,15 @@ def test_file_errors(tmp_path):
         load_spec(write(tmp_path, "[sweep\n"))
     with pytest.raises(SweepError, match=r"section \[sweep\] is missing"):
         load_spec(write(tmp_path, "[axes]\n"))
+
+
+def test_the_performance_model_options_and_parameters_are_axes(tmp_path):
+    spec = load_spec(write(tmp_path, BASE.replace('"wafer4x4"', '"olmoe-1b-7b"') + """
+[axes]
+"perf.network" = ["tree", "mesh"]
+"perf.dram" = ["hbm2", "ssd"]
+"perf.hbm_gbps" = [128, 256.0]
+"perf.link_wires" = { start = 256, stop = 1024, step = 256 }
+"""))
+    assert [a.values for a in spec.axes] == [("tree", "mesh"), ("hbm2", "ssd"), (128, 256.0),
+                                             (256, 512, 768, 1024)]
