@@ -60,7 +60,7 @@ import numpy as np
 from .errors import TraceError
 from .trace import Trace
 
-__all__ = ["SCHEMA_VERSION", "save_trace", "load_trace", "load_trace_with_meta", "read_npz", "write_npz",
+__all__ = ["SCHEMA_VERSION", "check_output_path", "save_trace", "load_trace", "load_trace_with_meta", "read_npz", "write_npz",
            "read_jsonl", "write_jsonl", "read_logits", "route_logits"]
 
 SCHEMA_VERSION = 1
@@ -130,16 +130,24 @@ def write_jsonl(trace: Trace, path: str | Path, *, layer_ids: Iterable[int] | No
     _atomic_write(Path(path), write)
 
 
+def check_output_path(path: str | Path) -> str:
+    """The format (``"npz"`` or ``"jsonl"``) :func:`save_trace` would write to ``path``; raises TraceError if it
+    cannot (unknown suffix, missing folder). Lets a command fail before a long computation, not after."""
+    path = Path(path)
+    if path.suffix not in (".npz", ".jsonl"):
+        raise TraceError(f"{path}: a trace file name must end in .npz or .jsonl, not {path.suffix or 'nothing'!r}")
+    if not path.parent.is_dir():
+        raise TraceError(f"{path}: the folder {str(path.parent)!r} must exist")
+    return path.suffix[1:]
+
+
 def save_trace(trace: Trace, path: str | Path, *, layer_ids: Iterable[int] | None = None, meta: dict | None = None,
                progress: Progress = None) -> None:
     """Write ``trace`` to ``path``: ``.npz`` (the mozart format) or ``.jsonl``, by suffix."""
-    suffix = Path(path).suffix
-    if suffix == ".npz":
+    if check_output_path(path) == "npz":
         write_npz(trace, path, layer_ids=layer_ids, meta=meta)
-    elif suffix == ".jsonl":
-        write_jsonl(trace, path, layer_ids=layer_ids, progress=progress)
     else:
-        raise TraceError(f"{path}: a trace file name must end in .npz or .jsonl, not {suffix or 'nothing'!r}")
+        write_jsonl(trace, path, layer_ids=layer_ids, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------- validation

@@ -18,7 +18,7 @@ from mozart.model.metrics import expected_distinct_chiplets, placement_metrics
 from mozart.model.placement import Placement
 from mozart.model.stats import activation_frequency, coactivation_counts, top_pairs
 from mozart.model.synth import synthesize_for
-from mozart.model.trace_io import load_trace_with_meta, save_trace
+from mozart.model.trace_io import check_output_path, load_trace_with_meta, save_trace
 
 from .config import add_config_argument
 
@@ -161,6 +161,7 @@ def _load(path: str, args, cfg=None):
 
 def _synth(args) -> int:
     cfg = load_config(args.config)
+    check_output_path(args.output)
     tokens = args.tokens or cfg.training.tokens_per_step
     knobs = {name: getattr(args, name) for name in ("coactivation", "skew") if getattr(args, name) is not None}
     progress = _Progress(f"synthesising {cfg.moe.layers} layers", " layers")
@@ -228,6 +229,7 @@ def _stats(args) -> int:
 
 def _convert(args) -> int:
     cfg = load_config(args.config) if args.config else None
+    check_output_path(args.output)
     trace, info = _load(args.input, args, cfg)
     if cfg:
         trace.check_fits(cfg)
