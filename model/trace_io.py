@@ -324,6 +324,8 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
                 n = rec["num_experts"]
                 if not _is_int(n) or n < 1:
                     raise _record_error(path, number, f"field 'num_experts' must be a positive integer, not {n!r}")
+                if num_experts is not None and n != num_experts:
+                    raise _record_error(path, number, f"field 'num_experts' must be {num_experts} (expected), not {n}")
                 if declared is not None and n != declared[0]:
                     raise _record_error(path, number, f"field 'num_experts' must be {declared[0]} as on line "
                                         f"{declared[1]}, not {n}")
