@@ -16,13 +16,20 @@ from mozart.model.dram_timing import DramTiming
 from mozart.model.errors import ConfigError
 from mozart.model.protocol import Protocol
 
-__all__ = ["DramModel", "command_layout", "BackdoorSignature"]
+__all__ = ["DramModel", "command_layout", "burst_bits", "BackdoorSignature"]
+
+
+def burst_bits(cfg) -> int:
+    """Width of a burst length: up to a memory packet's ``max_burst_words`` or a whole expert image (a LOAD is
+    one burst, so the DRAM sees its rows coming and activates each next bank while the current one streams)."""
+    proto = Protocol(cfg)
+    return max(proto.words_bits, proto.image_words.bit_length())
 
 
 def command_layout(cfg) -> data.StructLayout:
-    """A burst command: ``words`` (1 .. max_burst_words) consecutive words from ``addr``; ``write``."""
+    """A burst command: ``words`` (1 .. 2**burst_bits - 1) consecutive words from ``addr``; ``write``."""
     proto = Protocol(cfg)
-    return data.StructLayout({"addr": unsigned(proto.addr_bits), "words": unsigned(proto.words_bits),
+    return data.StructLayout({"addr": unsigned(proto.addr_bits), "words": unsigned(burst_bits(cfg)),
                               "write": unsigned(1)})
 
 
@@ -53,7 +60,7 @@ class DramModel(wiring.Component):
     -------
     cmd : In(stream.Signature(command_layout(cfg)))
         Burst commands, served strictly in order. The caller keeps every burst inside the DRAM and at
-        most ``max_burst_words`` long (the memory controller checks this before it issues one).
+        least one word long (the memory controller checks this before it issues one).
     wdata : In(stream.Signature(word_bits))
         Write words, one per word of each write burst, in order.
     rdata : Out(stream.Signature(word_bits))
@@ -167,11 +174,11 @@ class DramModel(wiring.Component):
         # -- command pipeline: nxt (lookahead register) and act (the burst issuing columns) ---------------------
         nxt_valid = Signal()
         nxt_addr = Signal(addr_bits)
-        nxt_words = Signal(self.proto.words_bits)
+        nxt_words = Signal(burst_bits(self.cfg))
         nxt_write = Signal()
         act_valid = Signal()
         act_addr = Signal(addr_bits)
-        act_left = Signal(self.proto.words_bits)
+        act_left = Signal(burst_bits(self.cfg))
         act_write = Signal()
         act_bank = Signal(bank_shape)
         act_row = Signal(row_shape)

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.protocol import Protocol
 from mozart.model.topology import Topology
 
-from .dram import BackdoorSignature, DramModel
+from .dram import BackdoorSignature, DramModel, burst_bits
 from .protocol import MemError, PacketKind, header_layout, link_signature
 
 __all__ = ["MemoryController"]
@@ -25,10 +25,6 @@ class _Op(enum.Enum, shape=2):
     WRITE = 1  #: wait for the write to finish; MEM_ACK if asked
     ERROR = 2  #: MEM_ERROR
     LOAD = 3   #: WEIGHT packets of an expert image
-
-
-def _clog2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 class MemoryController(wiring.Component):
@@ -130,7 +126,7 @@ class MemoryController(wiring.Component):
         total = cfg.dram.words
         chiplets = cfg.tree.chiplets_per_group
         chiplet0 = self.topology.chiplet(self.group, 0)
-        size_bits = max(proto.words_bits, _clog2(proto.image_words + 1))
+        size_bits = burst_bits(cfg)
 
         # -- the queue of accepted requests (the outstanding slots) ---------------------------------------------
         desc_layout = data.StructLayout({
@@ -213,14 +209,10 @@ class MemoryController(wiring.Component):
             m.d.sync += [wbuf.eq(self.port_in.payload.data), wbuf_valid.eq(1), wsub.eq(0),
                          wn.eq(Mux(wleft > wpf, wpf, wleft)), wleft.eq(Mux(wleft > wpf, wleft - wpf, 0))]
 
-        # LOAD burst generator
-        gaddr = Signal(proto.addr_bits)
-        gleft = Signal(size_bits)
-        gwords = Signal(proto.words_bits)
-        m.d.comb += gwords.eq(Mux(gleft > maxw, maxw, gleft))
-
+        # reads, writes and LOADs each go to the DRAM as one burst (a LOAD's burst is the whole image)
         need_cmd = Signal()
-        m.d.comb += need_cmd.eq(~bad & ((kind == PacketKind.MEM_READ) | (kind == PacketKind.MEM_WRITE)))
+        m.d.comb += need_cmd.eq(~bad & ((kind == PacketKind.MEM_READ) | (kind == PacketKind.MEM_WRITE)
+                                        | (kind == PacketKind.LOAD)))
         with m.FSM(name="parse"):
             with m.State("HEADER"):
                 m.d.comb += [
@@ -239,9 +231,6 @@ class MemoryController(wiring.Component):
                     with m.Elif(kind == PacketKind.MEM_WRITE):
                         m.d.sync += wleft.eq(wr.words)
                         m.next = "WRITE"
-                    with m.Elif(kind == PacketKind.LOAD):
-                        m.d.sync += [gaddr.eq(ld.addr), gleft.eq(ld.image_words)]
-                        m.next = "LOAD"
             with m.State("WRITE"):
                 # the header checked that the payload is exactly ceil(words / words_per_flit) flits
                 m.d.comb += [
@@ -250,15 +239,6 @@ class MemoryController(wiring.Component):
                 ]
                 with m.If(wload & self.port_in.payload.last):
                     m.next = "HEADER"
-            with m.State("LOAD"):
-                m.d.comb += [
-                    dram.cmd.valid.eq(1), dram.cmd.payload.addr.eq(gaddr), dram.cmd.payload.words.eq(gwords),
-                    dram.cmd.payload.write.eq(0),
-                ]
-                with m.If(dram.cmd.ready):
-                    m.d.sync += [gaddr.eq(gaddr + gwords), gleft.eq(gleft - gwords)]
-                    with m.If(gleft == gwords):
-                        m.next = "HEADER"
             with m.State("DISCARD"):
                 m.d.comb += self.port_in.ready.eq(1)
                 with m.If(self.port_in.valid & self.port_in.payload.last):

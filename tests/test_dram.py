@@ -154,7 +154,8 @@ def test_random_bursts_cycle_exact_with_data(name, seed):
     for _ in range(60):
         # local bursts with some far jumps: hits, misses and conflicts in one run
         base = rng.choice([rng.randrange(d.words), (cmds[-1].addr + cmds[-1].words) % d.words if cmds else 0])
-        words = rng.randint(1, min(maxw, d.words - base))
+        # mostly packet-sized bursts, some as long as a weight image (a LOAD is one burst)
+        words = rng.randint(1, min(maxw if rng.random() < 0.8 else 40, d.words - base))
         write = rng.random() < 0.4
         at += rng.choice([0, 0, 0, 1, 5])
         cmds.append(Command(base, words, write, at))
