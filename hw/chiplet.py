@@ -337,7 +337,14 @@ class ExpertChiplet(wiring.Component):
         entry = (hid.tag * cfg.chiplets_per_group + self.index) * E + hid.expert
         s_addr = proto.activation_base + entry * golden.activation_entry_words(cfg) + s_pkt * (BURST * wpf)
         s_len = Mux(HF - s_pkt * BURST > BURST, BURST, HF - s_pkt * BURST)
-        m.d.comb += [ohdr.src.eq(self.node), pout.payload.data.eq(ohdr.as_value())]
+        m.d.comb += pout.payload.data.eq(ohdr.as_value())
+
+        def head(kind, dst, tag, length=0):
+            # src is set with the other fields, in the state: a header field driven only by a constant
+            # becomes a sensitivity-less ``always @*`` in the Verilog, which Verilator never evaluates
+            return [pout.valid.eq(1), pout.payload.first.eq(1), ohdr.kind.eq(kind), ohdr.dst.eq(dst),
+                    ohdr.src.eq(self.node), ohdr.tag.eq(tag), ohdr.length.eq(length)]
+
         with m.FSM(name="tx"):
             with m.State("IDLE"):
                 with m.If(any_lp):
@@ -350,16 +357,14 @@ class ExpertChiplet(wiring.Component):
                     m.d.sync += [o_cnt.eq(0), s_pkt.eq(0)]
                     m.next = "SAVE_HDR"
             with m.State("LOADED"):
-                m.d.comb += [pout.valid.eq(1), pout.payload.first.eq(1), pout.payload.last.eq(1),
-                             ohdr.kind.eq(PacketKind.LOADED), ohdr.dst.eq(topo.root), ohdr.tag.eq(lp_tag[lp_cur]),
-                             ohdr.meta.loaded.slot.eq(lp_cur), ohdr.meta.loaded.expert.eq(lp_expert[lp_cur])]
+                m.d.comb += head(PacketKind.LOADED, topo.root, lp_tag[lp_cur])
+                m.d.comb += [pout.payload.last.eq(1), ohdr.meta.loaded.slot.eq(lp_cur), ohdr.meta.loaded.expert.eq(lp_expert[lp_cur])]
                 with m.If(pout.ready):
                     m.d.sync += lp[lp_cur].eq(0)
                     m.next = "IDLE"
             with m.State("COMB_HDR"):
-                m.d.comb += [pout.valid.eq(1), pout.payload.first.eq(1), ohdr.kind.eq(PacketKind.COMBINE),
-                             ohdr.dst.eq(topo.root), ohdr.tag.eq(part.tag), ohdr.length.eq(proto.partial_flits),
-                             ohdr.meta.combine.reduce.eq(part.reduce)]
+                m.d.comb += head(PacketKind.COMBINE, topo.root, part.tag, proto.partial_flits)
+                m.d.comb += ohdr.meta.combine.reduce.eq(part.reduce)
                 with m.If(pout.ready):
                     m.next = "COMB_DATA"
             with m.State("COMB_DATA"):
@@ -372,9 +377,8 @@ class ExpertChiplet(wiring.Component):
                         m.d.comb += eng.partial.ready.eq(1)
                         m.next = "IDLE"
             with m.State("SAVE_HDR"):
-                m.d.comb += [pout.valid.eq(1), pout.payload.first.eq(1), ohdr.kind.eq(PacketKind.MEM_WRITE),
-                             ohdr.dst.eq(topo.memctrl(self.group)), ohdr.tag.eq(hid.tag), ohdr.length.eq(s_len),
-                             ohdr.meta.mem_write.addr.eq(s_addr), ohdr.meta.mem_write.words.eq(s_len * wpf),
+                m.d.comb += head(PacketKind.MEM_WRITE, topo.memctrl(self.group), hid.tag, s_len)
+                m.d.comb += [ohdr.meta.mem_write.addr.eq(s_addr), ohdr.meta.mem_write.words.eq(s_len * wpf),
                              ohdr.meta.mem_write.ack.eq(0)]
                 with m.If(pout.ready):
                     m.next = "SAVE_DATA"
