@@ -45,7 +45,7 @@ from mozart.model.protocol import Flit, Packet, Protocol
 
 from .env import rng as seeded_rng
 
-__all__ = ["port_signals", "FlitCodec", "StreamDriver", "StreamMonitor", "PacketDriver", "PacketMonitor", "random_packet",
+__all__ = ["port_signals", "FlitCodec", "ClockLoop", "StreamDriver", "StreamMonitor", "PacketDriver", "PacketMonitor", "random_packet",
            "format_flit"]
 
 
@@ -132,6 +132,58 @@ def _protocol(cfg_or_protocol) -> Protocol:
     return cfg_or_protocol if isinstance(cfg_or_protocol, Protocol) else Protocol(cfg_or_protocol)
 
 
+class ClockLoop:
+    """One cocotb task per clock that steps every started port: ``_drive()`` right after the rising edge, then
+    ``_sample()`` in the ``ReadOnly`` phase.
+
+    Two trigger waits per cycle in total, however many ports a testbench has (a task per port would cost two
+    each, and task switches are most of a cocotb testbench's time). An exception from a port's step (a
+    monitor's framing check, a scoreboard mismatch in a callback) ends the task and so fails the test.
+    """
+
+    _loops: dict[int, "ClockLoop"] = {}
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.cycle = 0  #: rising edges seen since the loop started
+        self._ports: list[_Port] = []
+        self._task = None
+
+    @classmethod
+    def of(cls, clock) -> "ClockLoop":
+        loop = cls._loops.get(id(clock))
+        if loop is None or loop.clock is not clock:
+            loop = cls._loops[id(clock)] = cls(clock)
+        return loop
+
+    def add(self, port: "_Port") -> None:
+        if self._task is None or self._task.done():
+            # a new test (cocotb cancels a test's tasks when it ends): forget the last test's ports
+            self._ports = []
+            self.cycle = 0
+            self._task = cocotb.start_soon(self._run())
+        if port not in self._ports:
+            self._ports = [*self._ports, port]  # a new list: the running loop iterates over the old one
+        port._loop_start = self.cycle
+
+    def remove(self, port: "_Port") -> None:
+        self._ports = [p for p in self._ports if p is not port]
+
+    def running(self, port: "_Port") -> bool:
+        return self._task is not None and not self._task.done() and port in self._ports
+
+    async def _run(self) -> None:
+        edge, read_only = RisingEdge(self.clock), ReadOnly()
+        while True:
+            await edge
+            self.cycle += 1
+            for port in self._ports:
+                port._drive()
+            await read_only
+            for port in self._ports:
+                port._sample()
+
+
 class _Port:
     """What drivers and monitors share: handles, clock, counters, and a name for messages."""
 
@@ -147,20 +199,23 @@ class _Port:
         self.clock = clock if clock is not None else dut.clk
         self.rng = rng if rng is not None else seeded_rng(self.kind, prefix)
         self.transfers = 0            #: flits moved so far (the watchdog watches this)
-        self.last_transfer_cycle = -1  #: this port's cycle count at the last transfer
-        self.cycle = 0
-        self._task = None
+        self.last_transfer_cycle = -1  #: :attr:`cycle` at the last transfer
+        self._loop = ClockLoop.of(self.clock)
+        self._loop_start = 0
 
-    def start(self):
-        """Start the port's process (idempotent); returns the cocotb task."""
-        if self._task is None or self._task.done():
-            self._task = cocotb.start_soon(self._run())
-        return self._task
+    @property
+    def cycle(self) -> int:
+        """Cycles since this port started."""
+        return self._loop.cycle - self._loop_start
+
+    def start(self) -> "_Port":
+        """Start driving/sampling from the next clock edge (idempotent); returns ``self``."""
+        if not self._loop.running(self):
+            self._loop.add(self)
+        return self
 
     def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = None
+        self._loop.remove(self)
 
     def _bit(self, handle) -> str:
         try:
@@ -173,7 +228,10 @@ class _Port:
         return (f"{self.name} ({self.kind}: valid={self._bit(self.valid)} ready={self._bit(self.ready)}, "
                 f"{self.transfers} flits moved, last at cycle {self.last_transfer_cycle})")
 
-    async def _run(self) -> None:
+    def _drive(self) -> None:
+        raise NotImplementedError
+
+    def _sample(self) -> None:
         raise NotImplementedError
 
 
@@ -201,7 +259,7 @@ class StreamDriver(_Port):
         self._coin = _Coin(self.rng, idle)
         self._queue: collections.deque[Flit] = collections.deque()
         self._current: Flit | None = None
-        self._wake = Event()
+        self._driving = False
         self._empty = Event()
         self._empty.set()
         self.on_sent: list[Callable[[Flit], None]] = []  #: called with each flit as it transfers
@@ -221,14 +279,13 @@ class StreamDriver(_Port):
         return len(self._queue) + (self._current is not None)
 
     def send(self, flits: Flit | Iterable[Flit]) -> None:
-        """Queue flits (returns at once; :meth:`wait_sent` waits for them)."""
+        """Queue flits and start the driver (returns at once; :meth:`wait_sent` waits for them)."""
         flits = [flits] if isinstance(flits, Flit) else list(flits)
         for f in flits:
             self.codec.pack(f)  # check the width now, where the caller can see the mistake
         self._queue.extend(flits)
         if flits:
             self._empty.clear()
-            self._wake.set()
         self.start()
 
     async def wait_sent(self) -> None:
@@ -236,37 +293,28 @@ class StreamDriver(_Port):
         if self.pending:
             await self._empty.wait()
 
-    async def _run(self) -> None:
-        edge, read_only = RisingEdge(self.clock), ReadOnly()
-        driving = False
-        while True:
-            if not self._queue and self._current is None:
-                if driving:
-                    await edge
-                    self.cycle += 1
-                    self.valid.value = 0
-                    driving = False
+    def _drive(self) -> None:
+        if self._current is not None:
+            return  # hold valid and payload until the transfer
+        if self._queue and not self._coin():
+            self._current = self._queue.popleft()
+            self.payload.value = self.codec.pack(self._current)
+            if not self._driving:
+                self.valid.value = 1
+                self._driving = True
+        elif self._driving:
+            self.valid.value = 0
+            self._driving = False
+
+    def _sample(self) -> None:
+        if self._current is not None and self.ready.value:
+            flit, self._current = self._current, None
+            self.transfers += 1
+            self.last_transfer_cycle = self.cycle
+            if not self._queue:
                 self._empty.set()
-                self._wake.clear()
-                await self._wake.wait()  # sleep while there is nothing to send: no per-cycle cost
-            await edge
-            self.cycle += 1
-            if self._current is None:
-                if self._queue and not self._coin():
-                    self._current = self._queue.popleft()
-                    self.payload.value = self.codec.pack(self._current)
-                    self.valid.value = 1
-                    driving = True
-                elif driving:
-                    self.valid.value = 0
-                    driving = False
-            await read_only
-            if self._current is not None and self.ready.value:
-                flit, self._current = self._current, None
-                self.transfers += 1
-                self.last_transfer_cycle = self.cycle
-                for callback in self.on_sent:
-                    callback(flit)
+            for callback in self.on_sent:
+                callback(flit)
 
 
 class StreamMonitor(_Port):
@@ -296,6 +344,7 @@ class StreamMonitor(_Port):
         self.drive_ready = drive_ready
         self.keep = keep
         self.flits: list[Flit] = []
+        self._ready_now = False
         if drive_ready:
             self.ready.value = 0
 
@@ -307,26 +356,28 @@ class StreamMonitor(_Port):
     def backpressure(self, p: float) -> None:
         self._coin.probability = p
 
-    async def _run(self) -> None:
-        edge, read_only = RisingEdge(self.clock), ReadOnly()
-        ready_now = None
-        while True:
-            await edge
-            self.cycle += 1
-            if self.drive_ready:
-                ready = not self._coin()
-                if ready is not ready_now:
-                    self.ready.value = int(ready)
-                    ready_now = ready
-            await read_only
-            if self.valid.value and (ready_now if self.drive_ready else self.ready.value):
-                flit = self.codec.unpack(self.payload.value.to_unsigned())
-                self.transfers += 1
-                self.last_transfer_cycle = self.cycle
-                if self.keep:
-                    self.flits.append(flit)
-                for callback in self.callbacks:
-                    callback(flit)
+    def stop(self) -> None:
+        super().stop()
+        if self.drive_ready:
+            self.ready.value = 0  # a stopped monitor takes nothing
+            self._ready_now = False
+
+    def _drive(self) -> None:
+        if self.drive_ready:
+            ready = not self._coin()
+            if ready is not self._ready_now:
+                self.ready.value = int(ready)
+                self._ready_now = ready
+
+    def _sample(self) -> None:
+        if self.valid.value and (self._ready_now if self.drive_ready else self.ready.value):
+            flit = self.codec.unpack(self.payload.value.to_unsigned())
+            self.transfers += 1
+            self.last_transfer_cycle = self.cycle
+            if self.keep:
+                self.flits.append(flit)
+            for callback in self.callbacks:
+                callback(flit)
 
 
 class PacketDriver:
