@@ -86,9 +86,13 @@ FORMAT = "mozart-schedule"
 VERSION = 1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Command:
-    """Base of every command: a unique ``id``, the ``deps`` that must complete first, and the ``phase``."""
+    """Base of every command: a unique ``id``, the ``deps`` that must complete first, and the ``phase``.
+
+    Commands are plain (mutable) dataclasses because schedules hold hundreds of thousands of them; treat them
+    as values and build changed copies with :func:`dataclasses.replace`.
+    """
 
     KIND: ClassVar[str] = ""
     id: int
@@ -96,7 +100,7 @@ class Command:
     phase: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "deps", tuple(int(d) for d in self.deps))
+        self.deps = tuple(map(int, self.deps))
         if self.phase not in PHASES:
             raise ScheduleError(f"command {self.id} ({self.KIND}): phase must be one of {', '.join(PHASES)}, "
                                 f"not {self.phase!r}")
@@ -110,7 +114,7 @@ class Command:
         return out
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Load(Command):
     """Stream ``expert``'s weights from ``group``'s DRAM into ``(chiplet, slot)`` (global chiplet id)."""
 
@@ -121,7 +125,7 @@ class Load(Command):
     expert: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class WaitLoaded(Command):
     """Wait for the LOADED answer of Load ``load``."""
 
@@ -129,7 +133,7 @@ class WaitLoaded(Command):
     load: int = -1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Attention(Command):
     """Attention and router of ``micro_batch`` on the root (``tokens`` tokens; -1 = all micro-batches)."""
 
@@ -138,7 +142,7 @@ class Attention(Command):
     tokens: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Dispatch(Command):
     """Send ``tokens`` of ``micro_batch`` (-1: all) to ``chiplets`` for the resident ``experts``.
 
@@ -163,9 +167,9 @@ class Dispatch(Command):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "chiplets", tuple(int(c) for c in self.chiplets))
-        object.__setattr__(self, "experts", tuple(int(e) for e in self.experts))
-        object.__setattr__(self, "tokens", np.asarray(self.tokens, dtype=np.int32).reshape(-1))
+        self.chiplets = tuple(map(int, self.chiplets))
+        self.experts = tuple(map(int, self.experts))
+        self.tokens = np.asarray(self.tokens, dtype=np.int32).reshape(-1)
 
     @property
     def replicas(self) -> int:
@@ -173,7 +177,7 @@ class Dispatch(Command):
         return self.pairs if self.per_expert else len(self.tokens) * len(self.chiplets)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class WaitCombined(Command):
     """Wait until every result of Dispatch ``dispatch`` is back at the root."""
 
@@ -181,7 +185,7 @@ class WaitCombined(Command):
     dispatch: int = -1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class SaveActivations(Command):
     """The chiplets of Dispatch ``dispatch`` write its activations to their group's DRAM."""
 
@@ -189,7 +193,7 @@ class SaveActivations(Command):
     dispatch: int = -1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class WriteBack(Command):
     """Write the updated weights of ``expert`` in ``(chiplet, slot)`` back to ``group``'s DRAM."""
 
@@ -200,14 +204,14 @@ class WriteBack(Command):
     expert: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Barrier(Command):
     """Wait for all ``deps``."""
 
     KIND: ClassVar[str] = "Barrier"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Return(Command):
     """``micro_batch``'s results of this layer and phase are complete."""
 
@@ -376,32 +380,37 @@ class _Work:
 def _group_work(experts: np.ndarray, e2c: np.ndarray, layout: _Layout, micro_batches: int | None) -> _Work:
     """Group (token, expert) pairs by (micro-batch, chiplet, round); ``micro_batches=None``: one bulk batch."""
     tokens, k = experts.shape
+    num_experts = len(e2c)
     tok = np.repeat(np.arange(tokens, dtype=np.int64), k)
     flat = experts.reshape(-1).astype(np.int64)
-    chip = e2c[flat].astype(np.int64)
-    rnd = layout.round_of[flat]
     if micro_batches is None:
         mb = np.zeros_like(tok)
     else:
         mb = np.searchsorted(layout.mb_bounds, tok, side="right") - 1
     nchip = int(e2c.max()) + 1 if len(e2c) else 1
-    key = (mb * nchip + chip) * layout.rounds + rnd
-    order = np.lexsort((flat, tok, key))
-    key_s, tok_s, exp_s = key[order], tok[order], flat[order]
-    starts = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]])
-    ends = np.r_[starts[1:], len(key_s)]
+    key = (mb * nchip + e2c[flat]) * layout.rounds + layout.round_of[flat]
+    # One sort on (key, token) finds each group's distinct tokens; a bincount its experts and pairs.
+    order = np.argsort(key * tokens + tok, kind="stable")
+    key_s, tok_s = key[order], tok[order]
+    new_key = np.r_[True, key_s[1:] != key_s[:-1]]
+    first = new_key | np.r_[True, tok_s[1:] != tok_s[:-1]]
+    keys = key_s[new_key]
+    uniq_keys, uniq_tok = key_s[first], tok_s[first].astype(np.int32)
+    bounds = np.searchsorted(uniq_keys, keys, side="left")
+    bounds = np.r_[bounds, len(uniq_keys)]
+    group = np.cumsum(new_key) - 1  # group index of each sorted pair
+    pairs = np.bincount(group, minlength=len(keys))
+    used = np.bincount(group * num_experts + flat[order], minlength=len(keys) * num_experts)
+    used = used.reshape(len(keys), num_experts) > 0
     work = _Work({}, {}, {})
-    for s, e in zip(starts, ends):
-        kk = int(key_s[s])
+    for i, kk in enumerate(keys.tolist()):
         r = kk % layout.rounds
         c = (kk // layout.rounds) % nchip
         m = kk // layout.rounds // nchip
-        t = tok_s[s:e]
-        unique = t[np.r_[True, t[1:] != t[:-1]]]
-        ident = (int(m) if micro_batches is not None else -1, int(c), int(r))
-        work.tokens[ident] = unique.astype(np.int32)
-        work.experts[ident] = tuple(int(x) for x in np.unique(exp_s[s:e]))
-        work.pairs[ident] = int(e - s)
+        ident = (m if micro_batches is not None else -1, c, r)
+        work.tokens[ident] = uniq_tok[bounds[i]:bounds[i + 1]]
+        work.experts[ident] = tuple(np.flatnonzero(used[i]).tolist())
+        work.pairs[ident] = int(pairs[i])
     return work
 
 

@@ -1,0 +1,18 @@
+"""The wafer performance model: an event-driven model of one training step (see ``docs/performance.md``).
+
+- :mod:`.parameters` the full-size parameters, each citing the paper or listed as an assumption;
+- :mod:`.timing`    :class:`HardwareTiming`, the latency/throughput interface (full size or RTL-scaled);
+- :mod:`.workload`  :class:`Workload`, MACs and bytes per token, pair and layer;
+- :mod:`.network`   the NoP-Tree and the 2D mesh;
+- :mod:`.engine`    the event-driven executor of schedules;
+- :mod:`.step`      one training step; :mod:`.evaluation` the paper's comparisons; :mod:`.breakdown` and
+  :mod:`.plots` the latency breakdown and charts.
+"""
+
+from .parameters import PerfParams, load_params, model_names
+from .step import StepResult, placement_c_t, simulate_step, step_schedules
+from .timing import HardwareTiming
+from .workload import Workload
+
+__all__ = ["PerfParams", "load_params", "model_names", "HardwareTiming", "Workload", "StepResult",
+           "simulate_step", "step_schedules", "placement_c_t"]

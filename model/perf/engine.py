@@ -1,0 +1,404 @@
+"""The event-driven executor: runs schedules command by command over timed, contended resources.
+
+Resources are servers with a *free-at* time: links (per direction), each group DRAM's channels, every
+chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Commands are taken in the
+order they become ready (a heap on ready time), and each reserves the resources it needs first-come,
+first-served. A command is ready when its ``deps`` completed and, per :mod:`mozart.model.schedule`, its
+micro-batch's input arrived (commands with a ``micro_batch``), or its slot was freed by the previous layer
+(``Load``).
+
+A command is a chain of *stages*, each a set of resources busy for ``total`` cycles while ``items``
+(packets or tokens) pass through. Streaming commands overlap their stages item by item; bulk commands
+(``Dispatch.bulk``, and every stage of the Baseline) run them one after another.
+
+- ``Load``: a DRAM channel and the weight path, ``latency + bytes / min(channel, link)``.
+- ``Dispatch``: down (replicas x packet over the dispatch path), [backward: restore saved activations from
+  DRAM], compute (``max(MACs / MAC rate, weights / SRAM rate) + tokens x overhead`` on the chiplet), up
+  (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
+  reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
+  tokens).
+- ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` over the write path and a
+  DRAM channel. ``WriteBack``: the expert's weights the same way.
+- ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
+  updated weights on the backward's last) and the root compute.
+
+Two modes. ``"aggregate"`` treats a stage as one block with the classic pipeline recurrence
+(``start_s = max(free_s, start_{s-1} + item_{s-1})``, ``end_s = max(start_s + total_s, end_{s-1} + item_s)``).
+``"token"`` runs every token of a dispatch through every stage with its own replica, pair and partial
+counts (vectorised recurrence ``t_i = max(t_{i-1}, a_i) + d_i``). Both share everything else.
+"""
+
+from __future__ import annotations
+
+import heapq
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..schedule import (Attention, Barrier, Dispatch, Load, Return, SaveActivations, Schedule, WaitCombined,
+                        WaitLoaded, WriteBack)
+
+__all__ = ["Engine", "Record", "MODES"]
+
+MODES = ("aggregate", "token")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One busy interval of one resource (kept when the engine records)."""
+
+    category: str   # attention | expert | dispatch | weights | saving
+    resource: tuple
+    start: float
+    end: float
+    layer: int
+    phase: str
+
+
+@dataclass
+class _Stage:
+    resources: tuple
+    total: float
+    items: int
+    latency: float = 0.0
+    category: str = "dispatch"
+    per_item: np.ndarray | None = None  # token mode: cycles of each item
+
+
+@dataclass
+class Engine:
+    """Executes schedules layer-phase by layer-phase, carrying resource, slot and micro-batch state.
+
+    Parameters
+    ----------
+    timing : HardwareTiming
+    network : TreeNetwork or MeshNetwork
+    workload : Workload
+    mode : {"aggregate", "token"}
+    record : bool
+        Keep a :class:`Record` per stage (for breakdowns and Gantt charts); costs time.
+    """
+
+    timing: object
+    network: object
+    workload: object
+    mode: str = "aggregate"
+    record: bool = False
+    free: dict = field(default_factory=lambda: defaultdict(float))
+    slot_free: dict = field(default_factory=lambda: defaultdict(float))
+    inputs: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+    end: float = 0.0
+    _rates: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def run(self, schedule: Schedule, phase: str, experts: np.ndarray) -> None:
+        """Execute ``phase`` of ``schedule``; ``experts`` is the layer's ``[tokens, k]`` routing."""
+        plan = _plan(schedule, phase, experts.shape[0])
+        if not self.inputs:
+            self.inputs = [0.0] * schedule.micro_batches
+        self._layer, self._phase, self._streaming = schedule.layer, phase, schedule.streaming
+        self._experts = experts
+        self._backward = phase == "backward"
+        self._plan_now = plan
+        self._compute_end: dict[int, float] = {}
+        cmds, deps, children, execute = plan.cmds, plan.deps, plan.children, self._executors
+        n = len(cmds)
+        done = [0.0] * n
+        waiting = [len(d) for d in deps]
+        heap = [(self._ready(plan, i, 0.0), i) for i in range(n) if not deps[i]]
+        heapq.heapify(heap)
+        outputs = list(self.inputs)
+        finished = 0
+        while heap:
+            ready, i = heapq.heappop(heap)
+            cmd = cmds[i]
+            end = done[i] = execute[plan.kind[i]](cmd, ready)
+            finished += 1
+            if plan.kind[i] == _RETURN:
+                if cmd.micro_batch < 0:
+                    outputs = [end] * len(outputs)
+                else:
+                    outputs[cmd.micro_batch] = end
+            for child in children[i]:
+                waiting[child] -= 1
+                if not waiting[child]:
+                    heapq.heappush(heap, (self._ready(plan, child, max([done[d] for d in deps[child]])), child))
+        if finished != n:
+            raise ConfigError(f"schedule layer {schedule.layer} {phase}: {n - finished} commands never became ready "
+                              f"(validate the schedule)")
+        slot_free = self.slot_free
+        for i, key in plan.slot_users:
+            if done[i] > slot_free[key]:
+                slot_free[key] = done[i]
+        self.inputs = outputs
+        self.end = max(self.end, max(done, default=0.0))
+
+    def _ready(self, plan: "_Plan", i: int, ready: float) -> float:
+        mb = plan.mb[i]
+        if mb is not None:
+            wait = max(self.inputs) if mb < 0 else self.inputs[mb]
+            if wait > ready:
+                ready = wait
+        slot = plan.slot[i]
+        if slot is not None and self.slot_free[slot] > ready:
+            ready = self.slot_free[slot]
+        return ready
+
+    @cached_property
+    def _executors(self) -> list:
+        """Command handlers indexed by the plan's kind codes."""
+        return [self._load, self._write_back, self._save, self._attention, self._dispatch, _sync, _sync]
+
+    # -- commands --------------------------------------------------------------------------------------------
+    def _load(self, cmd: Load, ready: float) -> float:
+        return self._dram_stream(ready, cmd.group, self.network.weight_path(cmd.chiplet), self._weight_bytes())
+
+    def _write_back(self, cmd: WriteBack, ready: float) -> float:
+        return self._dram_stream(ready, cmd.group, self.network.write_path(cmd.chiplet), self._weight_bytes())
+
+    def _weight_bytes(self) -> float:
+        return self.workload.expert_weight_elements * self.timing.weight_bytes
+
+    def _channel(self, group: int) -> tuple:
+        """The group DRAM channel that frees first."""
+        best, when = None, None
+        for ch in range(self.timing.dram_channels):
+            key = ("dram", group, ch)
+            if when is None or self.free[key] < when:
+                best, when = key, self.free[key]
+        return best
+
+    def _path_rate(self, path: tuple, dram: bool = False) -> float:
+        key = (path, dram)
+        rate = self._rates.get(key)
+        if rate is None:
+            rates = [self.network.link_rate(link) for link in path]
+            rate = self._rates[key] = min(rates + [self.timing.channel_bytes_per_cycle] if dram else rates)
+        return rate
+
+    def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights") -> float:
+        t = self.timing
+        rate = self._path_rate(path, dram=True)
+        stage = _Stage((self._channel(group),) + path, nbytes / rate, 1, t.dram_latency_cycles + len(path) *
+                       t.hop_cycles, category)
+        return self._pipeline(ready, [stage], bulk=True)
+
+    def _save(self, cmd: SaveActivations, ready: float) -> float:
+        start = max(ready, self._compute_end.get(cmd.dispatch, ready)) if self._streaming else ready
+        disp = self._plan_now.dispatches[cmd.dispatch]
+        nbytes = disp.pairs * self.workload.saved_elements_per_pair * self.timing.act_bytes
+        group = disp.group
+        return self._dram_stream(start, group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
+
+    def _attention(self, cmd: Attention, ready: float) -> float:
+        w, t = self.workload, self.timing
+        if not w.attention_params:
+            return ready
+        nbytes = cmd.tokens * w.root_saved_elements_per_token * t.act_bytes
+        if cmd.id == self._plan_now.first_attention:
+            nbytes += w.root_weight_elements * t.weight_bytes
+        if self._backward and cmd.id == self._plan_now.last_attention:
+            nbytes += w.root_weight_elements * t.weight_bytes
+        stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
+                         t.dram_latency_cycles, "weights"),
+                  _Stage((("root",),), cmd.tokens * w.root_macs_per_token(self._backward) / t.root_macs_per_cycle,
+                         cmd.tokens, 0.0, "attention")]
+        return self._pipeline(ready, stages, bulk=not self._streaming)
+
+    def _dispatch(self, d: Dispatch, ready: float) -> float:
+        w, t, net = self.workload, self.timing, self.network
+        chiplet = d.chiplets[0]
+        tokens = len(d.tokens)
+        if self.mode == "token":
+            hits = np.isin(self._experts[d.tokens], np.asarray(d.experts)).sum(axis=1).astype(float)
+        else:
+            hits = None
+        replicas_i = hits if d.per_expert else None
+        down_bytes = t.packet_bytes(w.dispatch_elements(self._backward) * t.act_bytes)
+        partial_bytes = t.packet_bytes(w.d_model * t.partial_bytes)
+        down_path = net.dispatch_path(chiplet)
+        stages = [self._transfer(down_path, d.replicas, down_bytes, replicas_i, tokens)]
+        if self._backward:
+            restore = d.pairs * w.saved_elements_per_pair * t.act_bytes
+            path = net.weight_path(chiplet)
+            rate = self._path_rate(path, dram=True)
+            stages.append(_Stage((self._channel(d.group),) + path, restore / rate, tokens,
+                                 t.dram_latency_cycles, "saving",
+                                 None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate))
+        mac = w.expert_macs_per_pair(self._backward) / t.chiplet_macs_per_cycle
+        sram = len(d.experts) * self._weight_bytes() / t.sram_bytes_per_cycle
+        compute = max(d.pairs * mac, sram) + tokens * t.token_overhead_cycles
+        per_token = None
+        if hits is not None:
+            per_token = np.maximum(hits * mac, sram * hits / max(d.pairs, 1)) + t.token_overhead_cycles
+        stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
+        partials = d.pairs if d.per_expert else tokens
+        if net.reduces and d.reduce:
+            share = self._plan_now.share.get(d.id, 1.0)
+            stages.append(self._transfer(net.leaf_up(chiplet), partials, partial_bytes, None, tokens))
+            red = partials * w.d_model * t.partial_bytes / t.reduce_bytes_per_cycle
+            stages.append(_Stage((("reduce", d.group),), red, tokens, 0.0, "dispatch",
+                                 None if hits is None else np.full(tokens, red / max(tokens, 1))))
+            stages.append(self._transfer(net.root_up(d.group), partials * share, partial_bytes,
+                                         None if hits is None else np.full(tokens, share), tokens))
+        else:
+            stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens))
+        run = self._pipeline_tokens if self.mode == "token" else self._pipeline
+        end = run(ready, stages, d.bulk)
+        self._compute_end[d.id] = self._last_compute_end
+        return end
+
+    def _transfer(self, path: tuple, packets: float, packet_bytes: float, per_token_packets, tokens: int) -> _Stage:
+        """A transfer of ``packets`` packets over ``path``; in token mode each token sends its own count."""
+        t = self.timing
+        rate = self._path_rate(path)
+        per_item = None
+        if self.mode == "token":
+            counts = np.ones(tokens) if per_token_packets is None else np.asarray(per_token_packets, dtype=float)
+            per_item = counts * packet_bytes / rate
+        return _Stage(path, packets * packet_bytes / rate, max(int(round(packets)), 1), len(path) * t.hop_cycles,
+                      "dispatch", per_item)
+
+    # -- stage chains ----------------------------------------------------------------------------------------
+    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
+        free = self.free
+        prev_start = prev_end = ready
+        prev_item = 0.0
+        first = True
+        for st in stages:
+            busy = 0.0
+            for r in st.resources:
+                if free[r] > busy:
+                    busy = free[r]
+            item = st.total / st.items if st.items > 1 else st.total
+            if first:
+                start = ready if ready > busy else busy
+                end = start + st.total + st.latency
+                first = False
+            elif bulk:
+                start = prev_end if prev_end > busy else busy
+                end = start + st.total + st.latency
+            else:
+                start = max(busy, prev_start + prev_item)
+                end = max(start + st.total, prev_end + item) + st.latency
+            self._reserve(st, start, end)
+            prev_start, prev_end, prev_item = start, end, item + st.latency
+        return prev_end
+
+    def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
+        n = len(stages[-1].per_item) if stages[-1].per_item is not None else stages[0].items
+        arrive = np.full(n, ready)
+        for st in stages:
+            free = max((self.free[r] for r in st.resources), default=0.0)
+            d = st.per_item if st.per_item is not None else np.full(n, st.total / max(n, 1))
+            a = np.full(n, arrive.max()) if bulk else arrive.copy()
+            a[0] = max(a[0], free)
+            # t_i = max(t_{i-1}, a_i) + d_i, in closed form with a running maximum.
+            s = np.cumsum(d)
+            ends = s + np.maximum.accumulate(a - (s - d))
+            start = max(a[0], free)
+            self._reserve(st, start, ends[-1] + st.latency)
+            arrive = ends + st.latency
+        return float(arrive[-1]) if n else ready
+
+    def _reserve(self, st: _Stage, start: float, end: float) -> None:
+        free = self.free
+        for r in st.resources:
+            free[r] = end
+        if st.category == "expert":
+            self._last_compute_end = end  # SaveActivations of this dispatch starts here
+        if self.record:
+            for r in st.resources:
+                self.records.append(Record(st.category, r, start, end, self._layer, self._phase))
+
+
+def _sync(cmd, ready: float) -> float:
+    """WaitLoaded, WaitCombined, Barrier, Return: synchronisation only, no time."""
+    return ready
+
+
+_LOAD, _WRITE_BACK, _SAVE, _ATTENTION, _DISPATCH, _SYNC, _RETURN = range(7)
+_KIND = {Load: _LOAD, WriteBack: _WRITE_BACK, SaveActivations: _SAVE, Attention: _ATTENTION, Dispatch: _DISPATCH}
+
+
+@dataclass
+class _Plan:
+    """What the engine needs of one schedule phase, independent of timing and network (built once)."""
+
+    cmds: list
+    deps: list
+    children: list
+    kind: list
+    mb: list          # micro-batch whose input the command waits for (-1: all), or None
+    slot: list        # (chiplet, slot) a Load waits for, or None
+    slot_users: list  # (command index, (chiplet, slot)) pairs: the command holds the slot until it ends
+    first_attention: int | None
+    last_attention: int | None
+    dispatches: dict
+    share: dict       # reducing dispatch id -> its share of the reduced (token, group) results
+
+
+_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _plan(schedule: Schedule, phase: str, tokens: int) -> _Plan:
+    cached = _PLANS.setdefault(schedule, {})
+    if phase not in cached:
+        cached[phase] = _build_plan(schedule, phase, tokens)
+    return cached[phase]
+
+
+def _build_plan(schedule: Schedule, phase: str, tokens: int) -> _Plan:
+    cmds = [c for c in schedule.commands if c.phase == phase]
+    index = {c.id: i for i, c in enumerate(cmds)}
+    deps = [[index[d] for d in c.deps] for c in cmds]
+    children = [[] for _ in cmds]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            children[d].append(i)
+    kind = [_RETURN if isinstance(c, Return) else _KIND.get(type(c), _SYNC) for c in cmds]
+    mb = [getattr(c, "micro_batch", None) for c in cmds]
+    for i, c in enumerate(cmds):
+        if isinstance(c, Barrier) and not c.deps:
+            mb[i] = -1  # a barrier without deps waits for every input
+    slot = [(c.chiplet, c.slot) if isinstance(c, Load) else None for c in cmds]
+    slot_of = {(c.chiplet, c.expert): (c.chiplet, c.slot) for c in cmds if isinstance(c, Load)}
+    users = [(i, (c.chiplet, c.slot)) for i, c in enumerate(cmds) if isinstance(c, (Load, WriteBack))]
+    users += [(i, slot_of[(ch, e)]) for i, c in enumerate(cmds) if isinstance(c, Dispatch)
+              for ch in c.chiplets for e in c.experts if (ch, e) in slot_of]
+    attention = [c.id for c in cmds if isinstance(c, Attention)]
+    dispatches = {c.id: c for c in cmds if isinstance(c, Dispatch)}
+    return _Plan(cmds, deps, children, kind, mb, slot, users, attention[0] if attention else None,
+                 attention[-1] if attention else None, dispatches, _root_shares(list(dispatches.values()), tokens))
+
+
+def _root_shares(dispatches: list[Dispatch], tokens: int) -> dict[int, float]:
+    """Share of the reduced (token, group) results each reducing dispatch sends up the root link: the
+    distinct tokens of its (micro-batch, group, round) over the tokens of all its dispatches."""
+    sets = defaultdict(list)
+    for d in dispatches:
+        if d.reduce:
+            sets[(d.micro_batch, d.group, d.round)].append(d)
+    sets = list(sets.values())
+    if not sets:
+        return {}
+    codes = np.concatenate([i * tokens + d.tokens.astype(np.int64) for i, members in enumerate(sets)
+                            for d in members])
+    present = np.zeros(len(sets) * tokens, dtype=bool)
+    present[codes] = True
+    union = present.reshape(len(sets), tokens).sum(axis=1)
+    share = {}
+    for i, members in enumerate(sets):
+        total = sum(len(d.tokens) for d in members)
+        for d in members:
+            share[d.id] = union[i] / total if total else 0.0
+    return share

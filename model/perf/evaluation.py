@@ -1,0 +1,170 @@
+"""The paper's comparisons on the performance model: Table 4, sequence length, HBM2 against SSD, tree against mesh.
+
+:func:`run_sweep` times one training step for every (model, variant, sequence length, DRAM) and, at sequence
+length 256 on HBM2, on the mesh too. Traces are synthetic and structured (:func:`mozart.model.synth.synthesize_for`)
+unless a user trace is given: a *profiling* trace (step 0) places the experts of variant C with the paper's
+method (``mozart.model.placers.place(..., "mozart")``) and the step itself runs on the next step's trace
+(step 1), as the paper profiles once and trains afterwards. The other variants use the contiguous placement
+(experts ``i * n / E`` on chiplet ``i``). A user trace is both the profile and the step.
+
+Work is split in (model, sequence length) jobs over a process pool; schedules are built once per job and run
+on both DRAMs (and the mesh).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..config import load_config, override
+from ..errors import TraceError
+from ..placement import Placement
+from ..trace import Trace
+from .parameters import load_params, model_names
+from .step import placement_c_t, simulate_step, step_schedules
+from .timing import DRAM_KINDS, HardwareTiming
+from .workload import Workload
+
+__all__ = ["Cell", "PAPER_TABLE4", "PAPER_SEQ", "VARIANT_LABELS", "run_sweep", "prepare_trace", "placements_for",
+           "SEQ_LENS"]
+
+SEQ_LENS = (128, 256, 512)
+VARIANT_LABELS = {"baseline": "Baseline", "A": "A", "B": "B", "C": "C"}
+
+#: PAPER.md, Table 4: normalised step latency (A, B, C), C_T (A, B, C) and speedup of C.
+PAPER_TABLE4 = {
+    "qwen3-30b-a3b": {"latency": (0.73, 0.59, 0.52), "c_t": (8, 6.58, 5.77), "speedup": 1.92},
+    "olmoe-1b-7b": {"latency": (0.63, 0.48, 0.422), "c_t": (8, 6.84, 5.63), "speedup": 2.37},
+    "deepseek-moe-16b": {"latency": (0.67, 0.56, 0.46), "c_t": (6, 5.56, 4.32), "speedup": 2.17},
+}
+#: PAPER.md, sensitivity: Qwen3 Baseline step seconds and speedup of C per sequence length (None: not given).
+PAPER_SEQ = {128: (3.88, 1.47), 256: (None, 1.92), 512: (7.64, 2.34)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One timed step."""
+
+    model: str
+    variant: str
+    seq_len: int
+    dram: str
+    network: str
+    seconds: float
+    replicas_per_token: float  # the schedule's forward replicas per token
+    c_t: float                 # the placement's C_T (distinct chiplets per token); k without de-duplication
+
+
+def prepare_trace(trace: Trace, tokens: int) -> Trace:
+    """The first ``tokens`` tokens of ``trace``, repeating it when it is shorter."""
+    if trace.tokens == 0:
+        raise TraceError(f"{trace.source}: a trace for the performance model must have tokens, not 0")
+    if trace.tokens >= tokens:
+        return trace.head(tokens)
+    index = np.resize(np.arange(trace.tokens), tokens)
+    return Trace(trace.experts[:, index], trace.weights[:, index], trace.num_experts,
+                 f"{trace.source} (repeated to {tokens} tokens)")
+
+
+def _contiguous(cfg) -> Placement:
+    experts = cfg.moe.experts
+    return Placement(np.arange(experts) // (experts // cfg.chiplets), cfg.chiplets_per_group, "contiguous")
+
+
+def _traces(model: str, seq_len: int, seed: int, user: Trace | None) -> tuple:
+    from ..synth import synthesize_for  # noqa: PLC0415 (heavy only when synthesising)
+    params = load_params(model)
+    cfg = override(load_config(params.config), {"training.seq_len": seq_len})
+    tokens = cfg.training.tokens_per_step
+    if user is not None:
+        user.check_fits(cfg)
+        step = prepare_trace(user, tokens)
+        return params, cfg, step, step
+    return params, cfg, synthesize_for(cfg, tokens, seed, step=0), synthesize_for(cfg, tokens, seed, step=1)
+
+
+def placements_for(model: str, seed: int = 0, user: Trace | None = None) -> dict[str, np.ndarray]:
+    """The expert_to_chiplet arrays per variant (C: the paper's method on the profiling trace at seq 256)."""
+    from ..placers import place  # noqa: PLC0415
+    params, cfg, profile, _ = _traces(model, 256, seed, user)
+    clustered = place(profile, cfg, "mozart", seed=seed)
+    contiguous = _contiguous(cfg)
+    return {v: (clustered if v == "C" else contiguous).expert_to_chiplet for v in VARIANT_LABELS}
+
+
+def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int, user: Trace | None,
+         e2c: dict[str, np.ndarray]) -> list[Cell]:
+    params, cfg, _, step = _traces(model, seq_len, seed, user)
+    workload = Workload.full_size(params, cfg)
+    cells = []
+    for variant in VARIANT_LABELS:
+        placement = Placement(e2c[variant], cfg.chiplets_per_group, variant)
+        schedules = step_schedules(cfg, placement, step, variant)
+        c_t = placement_c_t(step, placement) if variant in ("B", "C") else float(cfg.moe.top_k)
+        runs = [(d, "tree") for d in drams] + ([("hbm2", "mesh")] if mesh and seq_len == 256 else [])
+        for dram, network in runs:
+            timing = HardwareTiming.full_size(params, cfg, dram)
+            result = simulate_step(schedules, step, timing, workload, cfg, network=network)
+            cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token, c_t))
+    return cells
+
+
+def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = SEQ_LENS,
+              drams: Iterable[str] = DRAM_KINDS, mesh: bool = True, seed: int = 0, trace: Trace | None = None,
+              workers: int | None = None, progress: Callable[[str], None] | None = None) -> list[Cell]:
+    """Time every (model, variant, sequence length, DRAM) and the mesh at 256 on HBM2.
+
+    Parameters
+    ----------
+    models : iterable of str, optional
+        Default: every model with a parameter file.
+    trace : Trace, optional
+        A user trace for every model it fits (the others are skipped); default synthetic traces.
+    workers : int, optional
+        Processes; default ``min(2, cpu count)``. 1 runs in this process.
+    progress : callable, optional
+        Called with one line per finished job.
+    """
+    models = list(models or model_names())
+    seq_lens, drams = tuple(seq_lens), tuple(drams)
+    for model in models:
+        load_params(model)  # fail early on an unknown name
+    if trace is not None:
+        fitting = []
+        for model in models:
+            try:
+                trace.check_fits(load_config(load_params(model).config))
+                fitting.append(model)
+            except TraceError:
+                pass
+        if not fitting:
+            raise TraceError(f"{trace.source}: the trace ({trace.num_experts} experts, top-{trace.top_k}) must fit one "
+                             f"of the models {', '.join(models)}, not none")
+        models = fitting
+    workers = workers or min(2, os.cpu_count() or 1)
+    say = progress or (lambda line: None)
+    jobs = [(m, s) for m in models for s in seq_lens]
+    cells: list[Cell] = []
+    if workers == 1:
+        placements = {m: placements_for(m, seed, trace) for m in models}
+        for m, s in jobs:
+            cells += _job(m, s, drams, mesh, seed, trace, placements[m])
+            say(f"{m} seq {s}: done")
+        return cells
+    with ProcessPoolExecutor(workers) as pool:
+        placed = {m: pool.submit(placements_for, m, seed, trace) for m in models}
+        placements = {}
+        for m in models:
+            placements[m] = placed[m].result()
+            say(f"{m}: placed")
+        # Longest jobs first keeps both workers busy to the end.
+        jobs.sort(key=lambda ms: -ms[1] * load_config(load_params(ms[0]).config).moe.layers)
+        futures = {pool.submit(_job, m, s, drams, mesh, seed, trace, placements[m]): (m, s) for m, s in jobs}
+        for future, (m, s) in futures.items():
+            cells += future.result()
+            say(f"{m} seq {s}: done")
+    return cells

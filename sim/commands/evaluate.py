@@ -1,0 +1,71 @@
+"""``mozart evaluate``: the paper's comparisons on the wafer performance model.
+
+Prints Table 4 (normalised step latency of Baseline/A/B/C, C_T, speedup of C) next to the paper with the
+deviation per cell, the sequence-length and HBM2/SSD sensitivity studies, the NoP-Tree against a 2D mesh,
+and which of the paper's trends hold. Progress goes to stderr. ``--plot DIR`` writes the latency breakdown
+and one layer's Gantt chart per model as PNGs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from mozart.model.errors import ConfigError
+from mozart.model.perf.evaluation import SEQ_LENS, run_sweep
+from mozart.model.perf.parameters import model_names
+from mozart.model.perf.report import dram_table, mesh_table, sequence_table, table4, trends
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("evaluate", help="reproduce the paper's Table 4 and sensitivity studies on the "
+                            "performance model", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--models", nargs="+", metavar="MODEL", default=None,
+                        help=f"models to evaluate (default: all of {', '.join(model_names())})")
+    parser.add_argument("--trace", metavar="FILE", help="a routing trace (any format mozart.model.trace_io reads) "
+                        "instead of the synthetic structured traces; models it does not fit are skipped")
+    parser.add_argument("--plot", metavar="DIR", help="write latency-breakdown and Gantt PNGs to DIR")
+    parser.add_argument("--mesh", action="store_true", help="only the tree-against-mesh comparison at seq 256 "
+                        "(skips the sequence-length and SSD sweeps)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces (default 0)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
+    parser.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    models = args.models or model_names()
+    for name in models:
+        if name not in model_names():
+            raise ConfigError(f"--models must name models of {', '.join(model_names())}, not {name!r}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, not {args.seed!r}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be a positive integer, not {args.workers!r}")
+    trace = None
+    if args.trace:
+        from mozart.model.trace_io import load_trace  # noqa: PLC0415 (only with --trace)
+        trace = load_trace(args.trace)
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f} s] {line}", file=sys.stderr, flush=True)
+
+    seqs = (256,) if args.mesh else SEQ_LENS
+    drams = ("hbm2",) if args.mesh else ("hbm2", "ssd")
+    cells = run_sweep(models, seq_lens=seqs, drams=drams, mesh=True, seed=args.seed, trace=trace,
+                      workers=args.workers, progress=progress)
+    source = trace.source if trace is not None else f"synthetic structured traces (seed {args.seed})"
+    print(f"Mozart performance model, {source}; parameters: model/perf/params/*.toml, docs/performance.md\n")
+    sections = [table4(cells)] + ([] if args.mesh else [sequence_table(cells), dram_table(cells)]) + [mesh_table(cells)]
+    for lines in sections:
+        print("\n".join(lines) + "\n")
+    print("Trends of the paper (hold / does not hold):")
+    for claim, holds, detail in trends(cells):
+        print(f"  {'holds' if holds else 'DOES NOT HOLD':13s} {claim}: {detail}")
+    if args.plot:
+        from mozart.model.perf.plots import write_plots  # noqa: PLC0415 (matplotlib only with --plot)
+        for path in write_plots(Path(args.plot), models, seed=args.seed, trace=trace, progress=progress):
+            progress(f"wrote {path}")
+    progress("done")
+    return 0
