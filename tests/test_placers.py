@@ -6,6 +6,7 @@ measured on the other), so an algorithm cannot look good by fitting the noise of
 
 import itertools
 import math
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from mozart.model.placers.allocation import (allocate_groups, allocate_groups_ex
 from mozart.model.placers.clustering import cluster_experts
 from mozart.model.placers.exact import optimal_clusters
 from mozart.model.placers.partition import repair_sizes
+from mozart.model.placers import refine as refine_module
 from mozart.model.placers.refine import _SwapSearch, refine_clusters
+from mozart.model.placers.subsets import best_partition, subset_masks
 from mozart.model.stats import pair_counts
 from mozart.model.synth import synthesize, synthesize_for
 from mozart.model.trace import Trace
@@ -170,12 +173,27 @@ def test_exact_allocation_matches_brute_force(clusters, groups):
     for concentration in (0.3, 1.0, 5.0):
         loads = rng.dirichlet(np.full(clusters, concentration))
         best = brute_force_deviation(loads, groups)
-        exact = allocate_groups_exact(loads, groups)
+        dp, mip = allocate_groups_exact(loads, groups, "dp"), allocate_groups_exact(loads, groups, "milp")
         greedy = allocate_groups_greedy(loads, groups)
-        for group_of in (exact, greedy):
+        for group_of in (dp, mip, greedy):
             assert np.bincount(group_of, minlength=groups).tolist() == [clusters // groups] * groups
-        assert allocation_deviation(loads, exact, groups) == pytest.approx(best, abs=1e-9)
+        assert allocation_deviation(loads, dp, groups) == pytest.approx(best, abs=1e-12)
+        assert allocation_deviation(loads, mip, groups) == pytest.approx(best, abs=1e-9)
         assert allocation_deviation(loads, greedy, groups) >= best - 1e-12
+
+
+@pytest.mark.parametrize("n,size", [(8, 4), (9, 3), (8, 2), (6, 1), (12, 4), (6, 6)])
+def test_subset_dp_matches_brute_force(n, size):
+    masks = subset_masks(n, size)
+    index = {int(m): i for i, m in enumerate(masks)}
+    rng = np.random.default_rng(n * size)
+    for aggregate, combine in (("sum", sum), ("max", max)):
+        cost = rng.integers(0, 20, len(masks)).astype(float)  # small integers: many ties
+        labels, value = best_partition(cost, n, size, aggregate)
+        block_cost = lambda block: cost[index[sum(1 << int(e) for e in block)]]
+        assert value == min(combine(map(block_cost, p)) for p in partitions(list(range(n)), size))
+        assert value == combine(block_cost(np.flatnonzero(labels == b)) for b in range(n // size))
+        assert labels[0] == 0 and np.bincount(labels).tolist() == [size] * (n // size)
 
 
 def test_allocation_above_the_exact_limit_uses_the_heuristic():
@@ -200,6 +218,8 @@ def test_clusters_to_chiplets_orders_groups_and_chiplets_by_load():
         clusters_to_chiplets(np.array([0, 0, 0, 1, 2, 2, 3, 3]), freq, cfg)
     with pytest.raises(PlacementError, match="groups must be a positive divisor of the cluster count \\(6\\), not 4"):
         allocate_groups(np.ones(6), 4)
+    with pytest.raises(PlacementError, match="solver must be one of auto, dp, milp, not 'cplex'"):
+        allocate_groups_exact(np.ones(4), 2, "cplex")
 
 
 # --- refinement ------------------------------------------------------------------------------------------------
@@ -225,14 +245,17 @@ def test_incremental_deltas_equal_full_recomputation():
             assert deltas[a, b] == truth and search.delta(a, b) == truth
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 60), st.integers(0, 1000))
-def test_refine_never_worsens_and_keeps_sizes(clusters, size, top_k, tokens, seed):
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 60), st.integers(0, 1000),
+       st.sampled_from([4, refine_module.SAMPLE_TOKENS]))
+def test_refine_never_worsens_and_keeps_sizes(clusters, size, top_k, tokens, seed, sample_tokens):
+    """With a tiny sample size the sampled proposals and the all-token certification are exercised too."""
     experts = clusters * size
     top_k = min(top_k, experts)
     trace = random_trace(experts, top_k, tokens, seed)
     start = np.random.default_rng(seed).permutation(experts) // size
-    refined = refine_clusters(trace.experts[0], start, clusters)
+    with patch.object(refine_module, "SAMPLE_TOKENS", sample_tokens):
+        refined = refine_clusters(trace.experts[0], start, clusters)
     assert np.bincount(refined, minlength=clusters).tolist() == [size] * clusters
     assert replicas(trace.experts[0], refined) <= replicas(trace.experts[0], start)
     # A local optimum: no single swap helps any more.

@@ -17,6 +17,11 @@ whose delta, *recomputed exactly on the current state* from the two experts' tok
 So every accepted swap strictly lowers the integer total of replicas: C_T never rises, the search ends (at a
 pairwise-swap local optimum or after ``max_sweeps``), and cluster sizes stay equal (a swap moves one expert
 each way). The clusters are then re-allocated to groups, which does not change C_T.
+
+Large layers: the delta matrix only *proposes* swaps (each is verified on all tokens), so while it finds
+some, it is computed on an evenly strided sample of :data:`SAMPLE_TOKENS` tokens (4-8x cheaper on 64k
+tokens). When the sample proposes nothing that verifies, a sweep over all tokens either finds more swaps
+(and sampling resumes) or certifies the local optimum: the end result is a local optimum on all tokens.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import scipy.sparse as sp
 from .allocation import clusters_to_chiplets
 from .clustering import cluster_experts
 
-__all__ = ["refine_clusters", "place_mozart_refined", "MAX_SWEEPS"]
+__all__ = ["refine_clusters", "place_mozart_refined", "MAX_SWEEPS", "SAMPLE_TOKENS"]
 
 #: Upper bound on delta-matrix recomputations; convergence usually takes far fewer.
 MAX_SWEEPS = 200
+#: Tokens of the sample that proposes swaps on large layers (all tokens below twice this).
+SAMPLE_TOKENS = 8192
 
 
 class _SwapSearch:
@@ -44,59 +51,71 @@ class _SwapSearch:
         self.labels = np.array(labels, dtype=np.int64)
         flat = self.experts.ravel()
         self.rows = np.repeat(np.arange(tokens), k)
-        self.incidence = sp.csr_matrix((np.ones(flat.size), (self.rows, flat)), shape=(tokens, self.num_experts))
-        self.member = np.zeros((tokens, self.num_experts), dtype=bool)
-        self.member[self.rows, flat] = True
-        order = np.argsort(flat, kind="stable")
+        self.incidence = self._by_token(np.ones(flat.size), self.experts)
+        order = np.argsort(flat.astype(np.int16), kind="stable")  # radix sort: experts <= 4096 (config rule)
         bounds = np.searchsorted(flat[order], np.arange(self.num_experts + 1))
         self.tokens_of = [self.rows[order[bounds[e]:bounds[e + 1]]] for e in range(self.num_experts)]
         self.cnt = np.bincount(self.rows * clusters + self.labels[flat],
                                minlength=tokens * clusters).reshape(tokens, clusters).astype(np.int32)
+
+    def _by_token(self, values: np.ndarray, experts: np.ndarray) -> sp.csr_matrix:
+        """A sparse ``[tokens, experts]`` matrix with ``values`` at each token's experts (CSR built directly:
+        every row has exactly k entries, so no sorting is needed)."""
+        tokens, k = experts.shape
+        return sp.csr_matrix((values, experts.ravel(), np.arange(0, tokens * k + 1, k)),
+                             shape=(tokens, self.num_experts))
 
     @property
     def replicas(self) -> int:
         """Total replicas, ``C_T * tokens``."""
         return int(np.count_nonzero(self.cnt))
 
-    def all_deltas(self) -> np.ndarray:
-        """``delta(a, b)`` for every pair; ``inf`` where ``a`` and ``b`` share a chiplet."""
-        tokens, k = self.experts.shape
-        flat = self.experts.ravel()
-        alone = (self.cnt[self.rows, self.labels[flat]] == 1).astype(np.float64)
-        moves_in = (self.incidence.T @ (self.cnt == 0).astype(np.float64))  # [E, N_c]
+    def all_deltas(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``delta(a, b)`` for every pair on the tokens ``rows`` (default all); ``inf`` on a shared chiplet."""
+        experts, cnt, incidence = self.experts, self.cnt, self.incidence
+        if rows is not None:
+            experts, cnt, incidence = experts[rows], cnt[rows], incidence[rows]
+        tokens, k = experts.shape
+        flat = experts.ravel()
+        token_of = np.repeat(np.arange(tokens), k)
+        alone = (cnt[token_of, self.labels[flat]] == 1).astype(np.float64)
+        moves_in = incidence.T @ (cnt == 0).astype(np.float64)  # [E, N_c]
         alone_count = np.bincount(flat, weights=alone, minlength=self.num_experts)
         gain = moves_in - alone_count[:, None]
-        lonely = sp.csr_matrix((alone, (self.rows, flat)), shape=(tokens, self.num_experts))
-        shared = (lonely.T @ self.incidence).toarray()
+        lonely = self._by_token(alone, experts)
+        shared = (lonely.T @ incidence).toarray()
         move = gain[:, self.labels]  # move[a, b] = M[a, chiplet of b]
         delta = move + move.T + shared + shared.T
         delta[self.labels[:, None] == self.labels[None, :]] = np.inf
         return delta
+
+    def _exclusive(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens of ``a`` without ``b``, and of ``b`` without ``a`` (tokens with both are unaffected)."""
+        ta, tb = self.tokens_of[a], self.tokens_of[b]
+        return ta[~(self.experts[ta] == b).any(axis=1)], tb[~(self.experts[tb] == a).any(axis=1)]
 
     def delta(self, a: int, b: int) -> int:
         """The exact change of total replicas if ``a`` and ``b`` swapped chiplets now."""
         ca, cb = self.labels[a], self.labels[b]
         if ca == cb:
             return 0
-        ta, tb = self.tokens_of[a], self.tokens_of[b]
-        ta, tb = ta[~self.member[ta, b]], tb[~self.member[tb, a]]
+        ta, tb = self._exclusive(a, b)
         cnt = self.cnt
         return int(np.count_nonzero(cnt[ta, cb] == 0) - np.count_nonzero(cnt[ta, ca] == 1)
                    + np.count_nonzero(cnt[tb, ca] == 0) - np.count_nonzero(cnt[tb, cb] == 1))
 
     def swap(self, a: int, b: int) -> None:
         ca, cb = self.labels[a], self.labels[b]
-        ta, tb = self.tokens_of[a], self.tokens_of[b]
-        ta, tb = ta[~self.member[ta, b]], tb[~self.member[tb, a]]
+        ta, tb = self._exclusive(a, b)
         self.cnt[ta, ca] -= 1
         self.cnt[ta, cb] += 1
         self.cnt[tb, cb] -= 1
         self.cnt[tb, ca] += 1
         self.labels[a], self.labels[b] = cb, ca
 
-    def sweep(self) -> int:
-        """One pass over the improving pairs; returns the number of swaps made."""
-        delta = self.all_deltas()
+    def sweep(self, rows: np.ndarray | None = None) -> int:
+        """One pass over the pairs that ``rows`` (default all tokens) say improve; returns the swaps made."""
+        delta = self.all_deltas(rows)
         a_idx, b_idx = np.nonzero(np.triu(delta < -0.5, k=1))  # deltas are integers
         order = np.lexsort((b_idx, a_idx, delta[a_idx, b_idx]))  # best first, ties by (a, b)
         swaps = 0
@@ -128,8 +147,15 @@ def refine_clusters(experts: np.ndarray, labels: np.ndarray, clusters: int, *,
     if len(labels) < 2 or clusters < 2 or np.asarray(experts).shape[0] == 0:
         return np.array(labels, dtype=np.int64)
     search = _SwapSearch(experts, labels, clusters)
+    tokens = search.experts.shape[0]
+    sample = np.arange(0, tokens, tokens // SAMPLE_TOKENS) if tokens >= 2 * SAMPLE_TOKENS else None
+    rows = sample
     for _ in range(max_sweeps):
-        if not search.sweep():
+        if search.sweep(rows):
+            rows = sample  # progress: propose from the cheap sample again
+        elif rows is not None:
+            rows = None  # the sample is exhausted: let all tokens propose (or certify the optimum)
+        else:
             break
     return search.labels
 
