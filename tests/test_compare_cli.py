@@ -80,3 +80,15 @@ def test_trace_that_does_not_fit_and_exact_on_a_large_config(tmp_path, trace_fil
     code, _, stderr = run(["allocate", "--config", "tiny", "--trace", tmp_path / "missing.npz", "--out",
                            tmp_path / "p.json"], capsys)
     assert code == 2 and "missing.npz" in stderr and stderr.count("\n") == 1
+
+
+def test_compare_measures_on_a_held_out_trace(tmp_path, trace_file, capsys):
+    held = tmp_path / "held.npz"
+    save_trace(synthesize_for(load_config("tiny"), 200, seed=9), held)
+    code, stdout, _ = run(["compare", "--config", "tiny", "--trace", trace_file, "--eval-trace", held,
+                           "--methods", "mozart,contiguous"], capsys)
+    assert code == 0 and "measured on 200 held-out tokens" in stdout
+    one_layer = tmp_path / "one.npz"
+    save_trace(synthesize_for(override(load_config("tiny"), {"moe.layers": 1}), 50, seed=3), one_layer)
+    code, _, stderr = run(["compare", "--config", "tiny", "--trace", trace_file, "--eval-trace", one_layer], capsys)
+    assert code == 2 and "must have the placed trace's 2 layers, not 1" in stderr
