@@ -19,10 +19,12 @@ Timing discipline
 Everything is driven right after a rising clock edge and sampled in the ``ReadOnly`` phase of the same cycle, so
 a transfer is counted exactly when ``valid`` and ``ready`` are both high at the next edge, whatever order
 the simulator runs processes in. A driver never drops ``valid`` or changes the payload before the transfer
-(the ``amaranth.lib.stream`` rule); random idle cycles only go *between* flits.
+(the ``amaranth.lib.stream`` rule); random idle cycles only go *between* flits. Create drivers and monitors
+and send after reset (:func:`mozart.tb.env.clock_and_reset`): a port steps from the first edge after it starts.
 
 Classes
 -------
+:class:`ClockLoop`      the one cocotb task per clock that steps all started drivers and monitors.
 :class:`StreamDriver`   drives ``valid``/``payload`` of a DUT input port from a queue of :class:`Flit` s.
 :class:`StreamMonitor`  drives ``ready`` of a DUT output port (random backpressure) and collects its flits.
 :class:`PacketDriver`   sends :class:`Packet` s, encoded with :class:`~mozart.model.protocol.Protocol`.

@@ -12,7 +12,7 @@ from mozart.model.config import load_config, override
 from mozart.sim import cosim
 from mozart.sim.build import build
 from mozart.sim.cosim import CosimError, CosimFailure
-from mozart.sim.designs import Design, design
+from mozart.sim.designs import DESIGNS, Design, design
 
 pytestmark = pytest.mark.cosim
 
@@ -107,3 +107,20 @@ def test_bad_arguments_are_clear(fifo_build):
         cosim.run(fifo_build, seed=-1)
     with pytest.raises(CosimError, match=r"must run at least one test of mozart.tb.tb_fifo matching 'nope'"):
         cosim.run(fifo_build, seed=1, testcase="nope")
+
+
+def test_cli_runs_the_testbench_with_waves(capsys):
+    from mozart.sim.cli import main
+    assert main(["cosim", "fifo", "--config", "tiny", "--seed", "2", "--waves", "--test", "test_full_throughput"]) == 0
+    out = capsys.readouterr().out
+    assert "cosim fifo (config tiny, seed 2): 1 of 1 cocotb tests passed" in out
+    assert "cycles/s inside the tests" in out and "40 packets" in out
+    waveform = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("waveform: "))
+    assert waveform.endswith("dump.vcd") and "$var" in open(waveform).read(4096)
+
+
+def test_cli_unknown_block_is_one_line_exit_2(capsys):
+    from mozart.sim.cli import main
+    assert main(["cosim", "nope", "--config", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mozart cosim: error: block must be one of {', '.join(sorted(DESIGNS))}, not 'nope'\n"
