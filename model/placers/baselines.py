@@ -20,14 +20,17 @@ __all__ = ["place_contiguous", "place_round_robin", "place_random", "place_load_
 
 
 def place_contiguous(data, cfg, rng: np.random.Generator) -> np.ndarray:
+    """Experts ``0..n-1`` on chiplet 0, ``n..2n-1`` on chiplet 1, ...; returns int32 ``[experts]``."""
     return (np.arange(cfg.moe.experts) // cfg.experts_per_chiplet).astype(np.int32)
 
 
 def place_round_robin(data, cfg, rng: np.random.Generator) -> np.ndarray:
+    """Expert ``e`` on chiplet ``e mod N_c``; returns int32 ``[experts]``."""
     return (np.arange(cfg.moe.experts) % cfg.chiplets).astype(np.int32)
 
 
 def place_random(data, cfg, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random equal-size layout drawn from ``rng``; returns int32 ``[experts]``."""
     return (rng.permutation(cfg.moe.experts) // cfg.experts_per_chiplet).astype(np.int32)
 
 
@@ -57,6 +60,7 @@ def balanced_packing(weights: np.ndarray, packs: int) -> np.ndarray:
 
 
 def place_load_only(data, cfg, rng: np.random.Generator) -> np.ndarray:
+    """EPLB-style hierarchical balanced packing of V: groups first, then chiplets in each group."""
     load = data.frequency
     group_of = balanced_packing(load, cfg.groups)
     e2c = np.empty(cfg.moe.experts, dtype=np.int32)

@@ -60,5 +60,6 @@ def optimal_clusters(experts: np.ndarray, num_experts: int, clusters: int) -> tu
 
 
 def place_exact(data, cfg, rng: np.random.Generator) -> np.ndarray:
+    """The ``exact`` method: C_T-optimal clusters, then the cluster-to-group allocation."""
     labels, _ = optimal_clusters(data.experts, data.num_experts, cfg.chiplets)
     return clusters_to_chiplets(labels, data.frequency, cfg)

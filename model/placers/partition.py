@@ -78,5 +78,6 @@ def metis_clusters(coactivation: np.ndarray, parts: int, rng: np.random.Generato
 
 
 def place_metis(data, cfg, rng: np.random.Generator) -> np.ndarray:
+    """The ``metis`` method: repaired METIS clusters, then the cluster-to-group allocation."""
     labels = metis_clusters(data.coactivation, cfg.chiplets, rng)
     return clusters_to_chiplets(labels, data.frequency, cfg)

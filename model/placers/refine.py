@@ -47,7 +47,6 @@ class _SwapSearch:
         self.experts = np.asarray(experts, dtype=np.int64)
         tokens, k = self.experts.shape
         self.num_experts = len(labels)
-        self.clusters = clusters
         self.labels = np.array(labels, dtype=np.int64)
         flat = self.experts.ravel()
         self.rows = np.repeat(np.arange(tokens), k)
@@ -64,11 +63,6 @@ class _SwapSearch:
         tokens, k = experts.shape
         return sp.csr_matrix((values, experts.ravel(), np.arange(0, tokens * k + 1, k)),
                              shape=(tokens, self.num_experts))
-
-    @property
-    def replicas(self) -> int:
-        """Total replicas, ``C_T * tokens``."""
-        return int(np.count_nonzero(self.cnt))
 
     def all_deltas(self, rows: np.ndarray | None = None) -> np.ndarray:
         """``delta(a, b)`` for every pair on the tokens ``rows`` (default all); ``inf`` on a shared chiplet."""
@@ -94,36 +88,37 @@ class _SwapSearch:
         ta, tb = self.tokens_of[a], self.tokens_of[b]
         return ta[~(self.experts[ta] == b).any(axis=1)], tb[~(self.experts[tb] == a).any(axis=1)]
 
-    def delta(self, a: int, b: int) -> int:
-        """The exact change of total replicas if ``a`` and ``b`` swapped chiplets now."""
-        ca, cb = self.labels[a], self.labels[b]
-        if ca == cb:
-            return 0
-        ta, tb = self._exclusive(a, b)
+    def _change(self, ta: np.ndarray, tb: np.ndarray, ca: int, cb: int) -> int:
         cnt = self.cnt
         return int(np.count_nonzero(cnt[ta, cb] == 0) - np.count_nonzero(cnt[ta, ca] == 1)
                    + np.count_nonzero(cnt[tb, ca] == 0) - np.count_nonzero(cnt[tb, cb] == 1))
 
-    def swap(self, a: int, b: int) -> None:
+    def delta(self, a: int, b: int) -> int:
+        """The exact change of total replicas if ``a`` and ``b`` swapped chiplets now."""
         ca, cb = self.labels[a], self.labels[b]
+        return 0 if ca == cb else self._change(*self._exclusive(a, b), ca, cb)
+
+    def try_swap(self, a: int, b: int) -> bool:
+        """Swap ``a`` and ``b`` if that strictly lowers the total replicas now; return whether it did."""
+        ca, cb = self.labels[a], self.labels[b]
+        if ca == cb:
+            return False
         ta, tb = self._exclusive(a, b)
+        if self._change(ta, tb, ca, cb) >= 0:
+            return False
         self.cnt[ta, ca] -= 1
         self.cnt[ta, cb] += 1
         self.cnt[tb, cb] -= 1
         self.cnt[tb, ca] += 1
         self.labels[a], self.labels[b] = cb, ca
+        return True
 
     def sweep(self, rows: np.ndarray | None = None) -> int:
         """One pass over the pairs that ``rows`` (default all tokens) say improve; returns the swaps made."""
         delta = self.all_deltas(rows)
         a_idx, b_idx = np.nonzero(np.triu(delta < -0.5, k=1))  # deltas are integers
         order = np.lexsort((b_idx, a_idx, delta[a_idx, b_idx]))  # best first, ties by (a, b)
-        swaps = 0
-        for a, b in zip(a_idx[order].tolist(), b_idx[order].tolist()):
-            if self.delta(a, b) < 0:
-                self.swap(a, b)
-                swaps += 1
-        return swaps
+        return sum(self.try_swap(a, b) for a, b in zip(a_idx[order].tolist(), b_idx[order].tolist()))
 
 
 def refine_clusters(experts: np.ndarray, labels: np.ndarray, clusters: int, *,
