@@ -176,11 +176,10 @@ def _finish_with_gumbel(chosen: np.ndarray, have: np.ndarray, weights: np.ndarra
                         rng: np.random.Generator) -> None:
     """Complete rows with ``have < k`` distinct experts by an exact Gumbel top-k over the remaining experts."""
     rows, k = chosen.shape
-    w = weights.copy()
     cols = np.arange(k)
     prefix = cols[None, :] < have[:, None]
-    w[np.nonzero(prefix)[0], chosen[prefix]] = 0.0  # already chosen: never again
-    race = w / rng.standard_exponential(w.shape)    # top-k of w / Exp(1) = top-k of log w + Gumbel
+    race = weights / rng.standard_exponential(weights.shape)  # top-k of w / Exp(1) = top-k of log w + Gumbel
+    race[np.nonzero(prefix)[0], chosen[prefix]] = -1.0     # already chosen: below every unchosen expert
     order = np.argsort(-race, axis=1, kind="stable")
     src = cols[None, :] - have[:, None]
     fill = np.take_along_axis(order, np.clip(src, 0, None), axis=1)
@@ -200,8 +199,9 @@ def _gates(chosen_weight: np.ndarray, total: np.ndarray, rng: np.random.Generato
     remaining[0] = total
     np.subtract(total, _cumsum_rows(w[:-1], np.float64), out=remaining[1:])
     np.maximum(remaining, w, out=remaining)  # rounding can leave less than the pick itself
-    inv_exp_z = _cumsum_rows(rng.standard_exponential(w.shape) / remaining, np.float64)
-    e = 1.0 / inv_exp_z
+    with np.errstate(divide="ignore"):  # an expert of zero weight (extreme skew) gets gate 0
+        inv_exp_z = _cumsum_rows(rng.standard_exponential(w.shape) / remaining, np.float64)
+        e = 1.0 / inv_exp_z
     return (e / e.sum(axis=0)).T
 
 
@@ -301,7 +301,8 @@ def synthesize(num_experts: int, top_k: int, layers: int, tokens: int, *, seed: 
     """
     groups_of = max(1, num_experts // 16) if groups_of is None else groups_of
     _check("num_experts", num_experts, "a positive integer", _is_int(num_experts) and num_experts >= 1)
-    _check("top_k", top_k, f"an integer in 1..num_experts ({num_experts})", _is_int(top_k) and 1 <= top_k <= num_experts)
+    _check("top_k", top_k, f"an integer in 1..num_experts ({num_experts})",
+           _is_int(top_k) and 1 <= top_k <= num_experts)
     _check("layers", layers, "a positive integer", _is_int(layers) and layers >= 1)
     _check("tokens", tokens, "a non-negative integer", _is_int(tokens) and tokens >= 0)
     _check("seed", seed, "a non-negative integer", _is_int(seed) and seed >= 0)

@@ -48,6 +48,7 @@ sum (Qwen3's and Mixtral's ``norm_topk_prob``).
 from __future__ import annotations
 
 import json
+from array import array
 import os
 import re
 import uuid
@@ -60,8 +61,8 @@ import numpy as np
 from .errors import TraceError
 from .trace import Trace
 
-__all__ = ["SCHEMA_VERSION", "check_output_path", "save_trace", "load_trace", "load_trace_with_meta", "read_npz", "write_npz",
-           "read_jsonl", "write_jsonl", "read_logits", "route_logits"]
+__all__ = ["SCHEMA_VERSION", "check_output_path", "save_trace", "load_trace", "load_trace_with_meta", "read_npz",
+           "write_npz", "read_jsonl", "write_jsonl", "read_logits", "route_logits"]
 
 SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None] | None
@@ -69,6 +70,8 @@ Progress = Callable[[int, int], None] | None
 _NPZ_FIELDS = ("schema_version", "experts", "weights", "num_experts")
 _LAYER_KEY = re.compile(r"layer_(\d+)$")
 _ROUTE_CHUNK = 1 << 15
+_JSONL_BLOCK = 1 << 16  # records parsed into Python lists before they are packed into arrays
+_MAX_ID = 2**31  # bound on layer and token numbers: they are kept as int64 with room to spare
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -253,6 +256,17 @@ def _is_int(v) -> bool:
     return type(v) is int  # JSON true/false parse to bool, which must not count as 0/1
 
 
+def _pack(path: Path, experts: list, weights: list, lines, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A block of parsed records as int64/float64 ``[rows, k]`` arrays; ids beyond int64 are named."""
+    try:
+        return (np.array(experts, dtype=np.int64).reshape(-1, k or len(experts[0])),
+                np.array(weights, dtype=np.float64).reshape(-1, k or len(weights[0])))
+    except OverflowError:
+        row = next(i for i, ex in enumerate(experts) if any(abs(v) >= 2**63 for v in ex))
+        raise _record_error(path, lines[row], f"field 'topk_experts': expert id must be a 64-bit integer, not "
+                            f"{max(experts[row], key=abs)}") from None
+
+
 def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Progress = None) -> tuple[Trace, dict]:
     """Read a JSON Lines trace (see the module docstring); returns the trace and ``{"format", "layer_ids"}``.
 
@@ -265,11 +279,11 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
     """
     path = Path(path)
     size = path.stat().st_size
-    layers: list[int] = []
-    tokens: list[int] = []
-    experts: list[list[int]] = []
+    layers, tokens = array("q"), array("q")  # compact: one 8-byte slot per record
+    experts: list[list[int]] = []    # the current block of records, as parsed
     weights: list[list[float]] = []
-    lines: list[int] = []
+    blocks: list[tuple[np.ndarray, np.ndarray]] = []  # earlier blocks as arrays: a tenth of the memory
+    lines = array("q")
     declared: tuple[int, int] | None = None  # (num_experts, line)
     has_token: bool | None = None
     k = None
@@ -294,8 +308,9 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
                 if name not in rec:
                     raise _record_error(path, number, f"field {name!r} is missing")
             layer, ex, w = rec["layer"], rec["topk_experts"], rec["topk_weights"]
-            if not _is_int(layer) or layer < 0:
-                raise _record_error(path, number, f"field 'layer' must be a non-negative integer, not {layer!r}")
+            if not _is_int(layer) or not 0 <= layer < _MAX_ID:
+                raise _record_error(path, number, f"field 'layer' must be a non-negative integer below {_MAX_ID}, "
+                                    f"not {layer!r}")
             if not isinstance(ex, list) or not ex or not all(_is_int(v) for v in ex):
                 raise _record_error(path, number, f"field 'topk_experts' must be a non-empty list of integers, "
                                     f"not {ex!r}")
@@ -316,9 +331,9 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
                                     + f" but line {lines[0]} " + ("lacks" if has_token is False else "has")
                                     + " it: give it on every record or on none")
             if has_token:
-                if not _is_int(rec["token"]) or rec["token"] < 0:
-                    raise _record_error(path, number, f"field 'token' must be a non-negative integer, not "
-                                        f"{rec['token']!r}")
+                if not _is_int(rec["token"]) or not 0 <= rec["token"] < _MAX_ID:
+                    raise _record_error(path, number, f"field 'token' must be a non-negative integer below "
+                                        f"{_MAX_ID}, not {rec['token']!r}")
                 tokens.append(rec["token"])
             if "num_experts" in rec:
                 n = rec["num_experts"]
@@ -333,18 +348,23 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
             layers.append(layer)
             experts.append(ex)
             weights.append(w)
+            if len(experts) == _JSONL_BLOCK:
+                blocks.append(_pack(path, experts, weights, lines[-len(experts):]))
+                experts, weights = [], []
             lines.append(number)
     if progress:
         progress(size, size)
     if not layers:
         raise TraceError(f"{path}: no records: a JSON Lines trace needs one record per token and layer")
-    line_of = np.array(lines)
-    ex_arr = np.array(experts, dtype=np.int64)
-    w_arr = np.array(weights, dtype=np.float64)
+    line_of = np.frombuffer(lines, dtype=np.int64)
+    blocks.append(_pack(path, experts, weights, lines[len(lines) - len(experts):], k))
+    ex_arr = np.concatenate([b[0] for b in blocks])
+    w_arr = np.concatenate([b[1] for b in blocks])
+    del blocks, experts, weights
     if num_experts is None:
         num_experts = declared[0] if declared else int(max(ex_arr.max(), 0)) + 1
     _check_rows(path, ex_arr, w_arr, num_experts, lambda r: f"line {line_of[r]}", ("topk_experts", "topk_weights"))
-    layer_arr = np.array(layers, dtype=np.int64)
+    layer_arr = np.frombuffer(layers, dtype=np.int64)
     ids, layer_index, counts = np.unique(layer_arr, return_inverse=True, return_counts=True)
     if (counts != counts[0]).any():
         bad = int(np.argmax(counts != counts[0]))
@@ -353,7 +373,7 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
                          f"the same tokens (ragged layers)")
     per_layer = int(counts[0])
     if tokens:
-        token_arr = np.array(tokens, dtype=np.int64)
+        token_arr = np.frombuffer(tokens, dtype=np.int64)
         order = np.lexsort((token_arr, layer_index))
         sorted_tokens = token_arr[order]
         expected = np.tile(np.arange(per_layer), len(ids))

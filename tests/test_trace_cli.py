@@ -61,7 +61,8 @@ def test_convert_logits_with_config(tmp_path, capsys):
     (["trace", "synth", "--config", "tiny", "-o", "{tmp}/x.csv"], "must end in .npz or .jsonl, not '.csv'"),
     (["trace", "stats", "{tmp}/missing.npz"], "trace file must be an existing file"),
     (["trace", "stats", "{tmp}/bad.jsonl"], "bad.jsonl: line 2: not valid JSON"),
-    (["trace", "stats", "{tmp}/good.jsonl", "--config", "wafer4x4"], "good.jsonl: line 1: field 'num_experts' must be 16 (expected), not 8"),
+    (["trace", "stats", "{tmp}/good.jsonl", "--config", "wafer4x4"],
+     "good.jsonl: line 1: field 'num_experts' must be 16 (expected), not 8"),
     (["trace", "convert", "{tmp}/l.npy", "-o", "{tmp}/x.npz"], "top-k is needed to route router logits"),
     (["trace", "convert", "{tmp}/good.jsonl"], "the following arguments are required: -o/--output"),
 ])

@@ -145,7 +145,8 @@ JSONL_CASES = {
                     r"integers"),
     "k changes": (_jsonl(_rec(), _rec(experts=(0, 1, 2), weights=(1, 1, 1))), r"line 2: field 'topk_experts' must "
                   r"have 2 entries like the first record, not 3"),
-    "bad layer": (_jsonl(_rec(layer=-1)), r"line 1: field 'layer' must be a non-negative integer, not -1"),
+    "bad layer": (_jsonl(_rec(layer=-1)), r"line 1: field 'layer' must be a non-negative integer below "
+                  r"2147483648, not -1"),
     "duplicate token": (_jsonl(_rec(token=0), _rec(token=0)), r"line 2: field 'token': token 0 of layer 0 appears "
                         r"twice"),
     "token only on some": (_jsonl(_rec(token=0), _rec()), r"line 2: field 'token' is missing but line 1 has it"),
