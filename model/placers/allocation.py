@@ -28,7 +28,6 @@ inconsistent; we solve the evident intent:
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from ..errors import PlacementError
 from .subsets import MAX_TABLE, best_partition, subset_masks, table_size
@@ -103,6 +102,8 @@ def allocate_groups_greedy(loads: np.ndarray, groups: int) -> np.ndarray:
 
 def _solve(loads: np.ndarray, groups: int) -> np.ndarray | None:
     """The MILP: minimise ``t`` subject to ``t >= |load_g - target|`` for every group."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415 (slow import, rarely needed)
+
     n, target = len(loads), loads.sum() / groups
     nx = n * groups  # x[c, g] at index c * groups + g; t is the last variable
     one_group = np.kron(np.eye(n), np.ones(groups))  # sum_g x[c, g] = 1

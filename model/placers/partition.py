@@ -13,7 +13,6 @@ Mozart's clusters. METIS is seeded from the caller's generator, so results are r
 from __future__ import annotations
 
 import numpy as np
-import pymetis
 
 from .allocation import clusters_to_chiplets
 
@@ -56,6 +55,8 @@ def repair_sizes(labels: np.ndarray, weights: np.ndarray, parts: int) -> np.ndar
 
 def metis_clusters(coactivation: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
     """METIS k-way partition of the co-activation graph, repaired to equal sizes."""
+    import pymetis  # noqa: PLC0415 (imported on use: keeps 'mozart --help' fast)
+
     w = np.rint(np.asarray(coactivation)).astype(np.int64)
     experts = len(w)
     if parts == 1:

@@ -27,7 +27,6 @@ tokens). When the sample proposes nothing that verifies, a sweep over all tokens
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from .allocation import clusters_to_chiplets
 from .clustering import cluster_experts
@@ -57,9 +56,11 @@ class _SwapSearch:
         self.cnt = np.bincount(self.rows * clusters + self.labels[flat],
                                minlength=tokens * clusters).reshape(tokens, clusters).astype(np.int32)
 
-    def _by_token(self, values: np.ndarray, experts: np.ndarray) -> sp.csr_matrix:
+    def _by_token(self, values: np.ndarray, experts: np.ndarray):
         """A sparse ``[tokens, experts]`` matrix with ``values`` at each token's experts (CSR built directly:
         every row has exactly k entries, so no sorting is needed)."""
+        import scipy.sparse as sp  # noqa: PLC0415 (imported on use: keeps 'mozart --help' fast)
+
         tokens, k = experts.shape
         return sp.csr_matrix((values, experts.ravel(), np.arange(0, tokens * k + 1, k)),
                              shape=(tokens, self.num_experts))
