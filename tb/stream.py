@@ -19,8 +19,9 @@ Timing discipline
 Everything is driven right after a rising clock edge and sampled in the ``ReadOnly`` phase of the same cycle, so
 a transfer is counted exactly when ``valid`` and ``ready`` are both high at the next edge, whatever order
 the simulator runs processes in. A driver never drops ``valid`` or changes the payload before the transfer
-(the ``amaranth.lib.stream`` rule); random idle cycles only go *between* flits. Create drivers and monitors
-and send after reset (:func:`mozart.tb.env.clock_and_reset`): a port steps from the first edge after it starts.
+(the AXI-Stream rule, so a block may rely on it); random idle cycles only go *between* flits. Create drivers
+and monitors and send after reset (:func:`mozart.tb.env.clock_and_reset`): a port steps from the first edge
+after it starts.
 
 Classes
 -------
