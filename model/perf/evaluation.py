@@ -75,10 +75,10 @@ def _contiguous(cfg) -> Placement:
     return Placement(np.arange(experts) // (experts // cfg.chiplets), cfg.chiplets_per_group, "contiguous")
 
 
-def _traces(model: str, seq_len: int, seed: int, user: Trace | None) -> tuple:
+def _traces(model: str, seq_len: int, seed: int, user: Trace | None, changes: dict) -> tuple:
     from ..synth import synthesize_for  # noqa: PLC0415 (heavy only when synthesising)
     params = load_params(model)
-    cfg = override(load_config(params.config), {"training.seq_len": seq_len})
+    cfg = override(load_config(params.config), {**changes, "training.seq_len": seq_len})
     tokens = cfg.training.tokens_per_step
     if user is not None:
         user.check_fits(cfg)
@@ -87,18 +87,19 @@ def _traces(model: str, seq_len: int, seed: int, user: Trace | None) -> tuple:
     return params, cfg, synthesize_for(cfg, tokens, seed, step=0), synthesize_for(cfg, tokens, seed, step=1)
 
 
-def placements_for(model: str, seed: int = 0, user: Trace | None = None) -> dict[str, np.ndarray]:
+def placements_for(model: str, seed: int = 0, user: Trace | None = None, changes: dict | None = None
+                   ) -> dict[str, np.ndarray]:
     """The expert_to_chiplet arrays per variant (C: the paper's method on the profiling trace at seq 256)."""
     from ..placers import place  # noqa: PLC0415
-    params, cfg, profile, _ = _traces(model, 256, seed, user)
+    params, cfg, profile, _ = _traces(model, 256, seed, user, changes or {})
     clustered = place(profile, cfg, "mozart", seed=seed)
     contiguous = _contiguous(cfg)
     return {v: (clustered if v == "C" else contiguous).expert_to_chiplet for v in VARIANT_LABELS}
 
 
 def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int, user: Trace | None,
-         e2c: dict[str, np.ndarray]) -> list[Cell]:
-    params, cfg, _, step = _traces(model, seq_len, seed, user)
+         e2c: dict[str, np.ndarray], changes: dict) -> list[Cell]:
+    params, cfg, _, step = _traces(model, seq_len, seed, user, changes)
     workload = Workload.full_size(params, cfg)
     cells = []
     for variant in VARIANT_LABELS:
@@ -115,7 +116,8 @@ def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int
 
 def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = SEQ_LENS,
               drams: Iterable[str] = DRAM_KINDS, mesh: bool = True, seed: int = 0, trace: Trace | None = None,
-              workers: int | None = None, progress: Callable[[str], None] | None = None) -> list[Cell]:
+              changes: dict | None = None, workers: int | None = None,
+              progress: Callable[[str], None] | None = None) -> list[Cell]:
     """Time every (model, variant, sequence length, DRAM) and the mesh at 256 on HBM2.
 
     Parameters
@@ -124,20 +126,22 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
         Default: every model with a parameter file.
     trace : Trace, optional
         A user trace for every model it fits (the others are skipped); default synthetic traces.
+    changes : dict, optional
+        Config overrides applied to every model (``{"moe.layers": 4}`` for a quick, reduced sweep).
     workers : int, optional
         Processes; default ``min(2, cpu count)``. 1 runs in this process.
     progress : callable, optional
         Called with one line per finished job.
     """
     models = list(models or model_names())
-    seq_lens, drams = tuple(seq_lens), tuple(drams)
+    seq_lens, drams, changes = tuple(seq_lens), tuple(drams), dict(changes or {})
     for model in models:
         load_params(model)  # fail early on an unknown name
     if trace is not None:
         fitting = []
         for model in models:
             try:
-                trace.check_fits(load_config(load_params(model).config))
+                trace.check_fits(override(load_config(load_params(model).config), changes))
                 fitting.append(model)
             except TraceError:
                 pass
@@ -150,20 +154,21 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
     jobs = [(m, s) for m in models for s in seq_lens]
     cells: list[Cell] = []
     if workers == 1:
-        placements = {m: placements_for(m, seed, trace) for m in models}
+        placements = {m: placements_for(m, seed, trace, changes) for m in models}
         for m, s in jobs:
-            cells += _job(m, s, drams, mesh, seed, trace, placements[m])
+            cells += _job(m, s, drams, mesh, seed, trace, placements[m], changes)
             say(f"{m} seq {s}: done")
         return cells
     with ProcessPoolExecutor(workers) as pool:
-        placed = {m: pool.submit(placements_for, m, seed, trace) for m in models}
+        placed = {m: pool.submit(placements_for, m, seed, trace, changes) for m in models}
         placements = {}
         for m in models:
             placements[m] = placed[m].result()
             say(f"{m}: placed")
         # Longest jobs first keeps both workers busy to the end.
         jobs.sort(key=lambda ms: -ms[1] * load_config(load_params(ms[0]).config).moe.layers)
-        futures = {pool.submit(_job, m, s, drams, mesh, seed, trace, placements[m]): (m, s) for m, s in jobs}
+        futures = {pool.submit(_job, m, s, drams, mesh, seed, trace, placements[m], changes): (m, s)
+                   for m, s in jobs}
         for future, (m, s) in futures.items():
             cells += future.result()
             say(f"{m} seq {s}: done")
