@@ -1,0 +1,153 @@
+"""The expert chiplet in amaranth.sim: bit-exact partials, saves and LOADEDs against the golden model over several
+configs with idle and backpressure; the interlocks; the engine's cycle formulas; bad parameters."""
+
+import numpy as np
+import pytest
+
+from mozart.hw.chiplet import ChipletTiming, ExpertChiplet
+from mozart.hw.expert_engine import EngineGeometry
+from mozart.model.config import load_config, override
+from mozart.model.errors import ConfigError
+from mozart.model.protocol import Packet, PacketKind, Protocol
+from mozart.tb.chiplet_pysim import run_pysim
+from mozart.tb.chiplet_ref import ChipletProgram
+from mozart.tb.scoreboard import Scoreboard
+
+TINY = load_config("tiny")
+CONFIGS = {
+    "tiny": {},
+    "lanes8": {"hardware.mac_lanes": 8},
+    "lanes2-silu": {"hardware.mac_lanes": 2, "numerics.activation": "silu"},
+    "saturating-gelu": {"numerics.acc_bits": 16, "numerics.partial_bits": 12, "numerics.hidden_shift": 3,
+                        "numerics.output_shift": 2, "numerics.activation": "gelu"},
+    "word32-burst3": {"dram.word_bits": 32, "hardware.max_burst_flits": 3},
+    "3slots-4experts": {"hardware.sram_slots": 3, "moe.experts": 16, "hardware.mac_lanes": 8},
+    "flit128-lanes16": {"numerics.gate_bits": 3, "numerics.partial_bits": 9, "hardware.flit_bits": 128,
+                        "hardware.mac_lanes": 16, "moe.d_model": 16, "moe.d_ff": 32},
+}
+
+
+def check(cfg, program, chiplet=None, **kw):
+    """Run the program, check every output against the golden expectations, return the run."""
+    chiplet = chiplet or ExpertChiplet(cfg, program.group, program.index)
+    res = run_pysim(chiplet, program, **kw)
+    assert not res.timed_out, f"chiplet stalled: {len(res.outputs)} of {len(program.expected)} packets out"
+    sb = Scoreboard("chiplet")
+    for e in program.expected:
+        sb.expect("out", e.packet, e.flow)
+    for p in res.outputs:
+        sb.observe("out", p)
+    sb.check_drained()
+    return res
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_bit_exact_with_idle_and_backpressure(name):
+    cfg = override(TINY, CONFIGS[name])
+    prog = ChipletProgram(cfg, np.random.default_rng(5), group=1, index=1).random_program(
+        25, extreme=0.2, reload_every=6)
+    check(cfg, prog, idle=0.3, backpressure=0.3, seed=5)
+    kinds = prog.expected_by_kind()
+    assert kinds[PacketKind.COMBINE] == 25 and kinds[PacketKind.LOADED] >= cfg.hardware.sram_slots
+
+
+def test_reload_waits_for_the_tokens_inside():
+    # Tokens using slot 0, then at once a reload of slot 0 with new weights: the WEIGHT header must wait
+    # until they are done, or their partials would use the new weights.
+    prog = ChipletProgram(TINY, np.random.default_rng(6))
+    prog.load(0, 0)
+    prog.load(1, 1)
+    for _ in range(3):
+        prog.dispatch(experts=[0], save=True)
+    prog.load(0, 0)
+    prog.dispatch(experts=[0, 1])
+    check(TINY, prog, backpressure=0.5, seed=1)
+
+
+def test_token_waits_for_its_expert_to_be_resident():
+    # Dispatches between the packets of their expert's load: the token waits inside and uses the new weights.
+    prog = ChipletProgram(TINY, np.random.default_rng(7))
+    prog.load(0, 0)
+    prog.load(1, 1)
+    prog.load(1, 1, dispatches_inside=2, save=True)
+    prog.dispatch(experts=[1])
+    check(TINY, prog, idle=0.2, seed=2)
+
+
+def test_output_backed_up_loses_nothing():
+    prog = ChipletProgram(TINY, np.random.default_rng(8)).random_program(12, reload_every=4)
+    check(TINY, prog, backpressure=0.95, seed=3, max_cycles=100_000)
+
+
+def test_foreign_packets_are_dropped():
+    cfg = override(TINY, {"hardware.sram_slots": 3})    # slot field has 2 bits: slot 3 does not exist
+    proto = Protocol(cfg)
+    prog = ChipletProgram(cfg, np.random.default_rng(9))
+    prog.load(0, 0)
+    prog.inputs.append(Packet(PacketKind.MEM_DATA, prog.node, 9, 1, {"addr": 4, "words": 2}, (1, 2)))
+    prog.inputs.append(Packet(PacketKind.WEIGHT, prog.node, 9, 1, {"slot": 3, "expert": 1, "offset": 0, "final": 1},
+                              (7,) * 3))
+    prog.inputs.append(Packet(PacketKind.LOAD, prog.node, 0, 1, {}, ()))
+    prog.dispatch(experts=[0])
+    assert proto.parse_header(proto.encode(prog.inputs[-2])[0].data)[0] is PacketKind.LOAD
+    check(cfg, prog)
+
+
+@pytest.mark.parametrize("d_model,d_ff,lanes", [(8, 16, 4), (8, 16, 8), (16, 64, 8), (8, 8, 8)])
+def test_steady_state_cycles_match_the_formula(d_model, d_ff, lanes):
+    cfg = override(TINY, {"moe.d_model": d_model, "moe.d_ff": d_ff, "hardware.mac_lanes": lanes, "dram.rows": 256})
+    chiplet = ChipletTiming(cfg)
+    geo = EngineGeometry(cfg)
+    assert chiplet.cycles_per_expert == 2 * d_model * d_ff // lanes + max(0, 4 - d_ff // lanes)
+    for n in (1, 2):
+        prog = ChipletProgram(cfg, np.random.default_rng(n))
+        prog.load(0, 0)
+        prog.load(1, 1)
+        for _ in range(8):
+            prog.dispatch(experts=list(range(n)), save=False)
+        res = check(cfg, prog, chiplet=ExpertChiplet(cfg))
+        span = res.last_mac - res.first_mac + 1
+        # cycle counts of the simulation, not wall time: the documented formula is exact
+        assert span == 8 * chiplet.cycles_per_token(n)   # the W1->W2 stall lies inside each job
+        assert res.mac_cycles == 8 * n * geo.issue_cycles
+    if d_ff >= 2 * lanes:
+        assert chiplet.mac_utilisation >= 0.9
+
+
+def test_loading_the_other_slot_does_not_stall_compute():
+    prog = ChipletProgram(TINY, np.random.default_rng(10))
+    prog.load(0, 0)
+    for i in range(16):
+        if i == 4:
+            prog.load(1, 1)   # streams into slot 1 while the buffered tokens compute on slot 0
+        prog.dispatch(experts=[0], save=False)
+    res = check(TINY, prog)
+    assert res.mac_cycles == res.last_mac - res.first_mac + 1 == 16 * EngineGeometry(TINY).issue_cycles
+
+
+def test_latency_of_one_token_on_an_idle_chiplet():
+    chiplet = ChipletTiming(TINY)
+    for n in (0, 1, 2):
+        prog = ChipletProgram(TINY, np.random.default_rng(n))
+        prog.load(0, 0)
+        prog.load(1, 1)
+        start = sum(len(Protocol(TINY).encode(p)) for p in prog.inputs)   # weight packets never wait here
+        prog.dispatch(experts=list(range(n)), save=False)
+        res = check(TINY, prog, chiplet=ExpertChiplet(TINY))
+        assert res.cycles - start == chiplet.latency(n)
+
+
+def test_bad_parameters_are_rejected():
+    with pytest.raises(ConfigError, match=r"hardware.mac_lanes must divide moe.d_model \(8\) .* not 3"):
+        ExpertChiplet(override(TINY, {"hardware.mac_lanes": 3}))
+    with pytest.raises(ConfigError, match=r"hardware.mac_lanes must divide hardware.flit_bits // numerics.weight_bits "
+                                          r"\(8\) .* not 16"):
+        ExpertChiplet(override(TINY, {"hardware.mac_lanes": 16, "moe.d_model": 16}))
+    with pytest.raises(ConfigError, match="ExpertChiplet token_slots must be a positive integer, not 0"):
+        ExpertChiplet(TINY, token_slots=0)
+    with pytest.raises(ConfigError, match=r"ExpertChiplet group must be in 0..1, not 2"):
+        ExpertChiplet(TINY, group=2)
+    with pytest.raises(ConfigError, match=r"ExpertChiplet index must be in 0..1, not -1"):
+        ExpertChiplet(TINY, index=-1)
+    with pytest.raises(ConfigError, match="dram.words must hold the weight images and saved activations"):
+        ExpertChiplet(override(TINY, {"moe.d_ff": 64}))
