@@ -19,8 +19,8 @@ plus noise; routing is then exactly PAPER.md's ``R(x) = topk(softmax(g(x)), k)``
   ordering carry a smooth random perturbation of standard deviation ``drift`` (positions: ``drift *
   groups_of`` places), which turns over every :data:`DRIFT_PERIOD` steps (a cosine blend of independent
   seeded knots, so consecutive steps differ little and variance stays constant). Tokens are fresh per step.
-- **Uniform random routing** is the setting ``skew = 0, coactivation = 0``: every token then routes to a
-  uniformly random set of k distinct experts (:func:`synthesize_uniform`).
+- **Uniform random routing** is the setting ``skew = 0, coactivation = 0, drift = 0``: every token then routes
+  to a uniformly random set of k distinct experts (:func:`synthesize_uniform`).
 
 Gate weights are the softmax of the same logits over the chosen k, i.e. **renormalised over the top-k**
 (they sum to 1 per token), in router order (highest first).
@@ -35,10 +35,11 @@ finish with an exact Gumbel top-k over the remaining experts (memorylessness of 
 continuation exact). The perturbed logits of the chosen experts, needed for the gates, follow from the
 Gumbel-max property: the top one is ``Gumbel(log W)`` and each next one is a Gumbel of the remaining mass
 truncated below the previous. No ``[tokens, experts]`` noise array is ever made; 64k tokens x 48 layers of
-top-8 over 128 experts take about two seconds (``bench/bench_stats.py``).
+top-8 over 128 experts take two to three seconds of one core (``bench/bench_stats.py``).
 
-Randomness is seeded by ``(seed, layer)`` for the structure and ``(seed, step, layer)`` for the tokens, so a
-layer does not depend on how many other layers are generated.
+Randomness comes from separate seeded streams: ``(seed, 0, layer)`` for the structure, ``(seed, 1, step,
+layer)`` for the tokens and ``(seed, 2 or 3, layer, knot)`` for the drift, so a layer does not depend on how
+many other layers are generated.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def _check(name: str, value, rule: str, ok: bool) -> None:
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _drift_noise(seed: int, layer: int, step: int, size: int, tag: int) -> np.ndarray:
@@ -213,8 +219,8 @@ def _structure(seed: int, layer: int, step: int, e: int, skew: float, groups_of:
     position = base.permutation(e).astype(np.float64)
     log_pop = -skew * np.log1p(rank)
     if drift:
-        log_pop = log_pop + drift * _drift_noise(seed, layer, step, e, 1)
-        position = position + drift * groups_of * _drift_noise(seed, layer, step, e, 2)
+        log_pop = log_pop + drift * _drift_noise(seed, layer, step, e, 2)
+        position = position + drift * groups_of * _drift_noise(seed, layer, step, e, 3)
     group = np.empty(e, dtype=np.int64)
     group[np.argsort(position, kind="stable")] = np.arange(e) // groups_of
     return log_pop, group
@@ -307,11 +313,11 @@ def synthesize(num_experts: int, top_k: int, layers: int, tokens: int, *, seed: 
     _check("tokens", tokens, "a non-negative integer", _is_int(tokens) and tokens >= 0)
     _check("seed", seed, "a non-negative integer", _is_int(seed) and seed >= 0)
     _check("step", step, "a non-negative integer", _is_int(step) and step >= 0)
-    _check("skew", skew, "a finite number >= 0", np.isfinite(skew) and skew >= 0)
-    _check("coactivation", coactivation, "between 0 and 1", 0 <= coactivation <= 1)
+    _check("skew", skew, "a finite number >= 0", _is_number(skew) and skew >= 0)
+    _check("coactivation", coactivation, "between 0 and 1", _is_number(coactivation) and 0 <= coactivation <= 1)
     _check("groups_of", groups_of, f"an integer in 1..num_experts ({num_experts})",
            _is_int(groups_of) and 1 <= groups_of <= num_experts)
-    _check("drift", drift, "a finite number >= 0", np.isfinite(drift) and drift >= 0)
+    _check("drift", drift, "a finite number >= 0", _is_number(drift) and drift >= 0)
     experts = np.empty((layers, tokens, top_k), dtype=np.int32)
     weights = np.empty((layers, tokens, top_k), dtype=np.float32)
     for layer in range(layers):

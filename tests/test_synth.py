@@ -155,6 +155,7 @@ def test_synthesize_for_a_config():
     ({"skew": float("nan")}, "skew must be a finite number >= 0, not nan"),
     ({"groups_of": 0}, "groups_of must be an integer in 1..num_experts (8), not 0"),
     ({"step": 2.5}, "step must be a non-negative integer, not 2.5"),
+    ({"drift": "0.1"}, "drift must be a finite number >= 0, not '0.1'"),
 ])
 def test_bad_knobs_are_named(kwargs, message):
     args = {"num_experts": 8, "top_k": 2, "layers": 1, "tokens": 10, "seed": 0} | kwargs
