@@ -17,8 +17,9 @@ inconsistent; we solve the evident intent:
   methods in ``mozart compare``, hence the DP first. Should HiGHS stop at its time limit, the better of its
   incumbent and the heuristic is used.
 * **Heuristic** beyond the limit: longest-processing-time packing with a capacity of ``N_c / N_g``
-  clusters per group (heaviest cluster first, onto the lightest group with room), then pairwise swaps of
-  clusters between groups while a swap lowers (max deviation, sum of squared deviations).
+  clusters per group (heaviest cluster first, onto the lightest group with room; the same packing as the
+  ``load-only`` baseline), then the best swap of two clusters between groups, repeatedly, while it lowers
+  (max deviation, sum of squared deviations).
 * **Chiplets inside a group** (open in the paper): the group's clusters go to its chiplets in descending
   load (chiplet 0 of a group holds its heaviest cluster), matching the streaming order "heavier clusters
   load first". Groups are numbered by descending load (ties: lowest cluster id). No metric depends on
@@ -30,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import PlacementError
+from .baselines import balanced_packing
 from .subsets import MAX_TABLE, best_partition, subset_masks, table_size
 
 __all__ = ["EXACT_LIMIT", "SOLVERS", "allocate_groups", "allocate_groups_exact", "allocate_groups_greedy",
@@ -61,43 +63,44 @@ def allocation_deviation(loads: np.ndarray, group_of: np.ndarray, groups: int) -
     return float(np.abs(_group_loads(loads, np.asarray(group_of), groups) - target).max())
 
 
-def _key(loads: np.ndarray, group_of: np.ndarray, groups: int) -> tuple[float, float]:
-    dev = _group_loads(loads, group_of, groups) - loads.sum() / groups
-    return float(np.abs(dev).max()), float(np.square(dev).sum())
+def _improve_by_swaps(loads: np.ndarray, group_of: np.ndarray, groups: int) -> np.ndarray:
+    """Apply the best cluster swap between groups while it lowers (max |deviation|, sum of squares).
+
+    Every pair is scored at once: a swap changes only its two groups' deviations, and the largest deviation
+    among the *other* groups is the first of the three largest that belongs to neither.
+    """
+    n = len(loads)
+    a_idx, b_idx = np.triu_indices(n, 1)
+    tol = 1e-15 * max(1.0, float(loads.sum()))  # float noise must not count as progress (no cycling)
+    while True:
+        dev = _group_loads(loads, group_of, groups) - loads.sum() / groups
+        cur_max, cur_sq = np.abs(dev).max(), np.square(dev).sum()
+        ga, gb = group_of[a_idx], group_of[b_idx]
+        moved = loads[b_idx] - loads[a_idx]
+        new_a, new_b = dev[ga] + moved, dev[gb] - moved
+        top = np.argsort(-np.abs(dev), kind="stable")[:3]
+        others = np.zeros(len(a_idx))
+        for g in top[::-1]:  # the largest valid one is written last
+            others = np.where((ga != g) & (gb != g), np.abs(dev[g]), others)
+        new_max = np.maximum(np.maximum(np.abs(new_a), np.abs(new_b)), others)
+        new_sq = cur_sq - dev[ga] ** 2 - dev[gb] ** 2 + new_a ** 2 + new_b ** 2
+        better = (ga != gb) & ((new_max < cur_max - tol) | ((new_max <= cur_max + tol) & (new_sq < cur_sq - tol)))
+        if not better.any():
+            return group_of
+        cand = np.flatnonzero(better)
+        best = cand[np.lexsort((new_sq[cand], new_max[cand]))[0]]
+        group_of[a_idx[best]], group_of[b_idx[best]] = gb[best], ga[best]
 
 
 def allocate_groups_greedy(loads: np.ndarray, groups: int) -> np.ndarray:
-    """LPT packing with equal cluster counts, then improving pairwise swaps (the heuristic).
+    """The heuristic: EPLB's balanced packing (LPT with equal counts), then improving swaps.
 
     Returns
     -------
     int64 array ``[clusters]``: the group of every cluster.
     """
     loads = _check(loads, groups)
-    capacity = len(loads) // groups
-    group_of = np.empty(len(loads), dtype=np.int64)
-    group_load = np.zeros(groups)
-    room = np.full(groups, capacity)
-    for cluster in sorted(range(len(loads)), key=lambda c: (-loads[c], c)):
-        g = int(np.argmin(np.where(room > 0, group_load, np.inf)))
-        group_of[cluster] = g
-        group_load[g] += loads[cluster]
-        room[g] -= 1
-    best = _key(loads, group_of, groups)
-    improved = True
-    while improved:  # each accepted swap lowers the key lexicographically, so this terminates
-        improved = False
-        for a in range(len(loads)):
-            for b in range(a + 1, len(loads)):
-                if group_of[a] == group_of[b]:
-                    continue
-                group_of[a], group_of[b] = group_of[b], group_of[a]
-                key = _key(loads, group_of, groups)
-                if key < best:
-                    best, improved = key, True
-                else:
-                    group_of[a], group_of[b] = group_of[b], group_of[a]
-    return group_of
+    return _improve_by_swaps(loads, balanced_packing(loads, groups), groups)
 
 
 def _solve(loads: np.ndarray, groups: int) -> np.ndarray | None:
