@@ -166,8 +166,8 @@ def random_unicast(bench: Bench, port: int, rng) -> Packet:
         dst = int(rng.integers(topo.num_nodes))
         pkt_meta = {f.name: (rng.integers(0, 2, f.count).tolist() if f.count > 1 else int(rng.integers(0, 1 << f.width)))
                     for f in proto.meta_fields[kind]}
-        if kind is PacketKind.COMBINE:
-            pkt_meta["reduce"] = 0
+        if kind in (PacketKind.COMBINE, PacketKind.DISPATCH):
+            pkt_meta["reduce"] = 0  # random tags must not take part in reductions (the root's promise)
         length = int(rng.integers(0, proto.max_payload_flits + 1))
         payload = tuple(int(x) for x in rng.integers(0, 1 << 62, length))
         pkt = Packet(kind, dst, int(rng.integers(topo.num_nodes)), int(rng.integers(1 << proto.tag_bits)),
