@@ -240,8 +240,11 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
                 built.runner.test(test_module=d.testbench, hdl_toplevel=d.toplevel, hdl_toplevel_lang="verilog",
                                   testcase=testcase, seed=seed, build_dir=built.build_dir, test_dir=run_dir,
                                   results_xml=str(results), waves=built.waves, timescale=None, log_file=log)
-            except SystemExit as exc:  # the runner exits when the simulator process fails
+            except SystemExit as exc:  # the runner exits when the simulator process fails...
                 exit_code = exc.code if isinstance(exc.code, int) else 1
+            except RuntimeError as exc:  # ...or raises "Command failed with return code: N"
+                found = re.search(r"return code: (-?\d+)", str(exc))
+                exit_code = int(found.group(1)) if found else 1
         seconds = time.perf_counter() - start
         if timeout is not None and exit_code in (124, 137):
             raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must finish within {timeout} s, "

@@ -124,3 +124,9 @@ def test_cli_unknown_block_is_one_line_exit_2(capsys):
     assert main(["cosim", "nope", "--config", "tiny"]) == 2
     err = capsys.readouterr().err
     assert err == f"mozart cosim: error: block must be one of {', '.join(sorted(DESIGNS))}, not 'nope'\n"
+
+
+def test_timeout_kills_a_long_run():
+    with pytest.raises(CosimError, match=r"cosim fifo \(config tiny, seed 1\) must finish within 2 s, but was killed"):
+        cosim.run(build("fifo", TINY), seed=1, testcase="test_random_packets", timeout=2,
+                  extra_env={"MOZART_PACKETS": "1000000"})
