@@ -49,44 +49,36 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
+def _integer(lowest: int, rule: str):
+    """An argparse type: an integer >= ``lowest``, else a one-line error stating ``rule``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lowest - 1
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
+        return value
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
-    return value
+def _number(highest: float, rule: str):
+    """An argparse type: a finite number in ``[0, highest]``, else a one-line error stating ``rule``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 <= value <= highest):
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
+        return value
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, not {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
-    return value
+_positive = _integer(1, "a positive integer")
+_non_negative = _integer(0, "a non-negative integer")
+_fraction = _number(1.0, "a number between 0 and 1")
+_non_negative_float = _number(math.inf, "a finite number >= 0")
 
 
 def _add_reader_options(parser: argparse.ArgumentParser) -> None:
@@ -197,8 +189,9 @@ def _stats(args) -> int:
         progress(layer + 1, trace.layers)
     progress.close()
     v = np.array(freq)
-    entropy = -(np.where(v > 0, v * np.log(np.where(v > 0, v, 1)), 0)).sum(axis=1) / math.log(e) if e > 1 else \
-        np.ones(trace.layers)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 log 0 = 0
+        plogp = np.where(v > 0, v * np.log(v), 0.0)
+    entropy = -plogp.sum(axis=1) / math.log(e) if e > 1 else np.ones(trace.layers)  # 1 = perfectly even
     print("activation frequency V (per layer, mean over layers): "
           f"max/mean {(v.max(axis=1) * e).mean():.2f}, min/mean {(v.min(axis=1) * e).mean():.2f}, "
           f"normalised entropy {entropy.mean():.3f}, experts never chosen {(v == 0).sum(axis=1).mean():.1f}")
