@@ -25,7 +25,6 @@ from mozart.model.placers.partition import repair_sizes
 from mozart.model.placers import refine as refine_module
 from mozart.model.placers.refine import _SwapSearch, refine_clusters
 from mozart.model.placers.subsets import best_partition, subset_masks
-from mozart.model.stats import pair_counts
 from mozart.model.synth import synthesize, synthesize_for
 from mozart.model.trace import Trace
 

@@ -134,7 +134,7 @@ def place_layer(data: LayerData, cfg, method: str, *, seed: int = 0) -> np.ndarr
     return e2c
 
 
-def place(trace, cfg, method: str, *, seed: int = 0) -> Placement:
+def place(trace, cfg, method: str, *, seed: int = 0, progress: Callable[[int, int], None] | None = None) -> Placement:
     """Place every layer of ``trace`` on the wafer ``cfg`` with ``method``.
 
     Parameters
@@ -146,6 +146,8 @@ def place(trace, cfg, method: str, *, seed: int = 0) -> Placement:
         One of :data:`PLACERS`.
     seed : int
         Seeds the random methods (``random``, ``metis``); the others are deterministic.
+    progress : callable, optional
+        Called as ``progress(layers_done, layers)`` after each layer.
 
     Returns
     -------
@@ -161,7 +163,11 @@ def place(trace, cfg, method: str, *, seed: int = 0) -> Placement:
     """
     _placer(method)
     trace.check_fits(cfg)
-    e2c = np.stack([place_layer(LayerData(trace, layer), cfg, method, seed=seed) for layer in range(trace.layers)])
+    e2c = np.empty((trace.layers, trace.num_experts), dtype=np.int32)
+    for layer in range(trace.layers):
+        e2c[layer] = place_layer(LayerData(trace, layer), cfg, method, seed=seed)
+        if progress:
+            progress(layer + 1, trace.layers)
     placement = Placement(e2c, cfg.chiplets_per_group, method)
     placement.validate(cfg)
     return placement

@@ -14,6 +14,24 @@ from mozart.model.placers import PLACERS, place
 from .config import add_config_argument
 
 
+class LayerProgress:
+    """Layer progress on stderr for long runs (8 layers or more): an updating line on a terminal, a line per
+    quarter otherwise. Call as ``progress(layers_done, layers)``."""
+
+    def __init__(self, command: str, stream=None) -> None:
+        self.command = command
+        self.stream = stream or sys.stderr  # looked up now: tests replace sys.stderr
+
+    def __call__(self, done: int, layers: int) -> None:
+        if layers < 8:  # short runs finish before progress would help
+            return
+        if getattr(self.stream, "isatty", lambda: False)():
+            end = "\n" if done == layers else ""
+            print(f"\r{self.command}: layer {done}/{layers}", end=end, file=self.stream, flush=True)
+        elif done == layers or done * 4 // layers != (done - 1) * 4 // layers:
+            print(f"{self.command}: layer {done}/{layers}", file=self.stream, flush=True)
+
+
 def add_trace_argument(parser) -> None:
     """The ``--trace`` option shared by ``allocate`` and ``compare``."""
     parser.add_argument("--trace", required=True, metavar="FILE",
@@ -49,7 +67,7 @@ def _allocate(args) -> int:
         if not 0 <= args.ep_rank_layer < trace.layers:
             raise PlacementError(f"--ep-rank-layer must be in 0..{trace.layers - 1}, not {args.ep_rank_layer}")
     start = time.perf_counter()
-    placement = place(trace, cfg, args.method, seed=args.seed)
+    placement = place(trace, cfg, args.method, seed=args.seed, progress=LayerProgress("allocate"))
     elapsed = time.perf_counter() - start
     save_placement(placement, args.out, cfg)
     if args.ep_rank:

@@ -7,7 +7,6 @@ layers (:func:`mozart.model.metrics.placement_metrics`).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from mozart.model.placement import Placement
 from mozart.model.placers import PLACERS, LayerData, place_layer
 from mozart.model.placers.exact import MAX_EXPERTS
 
-from .allocate import add_trace_argument
+from .allocate import LayerProgress, add_trace_argument
 from .config import add_config_argument
 
 __all__ = ["MethodResult", "default_methods", "parse_methods", "compare", "format_table", "write_plots"]
@@ -58,24 +57,6 @@ def parse_methods(text: str | None, cfg) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-class _Progress:
-    """Layer progress on stderr: an updating line on a terminal, a line per quarter otherwise."""
-
-    def __init__(self, layers: int, stream=None) -> None:
-        self.layers, self.stream = layers, stream or sys.stderr  # looked up now: tests replace sys.stderr
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.enabled = layers >= 8  # short runs finish before progress would help
-
-    def __call__(self, done: int) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            end = "\n" if done == self.layers else ""
-            print(f"\rcompare: layer {done}/{self.layers}", end=end, file=self.stream, flush=True)
-        elif done == self.layers or done * 4 // self.layers != (done - 1) * 4 // self.layers:
-            print(f"compare: layer {done}/{self.layers}", file=self.stream, flush=True)
-
-
 def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
             eval_trace=None) -> tuple[list[MethodResult], float]:
     """Place ``trace`` with every method and measure it.
@@ -88,7 +69,7 @@ def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
     methods : list of str
     seed : int
     progress : callable, optional
-        Called with the number of layers done.
+        Called as ``progress(layers_done, layers)`` after each layer.
     eval_trace : Trace, optional
         Measure on these tokens instead (same layers): a held-out estimate. Measured on ``trace`` itself,
         co-activation methods also fit the noise of its tokens, which flatters them (on uniform routing by
@@ -120,7 +101,7 @@ def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
             e2c[m][layer] = place_layer(data, cfg, m, seed=seed)
             seconds[m] += time.perf_counter() - start
         if progress:
-            progress(layer + 1)
+            progress(layer + 1, trace.layers)
     results = []
     for m in methods:
         placement = Placement(e2c[m], cfg.chiplets_per_group, m)
@@ -222,7 +203,7 @@ def _compare(args) -> int:
     if args.plot and not 0 <= args.plot_layer < trace.layers:
         raise PlacementError(f"--plot-layer must be in 0..{trace.layers - 1}, not {args.plot_layer}")
     start = time.perf_counter()
-    results, stats_seconds = compare(trace, cfg, methods, seed=args.seed, progress=_Progress(trace.layers),
+    results, stats_seconds = compare(trace, cfg, methods, seed=args.seed, progress=LayerProgress("compare"),
                                      eval_trace=eval_trace)
     print(f"{cfg.name}: {trace.layers} layers x {trace.tokens} tokens, {cfg.moe.experts} experts top-{trace.top_k} "
           f"on {cfg.groups} groups x {cfg.chiplets_per_group} chiplets ({trace.source})")
