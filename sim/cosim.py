@@ -253,13 +253,17 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
             raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must write {results}, but the "
                              f"simulator stopped (exit status {exit_code}) without results; log {log}:\n{tail}")
-        tests, failed, sim_ns, test_seconds = _parse_results(results)
+        from cocotb_tools.check_results import get_results  # noqa: PLC0415 (cocotb's own count of the XML)
+        tests, n_failed = get_results(results)
+        _, failed, sim_ns, test_seconds = _parse_results(results)
+        if n_failed and not failed:  # keep the count authoritative even if no failing case could be named
+            failed = ["(unnamed)"] * n_failed
         try:
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         except ValueError:
             summary = {}
     waveform = run_dir / "dump.vcd" if built.waves and (run_dir / "dump.vcd").is_file() else None
-    result = CosimResult(d.name, cfg.name, seed, tests, len(failed), tuple(failed), summary, run_dir, waveform,
+    result = CosimResult(d.name, cfg.name, seed, tests, max(n_failed, len(failed)), tuple(failed), summary, run_dir, waveform,
                          seconds, sim_ns, test_seconds, tuple(_error_lines(log)) if failed else ())
     if check and tests == 0:
         raise CosimError(f"cosim {d.name} must run at least one test of {d.testbench}"
