@@ -150,8 +150,9 @@ def evaluate_point(point: dict) -> dict:
     """Evaluate one point with the performance model (:mod:`mozart.model.perf`).
 
     The point's config is its base config with the config-field axes applied
-    (:func:`mozart.model.config.override`). Its trace is synthesised (or read), its placement made with its
-    method, its schedules built for its variant, and one training step simulated. A full-size model (a preset
+    (:func:`mozart.model.config.override`). Its traces are synthesised (or read; see :func:`_traces`), its
+    placement made with its method on the profiling trace, its schedules built for its variant, and one
+    training step simulated on the step's trace. A full-size model (a preset
     with a parameter file: ``olmoe-1b-7b``, ...) is timed from its parameters, with the ``perf.*`` axes
     applied; any other config is timed from its own RTL fields (``hardware``, ``dram``), as the model's
     ``HardwareTiming.scaled`` does.
@@ -187,23 +188,17 @@ def evaluate_point(point: dict) -> dict:
     options = {name: values[0] for name, values in perf_options().items()}
     options.update({k: v for k, v in perf_settings.items() if k in options})
     params = {k: v for k, v in perf_settings.items() if k not in options}
-    timing, workload = _timing(perf, cfg, options["dram"], params)
+    timing, workload = _timing(perf, cfg, options["dram"] != perf_options()["dram"][0], options["dram"], params)
 
     # Each stage is cached on the config sections it reads (synth and placers: tree, moe; schedules: also
     # hardware and training), so axes that only change the timing reuse the trace, placement and schedules.
     source = point["trace"]
     tokens = source["tokens"] or cfg.training.tokens_per_step
-    if source["file"]:
-        trace_key = ("file", source["file"], source["sha256"])
-        trace = _TRACES.get(trace_key, lambda: _load_trace(source["file"]))
-    else:
-        from mozart.model.synth import synthesize_for  # noqa: PLC0415
-        trace_key = ("synthetic", _section_key(cfg_dict, "tree", "moe"), tokens, point["trace_seed"],
-                     source["structured"])
-        trace = _TRACES.get(trace_key, lambda: synthesize_for(cfg, tokens, point["trace_seed"],
-                                                             structured=source["structured"]))
-    place_key = (trace_key, _section_key(cfg_dict, "tree", "moe"), point["method"], point["placement_seed"])
-    placement = _PLACEMENTS.get(place_key, lambda: place(trace, cfg, point["method"], seed=point["placement_seed"]))
+    trace_key = (source["file"], source["sha256"], _section_key(cfg_dict, "tree", "moe"), tokens,
+                 point["trace_seed"], source["structured"])
+    profile, trace = _TRACES.get(trace_key, lambda: _traces(cfg, source, tokens, point["trace_seed"]))
+    place_key = (trace_key, point["method"], point["placement_seed"])
+    placement = _PLACEMENTS.get(place_key, lambda: place(profile, cfg, point["method"], seed=point["placement_seed"]))
     schedules = _SCHEDULES.get((place_key, _section_key(cfg_dict, "hardware", "training"), point["variant"]),
                                lambda: perf.step_schedules(cfg, placement, trace, point["variant"]))
     step = perf.simulate_step(schedules, trace, timing, workload, cfg, network=options["network"],
@@ -215,17 +210,36 @@ def evaluate_point(point: dict) -> dict:
     }
 
 
+def _traces(cfg, source: dict, tokens: int, seed: int):
+    """The profiling trace (what the placement sees) and the step's trace (what is timed).
+
+    As ``mozart evaluate`` does (:mod:`mozart.model.perf.evaluation`): a synthetic profile is step 0 of the
+    router and the timed step is step 1, since the paper profiles once and trains afterwards; a trace file
+    is both, cut or repeated to ``tokens``.
+    """
+    if source["file"]:
+        from mozart.model.perf.evaluation import prepare_trace  # noqa: PLC0415
+        from mozart.model.trace_io import load_trace  # noqa: PLC0415
+        trace = load_trace(source["file"])
+        trace.check_fits(cfg)
+        trace = prepare_trace(trace, tokens)
+        return trace, trace
+    from mozart.model.synth import synthesize_for  # noqa: PLC0415
+    return tuple(synthesize_for(cfg, tokens, seed, structured=source["structured"], step=step) for step in (0, 1))
+
+
+@functools.lru_cache(maxsize=1)  # the parameter files do not change while a worker runs
 def _perf_models() -> dict[str, str]:
     """Preset name -> the perf model whose parameter file names that preset."""
     from mozart.model.perf import load_params, model_names  # noqa: PLC0415
     return {load_params(m).config: m for m in model_names()}
 
 
-def _timing(perf, cfg, dram: str, params: dict):
+def _timing(perf, cfg, other_dram: bool, dram: str, params: dict):
     """The hardware timing and workload of ``cfg``: full size from its perf model's parameters, else scaled."""
     model = _perf_models().get(cfg.name)
     if model is None:
-        swept = [f"perf.{k}" for k in params] + (["perf.dram"] if dram != "hbm2" else [])
+        swept = [f"perf.{k}" for k in params] + (["perf.dram"] if other_dram else [])
         if swept:
             raise SweepError(f"{', '.join(swept)} must be swept only on the full-size models "
                              f"({', '.join(sorted(_perf_models()))}), not on {cfg.name!r}, which is timed from "
@@ -237,11 +251,6 @@ def _timing(perf, cfg, dram: str, params: dict):
         base = replace(base, params={**base.params, **{k: Param(k, v, "sweep: an axis of the sweep spec")
                                                        for k, v in params.items()}})
     return perf.HardwareTiming.full_size(base, cfg, dram), perf.Workload.full_size(base, cfg)
-
-
-def _load_trace(path: str):
-    from mozart.model.trace_io import load_trace  # noqa: PLC0415
-    return load_trace(path)
 
 
 def _scalar(key: str, value: Any) -> Any:

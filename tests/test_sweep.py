@@ -302,6 +302,28 @@ def test_cli_plots_a_finished_sweep_without_recomputing(real, tmp_path, capsys):
     assert all((tmp_path / "plots" / n).stat().st_size > 5000 for n in names)
 
 
+def test_real_perf_parameters_apply_to_full_size_models_only(tmp_path):
+    path = tmp_path / "hbm.toml"
+    path.write_text("""
+[sweep]
+configs = ["wafer4x4", "olmoe-1b-7b"]
+methods = ["contiguous"]
+variants = ["A"]
+[axes]
+"moe.layers" = [1]
+"training.sequences" = [4]
+"training.seq_len" = [8]
+"perf.hbm_gbps" = [64.0, 512.0]
+""")
+    run_sweep(load_spec(path), tmp_path / "hbm.csv", workers=1, progress=None)
+    scaled, full = read_rows(tmp_path / "hbm.csv")[:2], read_rows(tmp_path / "hbm.csv")[2:]
+    assert all(r["status"] == "invalid" and r["error"].startswith(
+        "perf.hbm_gbps must be swept only on the full-size models (deepseek-moe-16b, olmoe-1b-7b, qwen3-30b-a3b), "
+        "not on 'wafer4x4'") for r in scaled)
+    assert [r["status"] for r in full] == ["ok", "ok"]
+    assert full[0]["step_time_s"] > full[1]["step_time_s"]  # 8x the DRAM bandwidth: a faster step
+
+
 @pytest.fixture(scope="module")
 def dask_scheduler():
     """A Dask scheduler with two worker processes, on loopback only, as a remote cluster would be reached."""

@@ -1,0 +1,79 @@
+"""Sweep benchmark: prints numbers, asserts nothing about time.
+
+Runs one sweep spec (default ``docs/sweep-example.toml``: 1,000 points over the ``wafer4x4`` and
+``olmoe-1b-7b`` shapes) with the shipped evaluator (the performance model), three or four times, each into
+a fresh output file:
+
+1. the local process pool with 1 worker (in this process) and with 2 workers: wall time and points/s of
+   each, and the scaling efficiency ``rate(2) / (2 x rate(1))``;
+2. a Dask ``LocalCluster`` of 2 workers on 127.0.0.1 (``--cluster local``): its wall time, and whether its
+   rows are identical to the local pool's (the files are compared byte for byte, then row by row).
+
+Wall times are of :func:`mozart.sim.sweep.run_sweep` as a whole: spec expansion, starting the workers
+(spawned interpreters that import numpy, the placers and the model; the Dask scheduler), every evaluation,
+and writing the Parquet file. Nothing is cached between runs except the OS's file cache. The load average
+is printed around every run: on a shared machine other processes take cores, and the numbers say so.
+
+Run: ``python bench/bench_sweep.py [SPEC] [--skip-dask]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mozart.model.sweep_spec import load_spec
+from mozart.sim.sweep import read_rows, run_sweep
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "docs" / "sweep-example.toml"
+
+
+def timed_run(spec, out: Path, **backend) -> tuple[float, object]:
+    """Run the sweep; its wall time, and the load average seen (other processes share the cores)."""
+    before = os.getloadavg()[0]
+    start = time.perf_counter()
+    result = run_sweep(spec, out, progress=None, **backend)
+    seconds = time.perf_counter() - start
+    print(f"    (1-minute load average {before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    return seconds, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", nargs="?", default=str(DEFAULT_SPEC))
+    parser.add_argument("--skip-dask", action="store_true", help="only the local backend")
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    cores = len(os.sched_getaffinity(0))
+    print(f"sweep {spec.name}: {spec.size} points ({', '.join(n for n, _ in spec.configs)}; "
+          f"{len(spec.axes)} axes, {len(spec.methods)} methods, {len(spec.variants)} variants); "
+          f"{cores} usable cores, Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        tmp = Path(tmp)
+        rates = {}
+        for workers in (1, 2):
+            seconds, result = timed_run(spec, tmp / f"local{workers}.parquet", workers=workers)
+            rates[workers] = result.points / seconds
+            print(f"local backend, {workers} worker{'s' if workers > 1 else ' '}: {seconds:7.1f} s  "
+                  f"{rates[workers]:7.1f} points/s  ({result.failed} points not ok, {result.backend})")
+        efficiency = rates[2] / (2 * rates[1])
+        print(f"scaling efficiency on 2 cores: {efficiency:.0%} (rate with 2 workers / twice the rate with 1)")
+        same_local = (tmp / "local1.parquet").read_bytes() == (tmp / "local2.parquet").read_bytes()
+        print(f"1 worker and 2 workers wrote identical files: {same_local}")
+        if args.skip_dask:
+            return 0 if same_local else 1
+        seconds, result = timed_run(spec, tmp / "dask.parquet", cluster="local", workers=2)
+        print(f"Dask LocalCluster, 2 workers on 127.0.0.1: {seconds:7.1f} s  {result.points / seconds:7.1f} "
+              f"points/s (scheduler and worker start-up included)")
+        same_bytes = (tmp / "dask.parquet").read_bytes() == (tmp / "local2.parquet").read_bytes()
+        same_rows = read_rows(tmp / "dask.parquet") == read_rows(tmp / "local2.parquet")
+        print(f"Dask rows identical to the local pool's: {same_rows} (files byte-identical: {same_bytes})")
+        return 0 if same_local and same_rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
