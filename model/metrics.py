@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import PlacementError, TraceError
 from .placement import Placement
+from .stats import first_occurrences
 from .trace import Trace
 
 __all__ = ["PlacementMetrics", "distinct_per_row", "replicas_per_token", "layer_c_t", "placement_metrics",
@@ -143,13 +144,6 @@ def layer_c_t(experts: np.ndarray, expert_to_chiplet: np.ndarray) -> float:
     return int(replicas.sum()) / replicas.size
 
 
-def _run_pairs(ordered: np.ndarray, new: np.ndarray) -> int:
-    """Pairs of equal values in rows that are sorted, given the mask of each run's first element."""
-    pos = np.arange(ordered.shape[1])
-    start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
-    return int((pos - start).sum())  # each element pairs with the earlier members of its run
-
-
 def _tally_trace_layer(experts: np.ndarray, e2c: np.ndarray, chiplets: int, per_group: int,
                        dedup: bool) -> _Tally:
     tokens, k = experts.shape
@@ -158,19 +152,17 @@ def _tally_trace_layer(experts: np.ndarray, e2c: np.ndarray, chiplets: int, per_
                    tokens * k * (k - 1) // 2, 0, 0)
     same_chiplet = same_group = 0
     for start in range(0, tokens, _CHUNK_TOKENS):
-        chip = np.sort(e2c[experts[start:start + _CHUNK_TOKENS]], axis=1)
-        group = chip // per_group  # still sorted: groups are contiguous chiplet ranges
-        new_chip = np.ones(chip.shape, bool)
-        new_chip[:, 1:] = chip[:, 1:] != chip[:, :-1]
-        new_group = np.ones(chip.shape, bool)
-        new_group[:, 1:] = group[:, 1:] != group[:, :-1]
-        same_chiplet += _run_pairs(chip, new_chip)
-        same_group += _run_pairs(group, new_group)
+        chip = e2c[np.ascontiguousarray(experts[start:start + _CHUNK_TOKENS].T)]  # [k, chunk]
+        group = chip // per_group
+        first_chip, same = first_occurrences(chip)
+        same_chiplet += same
+        first_group, same = first_occurrences(group)
+        same_group += same
         if dedup:
-            tally.replicas += int(new_chip.sum())
-            tally.root += int(new_group.sum())
-            tally.chiplet_tokens += np.bincount(chip[new_chip], minlength=chiplets)
-            tally.group_tokens += np.bincount(group[new_group], minlength=groups)
+            tally.replicas += int(np.count_nonzero(first_chip))
+            tally.root += int(np.count_nonzero(first_group))
+            tally.chiplet_tokens += np.bincount(chip[first_chip], minlength=chiplets)
+            tally.group_tokens += np.bincount(group[first_group], minlength=groups)
         else:
             tally.chiplet_tokens += np.bincount(chip.ravel(), minlength=chiplets)
             tally.group_tokens += np.bincount(group.ravel(), minlength=groups)

@@ -51,6 +51,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import TraceError
+from .stats import first_occurrences
 from .trace import Trace
 
 __all__ = ["SynthSpec", "SYNTH_PRESETS", "DRIFT_PERIOD", "synthesize", "synthesize_uniform", "synthesize_for",
@@ -163,14 +164,10 @@ def _first_distinct(draws: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """First ``k`` distinct values of each *column* of ``draws`` ``[m, tokens]``, in order of appearance.
 
     Returns ``chosen`` ``[tokens, k]`` (-1 where a token has fewer than k distinct draws) and that count,
-    capped at k. The ``[m, tokens]`` layout makes each of the ``m (m-1) / 2`` comparisons one contiguous
-    vector operation, an order of magnitude faster than sorting many short rows.
+    capped at k.
     """
-    m, tokens = draws.shape
-    fresh = np.ones((m, tokens), bool)
-    for j in range(1, m):
-        for i in range(j):
-            fresh[j] &= draws[i] != draws[j]
+    tokens = draws.shape[1]
+    fresh = first_occurrences(draws)[0]
     slot = _cumsum_rows(fresh, np.int32)
     draw, token = np.nonzero(fresh & (slot <= k))
     chosen = np.full((tokens, k), -1, dtype=np.int32)
