@@ -199,6 +199,11 @@ def test_properties(instance):
     assert m.chiplet_imbalance >= 1 and m.group_imbalance >= 1
     assert m.chiplet_tokens.sum() == round(m.c_t * trace.tokens * trace.layers)
     assert placement_metrics(trace, placement, cfg, dedup=False).c_t == k
+    if cfg.experts_per_chiplet == 1:
+        assert m.c_t == k
+    replicas = replicas_per_token(trace.experts[0], placement.expert_to_chiplet[0])
+    assert m.c_t_per_layer[0] == replicas.sum() / trace.tokens == layer_c_t(trace.experts[0],
+                                                                           placement.expert_to_chiplet[0])
     # Renumber the chiplets within each group: every scalar metric stays the same.
     per = cfg.chiplets_per_group
     relabel = np.concatenate([g * per + rng.permutation(per) for g in range(cfg.groups)])

@@ -7,7 +7,7 @@ import pytest
 
 from mozart.model.errors import TraceError
 from mozart.model.stats import (activation_counts, activation_frequency, coactivation_counts,
-                                coactivation_probability, pair_counts, top_pairs)
+                                coactivation_probability, first_occurrences, pair_counts, top_pairs)
 from mozart.model.synth import synthesize
 from mozart.model.trace import Trace
 
@@ -86,3 +86,10 @@ def test_bad_input_is_named():
         coactivation_probability(np.zeros((2, 3)))
     with pytest.raises(TraceError, match=r"must be a \[tokens, k\] array"):
         pair_counts(np.zeros(3, int), 4)
+
+
+def test_first_occurrences_are_slot_major():
+    ids = np.array([[3, 0, 5], [3, 1, 5], [2, 0, 5]])  # [k = 3 slots, 3 tokens]
+    first, same = first_occurrences(ids)
+    np.testing.assert_array_equal(first, [[1, 1, 1], [0, 1, 0], [1, 0, 0]])
+    assert same == 1 + 1 + 3  # token 0: slots 0-1; token 1: slots 0-2; token 2: all three pairs
