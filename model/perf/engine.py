@@ -35,6 +35,7 @@ import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,8 +48,7 @@ __all__ = ["Engine", "Record", "MODES"]
 MODES = ("aggregate", "token")
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One busy interval of one resource (kept when the engine records)."""
 
     category: str   # attention | expert | dispatch | weights | saving
@@ -290,7 +290,7 @@ class Engine:
             else:
                 start = max(busy, prev_start + prev_item)
                 end = max(start + st.total, prev_end + item) + st.latency
-            self._reserve(st, start, end)
+            self._reserve(st, start, end, st.total + st.latency)
             prev_start, prev_end, prev_item = start, end, item + st.latency
         return prev_end
 
@@ -306,19 +306,21 @@ class Engine:
             s = np.cumsum(d)
             ends = s + np.maximum.accumulate(a - (s - d))
             start = max(a[0], free)
-            self._reserve(st, start, ends[-1] + st.latency)
+            self._reserve(st, start, ends[-1] + st.latency, float(d.sum()) + st.latency)
             arrive = ends + st.latency
         return float(arrive[-1]) if n else ready
 
-    def _reserve(self, st: _Stage, start: float, end: float) -> None:
+    def _reserve(self, st: _Stage, start: float, end: float, work: float) -> None:
+        """Hold the stage's resources for its ``work`` from ``start`` (work-conserving: when upstream
+        throttles the stage, its items trickle in until ``end``, and other commands fill the gaps)."""
         free = self.free
         for r in st.resources:
-            free[r] = end
+            free[r] = start + work
         if st.category == "expert":
             self._last_compute_end = end  # SaveActivations of this dispatch starts here
         if self.record:
             for r in st.resources:
-                self.records.append(Record(st.category, r, start, end, self._layer, self._phase))
+                self.records.append(Record(st.category, r, start, start + work, self._layer, self._phase))
 
 
 def _sync(cmd, ready: float) -> float:
