@@ -202,12 +202,76 @@ def evaluate_point(point: dict) -> dict:
     schedules = _SCHEDULES.get((place_key, _section_key(cfg_dict, "hardware", "training"), point["variant"]),
                                lambda: perf.step_schedules(cfg, placement, trace, point["variant"]))
     step = perf.simulate_step(schedules, trace, timing, workload, cfg, network=options["network"],
-                              mode=options["mode"])
-    return {
+                              mode=options["mode"], record=True)
+    outputs = {
         "tokens": trace.tokens, "chiplets": cfg.chiplets, "experts_per_chiplet": cfg.experts_per_chiplet,
         "step_time_s": step.seconds, "step_cycles": step.cycles,
         "c_t": perf.placement_c_t(trace, placement), "replicas_per_token": step.replicas_per_token,
     }
+    outputs.update(_breakdown_columns(step, timing))
+    outputs.update(_link_columns(step, timing))
+    return outputs
+
+
+def _breakdown_columns(step, timing) -> dict[str, float]:
+    """Exposed and hidden seconds per category, and idle (``mozart.model.perf.breakdown``).
+
+    The exposed times and idle add up to the step time; hidden time ran under something of higher priority.
+    """
+    from mozart.model.perf.breakdown import CATEGORIES, breakdown  # noqa: PLC0415
+    parts = breakdown(step.records, step.cycles)
+    out = {}
+    for category in CATEGORIES:
+        out[f"exposed_{category}_s"] = timing.seconds(parts.exposed[category])
+        out[f"hidden_{category}_s"] = timing.seconds(parts.hidden[category])
+    out["idle_s"] = timing.seconds(parts.idle)
+    return out
+
+
+#: Resource kinds of the perf model's records that are network links (``mozart.model.perf.network``).
+_LINK_KINDS = ("root-down", "root-up", "leaf-down", "leaf-up", "mesh")
+
+
+def _link_columns(step, timing) -> dict[str, Any]:
+    """Seconds each network link is reserved during the step, the busiest link and its utilisation.
+
+    A link is reserved from the start to the end of every transfer stage that crosses it (the engine's
+    cut-through model), so this is its occupancy: the transfer time plus any time a pipelined transfer
+    waited on its neighbouring stages. Links are named ``root-down.G``, ``leaf-up.C``,
+    ``mesh.R:X-R:X2``.
+    """
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for record in step.records:
+        if record.resource[0] in _LINK_KINDS:
+            spans.setdefault(_link_name(record.resource), []).append((record.start, record.end))
+    busy = {name: _union_length(intervals) for name, intervals in spans.items()}
+    out: dict[str, Any] = {f"link_busy_s.{name}": timing.seconds(busy[name]) for name in sorted(busy, key=_link_order)}
+    busiest = max(sorted(busy, key=_link_order), key=busy.__getitem__, default=None)
+    out["link_busiest"] = busiest
+    out["link_busy_max_s"] = timing.seconds(busy[busiest]) if busiest else 0.0
+    out["link_utilisation_max"] = busy[busiest] / step.cycles if busiest and step.cycles else 0.0
+    return out
+
+
+def _link_name(resource: tuple) -> str:
+    if resource[0] == "mesh":
+        (r0, x0), (r1, x1) = resource[1], resource[2]
+        return f"mesh.{r0}:{x0}-{r1}:{x1}"
+    return f"{resource[0]}.{resource[1]}"
+
+
+def _link_order(name: str) -> tuple:
+    kind, _, where = name.partition(".")
+    return (_LINK_KINDS.index(kind), [int(n) for n in re.findall(r"\d+", where)])
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _traces(cfg, source: dict, tokens: int, seed: int):
@@ -444,9 +508,13 @@ class _DaskBackend:
         self.cluster = None
         if cluster == "local":
             import logging  # noqa: PLC0415
-            # Loopback only, no dashboard (it would listen on a port of its own), one thread per worker process.
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+            import warnings  # noqa: PLC0415
+            # Loopback only, no dashboard, one thread per worker process. The scheduler's small HTTP server
+            # (health checks) still listens on 127.0.0.1, on another port if 8787 is taken: no need to warn.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
             self.name = f"Dask LocalCluster of {workers} workers on 127.0.0.1"
         else:

@@ -256,6 +256,15 @@ def test_real_rows_hold_every_input_and_output(real):
     # Baseline and A send one replica per expert: the schedule's C_T is k exactly (issue 3, acceptance 1).
     assert all(r["replicas_per_token"] == (4 if r["config"] == "wafer4x4" else 8)
                for r in rows if r["variant"] in ("baseline", "A"))
+    for r in rows:  # the breakdown's exposed times and idle add up to the step time
+        exposed = sum(v for k, v in r.items() if k.startswith("exposed_")) + r["idle_s"]
+        assert exposed == pytest.approx(r["step_time_s"], rel=1e-9)
+        links = {k: v for k, v in r.items() if k.startswith("link_busy_s.") and v is not None}
+        kinds = {k.split(".")[1] for k in links}
+        assert kinds == ({"root-down", "root-up", "leaf-down", "leaf-up"} if r["perf.network"] == "tree"
+                         else {"root-down", "root-up", "mesh"})
+        assert r["link_busy_max_s"] == max(links.values()) == links["link_busy_s." + r["link_busiest"]]
+        assert 0 < r["link_utilisation_max"] <= 1
 
 
 def test_real_sweep_on_dask_gives_identical_rows(real, dask_scheduler, tmp_path):
