@@ -233,12 +233,11 @@ _LINK_KINDS = ("root-down", "root-up", "leaf-down", "leaf-up", "mesh")
 
 
 def _link_columns(step, timing) -> dict[str, Any]:
-    """Seconds each network link is reserved during the step, the busiest link and its utilisation.
+    """Seconds each network link is busy during the step, the busiest link and its utilisation.
 
-    A link is reserved from the start to the end of every transfer stage that crosses it (the engine's
-    cut-through model), so this is its occupancy: the transfer time plus any time a pipelined transfer
-    waited on its neighbouring stages. Links are named ``root-down.G``, ``leaf-up.C``,
-    ``mesh.R:X-R:X2``.
+    The engine records, for every transfer crossing a link, the transfer's bytes at the link's bandwidth
+    plus its hop latency; the busy time is the union of those intervals (the traffic, in time, up to the
+    hop latencies). Links are named ``root-down.G``, ``leaf-up.C``, ``mesh.R:X-R:X2``.
     """
     spans: dict[str, list[tuple[float, float]]] = {}
     for record in step.records:
