@@ -83,13 +83,13 @@ _non_negative_float = _number(math.inf, "a finite number >= 0")
 
 def _add_reader_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=_positive, metavar="K",
-                        help="top-k for router-logits input (default: the file's top_k entry or --config)")
+                        help="top-k for router-logits input (default: --config's, else the file's top_k entry)")
     parser.add_argument("--renormalize", action="store_true",
                         help="router logits: divide the top-k gates by their sum (default: plain softmax "
                         "probabilities, as R(x) = topk(softmax(g(x)), k) reads)")
     parser.add_argument("--num-experts", type=_positive, metavar="E",
-                        help="experts per layer of a JSON Lines input (default: its num_experts field, else "
-                        "the largest id + 1, or --config)")
+                        help="experts per layer of a JSON Lines input (default: --config's, else its "
+                        "num_experts field, else the largest id + 1)")
 
 
 def register(sub) -> None:
