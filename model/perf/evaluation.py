@@ -75,23 +75,23 @@ def _contiguous(cfg) -> Placement:
     return Placement(np.arange(experts) // (experts // cfg.chiplets), cfg.chiplets_per_group, "contiguous")
 
 
-def _traces(model: str, seq_len: int, seed: int, user: Trace | None, changes: dict) -> tuple:
+def _trace(model: str, seq_len: int, seed: int, user: Trace | None, changes: dict, step: int) -> tuple:
+    """(params, cfg, trace): the profiling trace (``step`` 0) or the timed step's (``step`` 1)."""
     from ..synth import synthesize_for  # noqa: PLC0415 (heavy only when synthesising)
     params = load_params(model)
     cfg = override(load_config(params.config), {**changes, "training.seq_len": seq_len})
     tokens = cfg.training.tokens_per_step
     if user is not None:
         user.check_fits(cfg)
-        step = prepare_trace(user, tokens)
-        return params, cfg, step, step
-    return params, cfg, synthesize_for(cfg, tokens, seed, step=0), synthesize_for(cfg, tokens, seed, step=1)
+        return params, cfg, prepare_trace(user, tokens)
+    return params, cfg, synthesize_for(cfg, tokens, seed, step=step)
 
 
 def placements_for(model: str, seed: int = 0, user: Trace | None = None, changes: dict | None = None
                    ) -> dict[str, np.ndarray]:
     """The expert_to_chiplet arrays per variant (C: the paper's method on the profiling trace at seq 256)."""
     from ..placers import place  # noqa: PLC0415
-    params, cfg, profile, _ = _traces(model, 256, seed, user, changes or {})
+    params, cfg, profile = _trace(model, 256, seed, user, changes or {}, step=0)
     clustered = place(profile, cfg, "mozart", seed=seed)
     contiguous = _contiguous(cfg)
     return {v: (clustered if v == "C" else contiguous).expert_to_chiplet for v in VARIANT_LABELS}
@@ -99,7 +99,7 @@ def placements_for(model: str, seed: int = 0, user: Trace | None = None, changes
 
 def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int, user: Trace | None,
          e2c: dict[str, np.ndarray], changes: dict) -> list[Cell]:
-    params, cfg, _, step = _traces(model, seq_len, seed, user, changes)
+    params, cfg, step = _trace(model, seq_len, seed, user, changes, step=1)
     workload = Workload.full_size(params, cfg)
     cells = []
     for variant in VARIANT_LABELS:

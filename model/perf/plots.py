@@ -12,9 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..config import load_config, override
+from ..errors import TraceError
 from ..placement import Placement
 from .breakdown import CATEGORIES, LABELS, breakdown
-from .evaluation import VARIANT_LABELS, _traces, placements_for
+from .evaluation import VARIANT_LABELS, _trace, placements_for
+from .parameters import load_params
 from .step import simulate_step, step_schedules
 from .timing import HardwareTiming
 from .workload import Workload
@@ -26,7 +29,7 @@ COLOURS = {"attention": "#4c72b0", "expert": "#55a868", "dispatch": "#c44e52", "
 
 
 def _recorded_runs(model: str, seed: int, trace, changes: dict) -> dict:
-    params, cfg, _, step = _traces(model, 256, seed, trace, changes)
+    params, cfg, step = _trace(model, 256, seed, trace, changes, step=1)
     e2c = placements_for(model, seed, trace, changes)
     timing, workload = HardwareTiming.full_size(params, cfg), Workload.full_size(params, cfg)
     runs = {}
@@ -49,8 +52,8 @@ def write_plots(directory: Path, models, *, seed: int = 0, trace=None, changes: 
     for model in models:
         if trace is not None:
             try:
-                _traces(model, 256, seed, trace, changes or {})
-            except Exception:  # noqa: BLE001 (a trace that does not fit this model: skip it, as the sweep does)
+                trace.check_fits(override(load_config(load_params(model).config), changes or {}))
+            except TraceError:  # a trace that does not fit this model: skip it, as the sweep does
                 continue
         data = _recorded_runs(model, seed, trace, changes or {})
         if progress:

@@ -1,8 +1,8 @@
 """``mozart evaluate``: the paper's comparisons on the wafer performance model.
 
 Prints Table 4 (normalised step latency of Baseline/A/B/C, C_T, speedup of C) next to the paper with the
-deviation per cell, the sequence-length and HBM2/SSD sensitivity studies, the NoP-Tree against a 2D mesh,
-and which of the paper's trends hold. Progress goes to stderr. ``--plot DIR`` writes the latency breakdown
+deviation per cell, the sequence-length and HBM2/SSD sensitivity studies, with --mesh the NoP-Tree against a
+2D mesh, and which of the paper's trends hold. Progress goes to stderr. ``--plot DIR`` writes the latency breakdown
 and one layer's Gantt chart per model as PNGs.
 """
 
@@ -26,8 +26,10 @@ def register(sub) -> None:
     parser.add_argument("--trace", metavar="FILE", help="a routing trace (any format mozart.model.trace_io reads) "
                         "instead of the synthetic structured traces; models it does not fit are skipped")
     parser.add_argument("--plot", metavar="DIR", help="write latency-breakdown and Gantt PNGs to DIR")
-    parser.add_argument("--mesh", action="store_true", help="only the tree-against-mesh comparison at seq 256 "
-                        "(skips the sequence-length and SSD sweeps)")
+    parser.add_argument("--mesh", action="store_true", help="add the NoP-Tree against a 2D mesh of equal link "
+                        "budget (seq 256, HBM2)")
+    parser.add_argument("--quick", action="store_true", help="only Table 4 (seq 256, HBM2): skip the sequence-length "
+                        "and SSD sweeps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic traces (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
     parser.set_defaults(func=_evaluate)
@@ -51,13 +53,14 @@ def _evaluate(args) -> int:
     def progress(line: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f} s] {line}", file=sys.stderr, flush=True)
 
-    seqs = (256,) if args.mesh else SEQ_LENS
-    drams = ("hbm2",) if args.mesh else ("hbm2", "ssd")
-    cells = run_sweep(models, seq_lens=seqs, drams=drams, mesh=True, seed=args.seed, trace=trace,
+    seqs = (256,) if args.quick else SEQ_LENS
+    drams = ("hbm2",) if args.quick else ("hbm2", "ssd")
+    cells = run_sweep(models, seq_lens=seqs, drams=drams, mesh=args.mesh, seed=args.seed, trace=trace,
                       workers=args.workers, progress=progress)
     source = trace.source if trace is not None else f"synthetic structured traces (seed {args.seed})"
     print(f"Mozart performance model, {source}; parameters: model/perf/params/*.toml, docs/performance.md\n")
-    sections = [table4(cells)] + ([] if args.mesh else [sequence_table(cells), dram_table(cells)]) + [mesh_table(cells)]
+    sections = [table4(cells)] + ([] if args.quick else [sequence_table(cells), dram_table(cells)])
+    sections += [mesh_table(cells)] if args.mesh else []
     for lines in sections:
         print("\n".join(lines) + "\n")
     print("Trends of the paper (hold / does not hold):")
