@@ -70,8 +70,12 @@ def main() -> int:
         print(f"Dask LocalCluster, 2 workers on 127.0.0.1: {seconds:7.1f} s  {result.points / seconds:7.1f} "
               f"points/s (scheduler and worker start-up included)")
         same_bytes = (tmp / "dask.parquet").read_bytes() == (tmp / "local2.parquet").read_bytes()
-        same_rows = read_rows(tmp / "dask.parquet") == read_rows(tmp / "local2.parquet")
+        dask_rows, local_rows = read_rows(tmp / "dask.parquet"), read_rows(tmp / "local2.parquet")
+        same_rows = dask_rows == local_rows
         print(f"Dask rows identical to the local pool's: {same_rows} (files byte-identical: {same_bytes})")
+        if not same_rows:
+            differ = [(a["index"], k) for a, b in zip(dask_rows, local_rows) for k in a if a.get(k) != b.get(k)]
+            print(f"    {len(differ)} differing cells, e.g. (index, column): {differ[:5]}")
         return 0 if same_local and same_rows else 1
 
 

@@ -50,7 +50,7 @@ from mozart.model.errors import MozartError
 from mozart.model.sweep_spec import SweepError, SweepSpec
 
 __all__ = ["SweepError", "expand", "evaluate_point", "run_sweep", "SweepResult", "Progress", "read_rows",
-           "derive_seed", "INPUT_COLUMNS", "STATUS_COLUMNS", "STEP_TIME_COLUMN"]
+           "derive_seed", "code_fingerprint", "INPUT_COLUMNS", "STATUS_COLUMNS", "STEP_TIME_COLUMN"]
 
 #: The input columns every row starts with (the spec's axis keys follow ``config``).
 INPUT_COLUMNS = ("index", "point_id", "config", "replicate", "method", "variant", "trace", "trace_seed",
@@ -70,6 +70,21 @@ def derive_seed(seed: int, *purpose: Any) -> int:
     """A 63-bit seed from ``seed`` and a purpose (stable across processes, machines and Python versions)."""
     digest = hashlib.sha256(json.dumps([seed, *purpose]).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the code and data every row depends on: the ``mozart.model`` package and this module.
+
+    A journal records it, so that a sweep never resumes with rows of another model version, and the Dask
+    backend checks that every worker runs the same code as the driver.
+    """
+    import mozart.model  # noqa: PLC0415
+    root = Path(mozart.model.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.toml")]) + [Path(__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def expand(spec: SweepSpec) -> list[dict]:
@@ -524,6 +539,21 @@ class _DaskBackend:
             workers = len(self.client.scheduler_info().get("workers", {}))
             self.name = f"Dask cluster at {cluster} ({workers} workers)"
         self.slots = max(1, sum(self.client.nthreads().values()))
+        self._check_workers(cluster)
+
+    def _check_workers(self, cluster: str) -> None:
+        """Every worker must run this code: rows computed by another version would differ silently."""
+        try:
+            seen = self.client.run(_worker_fingerprint)
+        except Exception as exc:  # noqa: BLE001 (e.g. mozart is not installed on a worker)
+            self.__exit__()
+            raise SweepError(f"the Dask workers at {cluster} must be able to run mozart.sim.sweep, but one "
+                             f"failed: {type(exc).__name__}: {exc}") from None
+        other = sorted(worker for worker, fingerprint in seen.items() if fingerprint != code_fingerprint())
+        if other:
+            self.__exit__()
+            raise SweepError(f"the Dask workers must run the same mozart code as this machine (fingerprint "
+                             f"{code_fingerprint()}), not other code: {', '.join(other)}")
 
     def __enter__(self):
         return self
@@ -553,17 +583,26 @@ class _DaskBackend:
                 running.add(submit(chunk))
 
 
-def _backend(evaluator: Evaluator, workers: int | None, cluster: str | None, timeout: float):
+def _worker_fingerprint() -> str:
+    # Looked up by name on the worker: the worker's own code, whatever the driver's module holds.
+    return code_fingerprint()
+
+
+def _check_backend(workers: int | None, cluster: str | None) -> None:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SweepError(f"--workers must be a positive integer, not {workers!r}")
+    if cluster is not None and cluster != "local" and not _CLUSTER_ADDRESS.match(cluster):
+        raise SweepError(f"--cluster must be 'local' or a Dask scheduler address tcp://HOST:PORT, not {cluster!r}")
+    if cluster is not None and cluster != "local" and workers is not None:
+        raise SweepError(f"--workers must not be given with --cluster {cluster}: the cluster's own workers run "
+                         f"the points (--workers sizes the local pool or --cluster local), not {workers!r}")
+
+
+def _backend(evaluator: Evaluator, workers: int | None, cluster: str | None, timeout: float):
+    """Start the backend that :func:`_check_backend` accepted."""
     if cluster is None:
         workers = workers or _cpu_count()
         return _SerialBackend(evaluator) if workers == 1 else _PoolBackend(evaluator, workers)
-    if cluster != "local" and not _CLUSTER_ADDRESS.match(cluster):
-        raise SweepError(f"--cluster must be 'local' or a Dask scheduler address tcp://HOST:PORT, not {cluster!r}")
-    if cluster != "local" and workers is not None:
-        raise SweepError(f"--workers must not be given with --cluster {cluster}: the cluster's own workers run "
-                         f"the points (--workers sizes the local pool or --cluster local), not {workers!r}")
     return _DaskBackend(evaluator, cluster, workers or _cpu_count(), timeout)
 
 
@@ -586,7 +625,8 @@ class _Journal:
 
     def __init__(self, path: Path, spec: SweepSpec, total: int) -> None:
         self.path = path
-        self.header = {"mozart_sweep": _JOURNAL_FORMAT, "spec": spec.name, "digest": spec.digest, "points": total}
+        self.header = {"mozart_sweep": _JOURNAL_FORMAT, "spec": spec.name, "digest": spec.digest, "points": total,
+                       "code": code_fingerprint()}
         self.file = open(path, "a+b")  # noqa: SIM115 (held open, and locked, for the whole sweep)
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -617,6 +657,10 @@ class _Journal:
         if header.get("digest") != self.header["digest"]:
             raise SweepError(f"{self.path} holds an interrupted run of a different spec ({header.get('spec')!r}, "
                              f"{header.get('points')} points); delete it to start this one, or rerun that spec")
+        if header.get("code") != self.header["code"]:
+            raise SweepError(f"{self.path} was started by other model code (fingerprint {header.get('code')}, now "
+                             f"{self.header['code']}): its rows would not match new ones; delete it to start over, "
+                             "or resume with the code it was started with")
         rows: dict[int, dict] = {}
         for line in lines[1:]:
             row = json.loads(line)
@@ -808,6 +852,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
     """
     start = time.monotonic()
     progress = sys.stderr if progress == "stderr" else progress
+    _check_backend(workers, cluster)
     out = Path(out)
     path, fmt = _output_format(out, progress)
     points = expand(spec)
@@ -822,16 +867,15 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
             return SweepResult(path, len(points), 0, len(points), failed, time.monotonic() - start, "none")
         raise SweepError(f"{path} already holds the results of another sweep ({len(ids)} rows, this spec has "
                          f"{len(points)} points); delete it or choose another --out")
-    backend = _backend(evaluator, workers, cluster, connect_timeout)
     journal = _Journal(journal_path, spec, len(points))
     finished = False
     try:
         resumed = len(journal.rows)
         todo = [p for p in points if p["index"] not in journal.rows]
-        bar = Progress(len(points), resumed, progress, label=f"sweep {spec.name}")
-        slots = getattr(backend, "slots", getattr(backend, "workers", 1))
-        size = chunk_size or max(1, min(16, math.ceil(len(todo) / (16 * slots))))
-        with backend:
+        with _backend(evaluator, workers, cluster, connect_timeout) as backend:
+            bar = Progress(len(points), resumed, progress, label=f"sweep {spec.name}")
+            slots = getattr(backend, "slots", getattr(backend, "workers", 1))
+            size = chunk_size or max(1, min(16, math.ceil(len(todo) / (16 * slots))))
             for rows in backend.results(_chunks(todo, size)):
                 journal.append(rows)
                 bar.update(len(rows))
@@ -845,6 +889,6 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
                            "same sweep again to resume\n")
         raise
     finally:
-        journal.close(remove=finished)
+        journal.close(remove=finished or not journal.rows)  # a journal without rows has nothing to resume
     failed = sum(1 for row in rows if row["status"] != "ok")
     return SweepResult(path, len(points), len(todo), resumed, failed, time.monotonic() - start, backend.name)

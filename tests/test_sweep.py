@@ -171,6 +171,26 @@ def test_outputs_of_another_sweep_are_never_mixed(spec, tmp_path):
         run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
 
 
+def test_a_journal_of_other_model_code_is_not_resumed(spec, tmp_path):
+    out = tmp_path / "c.csv"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, workers=1, evaluator=Interrupt(after=3), progress=None)
+    journal = out.with_name("c.csv.partial")
+    header, *rows = journal.read_text().splitlines()
+    journal.write_text("\n".join([json.dumps({**json.loads(header), "code": "0123456789abcdef"}), *rows]) + "\n")
+    with pytest.raises(SweepError, match=r"c.csv.partial was started by other model code \(fingerprint "
+                                         r"0123456789abcdef, now [0-9a-f]{16}\)"):
+        run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
+
+
+def test_dask_workers_must_run_the_same_code(spec, tmp_path, dask_scheduler, monkeypatch):
+    import mozart.sim.sweep as sweep
+    monkeypatch.setattr(sweep, "code_fingerprint", lambda: "driver-version")  # as if the driver's code differed
+    with pytest.raises(SweepError, match=r"the Dask workers must run the same mozart code as this machine "
+                                         r"\(fingerprint driver-version\), not other code: tcp://127.0.0.1:"):
+        run_sweep(spec, tmp_path / "x.csv", cluster=dask_scheduler, evaluator=cheap, progress=None)
+
+
 @pytest.mark.parametrize("options,message", [
     ({"workers": 0}, "--workers must be a positive integer, not 0"),
     ({"cluster": "127.0.0.1:8786"}, "--cluster must be 'local' or a Dask scheduler address tcp://HOST:PORT, "
