@@ -52,7 +52,7 @@ Width proofs
 - ``gate * y``: ``|g*y| <= (2**g - 1) * 2**(a-1) < 2**(a+g-1)``: fits signed ``a + g`` bits, then clamps to ``p``.
 - Sums of partials: a token selects ``top_k`` experts in all, so the exact sum over every chiplet and group
   is below ``top_k * 2**(a+g-1)``, which fits ``a + g + ceil(log2 top_k)`` bits. If ``partial_bits`` is at
-  least that (:func:`reduction_is_exact`; defaults: 18 <= 32), no ``saturating_add`` ever clamps, so the
+  least that (:func:`reduction_is_exact`; defaults: 17 <= 32), no ``saturating_add`` ever clamps, so the
   switch and the root may add in any arrival order and still match :func:`moe_layer` bit for bit. Smaller
   ``partial_bits`` saturate, and the result then depends on the order of the additions.
 
