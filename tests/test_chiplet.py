@@ -3,9 +3,13 @@ configs with idle and backpressure; the interlocks; the engine's cycle formulas;
 
 import numpy as np
 import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
 
 from mozart.hw.chiplet import ChipletTiming, ExpertChiplet
-from mozart.hw.expert_engine import EngineGeometry
+from mozart.hw.expert_engine import EngineGeometry, ExpertEngine
+from mozart.model import golden
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError
 from mozart.model.protocol import Packet, PacketKind, Protocol
@@ -151,3 +155,78 @@ def test_bad_parameters_are_rejected():
         ExpertChiplet(TINY, index=-1)
     with pytest.raises(ConfigError, match="dram.words must hold the weight images and saved activations"):
         ExpertChiplet(override(TINY, {"moe.d_ff": 64}))
+
+
+# -- the engine alone ---------------------------------------------------------------------------------------
+class EngineHarness(Elaboratable):
+    """ExpertEngine reading two weight slots and two tokens from preloaded memories."""
+
+    def __init__(self, cfg, images, tokens):
+        self.cfg, self.images, self.tokens = cfg, images, tokens
+        proto = Protocol(cfg)
+        self.engine = ExpertEngine(cfg, token_slots=len(tokens), weight_depth=len(images) * proto.image_flits,
+                                   act_depth=len(tokens) * proto.token_flits)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = eng = self.engine
+        m.submodules.w = w = Memory(shape=self.cfg.hardware.flit_bits, depth=sum(len(i) for i in self.images), init=[f for i in self.images for f in i])
+        m.submodules.a = a = Memory(shape=self.cfg.hardware.flit_bits, depth=sum(len(t) for t in self.tokens),
+                                    init=[f for t in self.tokens for f in t])
+        wr, ar = w.read_port(), a.read_port()
+        m.d.comb += [wr.addr.eq(eng.w_addr), eng.w_data.eq(wr.data), ar.addr.eq(eng.x_addr), eng.x_data.eq(ar.data)]
+        return m
+
+
+def test_engine_jobs_partials_and_hidden_vectors():
+    cfg = override(TINY, {"numerics.activation": "silu"})
+    proto = Protocol(cfg)
+    rng = np.random.default_rng(11)
+    w1s = rng.integers(-128, 128, (2, 16, 8))
+    w2s = rng.integers(-128, 128, (2, 8, 16))
+    xs = rng.integers(-128, 128, (2, 8))
+    gates = [[200, 31], [7, 255]]
+    dut = EngineHarness(cfg, [golden.expert_image_flits(w1s[e], w2s[e], cfg) for e in range(2)],
+                        [proto.pack_token(x) for x in xs])
+    eng = dut.engine
+    # token 0: experts 1 then 0 are *slots* 1 and 0 (expert e lives in slot e); token 1: no expert; token 0 again,
+    # expert 1 only, saved. Jobs: (tok, slot/expert, first, last, none, save, tag)
+    jobs = [(0, 0, 1, 0, 0, 1, 5), (0, 1, 0, 1, 0, 0, 5), (1, 0, 1, 1, 1, 0, 6), (0, 1, 1, 1, 0, 1, 7)]
+    want_partials = [
+        (5, golden.chiplet_partial(xs[0], (w1s, w2s), [1, 1], gates[0], cfg).tolist()),
+        (6, [0] * 8),
+        (7, golden.chiplet_partial(xs[0], (w1s, w2s), [0, 1], gates[1], cfg).tolist()),
+    ]
+    want_hidden = [(5, 0, golden.expert_hidden(xs[0], w1s[0], cfg).tolist()),
+                   (7, 1, golden.expert_hidden(xs[0], w1s[1], cfg).tolist())]
+    got_partials, got_hidden = [], []
+    stalls = np.random.default_rng(1).random(5000) < 0.5
+
+    async def bench(ctx):
+        queue = list(jobs)
+        for cyc in range(5000):
+            if queue:
+                tok, e, first, last, none, save, tag = queue[0]
+                gate = gates[0][e] if tag == 5 else gates[1][e]
+                ctx.set(eng.job.payload, {"tok": tok, "wslot": e, "expert": e, "gate": gate, "first": first,
+                                          "last": last, "none": none, "save": save, "tag": tag, "reduce": 1})
+            ctx.set(eng.job.valid, bool(queue))
+            ctx.set(eng.partial.ready, not stalls[cyc])
+            ctx.set(eng.hidden.ready, not stalls[-cyc])
+            _, _, jr, pv, pp, hv, hp = await ctx.tick().sample(eng.job.ready, eng.partial.valid, eng.partial.payload,
+                                                               eng.hidden.valid, eng.hidden.payload)
+            if queue and jr:
+                queue.pop(0)
+            if pv and not stalls[cyc]:
+                got_partials.append((pp.tag, [int(v) for v in pp.data]))
+            if hv and not stalls[-cyc]:
+                got_hidden.append((hp.tag, hp.expert, [int(v) for v in hp.data]))
+            if not queue and len(got_partials) == 3 and len(got_hidden) == 2:
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got_partials == want_partials
+    assert got_hidden == want_hidden
