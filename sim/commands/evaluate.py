@@ -54,6 +54,11 @@ def _evaluate(args) -> int:
         print(f"[{time.perf_counter() - start:6.1f} s] {line}", file=sys.stderr, flush=True)
 
     seqs = (256,) if args.quick else SEQ_LENS
+    if trace is not None:
+        # Say how a user trace is stretched or cut to a step, since the tables do not show it.
+        progress(f"{trace.source}: {trace.layers} layers, {trace.tokens} tokens; each step uses its first "
+                 f"sequences x seq_len tokens (repeating the trace when it is shorter) and times its "
+                 f"{trace.layers} layers")
     drams = ("hbm2",) if args.quick else ("hbm2", "ssd")
     cells = run_sweep(models, seq_lens=seqs, drams=drams, mesh=args.mesh, seed=args.seed, trace=trace,
                       workers=args.workers, progress=progress)
