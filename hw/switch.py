@@ -16,18 +16,21 @@ from .protocol import flit_layout, link_signature
 from .reducer import Reducer
 from .switch_input import SwitchInput
 
-__all__ = ["Switch"]
+__all__ = ["Switch", "input_queued_switch"]
 
 
 class Switch(wiring.Component):
     """The switch of one group: its root port, ``C`` chiplet ports and its memory controller port.
 
-    Microarchitecture (``docs/switch.md``): an input buffer per port (:class:`~mozart.hw.link_fifo.LinkFifo`,
-    ``buffer_depth`` flits), a route decoder and fork per port (:class:`~mozart.hw.switch_input.SwitchInput`),
-    one packet multiplexer per output (:class:`~mozart.hw.packet_mux.PacketMux`: round-robin, wormhole lock)
-    and a reduction unit (:class:`~mozart.hw.reducer.Reducer`) fed by its own multiplexer over the chiplet
-    ports, whose results join the up port's multiplexer. Everything after the input buffers is combinational,
-    so the buffers' output registers are the only pipeline stage of a hop.
+    Microarchitecture (``docs/switch.md``): per input port a route decoder and fork
+    (:class:`~mozart.hw.switch_input.SwitchInput`) that writes each packet into one of that input's *virtual
+    output queues* (:class:`~mozart.hw.link_fifo.LinkFifo`, ``buffer_depth`` flits each; one per output, plus
+    one for the reduction unit on chiplet ports), one packet multiplexer per output
+    (:class:`~mozart.hw.packet_mux.PacketMux`: round-robin, wormhole lock) over the queues for it, and a
+    reduction unit (:class:`~mozart.hw.reducer.Reducer`) behind its own multiplexer over the chiplet ports,
+    whose results join the up port's multiplexer. The queues' output registers are the only pipeline stage of
+    a hop. With ``voq=False`` each input has a single FIFO in front of its decoder instead (less area,
+    head-of-line blocking).
 
     Behaviour (``docs/protocol.md``; the reference is :class:`mozart.model.switch_model.SwitchModel`):
 
@@ -44,38 +47,44 @@ class Switch(wiring.Component):
     group : int
         Which group's switch (its node id is ``1 + group``).
     buffer_depth : int, optional
-        Input buffer depth in flits (default ``cfg.hardware.buffer_depth``).
+        Depth of each input queue in flits (default ``cfg.hardware.buffer_depth``).
     reduction_entries : int, optional
         Reduction table size (default ``cfg.hardware.reduction_entries``).
+    voq : bool
+        Virtual output queues (default) or one FIFO per input.
 
     Members
     -------
     port_in : In(link_signature(cfg)).array(P)
         Flits into the switch; index = the topology's port number (0 up, 1..C chiplets, C+1 memory controller).
+        With ``voq`` the decoder sits before the queues, so ``ready`` depends combinationally on ``valid`` and
+        the head flit's header (a ready/valid-legal dependency); without, ``ready`` is registered.
     port_out : Out(link_signature(cfg)).array(P)
-        Flits out of the switch, same numbering. ``port_in[k].ready`` does not depend on anything combinationally;
-        ``port_out[k].valid`` and ``payload`` come combinationally from the input buffers' output registers.
+        Flits out of the switch, same numbering; ``valid`` and ``payload`` come combinationally from the
+        queues' output registers through the round-robin multiplexer.
 
     Attributes
     ----------
     head_latency : int
         Cycles per hop for a head flit at zero load: from the clock edge that accepts it on ``port_in`` to the
-        edge at which it can leave on ``port_out``. 2 (the buffer's RAM write and registered read); 1 with
+        edge at which it can leave on ``port_out``. 2 (the queue's RAM write and registered read); 1 with
         ``buffer_depth == 1``. A reduced result leaves this long after the *last* partial's head came in.
     flits_per_cycle : float
         Sustained flits per cycle on every output with non-conflicting traffic: 1.0 when ``buffer_depth >= 3``,
-        0.5 below (the input buffer's own limit).
+        0.5 below (the queue's own limit, :attr:`LinkFifo.throughput`).
     reduction_tokens_per_cycle : float
         Tokens the reduction unit completes per cycle when every token has all ``C`` chiplets' partials:
-        ``1 / (C * (partial_flits + 1))`` (it takes one partial flit per cycle). See
-        :meth:`reduction_rate` for other counts.
-    multicast_flits : int
-        Cycles the up-port input is busy with one reducing dispatch to ``n`` chiplets:
-        ``1 + n * route_flits + token_flits`` when the outputs are free (replicas go out in parallel).
+        ``1 / (C * (partial_flits + 1))`` (it takes one partial flit per cycle); :meth:`reduction_rate` gives
+        it for other counts.
+
+    Uniform random traffic saturates at about 0.91 flits/cycle/port with virtual output queues when a queue
+    holds about three packets (1-flit packets at depth 4, 5-flit packets at depth 16), and near Karol's
+    head-of-line bound (0.65 for 4 ports) when packets are longer than the queues or with ``voq=False``
+    (``bench/bench_switch.py`` measures it).
     """
 
     def __init__(self, cfg, group: int = 0, *, buffer_depth: int | None = None,
-                 reduction_entries: int | None = None):
+                 reduction_entries: int | None = None, voq: bool = True):
         if not isinstance(cfg, WaferConfig):
             raise ConfigError(f"Switch cfg must be a WaferConfig, not {type(cfg).__name__}")
         proto = Protocol(cfg)
@@ -96,6 +105,12 @@ class Switch(wiring.Component):
                               f"not {cfg.hardware.flit_bits!r}")
         self._cfg, self._group, self._proto = cfg, group, proto
         self._depth, self._entries = depth, entries
+        if not isinstance(voq, bool):
+            raise ConfigError(f"Switch voq must be True or False, not {voq!r}")
+        self._voq = voq
+        # The queues' documented numbers are the switch's; this instance is only read, never elaborated.
+        self._buffer = LinkFifo(cfg, depth)
+        self._buffer._MustUse__used = True  # keeps Amaranth from warning about an unused elaboratable
         P = topo.switch_ports
         super().__init__({"port_in": In(link_signature(cfg)).array(P),
                           "port_out": Out(link_signature(cfg)).array(P)})
@@ -119,11 +134,11 @@ class Switch(wiring.Component):
 
     @property
     def head_latency(self) -> int:
-        return 1 if self._depth == 1 else 2
+        return self._buffer.latency
 
     @property
     def flits_per_cycle(self) -> float:
-        return 1.0 if self._depth >= 3 else 0.5
+        return self._buffer.throughput
 
     def reduction_rate(self, contributions: int) -> float:
         """Tokens reduced per cycle when each token has ``contributions`` partials."""
@@ -134,8 +149,19 @@ class Switch(wiring.Component):
         return self.reduction_rate(self._proto.topology.chiplets_per_group)
 
     def multicast_flits(self, chiplets: int) -> int:
-        """Flits the up-port input passes for a dispatch to ``chiplets`` chiplets (the header counted once)."""
+        """Cycles the up port's input is busy with a dispatch to ``chiplets`` chiplets when the outputs are free:
+        ``1 + chiplets * route_flits + token_flits`` (the replicas go out in parallel)."""
         return 1 + chiplets * self._proto.route_flits + self._proto.token_flits
+
+    @property
+    def voq(self) -> bool:
+        return self._voq
+
+    def _voq_targets(self, port: int) -> list[int]:
+        """Outputs (and the reducer, index P) that input ``port`` can send to: one queue each."""
+        topo = self._proto.topology
+        chiplet = 1 <= port <= topo.chiplets_per_group
+        return list(range(topo.switch_ports)) + ([topo.switch_ports] if chiplet else [])
 
     # -- structure ------------------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -144,13 +170,26 @@ class Switch(wiring.Component):
         P, C = topo.switch_ports, topo.chiplets_per_group
         reducer_index = P
 
-        inputs = []
+        # Each input's route decoder feeds one buffer per output (virtual output queues), so a packet waiting
+        # for a busy output does not block the packets behind it that go elsewhere (no head-of-line blocking,
+        # except when that one queue is full). With voq=False: one buffer per input, decoder after it.
+        inputs, sources = [], []  # sources[p][k]: the stream input p offers to output k (reducer: k = P)
         for p in range(P):
-            fifo = m.submodules[f"buffer{p}"] = LinkFifo(cfg, self._depth)
             unit = m.submodules[f"input{p}"] = SwitchInput(cfg, self._group, p)
-            wiring.connect(m, wiring.flipped(self.port_in[p]), fifo.i)
-            wiring.connect(m, fifo.o, unit.i)
             inputs.append(unit)
+            if self._voq:
+                wiring.connect(m, wiring.flipped(self.port_in[p]), unit.i)
+                outs = []
+                for k in self._voq_targets(p):
+                    fifo = m.submodules[f"voq{p}_{k}"] = LinkFifo(cfg, self._depth)
+                    wiring.connect(m, unit.o[k], fifo.i)
+                    outs.append((k, fifo.o))
+                sources.append(dict(outs))
+            else:
+                fifo = m.submodules[f"buffer{p}"] = LinkFifo(cfg, self._depth)
+                wiring.connect(m, wiring.flipped(self.port_in[p]), fifo.i)
+                wiring.connect(m, fifo.o, unit.i)
+                sources.append({k: unit.o[k] for k in range(P + 1)})
 
         m.submodules.reducer = reducer = Reducer(cfg, self._group, self._entries)
         up = inputs[topo.UP_PORT]
@@ -162,18 +201,24 @@ class Switch(wiring.Component):
         ]
 
         # The reduction unit takes partials from the chiplet ports only.
-        chiplet_inputs = inputs[1:1 + C]
-        m.submodules.reduce_mux = reduce_mux = PacketMux(flit_layout(cfg), len(chiplet_inputs))
-        for k, unit in enumerate(chiplet_inputs):
-            wiring.connect(m, unit.o[reducer_index], reduce_mux.i[k])
+        chiplet_sources = [sources[p][reducer_index] for p in range(1, 1 + C)]
+        m.submodules.reduce_mux = reduce_mux = PacketMux(flit_layout(cfg), C)
+        for k, src in enumerate(chiplet_sources):
+            wiring.connect(m, src, reduce_mux.i[k])
         wiring.connect(m, reduce_mux.o, reducer.i)
 
         for out in range(P):
-            sources = [unit.o[out] for unit in inputs]
+            offered = [sources[p][out] for p in range(P)]
             if out == topo.UP_PORT:
-                sources.append(reducer.o)
-            mux = m.submodules[f"output{out}"] = PacketMux(flit_layout(cfg), len(sources))
-            for k, src in enumerate(sources):
+                offered.append(reducer.o)
+            mux = m.submodules[f"output{out}"] = PacketMux(flit_layout(cfg), len(offered))
+            for k, src in enumerate(offered):
                 wiring.connect(m, src, mux.i[k])
             wiring.connect(m, mux.o, wiring.flipped(self.port_out[out]))
         return m
+
+
+def input_queued_switch(cfg, group: int = 0) -> Switch:
+    """The switch with one FIFO per input instead of virtual output queues (``voq=False``): the benchmarks
+    build it to show what head-of-line blocking costs."""
+    return Switch(cfg, group, voq=False)
