@@ -27,29 +27,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
+from . import golden
 from .errors import ProtocolError
 from .protocol import Packet, PacketKind, Protocol
 from .topology import Topology
 
 __all__ = ["SwitchModel", "Emission", "reduce_partials", "saturate"]
 
-try:  # the golden arithmetic lives in model/golden.py once it lands
-    from .golden import saturating_add as _saturating_add  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until golden.py exists
-    def _saturating_add(a, b, bits):
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        return min(max(int(a) + int(b), lo), hi)
-
 
 def saturate(value: int, bits: int) -> int:
-    """``value`` clamped to a signed ``bits``-bit integer."""
-    return int(_saturating_add(int(value), 0, bits))
+    """``value`` clamped to a signed ``bits``-bit integer (:func:`mozart.model.golden.saturate`)."""
+    return int(golden.saturate(int(value), bits))
 
 
 def reduce_partials(partials: Sequence[Sequence[int]], bits: int) -> list[int]:
     """The switch's element-wise reduction of partial vectors: the exact sum, saturated once to ``bits``.
 
-    ``saturate(p0 + p1 + ... + pn)`` equals ``saturating_add(p0 + ... + p(n-1), pn, bits)``: the hardware keeps
+    ``saturate(p0 + p1 + ... + pn)`` equals ``golden.saturating_add(p0 + ... + p(n-1), pn, bits)`` and equals a
+    chain of two-operand saturating adds whenever no intermediate sum overflows. The hardware keeps
     ``clog2(C)`` guard bits in its accumulator, adds exactly, and saturates when the last partial is added.
     Unlike a chain of two-operand saturating adds this does not depend on the order in which the partials
     arrive, so the result is the same whatever the network's timing.
