@@ -4,8 +4,9 @@ Runs one sweep spec (default ``docs/sweep-example.toml``: 1,000 points over the 
 ``olmoe-1b-7b`` shapes) with the shipped evaluator (the performance model), three or four times, each into
 a fresh output file:
 
-1. the local process pool with 1 worker (in this process) and with 2 workers: wall time and points/s of
-   each, and the scaling efficiency ``rate(2) / (2 x rate(1))``;
+1. the local process pool with 1 worker (in this process) and with 2 workers: wall time, points/s and the
+   CPU seconds spent evaluating of each; the scaling efficiency ``rate(2) / (2 x rate(1))`` and the work
+   efficiency ``cpu(1) / cpu(2)`` (how much extra work two workers do; it does not depend on the load);
 2. a Dask ``LocalCluster`` of 2 workers on 127.0.0.1 (``--cluster local``): its wall time, and whether its
    rows are identical to the local pool's (the files are compared byte for byte, then row by row).
 
@@ -54,14 +55,17 @@ def main() -> int:
           f"{cores} usable cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         tmp = Path(tmp)
-        rates = {}
+        rates, cpu = {}, {}
         for workers in (1, 2):
             seconds, result = timed_run(spec, tmp / f"local{workers}.parquet", workers=workers)
-            rates[workers] = result.points / seconds
+            rates[workers], cpu[workers] = result.points / seconds, result.cpu_seconds
             print(f"local backend, {workers} worker{'s' if workers > 1 else ' '}: {seconds:7.1f} s  "
-                  f"{rates[workers]:7.1f} points/s  ({result.failed} points not ok, {result.backend})")
-        efficiency = rates[2] / (2 * rates[1])
-        print(f"scaling efficiency on 2 cores: {efficiency:.0%} (rate with 2 workers / twice the rate with 1)")
+                  f"{rates[workers]:7.1f} points/s  ({result.cpu_seconds:.1f} CPU s evaluating; "
+                  f"{result.failed} points not ok, {result.backend})")
+        print(f"scaling efficiency on 2 cores: {rates[2] / (2 * rates[1]):.0%} (wall clock: rate with 2 workers / "
+              f"twice the rate with 1; meaningful only if the load average stayed low)")
+        print(f"work efficiency: {cpu[1] / cpu[2]:.0%} (CPU seconds of 1 worker / of 2 workers: the extra work "
+              f"of two workers, each building its own traces, placements and schedules)")
         same_local = (tmp / "local1.parquet").read_bytes() == (tmp / "local2.parquet").read_bytes()
         print(f"1 worker and 2 workers wrote identical files: {same_local}")
         if args.skip_dask:

@@ -72,19 +72,56 @@ def derive_seed(seed: int, *purpose: Any) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-@functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A hash of the code and data every row depends on: the ``mozart.model`` package and this module.
+    """A hash of the code and data a row depends on: this module, every ``mozart.model`` module it imports,
+    transitively (found in the source files, not in what this process happens to have loaded), the presets
+    and the performance parameters. Edits elsewhere (the golden arithmetic, hardware models) do not count.
 
     A journal records it, so that a sweep never resumes with rows of another model version, and the Dask
     backend checks that every worker runs the same code as the driver.
     """
     import mozart.model  # noqa: PLC0415
     root = Path(mozart.model.__file__).parent
+    files = sorted(_model_sources(root)) + sorted(root.glob("presets/*.toml")) + sorted(root.glob("perf/params/*.toml"))
     digest = hashlib.sha256()
-    for path in sorted([*root.rglob("*.py"), *root.rglob("*.toml")]) + [Path(__file__)]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in [*files, Path(__file__)]:
+        name = path.relative_to(root.parent) if root.parent in path.parents else Path(path.name)
+        digest.update(str(name).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _model_sources(root: Path) -> set[Path]:
+    """The files of the ``mozart.model`` modules this module imports, and of theirs, transitively."""
+    import ast  # noqa: PLC0415
+
+    def imports(path: Path, package: str) -> list[str]:
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                target = ".".join(p for p in (base, node.module) if p)
+                found += [target] + [f"{target}.{a.name}" for a in node.names]  # a name may be a submodule
+        return [m for m in found if m.startswith("mozart.model")]
+
+    def source(module: str) -> Path | None:
+        parts = module.split(".")[2:]  # below mozart.model
+        for path in (root.joinpath(*parts, "__init__.py"), root.joinpath(*parts).with_suffix(".py")):
+            if parts and path.is_file() or not parts and path.name == "__init__.py":
+                return path
+        return None
+
+    seen: set[Path] = set()
+    todo = imports(Path(__file__), "mozart.sim")
+    while todo:
+        module = todo.pop()
+        path = source(module)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo += imports(path, module if path.name == "__init__.py" else module.rpartition(".")[0])
+    return seen
 
 
 def expand(spec: SweepSpec) -> list[dict]:
@@ -366,9 +403,14 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
-def _run_chunk(evaluator: Evaluator, points: list[dict]) -> list[dict]:
-    """One backend task: the rows of consecutive points (module level, so every backend can pickle it)."""
-    return [_evaluate_row(evaluator, point) for point in points]
+def _run_chunk(evaluator: Evaluator, points: list[dict]) -> tuple[list[dict], float]:
+    """One backend task: the rows of consecutive points, and the CPU seconds their evaluation took.
+
+    Module level, so that every backend can pickle it. The CPU time is reported, never put in a row.
+    """
+    cpu = time.process_time()
+    rows = [_evaluate_row(evaluator, point) for point in points]
+    return rows, time.process_time() - cpu
 
 
 # ------------------------------------------------------------------------------------------------- progress
@@ -465,7 +507,7 @@ class _SerialBackend:
     def __exit__(self, *exc) -> None:
         pass
 
-    def results(self, chunks: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    def results(self, chunks: Iterable[list[dict]]) -> Iterator[tuple[list[dict], float]]:
         for chunk in chunks:
             yield _run_chunk(self.evaluator, chunk)
 
@@ -492,7 +534,7 @@ class _PoolBackend:
     def __exit__(self, *exc) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def results(self, chunks: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    def results(self, chunks: Iterable[list[dict]]) -> Iterator[tuple[list[dict], float]]:
         from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
         from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
         chunks = iter(chunks)
@@ -501,11 +543,11 @@ class _PoolBackend:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 try:
-                    rows = future.result()
+                    result = future.result()
                 except BrokenProcessPool as exc:
                     raise SweepError(f"a worker process died ({exc}); the finished points are saved: rerun the "
                                      "same sweep to resume") from None
-                yield rows
+                yield result
                 pending |= {self.pool.submit(self.task, c) for c in itertools.islice(chunks, 1)}
 
 
@@ -563,7 +605,7 @@ class _DaskBackend:
         if self.cluster is not None:
             self.cluster.close()
 
-    def results(self, chunks: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    def results(self, chunks: Iterable[list[dict]]) -> Iterator[tuple[list[dict], float]]:
         from dask.distributed import as_completed  # noqa: PLC0415
         chunks = iter(chunks)
 
@@ -574,11 +616,11 @@ class _DaskBackend:
         running = as_completed([submit(c) for c in itertools.islice(chunks, 2 * self.slots)])
         for future in running:
             try:
-                rows = future.result()
+                result = future.result()
             except KilledWorker as exc:
                 raise SweepError(f"Dask workers died running {exc.task!r}; the finished points are saved: rerun "
                                  "the same sweep to resume") from None
-            yield rows
+            yield result
             for chunk in itertools.islice(chunks, 1):
                 running.add(submit(chunk))
 
@@ -809,6 +851,8 @@ class SweepResult:
         not "ok".
     seconds : float
         Wall time of this run.
+    cpu_seconds : float
+        CPU time the workers spent evaluating this run's points (start-up and scheduling not included).
     backend : str
     """
 
@@ -818,6 +862,7 @@ class SweepResult:
     resumed: int
     failed: int
     seconds: float
+    cpu_seconds: float
     backend: str
 
 
@@ -864,7 +909,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
             if progress is not None:
                 progress.write(f"{path}: all {len(points)} points of this sweep are already done\n")
             failed = sum(1 for row in read_rows(path) if row.get("status") != "ok")
-            return SweepResult(path, len(points), 0, len(points), failed, time.monotonic() - start, "none")
+            return SweepResult(path, len(points), 0, len(points), failed, time.monotonic() - start, 0.0, "none")
         raise SweepError(f"{path} already holds the results of another sweep ({len(ids)} rows, this spec has "
                          f"{len(points)} points); delete it or choose another --out")
     journal = _Journal(journal_path, spec, len(points))
@@ -876,9 +921,11 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
             bar = Progress(len(points), resumed, progress, label=f"sweep {spec.name}")
             slots = getattr(backend, "slots", getattr(backend, "workers", 1))
             size = chunk_size or max(1, min(16, math.ceil(len(todo) / (16 * slots))))
-            for rows in backend.results(_chunks(todo, size)):
+            cpu = 0.0
+            for rows, chunk_cpu in backend.results(_chunks(todo, size)):
                 journal.append(rows)
                 bar.update(len(rows))
+                cpu += chunk_cpu
         bar.close()
         rows = journal.sorted_rows()
         _write_table(rows, _columns(rows), path, fmt)
@@ -891,4 +938,5 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
     finally:
         journal.close(remove=finished or not journal.rows)  # a journal without rows has nothing to resume
     failed = sum(1 for row in rows if row["status"] != "ok")
-    return SweepResult(path, len(points), len(todo), resumed, failed, time.monotonic() - start, backend.name)
+    return SweepResult(path, len(points), len(todo), resumed, failed, time.monotonic() - start, cpu,
+                       backend.name)

@@ -54,7 +54,8 @@ def _run(args) -> int:
     result = run_sweep(spec, args.out, workers=args.workers, cluster=args.cluster)
     rate = result.computed / result.seconds if result.seconds > 0 else 0.0
     print(f"{result.path}: {result.points} points ({result.computed} computed, {result.resumed} resumed, "
-          f"{result.failed} not ok) in {result.seconds:.1f} s on {result.backend} ({rate:.1f} points/s)")
+          f"{result.failed} not ok) in {result.seconds:.1f} s on {result.backend} ({rate:.1f} points/s, "
+          f"{result.cpu_seconds:.1f} CPU s evaluating)")
     if args.plot:
         for path in plot_results(spec, read_rows(result.path), Path(args.plot), args.cost):
             print(f"wrote {path}")
@@ -95,8 +96,10 @@ def plot_results(spec: SweepSpec, rows: list[dict], out_dir: Path, cost: str | N
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [_plot_pareto(ok, cost, out_dir)] if cost else []
-    keys = [a.key for a in spec.axes] + ["method", "variant"] + (["replicate"] if spec.replicates > 1 else [])
-    written += [_plot_sensitivity(ok, key, out_dir) for key in keys]
+    inputs = [(a.key, a.values) for a in spec.axes] + [("method", spec.methods), ("variant", spec.variants)]
+    if spec.replicates > 1:
+        inputs.append(("replicate", tuple(range(spec.replicates))))
+    written += [_plot_sensitivity(ok, key, values, out_dir) for key, values in inputs]
     return written
 
 
@@ -149,12 +152,15 @@ def _plot_pareto(rows: list[dict], cost: str, out_dir: Path) -> Path:
     return _save(fig, out_dir / "pareto.png")
 
 
-def _plot_sensitivity(rows: list[dict], key: str, out_dir: Path) -> Path:
-    """Median step time per value of ``key`` (over all other inputs), with the min-max range as a band."""
+def _plot_sensitivity(rows: list[dict], key: str, order: tuple, out_dir: Path) -> Path:
+    """Median step time per value of ``key`` (over all other inputs), with the min-max range as a band.
+
+    Values appear in the spec's order; a value without an ``ok`` point of a config is left out of its panel.
+    """
     groups = _by_config(rows)
     fig, axes = _panels(len(groups))
     for ax, (name, group) in zip(axes, groups.items()):
-        values = sorted({r[key] for r in group if r.get(key) is not None}, key=_sort_key)
+        values = [v for v in order if any(r.get(key) == v for r in group)]
         at = [[r[STEP_TIME_COLUMN] for r in group if r.get(key) == v] for v in values]
         ticks = range(len(values))
         ax.plot(ticks, [statistics.median(t) for t in at], marker="o", label="median")
@@ -165,6 +171,3 @@ def _plot_sensitivity(rows: list[dict], key: str, out_dir: Path) -> Path:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
     return _save(fig, out_dir / f"sensitivity-{safe}.png")
 
-
-def _sort_key(value):
-    return (0, value, "") if _number(value) else (1, 0, str(value))
