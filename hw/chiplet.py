@@ -233,7 +233,8 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
         cur_final = Signal()
         cur_tag = Signal(hw.tag_bits)
         cur_expert = Signal(proto.expert_bits)
-        w_ptr = Signal(range(S * IMG))
+        w_ptr = Signal(range(S * IMG + 1))
+        w_end = Signal(range(S * IMG + 1))   # a packet running past its slot must not write the next one
         cnt = Signal(range(proto.max_payload_flits + 1))
         route = Signal(proto.route_flits * FB)
         commit = Signal()           # the last token flit is written this cycle
@@ -254,7 +255,8 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
                                 m.d.sync += [slot_valid[wslot].eq(0), slot_expert[wslot].eq(hdr.meta.weight.expert),
                                              cur_slot.eq(wslot), cur_final.eq(hdr.meta.weight.final),
                                              cur_tag.eq(hdr.tag), cur_expert.eq(hdr.meta.weight.expert),
-                                             w_ptr.eq(wslot * IMG + hdr.meta.weight.offset // wpf)]
+                                             w_ptr.eq(wslot * IMG + hdr.meta.weight.offset // wpf),
+                                             w_end.eq(wslot * IMG + IMG)]
                                 with m.If(pin.payload.last):
                                     with m.If(hdr.meta.weight.final):   # a header-only final packet
                                         m.d.sync += [slot_valid[wslot].eq(1), lp[wslot].eq(1),
@@ -279,7 +281,7 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
                     m.d.comb += pin.ready.eq(1)
             with m.State("WEIGHT"):
                 m.d.comb += [pin.ready.eq(1), w_wr.addr.eq(w_ptr), w_wr.data.eq(pin.payload.data),
-                             w_wr.en.eq(pin.valid)]
+                             w_wr.en.eq(pin.valid & (w_ptr < w_end))]
                 with m.If(pin.valid):
                     m.d.sync += w_ptr.eq(w_ptr + 1)
                     with m.If(pin.payload.last):
@@ -359,11 +361,11 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
         entry = (hid.tag * cfg.chiplets_per_group + self.index) * E + hid.expert
         s_addr = proto.activation_base + entry * golden.activation_entry_words(cfg) + s_pkt * (BURST * wpf)
         s_len = Mux(HF - s_pkt * BURST > BURST, BURST, HF - s_pkt * BURST)
-        m.d.comb += pout.payload.data.eq(ohdr.as_value())
+        m.d.comb += pout.payload.data.eq(ohdr.as_value()[:proto.header_bits])   # pad bits: zero-extended
 
         def head(kind, dst, tag, length=0):
-            # src is set with the other fields, in the state: a header field driven only by a constant
-            # becomes a sensitivity-less ``always @*`` in the Verilog, which Verilator never evaluates
+            # src is set with the other fields, in the state: a field driven only by a constant becomes a
+            # sensitivity-less ``always @*`` in the Verilog, which Verilator never runs (ALWNEVER)
             return [pout.valid.eq(1), pout.payload.first.eq(1), ohdr.kind.eq(kind), ohdr.dst.eq(dst),
                     ohdr.src.eq(self.node), ohdr.tag.eq(tag), ohdr.length.eq(length)]
 

@@ -14,7 +14,7 @@ from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError
 from mozart.model.protocol import Packet, PacketKind, Protocol
 from mozart.tb.chiplet_pysim import run_pysim
-from mozart.tb.chiplet_ref import ChipletProgram
+from mozart.tb.chiplet_ref import ChipletProgram, Expected
 from mozart.tb.scoreboard import Scoreboard
 
 TINY = load_config("tiny")
@@ -94,6 +94,15 @@ def test_foreign_packets_are_dropped():
     prog.inputs.append(Packet(PacketKind.LOAD, prog.node, 0, 1, {}, ()))
     prog.dispatch(experts=[0])
     assert proto.parse_header(proto.encode(prog.inputs[-2])[0].data)[0] is PacketKind.LOAD
+    # a WEIGHT packet running past the end of slot 0 must not touch slot 1: reload slot 0, then use slot 1
+    prog.load(1, 1)
+    prog.inputs.append(Packet(PacketKind.WEIGHT, prog.node, 9, 3, {"slot": 0, "expert": 0,
+                                                                  "offset": proto.image_words - 1, "final": 1},
+                              (2**64 - 1,) * 4))
+    prog.expected.append(Expected(Packet(PacketKind.LOADED, 0, prog.node, 3, {"slot": 0, "expert": 0}),
+                                  ("LOADED", 0)))
+    prog.load(0, 0)
+    prog.dispatch(experts=[0, 1])
     check(cfg, prog)
 
 
