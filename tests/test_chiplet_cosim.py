@@ -34,3 +34,12 @@ def test_chiplet_is_bit_exact_under_random_traffic(chiplet_build):
     assert random["tokens"] >= 2000 and random["combine"] == random["tokens"]
     assert random["mem_write"] > 0 and random["loaded"] > 2
     assert result.summary["test_output_backs_up"]["mem_write"] > 0
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", [101, 102])
+def test_chiplet_soak(chiplet_build, seed):
+    """20,000 random tokens per config and seed (run with --soak)."""
+    result = cosim.run(chiplet_build, seed=seed, testcase="test_random_traffic",
+                       extra_env={"MOZART_TOKENS": "20000"})
+    assert result.summary["test_random_traffic"]["tokens"] >= 20000
