@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -193,7 +193,7 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
     # -- hardware ----------------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
-        cfg, proto, geo = self._cfg, self._proto, self.geo
+        cfg, proto = self._cfg, self._proto
         hw, num = cfg.hardware, cfg.numerics
         S, E, N = hw.sram_slots, cfg.experts_per_chiplet, self.token_slots
         TF, IMG, FB = proto.token_flits, proto.image_flits, hw.flit_bits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -13,7 +13,7 @@ from mozart.model import golden
 from mozart.model.errors import ConfigError
 from mozart.model.protocol import Protocol
 
-__all__ = ["ExpertEngine", "engine_geometry", "EngineGeometry"]
+__all__ = ["ExpertEngine", "EngineGeometry", "partial_layout", "hidden_layout"]
 
 
 def _clog2(n: int) -> int:
@@ -77,10 +77,6 @@ class EngineGeometry:
     def utilisation(self) -> float:
         """Steady-state MAC utilisation on a resident expert (jobs back to back, no save/output stalls)."""
         return self.issue_cycles / self.cycles_per_expert
-
-
-def engine_geometry(cfg) -> EngineGeometry:
-    return EngineGeometry(cfg)
 
 
 def _job_layout(cfg, token_slots: int) -> data.StructLayout:

@@ -11,7 +11,7 @@ order), ``"MEM_WRITE"`` (token order, experts ascending, packets in address orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
