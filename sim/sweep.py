@@ -499,7 +499,10 @@ class _SerialBackend:
     name = "this process"
 
     def __init__(self, evaluator: Evaluator) -> None:
+        import importlib  # noqa: PLC0415
         self.evaluator = evaluator
+        for module in _PRELOAD:  # as the pool's workers do: imports are start-up, not the first point's work
+            importlib.import_module(module)
 
     def __enter__(self):
         return self
