@@ -208,6 +208,19 @@ def test_unreachable_scheduler_is_a_clear_error(spec, tmp_path):
                   progress=None)
 
 
+def test_pareto_front_and_plot_errors(spec, reference, tmp_path):
+    from mozart.sim.commands.sweep import pareto_front, plot_results
+    assert pareto_front([(4, 1.0), (1, 3.0), (2, 2.0), (2, 2.5), (3, 2.0), (1, 3.0)]) == [(1, 3.0), (2, 2.0),
+                                                                                          (4, 1.0)]
+    with pytest.raises(SweepError, match=r"--cost must be a numeric column of the results \(e.g. chiplets\), "
+                                         r"not 'area'"):
+        plot_results(spec, reference[1], tmp_path, cost="area")
+    failed = [r for r in reference[1] if r["status"] != "ok"]
+    with pytest.raises(SweepError, match=f"--plot needs at least one point with status 'ok' and a step_time_s, "
+                                         f"not {len(failed)} rows without one"):
+        plot_results(spec, failed, tmp_path)
+
+
 def test_progress_shows_done_total_and_time_left():
     stream = StringIO()
     bar = Progress(200, done=50, stream=stream, label="sweep s")
