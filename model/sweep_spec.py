@@ -16,16 +16,17 @@ A spec is a TOML file, validated completely when it is loaded, so a typo fails b
     # ... or a trace file, relative to the spec:   file = "traces/olmoe.npz"
 
     [axes]                   # dotted keys; each a list or an inclusive range {start, stop, step}
-    "dram.word_bits" = [64, 128, 256]
-    "tree.chiplets_per_group" = { start = 2, stop = 4 }          # step defaults to 1
-    "perf.network" = ["tree", "mesh"]                         # a performance-model option
-    "perf.hbm_gbps" = { start = 128.0, stop = 512.0, step = 128.0 }  # a performance-model parameter
+    "dram.banks" = [4, 8, 16]
+    "tree.chiplets_per_group" = { start = 2, stop = 4 }                # step defaults to 1
+    "perf.network" = ["tree", "mesh"]                                  # a performance-model option
+    "perf.hbm_gbps" = { start = 128.0, stop = 512.0, step = 128.0 }    # a performance-model parameter
 
 Rules checked here (each a :class:`SweepError` naming the spec file, the key, the value and the rule):
-unknown sections and keys, an axis key that is not a config field (``section.field``), a performance-model
-option (:func:`perf_options`) or parameter (:func:`perf_parameters`), an empty axis, repeated axis values, a value of the wrong type for its
-field, a bad range (zero step, stop before start, more than :data:`MAX_AXIS_VALUES` values), an unknown
-placement method or variant, a missing trace file, and more than :data:`MAX_POINTS` points.
+unknown sections and keys; an axis key that is not a config field (``section.field``), a performance-model
+option (:func:`perf_options`) or parameter (:func:`perf_parameters`); an empty axis; repeated axis values;
+a value of the wrong type for its field; a bad range (zero step, stop before start, more than
+:data:`MAX_AXIS_VALUES` values); an unknown placement method or variant; a missing trace file; more than
+:data:`MAX_POINTS` points.
 
 Combinations that make an invalid wafer (e.g. ``moe.experts`` not a multiple of the chiplet count) are
 *not* spec errors: the sweep records them per point, with the config's own message, and goes on.

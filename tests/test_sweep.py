@@ -366,6 +366,27 @@ variants = ["A"]
     assert full[0]["step_time_s"] > full[1]["step_time_s"]  # 8x the DRAM bandwidth: a faster step
 
 
+def test_real_sweep_of_a_trace_file(tmp_path):
+    from mozart.model.config import load_config
+    from mozart.model.synth import synthesize_for
+    from mozart.model.trace_io import save_trace
+    save_trace(synthesize_for(load_config("wafer4x4"), 100, seed=3), tmp_path / "t.npz")
+    (tmp_path / "file.toml").write_text("""
+[sweep]
+configs = ["wafer4x4", "tiny"]
+methods = ["mozart"]
+variants = ["A", "C"]
+[trace]
+file = "t.npz"
+""")
+    run_sweep(load_spec(tmp_path / "file.toml"), tmp_path / "file.csv", workers=1, progress=None)
+    rows = read_rows(tmp_path / "file.csv")
+    assert [(r["config"], r["status"], r["trace"]) for r in rows] == [("wafer4x4", "ok", "file:t.npz")] * 2 + [
+        ("tiny", "invalid", "file:t.npz")] * 2
+    assert {r["tokens"] for r in rows[:2]} == {256}  # repeated to the step's 8 x 32 tokens, as mozart evaluate does
+    assert "trace has 16 experts but config 'tiny' has moe.experts = 8" in rows[2]["error"]  # the trace's message
+
+
 @pytest.fixture(scope="module")
 def dask_scheduler():
     """A Dask scheduler with two worker processes, on loopback only, as a remote cluster would be reached."""
