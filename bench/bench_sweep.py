@@ -59,9 +59,11 @@ def main() -> int:
         for workers in (1, 2):
             seconds, result = timed_run(spec, tmp / f"local{workers}.parquet", workers=workers)
             rates[workers], cpu[workers] = result.points / seconds, result.cpu_seconds
+            share = result.cpu_seconds / (seconds * workers)
             print(f"local backend, {workers} worker{'s' if workers > 1 else ' '}: {seconds:7.1f} s  "
-                  f"{rates[workers]:7.1f} points/s  ({result.cpu_seconds:.1f} CPU s evaluating; "
-                  f"{result.failed} points not ok, {result.backend})")
+                  f"{rates[workers]:7.1f} points/s  ({result.cpu_seconds:.1f} CPU s evaluating, {share:.0%} of "
+                  f"{workers} core{'s' if workers > 1 else ''} over the run; {result.failed} points not ok, "
+                  f"{result.backend})")
         print(f"scaling efficiency on 2 cores: {rates[2] / (2 * rates[1]):.0%} (wall clock: rate with 2 workers / "
               f"twice the rate with 1; meaningful only if the load average stayed low)")
         print(f"work efficiency: {cpu[1] / cpu[2]:.0%} (CPU seconds of 1 worker / of 2 workers: the extra work "
