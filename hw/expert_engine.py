@@ -148,8 +148,8 @@ class ExpertEngine(wiring.Component):
       (:attr:`EngineGeometry.cycles_per_expert`); MAC utilisation ``issue / (issue + stall)``.
     - steady-state cycles per token: ``n * cycles_per_expert`` (one zero partial per token if ``n == 0``:
       one cycle).
-    - latency from job accept to the partial's ``valid``: ``n * cycles_per_expert + 4`` (pipeline drain and
-      hand-over), when the partial output is free.
+    - latency: the partial is ``valid`` ``n * cycles_per_expert + 5`` cycles after the cycle in which the token's
+      first job is accepted (pipeline drain and hand-over), when the partial output is free.
     - stalls: W1 of a job waits while the previous saved hidden vector is not yet taken by ``hidden``; W2 of
       a token's first expert waits while the previous token's partial is not yet taken by ``partial``.
 
