@@ -31,6 +31,7 @@ counts (vectorised recurrence ``t_i = max(t_{i-1}, a_i) + d_i``). Both share eve
 from __future__ import annotations
 
 import heapq
+import math
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -40,12 +41,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ConfigError
-from ..schedule import (Attention, Barrier, Dispatch, Load, Return, SaveActivations, Schedule, WaitCombined,
-                        WaitLoaded, WriteBack)
+from .timeline import Timeline, common_gap
+from ..schedule import Attention, Barrier, Dispatch, Load, Return, SaveActivations, Schedule, WriteBack
 
 __all__ = ["Engine", "Record", "MODES"]
 
 MODES = ("aggregate", "token")
+_STREAM_PIECES = {"aggregate": 16, "token": 64}  # pieces a DRAM stream is cut into, per mode
 
 
 class Record(NamedTuple):
@@ -88,12 +90,12 @@ class Engine:
     workload: object
     mode: str = "aggregate"
     record: bool = False
-    free: dict = field(default_factory=lambda: defaultdict(float))
     slot_free: dict = field(default_factory=lambda: defaultdict(float))
     inputs: list = field(default_factory=list)
     records: list = field(default_factory=list)
     end: float = 0.0
     _rates: dict = field(default_factory=dict)
+    timelines: dict = field(default_factory=lambda: defaultdict(Timeline))  # resource -> busy intervals
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -173,8 +175,10 @@ class Engine:
         best, when = None, None
         for ch in range(self.timing.dram_channels):
             key = ("dram", group, ch)
-            if when is None or self.free[key] < when:
-                best, when = key, self.free[key]
+            ends = self.timelines[key].ends
+            free = ends[-1] if ends else 0.0
+            if when is None or free < when:
+                best, when = key, free
         return best
 
     def _path_rate(self, path: tuple, dram: bool = False) -> float:
@@ -188,9 +192,14 @@ class Engine:
     def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights") -> float:
         t = self.timing
         rate = self._path_rate(path, dram=True)
-        stage = _Stage((self._channel(group),) + path, nbytes / rate, 1, t.dram_latency_cycles + len(path) *
-                       t.hop_cycles, category)
-        return self._pipeline(ready, [stage], bulk=True)
+        latency = t.dram_latency_cycles + len(path) * t.hop_cycles
+        resources = (self._channel(group),) + path
+        # A stream is a train of bursts: each takes the next common gap, so streams and packets interleave
+        # on shared links. The per-token mode cuts it into up to 64 pieces, the aggregated mode into 8.
+        pieces = _STREAM_PIECES[self.mode]
+        chunks = max(1, min(pieces, math.ceil(nbytes / (t.flit_bytes * t.burst_flits))))
+        stage = _Stage(resources, nbytes / rate, chunks, latency, category, np.full(chunks, nbytes / rate / chunks))
+        return self._stream(ready, stage)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
         start = max(ready, self._compute_end.get(cmd.dispatch, ready)) if self._streaming else ready
@@ -270,52 +279,60 @@ class Engine:
 
     # -- stage chains ----------------------------------------------------------------------------------------
     def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
-        free = self.free
+        timelines = self.timelines
         prev_start = prev_end = ready
         prev_item = 0.0
         first = True
         for st in stages:
-            busy = 0.0
-            for r in st.resources:
-                if free[r] > busy:
-                    busy = free[r]
             item = st.total / st.items if st.items > 1 else st.total
-            if first:
-                start = ready if ready > busy else busy
+            earliest = ready if first else prev_end if bulk else prev_start + prev_item
+            start = common_gap([timelines[r] for r in st.resources], earliest, st.total + st.latency)
+            if first or bulk:
                 end = start + st.total + st.latency
                 first = False
-            elif bulk:
-                start = prev_end if prev_end > busy else busy
-                end = start + st.total + st.latency
             else:
-                start = max(busy, prev_start + prev_item)
                 end = max(start + st.total, prev_end + item) + st.latency
             self._reserve(st, start, end, st.total + st.latency)
             prev_start, prev_end, prev_item = start, end, item + st.latency
         return prev_end
 
+    def _stream(self, ready: float, st: _Stage) -> float:
+        """A DRAM stream's pieces, each at the earliest common gap after the previous one."""
+        timelines = [self.timelines[r] for r in st.resources]
+        t, first = ready, None
+        for piece in st.per_item:
+            start = common_gap(timelines, t, float(piece))
+            for tl in timelines:
+                tl.occupy(start, start + float(piece))
+            first = start if first is None else first
+            t = start + float(piece)
+        self._reserve(st, first, t + st.latency, st.total)
+        return t + st.latency
+
     def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
+        """Every token through every stage; each takes the earliest common gap of its stage's resources."""
         n = len(stages[-1].per_item) if stages[-1].per_item is not None else stages[0].items
-        arrive = np.full(n, ready)
+        arrive = [ready] * n
         for st in stages:
-            free = max((self.free[r] for r in st.resources), default=0.0)
+            timelines = [self.timelines[r] for r in st.resources]
             d = st.per_item if st.per_item is not None else np.full(n, st.total / max(n, 1))
-            a = np.full(n, arrive.max()) if bulk else arrive.copy()
-            a[0] = max(a[0], free)
-            # t_i = max(t_{i-1}, a_i) + d_i, in closed form with a running maximum.
-            s = np.cumsum(d)
-            ends = s + np.maximum.accumulate(a - (s - d))
-            start = max(a[0], free)
-            self._reserve(st, start, ends[-1] + st.latency, float(d.sum()) + st.latency)
-            arrive = ends + st.latency
-        return float(arrive[-1]) if n else ready
+            barrier = max(arrive, default=ready)
+            first = None
+            for i in range(n):
+                start = common_gap(timelines, barrier if bulk else arrive[i], float(d[i]))
+                for tl in timelines:
+                    tl.occupy(start, start + float(d[i]))
+                first = start if first is None else first
+                arrive[i] = start + float(d[i]) + st.latency
+            self._reserve(st, first if first is not None else ready, max(arrive, default=ready), float(d.sum()))
+        return max(arrive, default=ready)
 
     def _reserve(self, st: _Stage, start: float, end: float, work: float) -> None:
         """Hold the stage's resources for its ``work`` from ``start`` (work-conserving: when upstream
         throttles the stage, its items trickle in until ``end``, and other commands fill the gaps)."""
-        free = self.free
-        for r in st.resources:
-            free[r] = start + work
+        if st.per_item is None:  # per-token stages occupied their gaps token by token
+            for r in st.resources:
+                self.timelines[r].occupy(start, start + work)
         if st.category == "expert":
             self._last_compute_end = end  # SaveActivations of this dispatch starts here
         if self.record:

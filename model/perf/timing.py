@@ -20,6 +20,8 @@ clock_hz : float
     Cycles per second (reports convert cycles to seconds with it).
 flit_bytes : int
     Packet granularity: a packet is one header flit plus its payload rounded up to flits.
+burst_flits : int
+    Payload flits of one memory packet (a DRAM burst); the per-token mode cuts streams into such bursts.
 link_bytes_per_cycle : float
     Per direction, per tree link.
 mesh_link_bytes_per_cycle : float
@@ -61,6 +63,7 @@ DRAM_KINDS = ("hbm2", "ssd")
 class HardwareTiming:
     clock_hz: float
     flit_bytes: int
+    burst_flits: int
     link_bytes_per_cycle: float
     mesh_link_bytes_per_cycle: float
     hop_cycles: float
@@ -117,7 +120,8 @@ class HardwareTiming:
         dram_rate = per_cycle(dram_gbps)
         macs = lambda tiles: tiles * p.arrays_per_tile * p.pes_per_array  # noqa: E731
         return cls(
-            clock_hz=clock, flit_bytes=p.link_wires // 8, link_bytes_per_cycle=link,
+            clock_hz=clock, flit_bytes=p.link_wires // 8, burst_flits=cfg.hardware.max_burst_flits,
+            link_bytes_per_cycle=link,
             mesh_link_bytes_per_cycle=per_cycle(p.wire_gbps * mesh_wires),
             hop_cycles=p.hop_ns * p.clock_ghz, reduce_bytes_per_cycle=p.reduce_ports * link,
             chiplet_macs_per_cycle=macs(p.tiles_per_chiplet), root_macs_per_cycle=macs(p.root_tiles),
@@ -137,7 +141,7 @@ class HardwareTiming:
         links = cfg.groups * (1 + cfg.chiplets_per_group)
         mesh = _mesh_links(cfg.groups, cfg.chiplets_per_group, cfg.groups)
         return cls(
-            clock_hz=1e9, flit_bytes=flit, link_bytes_per_cycle=flit,
+            clock_hz=1e9, flit_bytes=flit, burst_flits=hw.max_burst_flits, link_bytes_per_cycle=flit,
             mesh_link_bytes_per_cycle=flit * links / mesh, hop_cycles=1.0,
             reduce_bytes_per_cycle=flit, chiplet_macs_per_cycle=hw.mac_lanes, root_macs_per_cycle=hw.mac_lanes,
             sram_bytes_per_cycle=hw.mac_lanes * max(1, num.weight_bits // 8), token_overhead_cycles=1.0,
