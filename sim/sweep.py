@@ -581,6 +581,12 @@ class _DaskBackend:
                 self.client = Client(cluster, timeout=timeout)
             except (OSError, TimeoutError) as exc:
                 raise SweepError(f"cannot reach the Dask scheduler at {cluster}: {exc}") from None
+            try:  # a scheduler without workers would take the points and never run them
+                self.client.wait_for_workers(1, timeout=timeout)
+            except TimeoutError:
+                self.__exit__()
+                raise SweepError(f"the Dask scheduler at {cluster} must have workers, not none after {timeout:g} s; "
+                                 f"start some with: dask worker {cluster}") from None
             workers = len(self.client.scheduler_info().get("workers", {}))
             self.name = f"Dask cluster at {cluster} ({workers} workers)"
         self.slots = max(1, sum(self.client.nthreads().values()))

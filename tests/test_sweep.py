@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from io import StringIO
 
@@ -221,6 +222,17 @@ def test_pareto_front_and_plot_errors(spec, reference, tmp_path):
         plot_results(spec, failed, tmp_path)
 
 
+def test_a_scheduler_without_workers_is_a_clear_error(spec, tmp_path):
+    empty = loopback_cluster(0)
+    try:
+        with pytest.raises(SweepError, match=f"the Dask scheduler at {empty.scheduler_address} must have workers, "
+                                             f"not none after 1 s; start some with: dask worker "):
+            run_sweep(spec, tmp_path / "x.csv", cluster=empty.scheduler_address, connect_timeout=1,
+                      evaluator=cheap, progress=None)
+    finally:
+        empty.close()
+
+
 def test_progress_shows_done_total_and_time_left():
     stream = StringIO()
     bar = Progress(200, done=50, stream=stream, label="sweep s")
@@ -390,10 +402,17 @@ file = "t.npz"
 @pytest.fixture(scope="module")
 def dask_scheduler():
     """A Dask scheduler with two worker processes, on loopback only, as a remote cluster would be reached."""
-    distributed = pytest.importorskip("dask.distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+    cluster = loopback_cluster(2)
     try:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+
+
+def loopback_cluster(workers):
+    """A Dask LocalCluster of ``workers`` processes on 127.0.0.1 (its health server moves off a busy 8787)."""
+    distributed = pytest.importorskip("dask.distributed")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                        dashboard_address=None)
