@@ -1,31 +1,35 @@
 """The event-driven executor: runs schedules command by command over timed, contended resources.
 
-Resources are servers with a *free-at* time: links (per direction), each group DRAM's channels, every
-chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Commands are taken in the
-order they become ready (a heap on ready time), and each reserves the resources it needs first-come,
-first-served. A command is ready when its ``deps`` completed and, per :mod:`mozart.model.schedule`, its
-micro-batch's input arrived (commands with a ``micro_batch``), or its slot was freed by the previous layer
-(``Load``).
+Resources are links (per direction), each group DRAM's channels, every chiplet's compute, each switch's
+reducer, the root's compute and the root's DRAM. Each keeps its busy intervals
+(:class:`~mozart.model.perf.timeline.Timeline`). Commands are taken in the order they become ready (a heap on
+ready time); each places its work at the earliest gap that all the resources of a stage share, so a command
+processed later may still use a gap left before an earlier command's reservation. A command is ready when
+its ``deps`` completed and, per :mod:`mozart.model.schedule`, its micro-batch's input arrived (commands with
+a ``micro_batch``), or its slot was freed by the previous layer (``Load``).
 
 A command is a chain of *stages*, each a set of resources busy for ``total`` cycles while ``items``
 (packets or tokens) pass through. Streaming commands overlap their stages item by item; bulk commands
-(``Dispatch.bulk``, and every stage of the Baseline) run them one after another.
+(``Dispatch.bulk``, and every stage of the Baseline) run them one after another. A stage holds its
+resources for its own work from its start (work-conserving).
 
-- ``Load``: a DRAM channel and the weight path, ``latency + bytes / min(channel, link)``.
+- ``Load`` / ``WriteBack``: a DRAM stream, ``latency + bytes / min(channel, links)`` on a channel and the
+  weight path, cut into bursts that each take the next common gap (so streams and packets interleave).
 - ``Dispatch``: down (replicas x packet over the dispatch path), [backward: restore saved activations from
   DRAM], compute (``max(MACs / MAC rate, weights / SRAM rate) + tokens x overhead`` on the chiplet), up
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
   tokens).
-- ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` over the write path and a
-  DRAM channel. ``WriteBack``: the expert's weights the same way.
+- ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
+  path and a DRAM channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
   updated weights on the backward's last) and the root compute.
 
-Two modes. ``"aggregate"`` treats a stage as one block with the classic pipeline recurrence
-(``start_s = max(free_s, start_{s-1} + item_{s-1})``, ``end_s = max(start_s + total_s, end_{s-1} + item_s)``).
-``"token"`` runs every token of a dispatch through every stage with its own replica, pair and partial
-counts (vectorised recurrence ``t_i = max(t_{i-1}, a_i) + d_i``). Both share everything else.
+Two modes. ``"aggregate"`` treats a dispatch stage as one block with the classic pipeline recurrence
+(``start_s = max(gap_s, start_{s-1} + item_{s-1})``, ``end_s = max(start_s + total_s, end_{s-1} + item_s)``)
+and cuts streams into 16 bursts. ``"token"`` sends every token of a dispatch through every stage with its
+own replica, pair and partial counts, each packet in its own gap, and cuts streams into 64 bursts. Both
+share everything else.
 """
 
 from __future__ import annotations
@@ -299,14 +303,17 @@ class Engine:
     def _stream(self, ready: float, st: _Stage) -> float:
         """A DRAM stream's pieces, each at the earliest common gap after the previous one."""
         timelines = [self.timelines[r] for r in st.resources]
-        t, first = ready, None
-        for piece in st.per_item:
-            start = common_gap(timelines, t, float(piece))
-            for tl in timelines:
-                tl.occupy(start, start + float(piece))
+        t, first, left = ready, None, st.total
+        piece = float(st.per_item[0])
+        while left > 1e-9:
+            start = common_gap(timelines, t, min(piece, left))
             first = start if first is None else first
-            t = start + float(piece)
-        self._reserve(st, first, t + st.latency, st.total)
+            # Fast path: the rest fits in one gap (the usual case), so it is one reservation.
+            size = left if all(tl.is_free(start, start + left) for tl in timelines) else min(piece, left)
+            for tl in timelines:
+                tl.occupy(start, start + size)
+            t, left = start + size, left - size
+        self._reserve(st, first if first is not None else ready, t + st.latency, st.total)
         return t + st.latency
 
     def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> float:

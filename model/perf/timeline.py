@@ -32,6 +32,11 @@ class Timeline:
             i += 1
         return t
 
+    def is_free(self, start: float, end: float) -> bool:
+        """True when nothing is busy in ``[start, end)``."""
+        i = bisect_right(self.ends, start)
+        return i == len(self.starts) or self.starts[i] >= end
+
     def occupy(self, start: float, end: float) -> None:
         """Mark ``[start, end)`` busy (it must be free: found by :meth:`earliest`)."""
         if end <= start:
