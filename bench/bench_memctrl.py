@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mozart.model.config import load_config, override
+from mozart.model.config import load_config
 from mozart.model.dram_timing import Command, DramTiming
 from mozart.model.protocol import Protocol
 

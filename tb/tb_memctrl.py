@@ -188,7 +188,6 @@ class RequestGenerator:
         p, total, maxw = self.proto, self.cfg.dram.words, self.proto.max_burst_words
         src, tag = self.sources[int(self.rng.integers(len(self.sources)))], self._tag()
         top_addr = (1 << p.addr_bits) - 1
-        wb = self.cfg.dram.word_bits
         junk = tuple(int.from_bytes(self.rng.bytes(p.flit_bits // 8), "little") for _ in range(2))
         if which == "address":
             if total > top_addr:
