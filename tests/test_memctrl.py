@@ -175,3 +175,30 @@ def test_read_latency_and_load_rate(name):
     sim.run()
     assert times["second"] - 60 == dut.read_latency
     assert 0 < dut.load_efficiency <= 1
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_outstanding_limit_backpressures(name):
+    """With port_out blocked, exactly dram.max_outstanding reads are accepted; then port_in stays not ready."""
+    cfg = CONFIGS[name]
+    dut = MemoryController(cfg)
+    proto = Protocol(cfg)
+    gen = RequestGenerator(cfg, np.random.default_rng(2))
+    flits = [proto.encode(gen.read())[0] for _ in range(cfg.dram.max_outstanding + 3)]
+    accepted = []
+
+    async def bench(ctx):
+        ctx.set(dut.port_out.ready, 0)
+        for _ in range(300):
+            f = flits[len(accepted)]
+            ctx.set(dut.port_in.valid, 1)
+            ctx.set(dut.port_in.payload, {"data": f.data, "first": 1, "last": 1})
+            if ctx.get(dut.port_in.ready):
+                accepted.append(f)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(accepted) == cfg.dram.max_outstanding == dut.max_outstanding
