@@ -108,8 +108,9 @@ def _gantt_png(plt, path: Path, model: str, data: dict) -> Path:
         ax.set_xlabel("microseconds from the layer's first command")
     axes[0].set_yticks(range(len(rows)), rows, fontsize=7)
     axes[0].invert_yaxis()
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[c]) for c in CATEGORIES]
-    axes[1].legend(handles, [LABELS[c] for c in CATEGORIES], fontsize=7, loc="lower right")
+    shown = [c for c in CATEGORIES if c != "dispatch"]  # links are not rows of the chart
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[c]) for c in shown]
+    axes[1].legend(handles, [LABELS[c] for c in shown], fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
