@@ -347,7 +347,7 @@ def test_cli_plots_a_finished_sweep_without_recomputing(real, tmp_path, capsys):
     out.write_bytes(pool.read_bytes())
     assert main(["sweep", spec.source, "--out", str(out), "--plot", str(tmp_path / "plots")]) == 0
     printed = capsys.readouterr()
-    assert "64 points (0 computed, 64 resumed, 0 not ok)" in printed.out
+    assert "64 points (0 computed, 64 resumed, 0 not ok); nothing left to run" in printed.out
     assert "all 64 points of this sweep are already done" in printed.err
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert names == ["pareto.png", "sensitivity-method.png", "sensitivity-moe.layers.png",

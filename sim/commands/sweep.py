@@ -52,10 +52,14 @@ def register(sub) -> None:
 def _run(args) -> int:
     spec = load_spec(args.spec)
     result = run_sweep(spec, args.out, workers=args.workers, cluster=args.cluster)
-    rate = result.computed / result.seconds if result.seconds > 0 else 0.0
-    print(f"{result.path}: {result.points} points ({result.computed} computed, {result.resumed} resumed, "
-          f"{result.failed} not ok) in {result.seconds:.1f} s on {result.backend} ({rate:.1f} points/s, "
-          f"{result.cpu_seconds:.1f} CPU s evaluating)")
+    counts = (f"{result.path}: {result.points} points ({result.computed} computed, {result.resumed} resumed, "
+              f"{result.failed} not ok)")
+    if result.computed:
+        rate = result.computed / result.seconds if result.seconds > 0 else 0.0
+        print(f"{counts} in {result.seconds:.1f} s on {result.backend} ({rate:.1f} points/s, "
+              f"{result.cpu_seconds:.1f} CPU s evaluating)")
+    else:
+        print(f"{counts}; nothing left to run")
     if args.plot:
         for path in plot_results(spec, read_rows(result.path), Path(args.plot), args.cost):
             print(f"wrote {path}")
@@ -130,6 +134,13 @@ def _panels(count: int):
     return fig, axes[0]
 
 
+def _scale(ax, values: list[float]) -> None:
+    # Step times of one model span orders of magnitude over sequence length and size: log keeps both ends.
+    low = min(values, default=0.0)
+    if low > 0 and max(values) / low > 20:
+        ax.set_yscale("log")
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -148,6 +159,7 @@ def _plot_pareto(rows: list[dict], cost: str, out_dir: Path) -> Path:
         ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", marker="o",
                 label=f"Pareto front ({len(front)})")
         ax.set(title=name, xlabel=cost, ylabel=STEP_TIME_COLUMN)
+        _scale(ax, [y for _, y in xy])
         ax.legend()
     return _save(fig, out_dir / "pareto.png")
 
@@ -167,6 +179,7 @@ def _plot_sensitivity(rows: list[dict], key: str, order: tuple, out_dir: Path) -
         ax.fill_between(ticks, [min(t) for t in at], [max(t) for t in at], alpha=0.2, label="min-max")
         ax.set_xticks(list(ticks), [str(v) for v in values], rotation=30 if len(values) > 6 else 0)
         ax.set(title=name, xlabel=key, ylabel=STEP_TIME_COLUMN)
+        _scale(ax, [y for t in at for y in t])
         ax.legend()
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
     return _save(fig, out_dir / f"sensitivity-{safe}.png")
