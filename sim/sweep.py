@@ -467,9 +467,13 @@ class _Journal:
                              f"{self.header['code']}): its rows would not match new ones; delete it to start over, "
                              "or resume with the code it was started with")
         rows: dict[int, dict] = {}
-        for line in lines[1:]:
-            row = json.loads(line)
-            rows.setdefault(row["index"], row)
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                row = json.loads(line)
+                rows.setdefault(row["index"], row)
+            except (json.JSONDecodeError, TypeError, KeyError):
+                raise SweepError(f"{self.path}: line {number} must be a JSON row with an index, not {line[:60]!r}; "
+                                 "the journal is damaged: delete it to start over") from None
         return rows
 
     def append(self, rows: list[dict]) -> None:

@@ -167,6 +167,13 @@ def test_outputs_of_another_sweep_are_never_mixed(spec, tmp_path):
         run_sweep(spec, out, workers=1, evaluator=Interrupt(after=3), progress=None)
     with pytest.raises(SweepError, match=r"o.csv.partial holds an interrupted run of a different spec \('engine'"):
         run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
+    journal = out.with_name("o.csv.partial")
+    good = journal.read_text()
+    journal.write_text(good.replace('{"index": 1,', '{"index": 1 oops,'))
+    with pytest.raises(SweepError, match=r"o.csv.partial: line 3 must be a JSON row with an index, not "
+                                         r"'\{\"index\": 1 oops,"):
+        run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
+    journal.write_text(good)
     run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
     with pytest.raises(SweepError, match="o.csv already holds the results of another sweep"):
         run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
