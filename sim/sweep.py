@@ -511,6 +511,8 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _output_format(out: Path, note: TextIO | None) -> tuple[Path, str]:
+    if not out.parent.is_dir():
+        raise SweepError(f"--out must be a file in an existing folder, not {str(out)!r}")
     if out.suffix == ".csv":
         return out, "csv"
     if out.suffix != ".parquet":

@@ -254,6 +254,7 @@ def test_progress_shows_done_total_and_time_left():
 @pytest.mark.parametrize("argv,message", [
     (["sweep", "/no/spec.toml", "--out", "r.csv"], "sweep spec must be an existing TOML file, not '/no/spec.toml'"),
     (["sweep", "SPEC", "--out", "r.txt"], "--out must end in .parquet or .csv, not "),
+    (["sweep", "SPEC", "--out", "no/such/r.csv"], "--out must be a file in an existing folder, not 'no/such/r.csv'"),
     (["sweep", "SPEC", "--out", "r.csv", "--workers", "0"], "argument --workers: must be a positive integer, not '0'"),
     (["sweep", "SPEC", "--out", "r.csv", "--cluster", "nowhere"], "--cluster must be 'local' or a Dask scheduler"),
     (["sweep", "SPEC"], "the following arguments are required: --out"),
