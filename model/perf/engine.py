@@ -247,12 +247,12 @@ class Engine:
             stages.append(_Stage((self._channel(d.group),) + path, restore / rate, tokens,
                                  t.dram_latency_cycles, "saving",
                                  None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate))
-        mac = w.expert_macs_per_pair(self._backward) / t.chiplet_macs_per_cycle
-        sram = len(d.experts) * self._weight_bytes() / t.sram_bytes_per_cycle
-        compute = max(d.pairs * mac, sram) + tokens * t.token_overhead_cycles
+        macs_per_pair = w.expert_macs_per_pair(self._backward)
+        compute = t.chiplet_cycles(d.pairs, tokens, len(d.experts), macs_per_pair, self._weight_bytes())
         per_token = None
-        if hits is not None:
-            per_token = np.maximum(hits * mac, sram * hits / max(d.pairs, 1)) + t.token_overhead_cycles
+        if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
+            share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
+            per_token = hits * share + t.token_overhead_cycles
         stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
         partials = d.pairs if d.per_expert else tokens
         if net.reduces and d.reduce:

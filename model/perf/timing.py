@@ -45,6 +45,15 @@ attention_dram_bytes_per_cycle : float
     The attention chiplet's DRAM (0: no attention DRAM traffic).
 act_bytes, partial_bytes, weight_bytes : float
     Bytes of one activation, partial sum (or gradient) and weight.
+
+Methods
+-------
+chiplet_cycles(pairs, tokens, experts, macs_per_pair, expert_weight_bytes)
+    The chiplet's cycles per dispatch (the cycles-per-token formula): ``max(pairs * macs_per_pair /
+    chiplet_macs_per_cycle, experts * expert_weight_bytes / sram_bytes_per_cycle) + tokens *
+    token_overhead_cycles``. A subclass may replace it with an RTL block's measured formula.
+packet_bytes(payload_bytes)
+    Link bytes of one packet (header flit + payload flits).
 """
 
 from __future__ import annotations
@@ -93,6 +102,15 @@ class HardwareTiming:
     def packet_bytes(self, payload_bytes: float) -> float:
         """Bytes a packet occupies on a link: header flit plus payload rounded up to flits."""
         return self.flit_bytes * (1 + math.ceil(payload_bytes / self.flit_bytes))
+
+    def chiplet_cycles(self, pairs: float, tokens: float, experts: int, macs_per_pair: float,
+                       expert_weight_bytes: float) -> float:
+        """Cycles a chiplet takes for one dispatch: ``pairs`` (token, expert) computations of ``tokens`` tokens
+        on ``experts`` resident experts. MAC-bound or bound by reading each expert's weights from SRAM once,
+        plus a fixed cost per token."""
+        macs = pairs * macs_per_pair / self.chiplet_macs_per_cycle
+        sram = experts * expert_weight_bytes / self.sram_bytes_per_cycle
+        return max(macs, sram) + tokens * self.token_overhead_cycles
 
     @property
     def channel_bytes_per_cycle(self) -> float:
