@@ -36,7 +36,8 @@ def cpu_seconds() -> float:
 
 def sweep() -> None:
     cpu0, t0 = cpu_seconds(), time.perf_counter()
-    cells = run_sweep(mesh=True, progress=lambda line: print(f"  [{time.perf_counter() - t0:6.1f} s] {line}", file=sys.stderr))
+    cells = run_sweep(mesh=True, progress=lambda line: print(f"  [{time.perf_counter() - t0:6.1f} s] {line}",
+                                                               file=sys.stderr))
     wall = time.perf_counter() - t0
     print(f"full sweep: {len(cells)} steps timed (3 models x 4 configs x 3 seq x 2 DRAMs + mesh) in {wall:.1f} s "
           f"wall, {cpu_seconds() - cpu0:.1f} s CPU (target < 120 s wall); load average {os.getloadavg()[0]:.1f} "
