@@ -2,8 +2,8 @@
 
 Files live in ``mozart.model.perf``'s ``params/`` folder (``hardware.toml``, ``<model>.toml``). Every
 parameter is a table with a ``value`` and a ``source`` that starts with ``paper:`` (a number of PAPER.md) or
-``assumption:`` (an open choice, with its reason). A model file names its wafer config (``config = "<preset>"``), from which the
-MoE shape comes; its parameters override the hardware file's.
+``assumption:`` (an open choice, with its reason). A model file names its wafer config
+(``config = "<preset>"``), from which the MoE shape comes; its parameters override the hardware file's.
 """
 
 from __future__ import annotations
