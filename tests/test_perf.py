@@ -195,3 +195,22 @@ def test_evaluate_rejects_an_unknown_model_in_one_line(capsys):
     assert main(["evaluate", "--models", "gpt"]) == 2
     err = capsys.readouterr().err
     assert "--models must name models of" in err and err.count("\n") == 1
+
+
+def test_breakdown_attributes_every_cycle_once_and_plots_are_written(tmp_path):
+    from mozart.model.perf.breakdown import CATEGORIES, breakdown
+    from mozart.model.perf.plots import write_plots
+
+    params = load_params("olmoe-1b-7b")
+    cfg = override(load_config(params.config), {"moe.layers": 2})
+    timing, workload = HardwareTiming.full_size(params, cfg), Workload.full_size(params, cfg)
+    trace = synthesize_for(cfg, 2048, seed=4)
+    result = simulate_step(step_schedules(cfg, contiguous(cfg), trace, "A"), trace, timing, workload, cfg,
+                           record=True)
+    bd = breakdown(result.records, result.cycles)
+    assert sum(bd.exposed.values()) + bd.idle == pytest.approx(result.cycles)
+    assert all(0 <= bd.exposed[c] <= bd.busy[c] + 1e-6 for c in CATEGORIES)
+    assert bd.hidden["weights"] > 0  # streaming hides weight loads under compute and dispatch
+    paths = write_plots(tmp_path, ["olmoe-1b-7b"], changes={"moe.layers": 2})
+    assert [p.name for p in paths] == ["olmoe-1b-7b-breakdown.png", "olmoe-1b-7b-gantt.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
