@@ -2,8 +2,8 @@
 
 Prints Table 4 (normalised step latency of Baseline/A/B/C, C_T, speedup of C) next to the paper with the
 deviation per cell, the sequence-length and HBM2/SSD sensitivity studies, with --mesh the NoP-Tree against a
-2D mesh, and which of the paper's trends hold. Progress goes to stderr. ``--plot DIR`` writes the latency breakdown
-and one layer's Gantt chart per model as PNGs.
+2D mesh, and which of the paper's trends hold. Progress goes to stderr. With --plot DIR it writes the latency
+breakdown and one layer's Gantt chart per model as PNGs.
 """
 
 from __future__ import annotations
