@@ -77,10 +77,10 @@ class Switch(wiring.Component):
         ``1 / (C * (partial_flits + 1))`` (it takes one partial flit per cycle); :meth:`reduction_rate` gives
         it for other counts.
 
-    Uniform random traffic saturates at about 0.91 flits/cycle/port with virtual output queues when a queue
-    holds about three packets (1-flit packets at depth 4, 5-flit packets at depth 16), and near Karol's
-    head-of-line bound (0.65 for 4 ports) when packets are longer than the queues or with ``voq=False``
-    (``bench/bench_switch.py`` measures it).
+    Uniform random traffic (bound 1 flit/cycle/port) saturates at 0.87-0.92 with virtual output queues when a
+    queue holds about three packets (1-flit packets at depth 4, 5-flit packets at depth 16), at 0.68 with
+    5-flit packets at depth 4, and at 0.65 with ``voq=False`` (Karol's head-of-line bound for 4 ports:
+    0.655); ``bench/bench_switch.py`` measures it.
     """
 
     def __init__(self, cfg, group: int = 0, *, buffer_depth: int | None = None,
