@@ -125,13 +125,12 @@ class Reducer(wiring.Component):
         hit_now = Signal()
         m.d.comb += hit_now.eq(match.any() & (hdr.length == PF))
         entry_now = Signal(range(E))
-        got, last_now, first_now = 0, 0, 0
+        index, last_now, first_now = 0, 0, 0  # tags are unique among live entries: at most one match
         for e in range(E):
-            entry_now_bits = Mux(match[e], e, 0)
-            got = got | entry_now_bits
+            index = index | Mux(match[e], e, 0)
             last_now = last_now | (match[e] & (received[e] + 1 == expected[e]))
             first_now = first_now | (match[e] & (received[e] == 0))
-        m.d.comb += entry_now.eq(got)
+        m.d.comb += entry_now.eq(index)
         emit_now = Signal()
         m.d.comb += emit_now.eq(~hit_now | last_now)
 

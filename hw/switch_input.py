@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.protocol import Protocol
 
 from .arbiter import lowest_one
-from .protocol import PacketKind, flit_layout, header_layout, link_signature
+from .protocol import PacketKind, header_layout, link_signature
 
 __all__ = ["SwitchInput"]
 
