@@ -8,6 +8,7 @@ ends by checking that nothing is left (no loss) and fails if no flit moves for a
 from __future__ import annotations
 
 import collections
+import gc
 
 import numpy as np
 import pytest
@@ -26,6 +27,15 @@ pytestmark = [
     # amaranth.sim closes the still-running background drivers at the end; Python reports that as unraisable.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_unused_switches():
+    """Switches built only for their properties or their errors are never elaborated; collect them while the
+    filter above is active, not later inside another test."""
+    yield
+    gc.collect()
+
 
 WATCHDOG = 300  # cycles without any flit moving while work is pending = a deadlock
 
