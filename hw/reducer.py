@@ -63,7 +63,8 @@ class Reducer(wiring.Component):
     latency : int
         0: a result's head leaves in the cycle the last partial's head arrives (if ``o`` is ready).
     flits_per_cycle : float
-        1.0 flit of partials taken in per cycle.
+        1.0 flit of partials taken in per cycle, so ``1 / (n * (partial_flits + 1))`` tokens per cycle for
+        ``n`` partials per token (``Switch.reduction_rate``).
     """
 
     latency = 0
@@ -89,10 +90,6 @@ class Reducer(wiring.Component):
     @property
     def entries(self) -> int:
         return self._entries
-
-    def tokens_per_cycle(self, contributions: int) -> float:
-        """Tokens reduced per cycle when every token has ``contributions`` partials: one flit per cycle in."""
-        return 1.0 / (contributions * (self._proto.partial_flits + 1))
 
     def elaborate(self, platform):
         m = Module()
