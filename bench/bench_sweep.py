@@ -12,8 +12,9 @@ a fresh output file:
 
 Wall times are of :func:`mozart.sim.sweep.run_sweep` as a whole: spec expansion, starting the workers
 (spawned interpreters that import numpy, the placers and the model; the Dask scheduler), every evaluation,
-and writing the Parquet file. Nothing is cached between runs except the OS's file cache. The load average
-is printed around every run: on a shared machine other processes take cores, and the numbers say so.
+and writing the Parquet file. Nothing is cached between runs except the OS's file cache. Around every run the
+load average and the CPU time other processes took meanwhile are printed: on a shared machine they take
+cores, and the numbers say so.
 
 Run: ``python bench/bench_sweep.py [SPEC] [--skip-dask]``.
 """
@@ -33,13 +34,30 @@ from mozart.sim.sweep import read_rows, run_sweep
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "docs" / "sweep-example.toml"
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (Linux /proc/stat), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_run(spec, out: Path, **backend) -> tuple[float, object]:
-    """Run the sweep; its wall time, and the load average seen (other processes share the cores)."""
-    before = os.getloadavg()[0]
-    start = time.perf_counter()
+    """Run the sweep; its wall time, and how much CPU other processes took meanwhile (they share the cores)."""
+    before, busy = os.getloadavg()[0], machine_busy_seconds()
+    start, own = time.perf_counter(), time.process_time()
     result = run_sweep(spec, out, progress=None, **backend)
-    seconds = time.perf_counter() - start
-    print(f"    (1-minute load average {before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    seconds, own = time.perf_counter() - start, time.process_time() - own
+    line = f"    (1-minute load average {before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    if busy is not None:
+        # The machine's busy time minus this process's and the workers' evaluation time: roughly what
+        # everything else used (worker start-up and Dask's own processes count as "else" too).
+        others = max(0.0, machine_busy_seconds() - busy - own
+                     - (result.cpu_seconds if backend.get("workers", 1) > 1 or "cluster" in backend else 0.0))
+        line += f"; other processes used about {others:.0f} CPU s, {others / seconds:.0%} of a core"
+    print(line + ")")
     return seconds, result
 
 
