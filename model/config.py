@@ -33,7 +33,7 @@ from .errors import ConfigError
 __all__ = [
     "TreeConfig", "MoEConfig", "TrainingConfig", "NumericsConfig", "HardwareConfig", "DramConfig",
     "WaferConfig", "ACTIVATIONS", "load_config", "preset_names", "preset_text", "config_from_dict",
-    "override", "to_toml",
+    "override", "to_dict", "to_toml",
 ]
 
 ACTIVATIONS = ("relu", "silu", "gelu")

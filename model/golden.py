@@ -31,8 +31,9 @@ The expert FFN, stage by stage (``n`` = length of the dot product: d_model for W
    ``a`` bits (the expert output is an activation in the token's format).
 4. Per local expert ``e`` selected by the route word: ``gy_e = sat_p(gate_e * y_e)`` (gates unsigned).
 5. The chiplet's partial: ``P = 0; for e ascending: P = saturating_add(P, gy_e, p)``.
-6. Switch and root: ``saturating_add`` of partials (chiplets of a group ascending, then groups ascending in
-   :func:`moe_layer`).
+6. Switch and root: :func:`reduce_partials`, the *exact* sum of the partials saturated once to ``p`` bits (the
+   switch adds its chiplets' partials, the root its groups' results). An exact sum does not depend on the
+   order in which partials arrive, so the network's timing never changes a result.
 
 Rounding: :func:`rshift_round` divides by ``2**s`` rounding half away from zero:
 ``floor((v + 2**(s-1) - [v < 0]) / 2**s)`` (exact for every integer ``v``; ``s = 0`` is the identity).
@@ -52,9 +53,10 @@ Width proofs
 - ``gate * y``: ``|g*y| <= (2**g - 1) * 2**(a-1) < 2**(a+g-1)``: fits signed ``a + g`` bits, then clamps to ``p``.
 - Sums of partials: a token selects ``top_k`` experts in all, so the exact sum over every chiplet and group
   is below ``top_k * 2**(a+g-1)``, which fits ``a + g + ceil(log2 top_k)`` bits. If ``partial_bits`` is at
-  least that (:func:`reduction_is_exact`; defaults: 17 <= 32), no ``saturating_add`` ever clamps, so the
-  switch and the root may add in any arrival order and still match :func:`moe_layer` bit for bit. Smaller
-  ``partial_bits`` saturate, and the result then depends on the order of the additions.
+  least that (:func:`reduction_is_exact`; defaults: 17 <= 32), no saturation ever clamps. Smaller
+  ``partial_bits`` clamp, but only once per reduction: a switch's sum of ``C`` partials fits
+  ``p + ceil(log2 C)`` bits and the root's sum of ``G`` group results ``p + ceil(log2 G)`` bits, the guard bits
+  the RTL keeps in its accumulators, so the result is still independent of arrival order.
 
 Activation saving
 -----------------
@@ -75,7 +77,7 @@ from .errors import ConfigError
 from .protocol import Packet, PacketKind, Protocol, pack_elements
 
 __all__ = [
-    "Formats", "formats", "saturate", "saturating_add", "rshift_round", "exact_acc_bits", "reduction_is_exact",
+    "Formats", "formats", "saturate", "saturating_add", "reduce_partials", "rshift_round", "exact_acc_bits", "reduction_is_exact",
     "activation_table", "activate", "expert_hidden", "expert_ffn", "gate_products", "chiplet_partial",
     "moe_layer", "quantise", "dequantise", "moe_layer_float", "expert_image", "expert_image_flits",
     "hidden_flits", "activation_entry_words", "activation_addr", "activation_region_words", "save_packets",
@@ -99,6 +101,17 @@ def saturating_add(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
     if not 1 <= bits <= 62:
         raise ValueError(f"bits must be between 1 and 62, not {bits!r}")
     return saturate(np.asarray(a, dtype=np.int64) + np.asarray(b, dtype=np.int64), bits)
+
+
+def reduce_partials(partials, bits: int) -> np.ndarray:
+    """The in-network reduction (switch and root): ``partials [n, ...]`` summed exactly, then saturated once.
+
+    A chain of two-operand saturating adds would depend on the order of the operands once one clamps; the
+    exact sum does not, and the hardware sees partials in whatever order the network delivers them."""
+    partials = np.asarray(partials, dtype=np.int64)
+    if partials.ndim == 0 or partials.shape[0] == 0:
+        raise ValueError(f"a reduction needs at least one partial, not shape {partials.shape}")
+    return saturate(partials.sum(axis=0), bits)
 
 
 def rshift_round(v, shift: int) -> np.ndarray:
@@ -281,9 +294,9 @@ def moe_layer(x, w1, w2, experts, gates, expert_to_chiplet, cfg) -> np.ndarray:
     expert_to_chiplet : ``[E]`` global chiplet index per expert (one layer of a
         :class:`~mozart.model.placement.Placement`); local index = ascending global id within a chiplet
 
-    Each chiplet computes :func:`chiplet_partial` over its selected local experts; the switch adds its
-    chiplets' partials (ascending chiplet index), the root adds the groups (ascending group), all with
-    :func:`saturating_add` starting from 0. Chiplets and groups a token does not reach contribute nothing.
+    Each chiplet computes :func:`chiplet_partial` over its selected local experts; the switch reduces its
+    chiplets' partials and the root the groups' results, both with :func:`reduce_partials`. Chiplets and
+    groups a token does not reach contribute nothing.
     """
     x = np.asarray(x, dtype=np.int64)
     w1 = np.asarray(w1, dtype=np.int64)
@@ -294,9 +307,9 @@ def moe_layer(x, w1, w2, experts, gates, expert_to_chiplet, cfg) -> np.ndarray:
     bits = cfg.numerics.partial_bits
     if e2c.shape != (cfg.moe.experts,):
         raise ValueError(f"expert_to_chiplet must have {cfg.moe.experts} entries, not shape {e2c.shape}")
-    out = np.zeros(x.shape, dtype=np.int64)
+    group_results = []
     for g in range(cfg.groups):
-        group_sum = np.zeros(x.shape, dtype=np.int64)
+        chiplet_partials = [np.zeros(x.shape, dtype=np.int64)]
         for c in range(cfg.chiplets_per_group):
             chiplet = g * cfg.chiplets_per_group + c
             local = np.flatnonzero(e2c == chiplet)
@@ -310,9 +323,9 @@ def moe_layer(x, w1, w2, experts, gates, expert_to_chiplet, cfg) -> np.ndarray:
             if not reached.any():
                 continue
             p = chiplet_partial(x, (w1[local], w2[local]), mask, gl, cfg)
-            group_sum = np.where(reached[:, None], saturating_add(group_sum, p, bits), group_sum)
-        out = saturating_add(out, group_sum, bits)
-    return out
+            chiplet_partials.append(np.where(reached[:, None], p, 0))
+        group_results.append(reduce_partials(chiplet_partials, bits))
+    return reduce_partials(group_results, bits)
 
 
 # -- quantisation and the float reference --------------------------------------------------------------------

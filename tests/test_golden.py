@@ -89,6 +89,19 @@ def test_saturating_add_is_the_clamped_sum(args):
     assert got.dtype == np.int64 and int(got[0]) == clamp(a + b, bits)
 
 
+def test_reduce_partials_saturates_once_whatever_the_order():
+    hi = 2**7 - 1
+    partials = np.array([[hi], [hi], [-hi]])
+    # a chain of two-operand saturating adds depends on the order once it clamps ...
+    chain = lambda ps: golden.saturating_add(golden.saturating_add(ps[0], ps[1], 8), ps[2], 8)  # noqa: E731
+    assert chain(partials).tolist() != chain(partials[::-1]).tolist()
+    # ... the reduction of the switch and the root does not
+    assert golden.reduce_partials(partials, 8).tolist() == [hi] == golden.reduce_partials(partials[::-1], 8).tolist()
+    assert golden.reduce_partials([[hi], [hi]], 8).tolist() == [hi]
+    with pytest.raises(ValueError, match="at least one partial"):
+        golden.reduce_partials(np.zeros((0, 3)), 8)
+
+
 def test_saturating_add_rails_and_arrays():
     hi, lo = 2**31 - 1, -2**31
     a = np.array([hi, lo, hi, lo, 5])
