@@ -96,7 +96,10 @@ def _clog2(n: int) -> int:
 
 
 def pack_fields(fields: Sequence[Field], values: Mapping[str, int | Sequence[int]], what: str = "packet") -> int:
-    """Pack ``values`` LSB first in the order of ``fields``; a missing value is 0. Array fields take sequences."""
+    """Pack ``values`` LSB first in the order of ``fields``; a missing value is 0.
+
+    Array fields take sequences; a field of count 1 takes an int or a one-element sequence, so that callers
+    need not special-case configs where an array happens to have one element (one expert per chiplet)."""
     unknown = set(values) - {f.name for f in fields}
     if unknown:
         raise ProtocolError(f"{what} has no field {sorted(unknown)[0]!r}; its fields are "
@@ -104,7 +107,7 @@ def pack_fields(fields: Sequence[Field], values: Mapping[str, int | Sequence[int
     word, offset = 0, 0
     for f in fields:
         raw = values.get(f.name, 0)
-        elements = list(raw) if f.count > 1 else [raw]
+        elements = [raw] if isinstance(raw, (int, np.integer)) else list(raw)
         if len(elements) != f.count:
             raise ProtocolError(f"{what}.{f.name} must have {f.count} elements, not {len(elements)}")
         for i, v in enumerate(elements):

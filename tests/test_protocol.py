@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mozart.model.config import load_config
+from mozart.model.config import load_config, override
 from mozart.model.errors import ProtocolError
 from mozart.model.protocol import Flit, Packet, PacketKind, Protocol, pack_elements, unpack_elements
 
@@ -84,3 +84,12 @@ def test_hardware_layouts_match_the_model(name):
             assert inner[f.name].offset == off
             off += f.bits
     assert route_layout(cfg).size == proto.route_bits
+
+
+def test_route_word_round_trips_with_one_expert_per_chiplet():
+    cfg = override(load_config("tiny"), {"moe.experts": 4})
+    proto = Protocol(cfg)
+    assert proto.unpack_route(proto.pack_route((1,), (200,))) == ((1,), (200,))
+    assert proto.unpack_route(proto.pack_route(1, 200)) == ((1,), (200,))
+    with pytest.raises(ProtocolError, match="must have 1 elements, not 2"):
+        proto.pack_route((1, 0), (3, 4))
