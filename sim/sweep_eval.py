@@ -2,7 +2,7 @@
 
 :func:`evaluate_point` is what every backend of :mod:`mozart.sim.sweep` calls for a point: config, traces,
 placement, schedules, one simulated training step, and the row's outputs (step time and its breakdown,
-C_T, per-link busy time). Each worker process keeps small caches of the intermediate results that
+C_T, per-link bytes and busy time). Each worker process keeps small caches of the intermediate results that
 neighbouring points share; they change run times, never rows.
 
 :func:`code_fingerprint` hashes the code and data those rows depend on, so that a sweep never mixes rows of
@@ -142,18 +142,23 @@ _LINK_KINDS = ("root-down", "root-up", "leaf-down", "leaf-up", "mesh")
 
 
 def _link_columns(step, timing) -> dict[str, Any]:
-    """Seconds each network link is busy during the step, the busiest link and its utilisation.
+    """Bytes each network link carries during the step, the seconds it is busy, and the busiest link.
 
-    The engine records, for every transfer crossing a link, the transfer's bytes at the link's bandwidth
-    plus its hop latency; the busy time is the union of those intervals (the traffic, in time, up to the
-    hop latencies). Links are named ``root-down.G``, ``leaf-up.C``, ``mesh.R:X-R:X2``.
+    The engine records, for every transfer crossing a link, its bytes and its interval: the bytes at the
+    link's bandwidth plus its hop latency. The busy time is the union of those intervals. Links are named
+    ``root-down.G``, ``leaf-up.C``, ``mesh.R:X-R:X2``.
     """
     spans: dict[str, list[tuple[float, float]]] = {}
+    traffic: dict[str, float] = {}
     for record in step.records:
         if record.resource[0] in _LINK_KINDS:
-            spans.setdefault(_link_name(record.resource), []).append((record.start, record.end))
+            name = _link_name(record.resource)
+            spans.setdefault(name, []).append((record.start, record.end))
+            traffic[name] = traffic.get(name, 0.0) + record.nbytes
     busy = {name: _union_length(intervals) for name, intervals in spans.items()}
-    out: dict[str, Any] = {f"link_busy_s.{name}": timing.seconds(busy[name]) for name in sorted(busy, key=_link_order)}
+    names = sorted(busy, key=_link_order)
+    out: dict[str, Any] = {f"link_bytes.{name}": traffic[name] for name in names}
+    out.update({f"link_busy_s.{name}": timing.seconds(busy[name]) for name in names})
     busiest = max(sorted(busy, key=_link_order), key=busy.__getitem__, default=None)
     out["link_busiest"] = busiest
     out["link_busy_max_s"] = timing.seconds(busy[busiest]) if busiest else 0.0

@@ -318,6 +318,25 @@ def test_real_rows_hold_every_input_and_output(real):
                          else {"root-down", "root-up", "mesh"})
         assert r["link_busy_max_s"] == max(links.values()) == links["link_busy_s." + r["link_busiest"]]
         assert 0 < r["link_utilisation_max"] <= 1
+        traffic = {k.removeprefix("link_bytes."): v for k, v in r.items() if k.startswith("link_bytes.") and v}
+        assert traffic.keys() == {k.removeprefix("link_busy_s.") for k in links}
+
+
+def test_real_rows_count_fewer_root_bytes_with_deduplication(real):
+    """B sends one replica per destination chiplet and reduces in the switches, the Baseline one per expert:
+    on the same point, every link between the root and a switch carries fewer bytes (tree; olmoe, whose
+    chiplets hold 4 experts each: wafer4x4 holds one, so there a chiplet replica is an expert replica)."""
+    rows = [r for r in read_rows(real[1]) if r["perf.network"] == "tree" and r["config"] == "olmoe-1b-7b"]
+    by_point = {(r["config"], r["method"], r["training.seq_len"], r["variant"]): r for r in rows}
+    compared = 0
+    for (config, method, seq_len, variant), b in by_point.items():
+        if variant != "B":
+            continue
+        base = by_point[(config, method, seq_len, "baseline")]
+        for link in (k for k in b if k.startswith("link_bytes.root-")):
+            assert 0 < b[link] < base[link], (config, method, seq_len, link)
+            compared += 1
+    assert compared == 2 * 2 * 2 * 4  # methods x seq_lens x (down, up) x 4 groups
 
 
 def test_real_sweep_on_dask_gives_identical_rows(real, dask_scheduler, tmp_path):

@@ -63,6 +63,7 @@ class Record(NamedTuple):
     end: float
     layer: int
     phase: str
+    nbytes: float = 0.0  # bytes the interval moves over the resource (links and DRAM); 0 for compute
 
 
 @dataclass
@@ -73,6 +74,7 @@ class _Stage:
     latency: float = 0.0
     category: str = "dispatch"
     per_item: np.ndarray | None = None  # token mode: cycles of each item
+    nbytes: float = 0.0  # bytes moved over each of the resources (transfers and DRAM streams)
 
 
 @dataclass
@@ -202,7 +204,8 @@ class Engine:
         # on shared links. The per-token mode cuts it into up to 64 pieces, the aggregated mode into 8.
         pieces = _STREAM_PIECES[self.mode]
         chunks = max(1, min(pieces, math.ceil(nbytes / (t.flit_bytes * t.burst_flits))))
-        stage = _Stage(resources, nbytes / rate, chunks, latency, category, np.full(chunks, nbytes / rate / chunks))
+        stage = _Stage(resources, nbytes / rate, chunks, latency, category, np.full(chunks, nbytes / rate / chunks),
+                       nbytes)
         return self._stream(ready, stage)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
@@ -222,7 +225,7 @@ class Engine:
         if self._backward and cmd.id == self._plan_now.last_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
         stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
-                         t.dram_latency_cycles, "weights"),
+                         t.dram_latency_cycles, "weights", nbytes=nbytes),
                   _Stage((("root",),), cmd.tokens * w.root_macs_per_token(self._backward) / t.root_macs_per_cycle,
                          cmd.tokens, 0.0, "attention")]
         return self._pipeline(ready, stages, bulk=not self._streaming)
@@ -246,7 +249,8 @@ class Engine:
             rate = self._path_rate(path, dram=True)
             stages.append(_Stage((self._channel(d.group),) + path, restore / rate, tokens,
                                  t.dram_latency_cycles, "saving",
-                                 None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate))
+                                 None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate,
+                                 restore))
         macs_per_pair = w.expert_macs_per_pair(self._backward)
         compute = t.chiplet_cycles(d.pairs, tokens, len(d.experts), macs_per_pair, self._weight_bytes())
         per_token = None
@@ -279,7 +283,7 @@ class Engine:
             counts = np.ones(tokens) if per_token_packets is None else np.asarray(per_token_packets, dtype=float)
             per_item = counts * packet_bytes / rate
         return _Stage(path, packets * packet_bytes / rate, max(int(round(packets)), 1), len(path) * t.hop_cycles,
-                      "dispatch", per_item)
+                      "dispatch", per_item, packets * packet_bytes)
 
     # -- stage chains ----------------------------------------------------------------------------------------
     def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
@@ -344,7 +348,8 @@ class Engine:
             self._last_compute_end = end  # SaveActivations of this dispatch starts here
         if self.record:
             for r in st.resources:
-                self.records.append(Record(st.category, r, start, start + work, self._layer, self._phase))
+                self.records.append(Record(st.category, r, start, start + work, self._layer, self._phase,
+                                           st.nbytes))
 
 
 def _sync(cmd, ready: float) -> float:
