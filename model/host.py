@@ -1,0 +1,141 @@
+"""The root node's host interface: command words, their field specs, and the root's transaction-level model.
+
+Plain Python derived from the config, in the style of :mod:`mozart.model.protocol`: ``mozart.hw.root`` builds
+its Amaranth layouts from these :class:`~mozart.model.protocol.Field` lists, and ``mozart.tb`` packs commands
+with :meth:`HostInterface.encode`. ``docs/wafer.md`` describes the interface.
+
+Streams
+-------
+``host_in`` and ``host_out`` have the links' flit layout (``data`` of ``hardware.flit_bits``, ``first``,
+``last``). A host **command** is one header word, LSB first ``op (3) | arguments of op``, and for TOKEN the
+token's routing (``route_flits`` flits: ``valid[k] | experts[k] | gates[k]``, LSB first) and its
+``token_flits`` activation flits (packed like a DISPATCH's token). An **output** is ``partial_flits``
+flits (``first`` on the first, ``last`` on the last): the token's combined result, ``partial_bits`` signed
+elements packed like a COMBINE. The root returns outputs **in token order** (it reorders by tag).
+
+Commands (executed strictly in order; a WAIT holds every later command)
+-------------------------------------------------------------------------
+``TABLE``          ``expert -> (group, chiplet, local)``: one entry of the expert table (local = the expert's
+                   index on its chiplet, ascending global id).
+``LOAD``           a LOAD packet to ``memctrl(group)``: stream the image at word ``addr`` into ``(chiplet, slot)``
+                   as local expert ``local``. Clears the root's LOADED bit of ``(group, chiplet, slot)``.
+``WAIT_LOADED``    hold until LOADED of ``(group, chiplet, slot)`` arrived.
+``WAIT_COMBINED``  hold until every result dispatched to the groups in the ``groups`` mask is back.
+``TOKEN``          dispatch a token: ``experts[k]``/``gates[k]`` with ``valid[k]``, combine entry ``token``
+                   (the token's index modulo ``entries``), ``first``/``final`` (its first/last dispatch of the
+                   layer: a token whose experts are split over weight rounds is dispatched once per round),
+                   ``dedup`` (one DISPATCH per destination group with per-chiplet masks and gates and
+                   ``reduce=1``; 0: one DISPATCH per selected expert, ``reduce=0``: the Baseline and A) and
+                   ``save`` (the DISPATCH ``save`` bit).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from .errors import ConfigError, ProtocolError
+from .protocol import Field, Flit, Protocol, pack_fields, unpack_fields
+
+__all__ = ["HostOp", "HostCommand", "HostInterface", "OP_BITS"]
+
+OP_BITS = 3
+
+
+class HostOp(enum.IntEnum):
+    TABLE = 0
+    LOAD = 1
+    WAIT_LOADED = 2
+    WAIT_COMBINED = 3
+    TOKEN = 4
+
+
+def _clog2(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class HostCommand:
+    op: HostOp
+    args: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
+    payload: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={list(v) if isinstance(v, (tuple, list)) else v}" for k, v in self.args.items())
+        return f"{HostOp(self.op).name}({args})"
+
+
+class HostInterface:
+    """Field specs and codecs of the root's host interface for one config.
+
+    Attributes
+    ----------
+    entries : int
+        Combine entries of the root (``2 ** hardware.tag_bits``): tokens in flight at once; a token's entry
+        (and its packets' tag) is its index modulo ``entries``.
+    guard_bits : int
+        Extra accumulator bits of the root's combine: ``clog2(top_k)`` (a token has at most ``top_k``
+        contributions, one per expert in the Baseline), so the sum is exact and saturated once
+        (:func:`mozart.model.golden.reduce_partials`).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.proto = proto = Protocol(cfg)
+        k = cfg.moe.top_k
+        self.entries = 1 << cfg.hardware.tag_bits
+        self.group_bits = _clog2(cfg.groups)
+        self.expert_id_bits = _clog2(cfg.moe.experts)
+        self.guard_bits = max(1, math.ceil(math.log2(k))) if k > 1 else 1
+        self.token_flits = proto.token_flits
+        self.output_flits = proto.partial_flits
+        group, chiplet = Field("group", self.group_bits), Field("chiplet", proto.chiplet_bits)
+        slot, local = Field("slot", proto.slot_bits), Field("local", proto.expert_bits)
+        self.fields: dict[HostOp, tuple[Field, ...]] = {
+            HostOp.TABLE: (Field("expert", self.expert_id_bits), group, chiplet, local),
+            HostOp.LOAD: (group, chiplet, slot, local, Field("addr", proto.addr_bits)),
+            HostOp.WAIT_LOADED: (group, chiplet, slot),
+            HostOp.WAIT_COMBINED: (Field("groups", 1, cfg.groups),),
+            HostOp.TOKEN: (Field("token", cfg.hardware.tag_bits), Field("first", 1), Field("final", 1),
+                           Field("dedup", 1), Field("save", 1)),
+        }
+        #: The routing of a TOKEN, in the ``route_flits`` flits after its header (before the token).
+        self.route_fields = (Field("valid", 1, k), Field("experts", self.expert_id_bits, k),
+                             Field("gates", cfg.numerics.gate_bits, k))
+        self.route_flits = math.ceil(sum(f.bits for f in self.route_fields) / cfg.hardware.flit_bits)
+        self.header_bits = OP_BITS + max(sum(f.bits for f in fs) for fs in self.fields.values())
+        if self.header_bits > cfg.hardware.flit_bits:
+            raise ConfigError(f"hardware.flit_bits must hold the {self.header_bits}-bit host command header, "
+                              f"not {cfg.hardware.flit_bits!r}")
+
+    def flits(self, op: HostOp) -> int:
+        """Flits of one command of kind ``op`` on ``host_in``."""
+        return 1 + (self.route_flits + self.token_flits if op is HostOp.TOKEN else 0)
+
+    def encode(self, cmd: HostCommand) -> list[Flit]:
+        op = HostOp(cmd.op)
+        route_names = {f.name for f in self.route_fields}
+        head = {k: v for k, v in cmd.args.items() if op is not HostOp.TOKEN or k not in route_names}
+        word = int(op) | (pack_fields(self.fields[op], head, f"host {op.name}") << OP_BITS)
+        words = [word]
+        if op is HostOp.TOKEN:
+            if len(cmd.payload) != self.token_flits:
+                raise ProtocolError(f"host TOKEN must carry {self.token_flits} token flits, not {len(cmd.payload)}")
+            route = pack_fields(self.route_fields, {k: v for k, v in cmd.args.items() if k in route_names},
+                                "host TOKEN routing")
+            mask = (1 << self.cfg.hardware.flit_bits) - 1
+            words += [(route >> (i * self.cfg.hardware.flit_bits)) & mask for i in range(self.route_flits)]
+        elif cmd.payload:
+            raise ProtocolError(f"host {op.name} must carry no payload, not {len(cmd.payload)} flits")
+        words += list(cmd.payload)
+        return [Flit(w, i == 0, i == len(words) - 1) for i, w in enumerate(words)]
+
+    def decode_header(self, word: int) -> HostCommand:
+        op_value = word & ((1 << OP_BITS) - 1)
+        try:
+            op = HostOp(op_value)
+        except ValueError:
+            raise ProtocolError(f"host command op must be one of {[o.value for o in HostOp]}, not {op_value}") from None
+        return HostCommand(op, unpack_fields(self.fields[op], word >> OP_BITS))
