@@ -93,9 +93,14 @@ def _locals(e2c: np.ndarray) -> np.ndarray:
 
 
 def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, variant: str = "C",
-              tokens: int = 256, layer: int = 0, fault: str = "none") -> WaferRun:
-    """Everything the testbench needs for one layer; see the module doc. ``trace`` None: a synthetic trace of
-    ``tokens`` tokens from ``seed`` (:func:`mozart.model.synth.synthesize_for`)."""
+              tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
+              fault: str = "none") -> WaferRun:
+    """Everything the testbench needs for one layer; see the module doc.
+
+    ``trace`` None: a synthetic trace of ``tokens`` tokens from ``seed`` (:func:`mozart.model.synth.synthesize_for`,
+    with Zipf popularity exponent ``skew`` if given: 1.5 makes a few hot experts take most tokens). ``slots``:
+    weight slots the schedule uses per chiplet (default ``hardware.sram_slots``); fewer slots than experts per
+    chiplet make the schedule reload slots mid-layer."""
     from .placers import place  # noqa: PLC0415 (the placers import networkx and scipy)
     from .synth import synthesize_for  # noqa: PLC0415
 
@@ -111,7 +116,7 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     proto = host.proto
     placement = placement or default_placement(variant)
     if trace is None:
-        trace = synthesize_for(cfg, tokens, seed)
+        trace = synthesize_for(cfg, tokens, seed, **({} if skew is None else {"skew": skew}))
     trace.check_fits(cfg)
     if not 0 <= layer < trace.layers:
         raise ConfigError(f"layer must be in 0..{trace.layers - 1} (the trace's layers), not {layer!r}")
@@ -120,7 +125,11 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     trace = trace.layer(layer).head(tokens)
     plc = place(trace, cfg, placement, seed=seed)
     e2c = plc.expert_to_chiplet[0].astype(np.int64)
-    schedule = build_schedule(cfg, plc, trace, 0, variant)
+    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
+                              or not 1 <= slots <= cfg.hardware.sram_slots):
+        raise ConfigError(f"slots must be between 1 and hardware.sram_slots ({cfg.hardware.sram_slots}), "
+                          f"not {slots!r}")
+    schedule = build_schedule(cfg, plc, trace, 0, variant, slots=slots)
 
     # -- data (seeded, independent streams) ------------------------------------------------------------------
     num, moe = cfg.numerics, cfg.moe

@@ -18,7 +18,8 @@ root is stuck on.
 Environment (set by ``mozart cosim wafer`` and the tests): ``MOZART_VARIANT`` (baseline, A, B, C),
 ``MOZART_PLACEMENT`` (a placement method; default: ``mozart`` for C, ``contiguous`` otherwise),
 ``MOZART_TOKENS`` (256), ``MOZART_TRACE`` (a trace file; default a synthetic trace of the seed),
-``MOZART_LAYER`` (0), ``MOZART_IDLE`` and ``MOZART_BACKPRESSURE`` (probabilities, default 0.2 each),
+``MOZART_LAYER`` (0), ``MOZART_SLOTS`` (weight slots the schedule uses; fewer than the experts per chiplet
+force reloads mid-layer), ``MOZART_SKEW`` (Zipf exponent of the synthetic trace: hot experts), ``MOZART_IDLE`` and ``MOZART_BACKPRESSURE`` (probabilities, default 0.2 each),
 ``MOZART_FAULT`` (``drop-load`` to test the watchdog).
 """
 
@@ -94,6 +95,8 @@ class WaferBench:
                              placement=os.environ.get("MOZART_PLACEMENT") or None,
                              variant=os.environ.get("MOZART_VARIANT") or "C",
                              tokens=env_int("MOZART_TOKENS", 256), layer=env_int("MOZART_LAYER", 0),
+                             slots=env_int("MOZART_SLOTS", 0) or None,
+                             skew=env_float("MOZART_SKEW", -1.0) if os.environ.get("MOZART_SKEW") else None,
                              fault=os.environ.get("MOZART_FAULT") or "none")
         self.idle = env_float("MOZART_IDLE", 0.2)
         self.backpressure = env_float("MOZART_BACKPRESSURE", 0.2)
