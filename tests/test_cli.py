@@ -41,3 +41,18 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "mozart.sim", "config", "list"], capture_output=True, text=True)
     assert out.returncode == 0 and "wafer4x4" in out.stdout
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["cosim", "wafer", "--variant", "D"], "--variant must be one of baseline, A, B, C, not 'D'"),
+    (["cosim", "wafer", "--placement", "nope"], "--placement must be one of"),
+    (["cosim", "wafer", "--trace", "/no/such.npz"], "--trace must be an existing trace file"),
+    (["cosim", "wafer", "--tokens", "2"], "tokens must be an integer of at least"),
+    (["cosim", "wafer", "--idle", "1.5"], "--idle must be a probability"),
+    (["cosim", "wafer", "--compare", "--variant", "C"], "--compare runs every variant"),
+    (["cosim", "fifo", "--variant", "C"], "--variant is an option of 'mozart cosim wafer'"),
+])
+def test_wafer_cosim_bad_arguments_exit_2_before_building(argv, message, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1

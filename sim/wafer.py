@@ -1,0 +1,137 @@
+"""Running the wafer's end-to-end co-simulation from Python or the command line (``mozart cosim wafer``).
+
+:func:`run_layer` builds (or reuses) the wafer for a config, runs ``tb/tb_wafer.py`` for one variant and returns
+a :class:`LayerResult`; :func:`compare` runs Baseline, A, B and C on the same trace and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mozart.model.errors import MozartError
+from mozart.model.schedule import VARIANTS
+from mozart.model.wafer_run import default_placement
+
+__all__ = ["LayerResult", "validate", "run_layer", "compare", "format_layer", "format_compare", "check_probability"]
+
+
+@dataclass
+class LayerResult:
+    variant: str
+    cosim: object          # mozart.sim.cosim.CosimResult
+    summary: dict          # what tb_wafer wrote (empty if the simulator stopped early)
+
+    @property
+    def ok(self) -> bool:
+        return self.cosim.ok
+
+    @property
+    def cycles(self) -> float:
+        return self.summary.get("cycles", float("nan"))
+
+    @property
+    def model_cycles(self) -> float:
+        return self.summary.get("model_cycles", float("nan"))
+
+
+def check_probability(name: str, p: float) -> float:
+    if not 0.0 <= p < 1.0:
+        raise MozartError(f"{name} must be a probability in [0, 1), not {p!r}")
+    return p
+
+
+def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
+             tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
+             idle: float = 0.0, backpressure: float = 0.0) -> None:
+    """Raise :class:`MozartError` (one line) for bad arguments before anything is built or simulated."""
+    from mozart.model.placers import method_names  # noqa: PLC0415
+    from mozart.model.trace_io import load_trace  # noqa: PLC0415
+    from mozart.model.wafer_run import build_run  # noqa: PLC0415
+
+    if variant not in VARIANTS:
+        raise MozartError(f"--variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    if placement is not None and placement not in method_names():
+        raise MozartError(f"--placement must be one of {', '.join(method_names())}, not {placement!r}")
+    if trace is not None and not Path(trace).is_file():
+        raise MozartError(f"--trace must be an existing trace file, not {trace!r}")
+    check_probability("--idle", idle)
+    check_probability("--backpressure", backpressure)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MozartError(f"--seed must be a non-negative integer, not {seed!r}")
+    # the model's own checks (trace shape, tokens, slots, entries)
+    build_run(cfg, trace=load_trace(trace) if trace else None, seed=seed, placement=placement, variant=variant,
+              tokens=tokens, layer=layer, slots=slots, skew=skew)
+
+
+def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
+              tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
+              idle: float = 0.0, backpressure: float = 0.0, waves: bool = False, built=None,
+              timeout: float | None = None) -> LayerResult:
+    """One layer of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s."""
+    from mozart.sim import cosim  # noqa: PLC0415
+    from mozart.sim.build import build  # noqa: PLC0415
+
+    validate(cfg, variant=variant, seed=seed, trace=trace, placement=placement, tokens=tokens, layer=layer,
+             slots=slots, skew=skew, idle=idle, backpressure=backpressure)
+    built = built or build("wafer", cfg, waves=waves)
+    env = {"MOZART_VARIANT": variant, "MOZART_TOKENS": tokens, "MOZART_LAYER": layer,
+           "MOZART_IDLE": idle, "MOZART_BACKPRESSURE": backpressure,
+           "MOZART_PLACEMENT": placement or "", "MOZART_TRACE": str(Path(trace).absolute()) if trace else "",
+           "MOZART_SLOTS": slots or "", "MOZART_SKEW": "" if skew is None else skew}
+    result = cosim.run(built, seed=seed, extra_env={k: str(v) for k, v in env.items()}, check=False,
+                       timeout=timeout)
+    return LayerResult(variant, result, result.summary.get("test_layer", {}))
+
+
+def compare(cfg, *, placement: str | None = None, **kwargs) -> list[LayerResult]:
+    """Baseline, A, B and C on the same trace and seed (placements: ``placement``, else each variant's default:
+    ``mozart`` for C, ``contiguous`` for the others). One build serves all four."""
+    from mozart.sim.build import build  # noqa: PLC0415
+    built = kwargs.pop("built", None) or build("wafer", cfg, waves=kwargs.get("waves", False))
+    return [run_layer(cfg, variant=v, placement=placement, built=built, **kwargs) for v in VARIANTS]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def format_layer(cfg, r: LayerResult) -> str:
+    s = r.summary
+    lines = [r.cosim.report()]
+    if not s:
+        return "\n".join(lines)
+    lines.append(f"variant {r.variant}, placement {s['placement']}, {s['tokens']} tokens, {s['rounds']} weight "
+                 f"round(s), host idle {s['idle']:g}, output backpressure {s['backpressure']:g}")
+    lines.append(f"outputs bit-exact with the golden model: {'yes' if s['bit_exact'] else 'NO'}")
+    lines.append(f"DISPATCH packets on every link equal the model's: {'yes' if s['links_match'] else 'NO'}")
+    lines.append(f"replicas per token (C_T): root links {s['replicas_root_per_token']:.3f}, chiplet links "
+                 f"{s['replicas_chiplet_per_token']:.3f}")
+    lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])})"
+                 + (f"; the model with the schedule's store-and-forward Baseline: {s['model_cycles_bulk']:.0f}"
+                    if "model_cycles_bulk" in s else ""))
+    lines.append("DISPATCH packets per link (RTL):")
+    links = sorted((k, v) for k, v in s["dispatches"].items() if v)
+    width = max((len(k) for k, _ in links), default=0)
+    lines += [f"  {k:{width}s} {v}" for k, v in links]
+    if r.cosim.waveform:
+        lines.append(f"waveform: {r.cosim.waveform}")
+    return "\n".join(lines)
+
+
+def format_compare(results: list[LayerResult]) -> str:
+    base = results[0]
+    lines = ["variant   placement    RTL cycles  model cycles   error  RTL speedup  model speedup  C_T root  ok"]
+    for r in results:
+        s = r.summary
+        if not s:
+            lines.append(f"{r.variant:9s} (failed: {', '.join(r.cosim.failed_tests) or 'no summary'})")
+            continue
+        rtl_speed = base.cycles / r.cycles
+        model_speed = base.model_cycles / r.model_cycles
+        lines.append(f"{r.variant:9s} {s['placement']:12s} {s['cycles']:10d} {s['model_cycles']:13.0f} "
+                     f"{_pct(s['model_error']):>7s} {rtl_speed:11.2f}x {model_speed:13.2f}x "
+                     f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO'}")
+    lines.append("speedup = Baseline cycles / variant cycles; model = the performance model on the RTL's timing "
+                 "(Baseline without store-and-forward, as the RTL runs it)")
+    return "\n".join(lines)
