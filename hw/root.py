@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.host import OP_BITS, HostInterface, HostOp
 from mozart.model.protocol import Protocol
 
+from .link_fifo import LinkFifo
 from .packet_mux import PacketMux
 from .protocol import PacketKind, fields_layout, flit_layout, header_layout, link_signature, route_layout
 
@@ -44,7 +45,9 @@ class Root(wiring.Component):
     - **TOKEN** looks up its experts in the table and sends, with ``dedup``, one DISPATCH per destination group
       (``reduce=1``, per-chiplet route words with the chiplet's local expert mask and gates), without it one
       DISPATCH per selected expert (``reduce=0``, one chiplet, one mask bit: the Baseline). The packets to
-      different groups leave in parallel, each group's one after the other. Its tag is the token's combine
+      different groups are written in parallel, each group's one after the other, into a per-group queue of
+      ``queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is backed up
+      does not stop the others until its queue is full. Its tag is the token's combine
       entry (``token``); a first dispatch waits until that entry is free, so tags in flight are unique.
     - **Combine**: every COMBINE arriving from a switch is added element-wise into the token's entry, in
       ``partial_bits + guard_bits`` (:attr:`HostInterface.guard_bits`) bits, so the sum is exact; the output
@@ -69,18 +72,27 @@ class Root(wiring.Component):
     errors : Out(16)
         Packets the root did not expect (a kind other than COMBINE or LOADED) and unknown host ops.
 
+    Parameters
+    ----------
+    cfg : WaferConfig
+    queue_packets : int
+        Depth of each group's output queue, in maximum-length DISPATCH packets (default 4).
+
     Latency and throughput
     ----------------------
-    A TOKEN takes ``1 + route_flits + token_flits`` host flits, then ``dispatch_flits`` cycles to send its
-    packets (the longest group's), then one cycle back to the command state: :meth:`token_cycles`. Results are
+    A TOKEN takes ``1 + route_flits + token_flits`` host flits, then ``dispatch_flits`` cycles to write its
+    packets (the longest group's) into the queues, then one cycle back to the command state:
+    :meth:`token_cycles`. A packet leaves on ``down[g]`` two cycles after it entered an empty queue
+    (:attr:`LinkFifo.latency`). Results are
     absorbed one flit per cycle (one of the G up links at a time, round-robin by packet); an output leaves
     ``partial_flits`` cycles after its last result flit at the earliest.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, queue_packets: int = 4):
         self.cfg = cfg
         self.proto = Protocol(cfg)
         self.host = HostInterface(cfg)
+        self.queue_packets = queue_packets
         G = cfg.groups
         super().__init__({
             "host_in": In(link_signature(cfg)),
@@ -360,7 +372,11 @@ class Root(wiring.Component):
         topo = proto.topology
         C, K, FB = cfg.chiplets_per_group, cfg.moe.top_k, cfg.hardware.flit_bits
         TF, RF, EL = proto.token_flits, proto.route_flits, cfg.experts_per_chiplet
-        out = self.down[g]
+        # A queue of a few packets per group: a group whose switch is backed up does not stop the others.
+        depth = self.queue_packets * proto.max_dispatch_flits + 1
+        fifo = m.submodules[f"queue{g}"] = LinkFifo(cfg, depth)
+        wiring.connect(m, fifo.o, wiring.flipped(self.down[g]))
+        out = fifo.i
         hdr = Signal(header_layout(cfg), name=f"emit{g}_hdr")
         j = Signal(range(K + 1), name=f"emit{g}_j")
         cnt = Signal(range(max(C * RF, TF) + 1), name=f"emit{g}_cnt")

