@@ -8,6 +8,8 @@ the cycles next to the performance model's (the error is printed, not asserted: 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from mozart.model.config import load_config
@@ -18,18 +20,22 @@ SEED = 20261201
 TOKENS = "256"
 
 
-@pytest.fixture(scope="module", params=["tiny", "wafer4x4"])
-def built(request):
+@functools.lru_cache(maxsize=None)
+def _built(name: str):
+    # one Verilog conversion and build per config for the whole module (a conversion alone takes 10-40 s)
     from mozart.sim.build import build
     from mozart.sim.designs import design
-    return build(design("wafer"), load_config(request.param))
+    return build(design("wafer"), load_config(name))
+
+
+@pytest.fixture(scope="module", params=["tiny", "wafer4x4"])
+def built(request):
+    return _built(request.param)
 
 
 @pytest.fixture(scope="module")
 def built_tiny():
-    from mozart.sim.build import build
-    from mozart.sim.designs import design
-    return build(design("wafer"), load_config("tiny"))
+    return _built("tiny")
 
 
 def _layer(built, seed, **env):
