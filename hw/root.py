@@ -126,7 +126,6 @@ class Root(wiring.Component):
         TF, PF, RF, HRF = proto.token_flits, proto.partial_flits, proto.route_flits, host.route_flits
         PB, AW = cfg.numerics.partial_bits, cfg.numerics.partial_bits + host.guard_bits
         PER = FB // PB
-        EL = cfg.experts_per_chiplet
         CNT = max(2, (K + 1).bit_length() + 1)   # per-entry result counters (mod 2**CNT; at most K in flight)
 
         args = {op: fields_layout(host.fields[op]) for op in HostOp}

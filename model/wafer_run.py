@@ -18,7 +18,9 @@ experts of round ``r`` (one TOKEN command, which the root turns into one DISPATC
 without de-duplication); before a token, ``WAIT_LOADED`` of each slot it needs that nothing waited for yet.
 The schedule's per-chiplet dispatches of one (micro-batch, round) thus become one host TOKEN per token: the
 root merges the chiplets of a group into one packet. Coarser than the schedule: the reload waits for the
-whole group (the root counts results per group), and commands run in one order.
+whole group (the root counts results per group), and commands run in one order. The Baseline's barriers become
+WAIT_LOADED of every load of a round before the round's first dispatch, and a reload waits for every group's
+results.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ def _translate(run: WaferRun, host: HostInterface, local: np.ndarray, image_inde
         raise ScheduleError("a schedule's dispatches must all be per-expert or all de-duplicated")
     dedup = not per_expert.pop() if per_expert else True
     save = any(d.save for d in dispatches)
+    bulk = any(d.bulk for d in dispatches)
     micro_batches = sorted({d.micro_batch for d in dispatches})
 
     # the dispatch units: per round, per micro-batch, tokens ascending, each with its experts of the round
@@ -225,9 +228,10 @@ def _translate(run: WaferRun, host: HostInterface, local: np.ndarray, image_inde
             if load_round[i] != r:
                 continue
             if r and ld.group not in combined_groups:
-                groups = [1 if g == ld.group else 0 for g in range(cfg.groups)]
+                # the Baseline's barrier waits for every group's results, the streaming variants for the group's
+                groups = [1 if bulk or g == ld.group else 0 for g in range(cfg.groups)]
                 cmds.append(HostCommand(HostOp.WAIT_COMBINED, {"groups": groups}))
-                combined_groups.add(ld.group)
+                combined_groups.update(g for g in range(cfg.groups) if groups[g])
             previous = pending_load.get((ld.chiplet, ld.slot))
             if previous is not None:
                 wait_loaded(previous)
@@ -235,6 +239,10 @@ def _translate(run: WaferRun, host: HostInterface, local: np.ndarray, image_inde
             cmds.append(HostCommand(HostOp.LOAD, {"group": ld.group, "chiplet": ld.chiplet % C, "slot": ld.slot,
                                                   "local": int(local[ld.expert]),
                                                   "addr": proto.expert_image_base(int(image_index[ld.expert]))}))
+        if bulk:   # the Baseline's barrier: every load of the round is in before any dispatch
+            for i in range(len(loads)):
+                if load_round[i] == r:
+                    wait_loaded(i)
         while unit_index < len(units) and units[unit_index][0] == r:
             _, t, js = units[unit_index]
             for j in js:

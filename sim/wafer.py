@@ -11,7 +11,6 @@ from pathlib import Path
 
 from mozart.model.errors import MozartError
 from mozart.model.schedule import VARIANTS
-from mozart.model.wafer_run import default_placement
 
 __all__ = ["LayerResult", "validate", "run_layer", "compare", "format_layer", "format_compare", "check_probability"]
 

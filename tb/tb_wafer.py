@@ -19,13 +19,15 @@ Environment (set by ``mozart cosim wafer`` and the tests): ``MOZART_VARIANT`` (b
 ``MOZART_PLACEMENT`` (a placement method; default: ``mozart`` for C, ``contiguous`` otherwise),
 ``MOZART_TOKENS`` (256), ``MOZART_TRACE`` (a trace file; default a synthetic trace of the seed),
 ``MOZART_LAYER`` (0), ``MOZART_SLOTS`` (weight slots the schedule uses; fewer than the experts per chiplet
-force reloads mid-layer), ``MOZART_SKEW`` (Zipf exponent of the synthetic trace: hot experts), ``MOZART_IDLE`` and ``MOZART_BACKPRESSURE`` (probabilities, default 0.2 each),
+force reloads mid-layer), ``MOZART_SKEW`` (Zipf exponent of the synthetic trace: hot experts), ``MOZART_IDLE``
+and ``MOZART_BACKPRESSURE`` (probabilities, default 0.2 each),
 ``MOZART_FAULT`` (``drop-load`` to test the watchdog).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -164,12 +166,13 @@ class WaferBench:
                                  name="wafer watchdog")
         monitor.start()
         self.watchdog.start()
-        start = self.clock.cycle
+        start, wall = self.clock.cycle, time.perf_counter()
         for cmd in run.commands:
             driver.send(self.host.encode(cmd))
         while len(self.outputs) < run.tokens:
             await ClockCycles(dut.clk, 32)
         self.cycles = self.last_output_cycle - start
+        self.sim_seconds = time.perf_counter() - wall   # simulation of the layer only (no model, no preload)
         await driver.wait_sent()
         await ClockCycles(dut.clk, 64)   # anything still moving now would be traffic nobody expects
         self.watchdog.stop()
@@ -211,7 +214,8 @@ class WaferBench:
                    "replicas_root_per_token": run.replicas_per_token()["root"],
                    "replicas_chiplet_per_token": run.replicas_per_token()["chiplet"],
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,
-                   "backpressure": self.backpressure, "dispatches": measured}
+                   "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
+                   "dispatches": measured}
         if run.variant == "baseline":
             summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
         write_summary(summary)

@@ -73,3 +73,12 @@ def test_bad_arguments_name_the_rule():
         build_run(cfg, tokens=16, slots=3)
     with pytest.raises(ConfigError, match="fault"):
         build_run(cfg, tokens=16, fault="boom")
+
+
+def test_baseline_barrier_waits_for_every_load_before_dispatching():
+    cfg = load_config("tiny")
+    for variant, barrier in (("baseline", True), ("A", False)):
+        ops = [c.op for c in build_run(cfg, variant=variant, tokens=64, seed=2).commands]
+        first_token = ops.index(HostOp.TOKEN)
+        waits_before = ops[:first_token].count(HostOp.WAIT_LOADED)
+        assert (waits_before == ops.count(HostOp.LOAD)) == barrier
