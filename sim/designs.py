@@ -35,6 +35,8 @@ DESIGNS: dict[str, Design] = {d.name: d for d in [
            "expert chiplet: weight SRAM slots, MAC-lane engine, bit-exact expert FFN and gated partial, saving"),
     Design("memctrl", "mozart.hw.memctrl:MemoryController", "mozart.tb.tb_memctrl", "memctrl",
            "memory controller + DRAM timing model of one group (reads, writes, weight streaming, errors)"),
+    Design("root", "mozart.hw.root:Root", "mozart.tb.tb_root", "root",
+           "root node: host command interface, dispatch with de-duplication, combine, outputs in token order"),
     Design("wafer", "mozart.hw.wafer:Wafer", "mozart.tb.tb_wafer", "wafer",
            "the whole wafer: root (host interface), G switches, G x C chiplets, G memory controllers + DRAM"),
 ]}

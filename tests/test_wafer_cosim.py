@@ -77,3 +77,13 @@ def test_hang_names_the_stuck_node(built_tiny):
     assert not result.ok
     message = "\n".join(result.errors)
     assert "DeadlockError" in message and "root stuck on host command" in message and "WAIT_LOADED" in message
+
+
+@pytest.mark.parametrize("variant", ["baseline", "C"])
+def test_root_alone_against_behavioural_groups(variant):
+    """The root's Verilog with transaction-level groups answering out of order (``tb/tb_root.py``)."""
+    from mozart.sim.build import build
+    from mozart.sim.cosim import run
+    from mozart.sim.designs import design
+    result = run(build(design("root"), load_config("tiny")), seed=SEED, extra_env={"MOZART_VARIANT": variant})
+    assert result.summary["test_host_program"]["mismatches"] == 0
