@@ -113,8 +113,6 @@ def format_layer(cfg, r: LayerResult) -> str:
     links = sorted((k, v) for k, v in s["dispatches"].items() if v)
     width = max((len(k) for k, _ in links), default=0)
     lines += [f"  {k:{width}s} {v}" for k, v in links]
-    if r.cosim.waveform:
-        lines.append(f"waveform: {r.cosim.waveform}")
     return "\n".join(lines)
 
 

@@ -78,8 +78,11 @@ def _run_wafer(args, cfg) -> int:
         return 0 if all(r.ok for r in results) else 1
     result = wafer.run_layer(cfg, variant=args.variant or "C", **common)
     print(wafer.format_layer(cfg, result))
-    print(f"simulator: {result.cosim.seconds:.1f} s wall, "
-          f"{result.cycles / max(result.cosim.test_seconds, 1e-9):.0f} cycles/s inside the test")
+    sim_s = result.summary.get("sim_seconds") or result.cosim.test_seconds
+    print(f"simulator: {result.cosim.seconds:.1f} s wall in all, the layer's {result.cycles} cycles in {sim_s:.1f} s "
+          f"({result.cycles / max(sim_s, 1e-9):.0f} cycles/s)")
+    if result.cosim.waveform:
+        print(f"waveform: {result.cosim.waveform}")
     return 0 if result.ok else 1
 
 
