@@ -18,7 +18,7 @@ from .protocol import PacketKind, header_layout, link_signature
 from .root import Root
 from .switch import Switch
 
-__all__ = ["Wafer", "RtlTiming", "rtl_timing", "predict_cycles", "COUNTER_BITS"]
+__all__ = ["Wafer", "RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles", "COUNTER_BITS"]
 
 COUNTER_BITS = 16
 
@@ -148,14 +148,46 @@ def rtl_timing(cfg) -> RtlTiming:
     return RtlTiming(**fields, cycles_per_expert=chip.cycles_per_expert)
 
 
-def predict_cycles(run, *, bulk: bool | None = None) -> float:
+def in_order_timing(cfg) -> "InOrderTiming":
+    """The RTL properties of the root's in-order issue and the blocks' buffers
+    (:class:`~mozart.model.perf.inorder.InOrderTiming`): the chiplet's ``token_slots`` and cycles per expert,
+    the root's queue per group (depth in flits, latency), the switch's head latency and reduction table."""
+    from mozart.model.perf.inorder import InOrderTiming  # noqa: PLC0415
+
+    from .link_fifo import LinkFifo  # noqa: PLC0415
+
+    sw = Switch(cfg, 0)
+    sw._MustUse__silence = True   # read for its numbers only, never elaborated
+    root = Root(cfg)
+    root._MustUse__silence = True
+    chip = ExpertChiplet(cfg, 0, 0)
+    chip._MustUse__silence = True
+    fifo = LinkFifo(cfg, root.queue_packets * root.proto.max_dispatch_flits + 1)   # the root's queue per group
+    fifo._MustUse__silence = True
+    return InOrderTiming(cycles_per_expert=chip.cycles_per_expert, token_slots=chip.token_slots,
+                         queue_flits=fifo.depth, reduction_entries=sw.reduction_entries,
+                         queue_latency=float(fifo.latency),
+                         hop_cycles=float(sw.head_latency), chiplet_input_flits=chip.input_flits,
+                         chiplet_output_flits=chip.output_flits,
+                         loaded_cycles=1 + 2 * float(sw.head_latency))
+
+
+def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> float:
     """The performance model's cycles for the forward pass of ``run``'s schedule (a
     :class:`~mozart.model.wafer_run.WaferRun`) on :func:`rtl_timing`. ``bulk=False`` runs the Baseline's
-    dispatches without store-and-forward (the RTL chiplets stream); None keeps the schedule's."""
+    dispatches without store-and-forward (the RTL chiplets stream); None keeps the schedule's.
+
+    ``in_order`` (default): the larger of the event engine's cycles and the replay of the run's host program
+    through the root's in-order command stream with the RTL's finite buffers
+    (:func:`mozart.model.perf.inorder.in_order_cycles`, loads timed by the engine). The engine has no buffer
+    limits and takes each command when its own dependencies are met; the replay has no link contention beyond
+    the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
+    beat for the reasons the other leaves out. False: the engine alone."""
     from mozart.model.perf.engine import Engine  # noqa: PLC0415
+    from mozart.model.perf.inorder import in_order_cycles  # noqa: PLC0415
     from mozart.model.perf.network import make_network  # noqa: PLC0415
     from mozart.model.perf.workload import Workload  # noqa: PLC0415
-    from mozart.model.schedule import Dispatch, Schedule  # noqa: PLC0415
+    from mozart.model.schedule import Dispatch, Load, Schedule  # noqa: PLC0415
 
     cfg = run.cfg
     timing = rtl_timing(cfg)
@@ -164,7 +196,12 @@ def predict_cycles(run, *, bulk: bool | None = None) -> float:
         schedule = Schedule([replace(c, bulk=bulk) if isinstance(c, Dispatch) else c for c in schedule.commands],
                             schedule.layer, schedule.variant, schedule.micro_batches, schedule.slots,
                             schedule.chiplets_per_group, schedule.tokens)
-    engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate")
+    engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=in_order)
     engine.run(schedule, "forward", run.experts)
-    return engine.end
-
+    if not in_order:
+        return engine.end
+    load_times: dict = {}
+    for c in schedule.of_kind(Load, "forward"):
+        load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
+    replay = in_order_cycles(cfg, run.commands, run.expert_to_chiplet, load_times, in_order_timing(cfg))
+    return max(engine.end, replay)

@@ -106,6 +106,8 @@ class WaferBench:
         self._frame: list[int] = []
         self.last_output_cycle = 0
         self.commands_done = 0
+        self.command_cycles: list[int] = []   # cycle each host command's last flit was taken
+        self.output_cycles: list[int] = []    # cycle each output's last flit was taken
 
     # -- callbacks -------------------------------------------------------------------------------------------
     def _output(self, flit) -> None:
@@ -115,10 +117,12 @@ class WaferBench:
         if flit.last:
             self.outputs.append(self._frame)
             self.last_output_cycle = self.clock.cycle
+            self.output_cycles.append(self.clock.cycle)
 
     def _sent(self, flit) -> None:
         if flit.last:
             self.commands_done += 1
+            self.command_cycles.append(self.clock.cycle)
 
     def pending(self) -> str:
         run = self.run
@@ -172,6 +176,7 @@ class WaferBench:
         while len(self.outputs) < run.tokens:
             await ClockCycles(dut.clk, 32)
         self.cycles = self.last_output_cycle - start
+        self.start_cycle = start
         self.sim_seconds = time.perf_counter() - wall   # simulation of the layer only (no model, no preload)
         await driver.wait_sent()
         await ClockCycles(dut.clk, 64)   # anything still moving now would be traffic nobody expects
@@ -216,6 +221,9 @@ class WaferBench:
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,
                    "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
                    "dispatches": measured}
+        if os.environ.get("MOZART_TIMELINE"):   # per-command and per-output cycles, for model-vs-RTL studies
+            summary["command_cycles"] = [c - self.start_cycle for c in self.command_cycles]
+            summary["output_cycles"] = [c - self.start_cycle for c in self.output_cycles]
         if run.variant == "baseline":
             summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
         write_summary(summary)

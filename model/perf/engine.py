@@ -88,7 +88,8 @@ class Engine:
     workload : Workload
     mode : {"aggregate", "token"}
     record : bool
-        Keep a :class:`Record` per stage (for breakdowns and Gantt charts); costs time.
+        Keep a :class:`Record` per stage (for breakdowns and Gantt charts), and each command's ready and done
+        times in ``command_times`` (command id -> (ready, done)); costs time.
     """
 
     timing: object
@@ -99,6 +100,7 @@ class Engine:
     slot_free: dict = field(default_factory=lambda: defaultdict(float))
     inputs: list = field(default_factory=list)
     records: list = field(default_factory=list)
+    command_times: dict = field(default_factory=dict)  # when recording: command id -> (ready, done) of the last run
     end: float = 0.0
     _rates: dict = field(default_factory=dict)
     timelines: dict = field(default_factory=lambda: defaultdict(Timeline))  # resource -> busy intervals
@@ -131,6 +133,8 @@ class Engine:
             cmd = cmds[i]
             end = done[i] = execute[plan.kind[i]](cmd, ready)
             finished += 1
+            if self.record:
+                self.command_times[cmd.id] = (ready, end)
             if plan.kind[i] == _RETURN:
                 if cmd.micro_batch < 0:
                     outputs = [end] * len(outputs)

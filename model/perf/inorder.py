@@ -1,0 +1,146 @@
+"""The root's in-order command stream with finite buffers, token by token: what the event engine leaves out.
+
+The event engine (:mod:`mozart.model.perf.engine`) gives every chiplet an unbounded input queue and takes each
+schedule command as soon as its own dependencies are met. The RTL root executes one host program in order
+(``docs/wafer.md`` §1): a WAIT holds every later command, a TOKEN is written into per-group queues of a few
+packets, and a chiplet takes a dispatch only while its activation buffer has a free entry (``token_slots``
+entries, each released when the chiplet's engine has finished the token). So a chiplet that is behind fills
+its buffer, its group's queue, then stops the root, and every other chiplet behind the root waits too. A
+de-duplicated dispatch also needs an entry in its switch's reduction table (a few per group).
+
+:func:`in_order_cycles` replays the host program (:class:`~mozart.model.host.HostCommand` list) with these
+rules, token by token, on the RTL's numbers (:class:`InOrderTiming`); the weight loads' durations come from
+the engine (``load_times``: the engine's ready and done times of each load), shifted to when the root issues
+them. It is a model of the RTL's issue and buffering only: it has no link contention beyond each root link's
+serialisation, no reduction throughput and no activation saving (the engine has those).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..host import HostCommand, HostInterface, HostOp
+
+__all__ = ["InOrderTiming", "in_order_cycles"]
+
+
+@dataclass(frozen=True)
+class InOrderTiming:
+    """The RTL properties the in-order replay uses (each from an RTL block, nothing fitted).
+
+    cycles_per_expert : chiplet compute cycles per (token, local expert)
+    token_slots : chiplet activation-buffer entries; an entry is freed when the engine finishes its token
+    queue_flits : the root's queue per group, in flits (``queue_packets`` maximum-length dispatches)
+    reduction_entries : a switch's reduction table: de-duplicated dispatches of a group in flight at once (an
+        entry opens when the dispatch enters the switch and frees when the group's reduced result leaves)
+    queue_latency : cycles from a packet entering an empty root queue to leaving on ``down[g]``
+    hop_cycles : a switch's head latency
+    chiplet_input_flits : flits of one dispatch replica at a chiplet's port
+    chiplet_output_flits : flits of one COMBINE
+    loaded_cycles : cycles from a load's last word to its LOADED at the root
+    """
+
+    cycles_per_expert: int
+    token_slots: int
+    queue_flits: int
+    reduction_entries: int
+    queue_latency: float
+    hop_cycles: float
+    chiplet_input_flits: int
+    chiplet_output_flits: int
+    loaded_cycles: float
+
+
+def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndarray,
+                    load_times: dict[tuple[int, int], list[tuple[float, float]]], timing: InOrderTiming) -> float:
+    """Cycles from the first host command to the last output flit when the root executes ``commands`` in
+    order with finite buffers (module doc).
+
+    ``load_times[(chiplet, slot)]`` lists the engine's ``(ready, done)`` of each load of that global chiplet's
+    slot, in order; the n-th LOAD of the slot in ``commands`` is the n-th there. A load issued by the root at
+    ``now`` ends at ``done + max(0, now - ready)``.
+    """
+    host = HostInterface(cfg)
+    proto = host.proto
+    C = cfg.chiplets_per_group
+    e2c = np.asarray(expert_to_chiplet)
+    t = timing
+    now = 0.0
+    issued = defaultdict(int)                    # (chiplet, slot) -> LOADs issued
+    load_done: dict[tuple[int, int], float] = {}  # (chiplet, slot) -> its latest load's end
+    ends = defaultdict(list)       # chiplet -> end of every token it took (frees a buffer entry)
+    last_end = defaultdict(float)  # chiplet -> when its engine is free
+    queued = defaultdict(list)     # group -> (leave, flits) of its packets, oldest first, that may be queued
+    table = defaultdict(list)      # group -> min-heap of the done times of its open reduction entries
+    free_link = defaultdict(float)  # group -> when down[g] is free (one flit per cycle)
+    owed = defaultdict(float)      # group -> latest result of a dispatch to it, at the root
+    result: dict[int, float] = {}  # combine entry -> latest result at the root
+    returned: list[tuple[int, float]] = []   # (entry, its results' time) in the order finals were sent
+    back = t.chiplet_output_flits + 2 * t.hop_cycles   # chiplet engine done -> COMBINE at the root
+    for cmd in commands:
+        op, a = HostOp(cmd.op), cmd.args
+        if op is HostOp.TABLE:
+            now += host.flits(op)
+        elif op is HostOp.LOAD:
+            now += host.flits(op)
+            key = (a["group"] * C + a["chiplet"], a["slot"])
+            ready, done = load_times[key][issued[key]]
+            issued[key] += 1
+            load_done[key] = done + max(0.0, now - ready)
+        elif op is HostOp.WAIT_LOADED:
+            now = max(now + host.flits(op), load_done[(a["group"] * C + a["chiplet"], a["slot"])] + t.loaded_cycles)
+        elif op is HostOp.WAIT_COMBINED:
+            now = max([now + host.flits(op)] + [owed[g] for g, on in enumerate(a["groups"]) if on])
+        elif op is HostOp.TOKEN:
+            now += host.flits(op)
+            chips = [int(e2c[a["experts"][j]]) for j, v in enumerate(a["valid"]) if v]
+            if a["dedup"]:   # one packet per group: {chiplet: its selected experts}
+                groups: dict[int, dict[int, int]] = {}
+                for c in chips:
+                    pk = groups.setdefault(c // C, {})
+                    pk[c] = pk.get(c, 0) + 1
+                packets = [(g, pk, 1 + len(pk) * proto.route_flits + proto.token_flits) for g, pk in groups.items()]
+            else:            # one packet per selected expert
+                packets = [(c // C, {c: 1}, 1 + proto.route_flits + proto.token_flits) for c in chips]
+            # the root writes the packets when every group's queue has room for them (in flits)
+            per_group = defaultdict(int)
+            for g, _, flits in packets:
+                per_group[g] += flits
+            for g, n in per_group.items():
+                q = queued[g]
+                while q and (q[0][0] <= now or sum(f for _, f in q) + n > t.queue_flits):
+                    now = max(now, q.pop(0)[0])
+            written = defaultdict(float)   # flits written so far per group
+            entry = a["token"]
+            for g, pk, flits in packets:
+                written[g] += flits
+                leave = max(now + written[g] + t.queue_latency, free_link[g])
+                for c in pk:   # a chiplet takes the packet only with a free buffer entry
+                    if len(ends[c]) >= t.token_slots:
+                        leave = max(leave, ends[c][-t.token_slots])
+                if a["dedup"] and len(table[g]) >= t.reduction_entries:   # and the switch a table entry
+                    leave = max(leave, heapq.heappop(table[g]))
+                queued[g].append((leave, flits))
+                free_link[g] = leave + flits
+                done = 0.0
+                for c, n in pk.items():
+                    start = max(leave + t.hop_cycles + t.chiplet_input_flits, last_end[c])
+                    last_end[c] = start + n * t.cycles_per_expert
+                    ends[c].append(last_end[c])
+                    done = max(done, last_end[c] + back)
+                if a["dedup"]:
+                    heapq.heappush(table[g], done - t.hop_cycles)   # the reduced result leaves the switch
+                owed[g] = max(owed[g], done)
+                result[entry] = max(result.get(entry, 0.0), done)
+            now += max(written.values(), default=0) + 1
+            if a["final"]:
+                returned.append((entry, result.pop(entry)))
+    # outputs leave in token order, partial_flits flits each, one flit per cycle
+    out = 0.0
+    for _, done in returned:
+        out = max(out, done) + proto.partial_flits
+    return out
