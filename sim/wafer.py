@@ -106,7 +106,8 @@ def format_layer(cfg, r: LayerResult) -> str:
     lines.append(f"DISPATCH packets on every link equal the model's: {'yes' if s['links_match'] else 'NO'}")
     lines.append(f"replicas per token (C_T): root links {s['replicas_root_per_token']:.3f}, chiplet links "
                  f"{s['replicas_chiplet_per_token']:.3f}")
-    lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])})"
+    lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])}; "
+                 f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})"
                  + (f"; the model with the schedule's store-and-forward Baseline: {s['model_cycles_bulk']:.0f}"
                     if "model_cycles_bulk" in s else ""))
     lines.append("DISPATCH packets per link (RTL):")

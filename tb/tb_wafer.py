@@ -21,7 +21,8 @@ Environment (set by ``mozart cosim wafer`` and the tests): ``MOZART_VARIANT`` (b
 ``MOZART_LAYER`` (0), ``MOZART_SLOTS`` (weight slots the schedule uses; fewer than the experts per chiplet
 force reloads mid-layer), ``MOZART_SKEW`` (Zipf exponent of the synthetic trace: hot experts), ``MOZART_IDLE``
 and ``MOZART_BACKPRESSURE`` (probabilities, default 0.2 each),
-``MOZART_FAULT`` (``drop-load`` to test the watchdog).
+``MOZART_FAULT`` (``drop-load`` to test the watchdog), ``MOZART_TIMELINE`` (non-empty: the summary also lists
+the cycle each host command and each output was taken, from the first command, for model-vs-RTL studies).
 """
 
 from __future__ import annotations
@@ -212,8 +213,10 @@ class WaferBench:
         if int(dut.errors.value):
             problems.append(f"{int(dut.errors.value)} unexpected packets or bad memory requests")
         model = predict_cycles(run, bulk=False)
+        engine = predict_cycles(run, bulk=False, in_order=False)
         error = (self.cycles - model) / model
         summary = {"cycles": self.cycles, "model_cycles": round(model, 1), "model_error": round(error, 4),
+                   "model_cycles_engine": round(engine, 1),
                    "tokens": run.tokens, "variant": run.variant, "placement": run.placement,
                    "bit_exact": not len(bad) and len(self.outputs) == run.tokens,
                    "replicas_root_per_token": run.replicas_per_token()["root"],
