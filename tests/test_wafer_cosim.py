@@ -2,8 +2,9 @@
 
 One Verilator build per config (module-scoped fixture). Every run is one MoE layer of 256 tokens with random
 idle cycles on the host input and random backpressure on the output; it checks bit-exact outputs in token
-order, the DISPATCH packets on every link against the model's counts, that everything drained, and reports
-the cycles next to the performance model's (the error is printed, not asserted: speed belongs to the bench).
+order, the DISPATCH packets on every link against the model's counts, that everything drained, and that the
+cycle count is within ``MODEL_TOLERANCE`` of the performance model's (issue 7's target; cycle counts are
+deterministic for a seed, so this checks the model's fidelity, not the machine's speed).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def built_tiny():
     return _built("tiny")
 
 
+#: Largest accepted |RTL - model| / model cycles: issue 7's target for now (to shrink toward 2%).
+MODEL_TOLERANCE = 0.10
+
+
 def _layer(built, seed, **env):
     from mozart.sim.cosim import run
     extra = {"MOZART_TOKENS": TOKENS, "MOZART_IDLE": "0.2", "MOZART_BACKPRESSURE": "0.3"}
@@ -46,6 +51,10 @@ def _layer(built, seed, **env):
     summary = result.summary["test_layer"]
     print(f"{built.cfg.name} {env}: {summary['cycles']} cycles, model {summary['model_cycles']:.0f} "
           f"({100 * summary['model_error']:+.1f}%)")
+    assert abs(summary["model_error"]) <= MODEL_TOLERANCE, (
+        f"{built.cfg.name} {env}: RTL {summary['cycles']} cycles against the model's "
+        f"{summary['model_cycles']:.0f}: error {100 * summary['model_error']:+.1f}% beyond "
+        f"{100 * MODEL_TOLERANCE:.0f}%")
     return summary
 
 
