@@ -11,10 +11,18 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from mozart.model.errors import MozartError
 
 from . import commands
+
+
+def _quiet_unused_blocks() -> None:
+    """A config rejected while a composed design (the wafer) was being built leaves its already-built blocks
+    unelaborated; Amaranth would warn about each at exit, burying the one-line error."""
+    from amaranth.hdl import UnusedElaboratable  # noqa: PLC0415 (only on this error path)
+    warnings.simplefilter("ignore", UnusedElaboratable)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MozartError as exc:
         print(f"mozart {args.command}: error: {exc}", file=sys.stderr)
+        _quiet_unused_blocks()
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"mozart {args.command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)

@@ -56,3 +56,14 @@ def test_wafer_cosim_bad_arguments_exit_2_before_building(argv, message, capsys)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_config_a_wafer_block_rejects_is_one_line_without_warnings(tmp_path):
+    """The chiplet rejects the full-size preset's lanes while the wafer is being built: the root and switch
+    built before it are never elaborated, and Amaranth's warnings about them must not bury the error."""
+    out = subprocess.run([sys.executable, "-m", "mozart.sim", "verilog", "wafer", "--config", "qwen3-30b-a3b",
+                          "-o", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("mozart verilog: error: hardware.mac_lanes must divide")
+    assert out.stderr.count("\n") == 1 and "UnusedElaboratable" not in out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
