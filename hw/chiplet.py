@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from mozart.model import golden
 from mozart.model.errors import ConfigError
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import Protocol, index_bits
 from mozart.model.topology import Topology
 
 from .expert_engine import EngineGeometry, ExpertEngine
@@ -23,10 +23,6 @@ __all__ = ["ExpertChiplet", "ChipletTiming", "DEFAULT_TOKEN_SLOTS"]
 DEFAULT_TOKEN_SLOTS = 4
 
 
-def _clog2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
 def _next(p, n: int):
     """Wrapping increment of a ring pointer over ``n`` entries (any ``n``)."""
     return Mux(p == n - 1, 0, p + 1)
@@ -34,7 +30,7 @@ def _next(p, n: int):
 
 def _lowest(bits: list) -> tuple:
     """(any, index of the lowest set bit) of a list of 1-bit values."""
-    idx = Const(0, _clog2(len(bits)))
+    idx = Const(0, index_bits(len(bits)))
     for i in reversed(range(len(bits))):
         idx = Mux(bits[i], i, idx)
     return Cat(*bits).any(), idx
@@ -213,7 +209,7 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
         lp = Array(Signal(name=f"slot{s}_loaded_pending") for s in range(S))      # LOADED to send
         lp_tag = Array(Signal(hw.tag_bits, name=f"slot{s}_loaded_tag") for s in range(S))
         lp_expert = Array(Signal(proto.expert_bits, name=f"slot{s}_loaded_expert") for s in range(S))
-        pend_w = _clog2(N + 1) + 1
+        pend_w = index_bits(N + 1) + 1
         pend = Array(Signal(pend_w, name=f"pending{e}") for e in range(E))
         tok_mask = Array(Signal(E, name=f"tok{t}_mask") for t in range(N))
         tok_gates = Array(Signal(E * num.gate_bits, name=f"tok{t}_gates") for t in range(N))

@@ -11,13 +11,9 @@ from amaranth.lib.wiring import In, Out
 
 from mozart.model import golden
 from mozart.model.errors import ConfigError
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import Protocol, index_bits
 
 __all__ = ["ExpertEngine", "EngineGeometry", "partial_layout", "hidden_layout"]
-
-
-def _clog2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 class EngineGeometry:
@@ -82,7 +78,7 @@ class EngineGeometry:
 def _job_layout(cfg, token_slots: int) -> data.StructLayout:
     proto = Protocol(cfg)
     return data.StructLayout({
-        "tok": unsigned(_clog2(token_slots)),   # activation-buffer entry of the token
+        "tok": unsigned(index_bits(token_slots)),   # activation-buffer entry of the token
         "wslot": unsigned(proto.slot_bits),     # resident weight slot of the expert
         "expert": unsigned(proto.expert_bits),  # local expert index (saved-activation address, release)
         "gate": unsigned(cfg.numerics.gate_bits),

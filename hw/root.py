@@ -8,17 +8,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.host import OP_BITS, HostInterface, HostOp
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import Protocol, index_bits
 
 from .link_fifo import LinkFifo
 from .packet_mux import PacketMux
 from .protocol import PacketKind, fields_layout, flit_layout, header_layout, link_signature, route_layout
 
 __all__ = ["Root"]
-
-
-def _clog2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 def _named(m, value, name: str, shape=None) -> Signal:
@@ -169,7 +165,7 @@ class Root(wiring.Component):
 
         # per-group results this TOKEN makes: dedup 1 if any expert there, else one per expert
         def popcount(bits):
-            total = Const(0, _clog2(K + 1) + 1)
+            total = Const(0, index_bits(K + 1) + 1)
             for b in bits:
                 total = total + b
             return total
@@ -399,12 +395,12 @@ class Root(wiring.Component):
                 m.d.comb += gate_fields[local].eq(gate)
             words.append(Cat(rw.as_value(), Const(0, RF * FB - len(rw.as_value()))))
         # the p-th destination chiplet (ascending index) and the number of destinations
-        nbits = _clog2(C + 1) + 1
+        nbits = index_bits(C + 1) + 1
         n_dst = Const(0, nbits)
-        pos = [Const(0, _clog2(C)) for _ in range(C)]
+        pos = [Const(0, index_bits(C)) for _ in range(C)]
         for c in range(C):
             for p in range(C):
-                pos[p] = _named(m, Mux(cmask[c] & (n_dst == p), c, pos[p]), f"emit{g}_pos{p}_{c}", _clog2(C))
+                pos[p] = _named(m, Mux(cmask[c] & (n_dst == p), c, pos[p]), f"emit{g}_pos{p}_{c}", index_bits(C))
             n_dst = _named(m, n_dst + cmask[c], f"emit{g}_n{c}", nbits)
         n_sig = Signal(nbits, name=f"emit{g}_n")
         m.d.comb += n_sig.eq(n_dst)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from .errors import ConfigError, ProtocolError
-from .protocol import Field, Flit, Protocol, pack_fields, unpack_fields
+from .protocol import Field, Flit, Protocol, index_bits, pack_fields, unpack_fields
 
 __all__ = ["HostOp", "HostCommand", "HostInterface", "OP_BITS"]
 
@@ -50,10 +50,6 @@ class HostOp(enum.IntEnum):
     WAIT_LOADED = 2
     WAIT_COMBINED = 3
     TOKEN = 4
-
-
-def _clog2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -86,8 +82,8 @@ class HostInterface:
         self.proto = proto = Protocol(cfg)
         k = cfg.moe.top_k
         self.entries = 1 << cfg.hardware.tag_bits
-        self.group_bits = _clog2(cfg.groups)
-        self.expert_id_bits = _clog2(cfg.moe.experts)
+        self.group_bits = index_bits(cfg.groups)
+        self.expert_id_bits = index_bits(cfg.moe.experts)
         self.guard_bits = max(1, math.ceil(math.log2(k))) if k > 1 else 1
         self.token_flits = proto.token_flits
         self.output_flits = proto.partial_flits

@@ -41,7 +41,7 @@ from .topology import Topology
 
 __all__ = [
     "PacketKind", "MemError", "Field", "Flit", "Packet", "Protocol", "KIND_BITS", "check_fits",
-    "pack_fields", "unpack_fields", "pack_elements", "unpack_elements",
+    "pack_fields", "unpack_fields", "pack_elements", "unpack_elements", "index_bits",
 ]
 
 KIND_BITS = 4
@@ -90,8 +90,8 @@ class Flit:
     last: bool
 
 
-def _clog2(n: int) -> int:
-    """Bits to number ``n`` distinct values (at least 1)."""
+def index_bits(n: int) -> int:
+    """Bits to number ``n`` distinct values (at least 1): the width of an index, ``clog2(n)`` but never 0."""
     return max(1, (n - 1).bit_length())
 
 
@@ -187,11 +187,11 @@ class Protocol:
         self.flit_bits = hw.flit_bits
         self.node_bits = self.topology.node_bits
         self.tag_bits = hw.tag_bits
-        self.chiplet_bits = _clog2(cfg.tree.chiplets_per_group)
-        self.slot_bits = _clog2(hw.sram_slots)
-        self.expert_bits = _clog2(cfg.experts_per_chiplet)
+        self.chiplet_bits = index_bits(cfg.tree.chiplets_per_group)
+        self.slot_bits = index_bits(hw.sram_slots)
+        self.expert_bits = index_bits(cfg.experts_per_chiplet)
         self.words_per_flit = hw.flit_bits // dram.word_bits
-        self.addr_bits = _clog2(dram.words)
+        self.addr_bits = index_bits(dram.words)
         self.max_burst_words = hw.max_burst_flits * self.words_per_flit
         self.words_bits = self.max_burst_words.bit_length()
         self.token_flits = math.ceil(moe.d_model / (hw.flit_bits // num.act_bits))
@@ -232,9 +232,9 @@ class Protocol:
             PacketKind.MEM_DATA: (addr, words),
             PacketKind.MEM_ACK: (addr, words),
             PacketKind.MEM_ERROR: (Field("code", 2), addr),
-            PacketKind.LOAD: (addr, Field("image_words", _clog2(self.image_words + 1)),
+            PacketKind.LOAD: (addr, Field("image_words", index_bits(self.image_words + 1)),
                               Field("chiplet", self.chiplet_bits), slot, expert),
-            PacketKind.WEIGHT: (slot, expert, Field("offset", _clog2(self.image_words)), Field("final", 1)),
+            PacketKind.WEIGHT: (slot, expert, Field("offset", index_bits(self.image_words)), Field("final", 1)),
             PacketKind.LOADED: (slot, expert),
         }
 
