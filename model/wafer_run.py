@@ -85,15 +85,6 @@ class WaferRun:
         return {"root": root / self.tokens, "chiplet": leaf / self.tokens}
 
 
-def _locals(e2c: np.ndarray) -> np.ndarray:
-    """Each expert's index on its chiplet (ascending global id)."""
-    local = np.zeros(len(e2c), dtype=np.int64)
-    for c in np.unique(e2c):
-        members = np.flatnonzero(e2c == c)
-        local[members] = np.arange(len(members))
-    return local
-
-
 def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, variant: str = "C",
               tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
               fault: str = "none") -> WaferRun:
@@ -146,7 +137,7 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     expected = golden.moe_layer(x, w1, w2, experts, gates, e2c, cfg)
 
     C, G = cfg.chiplets_per_group, cfg.groups
-    local = _locals(e2c)
+    local = plc.local_index(0).astype(np.int64)
     image_index = (e2c % C) * cfg.experts_per_chiplet + local   # the expert's place in its group's DRAM
     dram = [[] for _ in range(G)]
     for e in range(moe.experts):
