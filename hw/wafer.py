@@ -124,15 +124,20 @@ class RtlTiming(HardwareTiming):
         return pairs * self.cycles_per_expert
 
 
+def _numbers_of(block):
+    """``block``, built only to read its latency and throughput properties: it is never elaborated, which
+    Amaranth would otherwise report as an unused elaboratable."""
+    block._MustUse__silence = True
+    return block
+
+
 def rtl_timing(cfg) -> RtlTiming:
     """The scaled timing of ``cfg`` with the latency and throughput properties of the RTL blocks plugged in:
     switch hop latency and reduction rate, the chiplet's cycles per expert, the memory controller's DRAM
     latency and weight-stream efficiency. Nothing is fitted to measured cycles."""
-    sw = Switch(cfg, 0)
-    sw._MustUse__silence = True   # read for its numbers only, never elaborated
-    mc = MemoryController(cfg, 0)
-    mc._MustUse__silence = True
-    mc.dram._MustUse__silence = True
+    sw = _numbers_of(Switch(cfg, 0))
+    mc = _numbers_of(MemoryController(cfg, 0))
+    _numbers_of(mc.dram)
     chip = ChipletTiming(cfg)
     base = HardwareTiming.scaled(cfg)
     partial_bytes = cfg.moe.d_model * cfg.numerics.partial_bits / 8
@@ -156,14 +161,11 @@ def in_order_timing(cfg) -> "InOrderTiming":
 
     from .link_fifo import LinkFifo  # noqa: PLC0415
 
-    sw = Switch(cfg, 0)
-    sw._MustUse__silence = True   # read for its numbers only, never elaborated
-    root = Root(cfg)
-    root._MustUse__silence = True
-    chip = ExpertChiplet(cfg, 0, 0)
-    chip._MustUse__silence = True
-    fifo = LinkFifo(cfg, root.queue_packets * root.proto.max_dispatch_flits + 1)   # the root's queue per group
-    fifo._MustUse__silence = True
+    sw = _numbers_of(Switch(cfg, 0))
+    root = _numbers_of(Root(cfg))
+    chip = _numbers_of(ExpertChiplet(cfg, 0, 0))
+    # the root's queue per group
+    fifo = _numbers_of(LinkFifo(cfg, root.queue_packets * root.proto.max_dispatch_flits + 1))
     return InOrderTiming(cycles_per_expert=chip.cycles_per_expert, token_slots=chip.token_slots,
                          queue_flits=fifo.depth, reduction_entries=sw.reduction_entries,
                          queue_latency=float(fifo.latency),
