@@ -118,8 +118,10 @@ class CosimResult:
                     out[key] = out.get(key, 0) + value
         return out
 
-    def report(self) -> str:
-        """A few human lines: what ran, what failed and why, where the log is."""
+    def report(self, waveform: bool = True) -> str:
+        """A few human lines: what ran, what failed and why, where the log (and the waveform) is.
+
+        ``waveform=False`` leaves out the waveform's path, for a caller that prints it last."""
         head = (f"cosim {self.design} (config {self.config}, seed {self.seed}): "
                 f"{self.tests - self.failed} of {self.tests} cocotb tests passed")
         lines = [head]
@@ -127,7 +129,7 @@ class CosimResult:
             lines.append("failed: " + ", ".join(self.failed_tests))
         lines += [f"  {e}" for e in self.errors]
         lines.append(f"log: {self.log}")
-        if self.waveform:
+        if waveform and self.waveform:
             lines.append(f"waveform: {self.waveform}")
         return "\n".join(lines)
 

@@ -97,7 +97,7 @@ def _pct(x: float) -> str:
 
 def format_layer(cfg, r: LayerResult) -> str:
     s = r.summary
-    lines = [r.cosim.report()]
+    lines = [r.cosim.report(waveform=False)]   # the command prints the waveform's path last
     if not s:
         return "\n".join(lines)
     lines.append(f"variant {r.variant}, placement {s['placement']}, {s['tokens']} tokens, {s['rounds']} weight "
