@@ -51,7 +51,8 @@ def test_unchanged_design_is_not_rebuilt(fresh_root):
 
 def test_changed_verilog_is_rebuilt(fresh_root, monkeypatch):
     original = build_module.verilog_text
-    monkeypatch.setattr(build_module, "verilog_text", lambda d, cfg: original(d, cfg) + "// changed\n")
+    monkeypatch.setattr(build_module, "verilog_text", lambda d, cfg, **kw: original(d, cfg, **kw) + "// changed\n")
+    monkeypatch.setattr(build_module, "source_digest", lambda: "an edited source tree")   # converts again
     changed = build("fifo", TINY)
     assert changed.rebuilt and changed.verilog.read_text().endswith("// changed\n")
     assert not build("fifo", TINY).rebuilt
@@ -80,8 +81,48 @@ def test_write_verilog_rewrites_only_changed_text(tmp_path):
 
 def test_failed_build_names_block_config_and_log(tmp_path, monkeypatch):
     monkeypatch.setenv("MOZART_BUILD_DIR", str(tmp_path))
-    monkeypatch.setattr(build_module, "verilog_text", lambda d, cfg: "module link_fifo(input clk;\nendmodule\n")
+    monkeypatch.setattr(build_module, "verilog_text", lambda d, cfg, **kw: "module link_fifo(input clk;\nendmodule\n")
     with pytest.raises(BuildError, match=r"(?s)Verilator build of block 'fifo' for config 'tiny' must succeed.*"
                        r"build\.log"):
         build("fifo", TINY)
     assert not (build_dir_for("fifo", TINY) / "mozart-build.json").exists()  # no stamp: next call rebuilds
+
+
+def test_cached_run_does_not_convert_again(fresh_root, monkeypatch):
+    build("fifo", TINY)
+    monkeypatch.setattr(build_module, "verilog_text", lambda *a, **k: pytest.fail("converted a cached design"))
+    again = build("fifo", TINY)
+    assert not again.rebuilt and not again.converted
+
+
+def test_damaged_executable_is_rebuilt(fresh_root):
+    executable = build("fifo", TINY).executable
+    executable.write_bytes(b"not a simulator")
+    again = build("fifo", TINY)
+    assert again.rebuilt and executable.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_finished_build_keeps_no_objects(fresh_root):
+    folder = build("fifo", TINY).build_dir
+    assert not [p.name for p in folder.iterdir() if p.suffix in (".o", ".gch", ".a", ".cpp")]
+
+
+def test_build_dir_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    target = tmp_path / "a-file"
+    target.write_text("")
+    monkeypatch.setenv("MOZART_BUILD_DIR", str(target))
+    with pytest.raises(BuildError, match=r"^MOZART_BUILD_DIR \(.*a-file\) must be a folder for Verilator builds, "
+                       r"not a file$"):
+        build("fifo", TINY)
+
+
+def test_waiting_for_a_lock_is_reported(fresh_root):
+    said = []
+    folder = build_dir_for("fifo", TINY)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               f"lock = FileLock({str(folder) + '.lock'!r}); lock.acquire(); print('held', flush=True); "
+                               "time.sleep(2)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert not build("fifo", TINY, progress=said.append).rebuilt
+    holder.wait(timeout=30)
+    assert any(s.startswith("waiting for lock on") for s in said)
