@@ -137,11 +137,16 @@ class Root(wiring.Component):
         tab_chip = Array(Signal(proto.chiplet_bits, name=f"tab{e}_chiplet") for e in range(E))
         tab_local = Array(Signal(proto.expert_bits, name=f"tab{e}_local") for e in range(E))
         loaded = Array(Signal(name=f"loaded{i}") for i in range(G * C * S))
-        occupied = Array(Signal(name=f"occ{r}") for r in range(R))
-        final = Array(Signal(name=f"final{r}") for r in range(R))
-        fresh = Array(Signal(name=f"fresh{r}") for r in range(R))   # no result yet: the accumulator is stale
-        sent = Array(Signal(CNT, name=f"sent{r}") for r in range(R))
-        recv = Array(Signal(CNT, name=f"recv{r}") for r in range(R))
+        # Per-entry state in memories (one word per combine entry), each written by one side: the dispatch
+        # (final, results expected so far), the receiver (results arrived) and, for the two flags, the side that
+        # sets and the side that clears them. Comb read ports: a read sees the registered state, as a signal would.
+        entry_dispatch = data.StructLayout({"final": 1, "sent": CNT})
+        m.submodules.entry_dispatch = dispatch_mem = Memory(shape=entry_dispatch, depth=R, init=[])
+        m.submodules.entry_recv = recv_mem = Memory(shape=CNT, depth=R, init=[])
+        m.submodules.entry_occupied = occupied_mem = Memory(shape=1, depth=R, init=[])
+        # fresh: no result yet, the accumulator holds the previous token's sum
+        m.submodules.entry_fresh = fresh_mem = Memory(shape=1, depth=R, init=[])
+        occupied_count = Signal(range(R + 1))
         outstanding = [Signal(16, name=f"outstanding{g}") for g in range(G)]
         dispatching, received, returned = Signal(), Signal(), Signal()
         errors = Signal(16)
@@ -188,8 +193,11 @@ class Root(wiring.Component):
         t_cnt = Signal(range(HRF + TF + 1))
         # entry state read once each (an Array read inside an Array write would be a mux per element)
         cur_occupied, cur_final, cur_sent = Signal(), Signal(), Signal(CNT)
-        m.d.comb += [cur_occupied.eq(occupied[t_hdr.token]), cur_final.eq(final[t_hdr.token]),
-                     cur_sent.eq(sent[t_hdr.token])]
+        dispatch_rd = dispatch_mem.read_port(domain="comb")
+        occupied_rd = occupied_mem.read_port(domain="comb")
+        m.d.comb += [dispatch_rd.addr.eq(t_hdr.token), occupied_rd.addr.eq(t_hdr.token),
+                     cur_occupied.eq(occupied_rd.data), cur_final.eq(dispatch_rd.data.final),
+                     cur_sent.eq(dispatch_rd.data.sent)]
         inc = [Signal(16, name=f"inc{g}") for g in range(G)]
         dec = [Signal(name=f"dec{g}") for g in range(G)]
         cmd_idle = Signal()
@@ -268,7 +276,10 @@ class Root(wiring.Component):
         r_group = Signal(range(G))
         r_cnt = Signal(range(PF + 1))
         cur_recv, cur_fresh = Signal(CNT), Signal()
-        m.d.comb += [cur_recv.eq(recv[r_tag]), cur_fresh.eq(fresh[r_tag])]
+        recv_rd = recv_mem.read_port(domain="comb")
+        fresh_rd = fresh_mem.read_port(domain="comb")
+        m.d.comb += [recv_rd.addr.eq(r_tag), fresh_rd.addr.eq(r_tag), cur_recv.eq(recv_rd.data),
+                     cur_fresh.eq(fresh_rd.data)]
         src_group = Signal(range(G))
         for g in range(G):
             nodes = [topo.switch(g)] + [topo.chiplet(g, c) for c in range(C)]
@@ -328,7 +339,12 @@ class Root(wiring.Component):
             with m.State("WAIT"):
                 m.d.comb += out_idle.eq(1)
                 ret_ready = Signal()
-                m.d.comb += ret_ready.eq(occupied[ret] & final[ret] & (sent[ret] == recv[ret]))
+                ret_dispatch = dispatch_mem.read_port(domain="comb")
+                ret_recv = recv_mem.read_port(domain="comb")
+                ret_occupied = occupied_mem.read_port(domain="comb")
+                m.d.comb += [ret_dispatch.addr.eq(ret), ret_recv.addr.eq(ret), ret_occupied.addr.eq(ret),
+                             ret_ready.eq(ret_occupied.data & ret_dispatch.data.final
+                                          & (ret_dispatch.data.sent == ret_recv.data))]
                 with m.If(ret_ready):
                     m.d.sync += o_cnt.eq(0)
                     m.next = "SEND"
@@ -342,21 +358,23 @@ class Root(wiring.Component):
                         m.d.sync += ret.eq(Mux(ret == R - 1, 0, ret + 1))
                         m.next = "WAIT"
 
-        # Per-entry writes, element by element: an Array write would put a case over all entries into every
-        # element's logic (quadratic Verilog).
-        for r in range(R):
-            with m.If(dispatching & (t_hdr.token == r)):
-                m.d.sync += sent[r].eq(cur_sent + count_all[:CNT])
-                with m.If(t_hdr.first):
-                    m.d.sync += [occupied[r].eq(1), final[r].eq(t_hdr.final), fresh[r].eq(1)]
-                with m.Else():
-                    m.d.sync += final[r].eq(cur_final | t_hdr.final)
-            with m.If(returned & (ret == r)):
-                m.d.sync += occupied[r].eq(0)
-            with m.If(received & (r_tag == r)):
-                m.d.sync += [recv[r].eq(cur_recv + 1), fresh[r].eq(0)]
+        # Per-entry writes. A first dispatch finds its entry free (returned), and results arrive only for an
+        # occupied entry, so the two writers of a flag never write one entry in the same cycle.
+        first_dispatch = dispatching & t_hdr.first
+        dispatch_wr = dispatch_mem.write_port()
+        m.d.comb += [dispatch_wr.addr.eq(t_hdr.token), dispatch_wr.en.eq(dispatching),
+                     dispatch_wr.data.sent.eq(cur_sent + count_all[:CNT]),
+                     dispatch_wr.data.final.eq(Mux(t_hdr.first, t_hdr.final, cur_final | t_hdr.final))]
+        recv_wr = recv_mem.write_port()
+        m.d.comb += [recv_wr.addr.eq(r_tag), recv_wr.en.eq(received), recv_wr.data.eq(cur_recv + 1)]
+        for mem, set_addr, clear_addr, clear in ((occupied_mem, t_hdr.token, ret, returned),
+                                                 (fresh_mem, t_hdr.token, r_tag, received)):
+            set_wr, clear_wr = mem.write_port(), mem.write_port()
+            m.d.comb += [set_wr.addr.eq(set_addr), set_wr.en.eq(first_dispatch), set_wr.data.eq(1),
+                         clear_wr.addr.eq(clear_addr), clear_wr.en.eq(clear), clear_wr.data.eq(0)]
+        m.d.sync += occupied_count.eq(occupied_count + first_dispatch - returned)
 
-        any_occupied = Cat(*(occupied[r] for r in range(R))).any()
+        any_occupied = occupied_count != 0
         any_outstanding = Cat(*(o != 0 for o in outstanding)).any()
         m.d.comb += self.busy.eq(~cmd_idle | ~Cat(*idle).all() | any_occupied | any_outstanding | ~out_idle)
         return m
