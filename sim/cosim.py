@@ -15,21 +15,24 @@ The testbench side reads its inputs from environment variables (:mod:`mozart.tb.
 ``MOZART_DESIGN``   the block name
 ``MOZART_*``        anything given in ``extra_env`` (e.g. ``MOZART_PACKETS`` for a soak length)
 
-Runs happen in ``<build folder>/runs/<testbench>-seed<N>/``, which holds ``results.xml``, ``sim.log``,
-``summary.json`` and, with ``waves=True``, ``dump.vcd``.
+Each run gets a folder of its own, ``<build folder>/runs/<testbench>[-<label>]-seed<N>-<date>-<time>-<4 hex>/``,
+which holds ``results.xml``, ``sim.log``, ``summary.json`` and, with ``waves=True``, ``dump.vcd``; two runs never
+share one (so a second run of a seed keeps the first one's log, and ``--compare --waves`` keeps one waveform per
+variant). The newest :data:`KEEP_RUNS` runs of a testbench are kept; older ones are deleted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from filelock import FileLock
 
 from mozart.model.config import WaferConfig, to_toml
 from mozart.model.errors import MozartError
@@ -45,6 +48,9 @@ ENV_CONFIG = "MOZART_CONFIG"
 ENV_SEED = "MOZART_SEED"
 ENV_SUMMARY = "MOZART_SUMMARY"
 ENV_DESIGN = "MOZART_DESIGN"
+
+#: Run folders kept per testbench module (the newest); older ones are deleted when a new run starts.
+KEEP_RUNS = 12
 
 
 class CosimError(MozartError, RuntimeError):
@@ -67,6 +73,8 @@ class CosimResult:
         The seed the testbench used.
     tests, failed : int
         Counts from the results XML (errors count as failures).
+    skipped : int
+        Tests the testbench skipped (``cocotb.test(skip=...)`` or a ``SkipTest``): neither passed nor failed.
     failed_tests : tuple of str
         Names of the failing cocotb tests.
     summary : dict
@@ -96,10 +104,15 @@ class CosimResult:
     sim_time_ns: float = 0.0
     test_seconds: float = 0.0
     errors: tuple[str, ...] = field(default=(), repr=False)
+    skipped: int = 0
+
+    @property
+    def passed(self) -> int:
+        return self.tests - self.failed - self.skipped
 
     @property
     def ok(self) -> bool:
-        return self.tests > 0 and self.failed == 0
+        return self.passed > 0 and self.failed == 0
 
     @property
     def results_xml(self) -> Path:
@@ -122,8 +135,8 @@ class CosimResult:
         """A few human lines: what ran, what failed and why, where the log (and the waveform) is.
 
         ``waveform=False`` leaves out the waveform's path, for a caller that prints it last."""
-        head = (f"cosim {self.design} (config {self.config}, seed {self.seed}): "
-                f"{self.tests - self.failed} of {self.tests} cocotb tests passed")
+        head = (f"cosim {self.design} (config {self.config}, seed {self.seed}): {self.passed} passed, "
+                f"{self.failed} failed, {self.skipped} skipped (cocotb tests)")
         lines = [head]
         if self.failed_tests:
             lines.append("failed: " + ", ".join(self.failed_tests))
@@ -140,11 +153,12 @@ class CosimResult:
         return self
 
 
-def _parse_results(path: Path) -> tuple[int, list[str], float, float]:
+def _parse_results(path: Path) -> tuple[int, list[str], float, float, int]:
     root = ET.parse(path).getroot()
-    tests, failed, sim_ns, wall = 0, [], 0.0, 0.0
+    tests, failed, sim_ns, wall, skipped = 0, [], 0.0, 0.0, 0
     for case in root.iter("testcase"):
         tests += 1
+        skipped += case.find("skipped") is not None
         try:
             wall += float(case.get("time", 0))
         except ValueError:
@@ -157,7 +171,7 @@ def _parse_results(path: Path) -> tuple[int, list[str], float, float]:
                     sim_ns += float(prop.get("value", 0))
                 except ValueError:
                     pass
-    return tests, failed, sim_ns, wall
+    return tests, failed, sim_ns, wall, skipped
 
 
 # A cocotb log line that carries the error of a failed test: the last line of a traceback.
@@ -182,9 +196,27 @@ def _module_short(testbench: str) -> str:
     return testbench.rsplit(".", 1)[-1]
 
 
+def _new_run_dir(runs: Path, module: str, label: str | None, seed: int) -> Path:
+    """A fresh run folder; the oldest beyond :data:`KEEP_RUNS` of the same module are deleted."""
+    prefix = f"{module}-{label}-" if label else f"{module}-"
+    runs.mkdir(parents=True, exist_ok=True)
+    old = sorted((p for p in runs.glob(f"{module}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for stale in old[:max(0, len(old) - KEEP_RUNS + 1)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        folder = runs / f"{prefix}seed{seed}-{stamp}-{os.urandom(2).hex()}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
 def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: int, waves: bool = False,
         testcase: str | Sequence[str] | None = None, extra_env: Mapping[str, str] | None = None,
-        timeout: float | None = None, check: bool = True) -> CosimResult:
+        timeout: float | None = None, check: bool = True, test_module: str | None = None,
+        label: str | None = None) -> CosimResult:
     """Co-simulate ``design``'s testbench module for ``cfg`` in one simulator process.
 
     Parameters
@@ -206,6 +238,10 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
         Seconds after which the simulator is killed (:class:`CosimError`).
     check : bool
         Raise :class:`CosimFailure` if a test failed (pytest's usual want); ``False`` just returns the result.
+    test_module : str, optional
+        Another cocotb module to run on the build (default: the design's testbench), e.g. ``mozart.tb.tb_clock``.
+    label : str, optional
+        Part of the run folder's name (e.g. the variant of a wafer run).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise CosimError(f"seed must be a non-negative integer, not {seed!r}")
@@ -219,8 +255,8 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
             raise CosimError("cfg must be a WaferConfig when design is not a Build, not None")
         built = build(design, cfg, waves=waves)
     d, cfg = built.design, built.cfg
-    run_dir = built.build_dir / "runs" / f"{_module_short(d.testbench)}-seed{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    module = test_module or d.testbench
+    run_dir = _new_run_dir(built.build_dir / "runs", _module_short(module), label, seed)
     results, summary_path, log = run_dir / "results.xml", run_dir / "summary.json", run_dir / "sim.log"
     env = {ENV_CONFIG: to_toml(cfg), ENV_SEED: str(seed), ENV_SUMMARY: str(summary_path), ENV_DESIGN: d.name,
            "COCOTB_LOG_LEVEL": "INFO", "COCOTB_ANSI_OUTPUT": "0",
@@ -231,43 +267,41 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
     if timeout is not None:
         # The runner has no timeout; coreutils 'timeout' as its command prefix kills a hung simulator.
         env["SIM_CMD_PREFIX"] = f"timeout -k 5 {max(1, int(timeout))}"
-    with FileLock(str(run_dir) + ".lock"):  # two runs of one seed must not share a results file
-        for stale in (results, summary_path, log):
-            stale.unlink(missing_ok=True)
-        start = time.perf_counter()
-        exit_code = 0
-        # The runner lets os.environ override extra_env, so everything goes in through activated().
-        with toolchain.activated(env):
-            try:
-                built.runner.test(test_module=d.testbench, hdl_toplevel=d.toplevel, hdl_toplevel_lang="verilog",
-                                  testcase=testcase, seed=seed, build_dir=built.build_dir, test_dir=run_dir,
-                                  results_xml=str(results), waves=built.waves, timescale=None, log_file=log)
-            except SystemExit as exc:  # the runner exits when the simulator process fails...
-                exit_code = exc.code if isinstance(exc.code, int) else 1
-            except RuntimeError as exc:  # ...or raises "Command failed with return code: N"
-                found = re.search(r"return code: (-?\d+)", str(exc))
-                exit_code = int(found.group(1)) if found else 1
-        seconds = time.perf_counter() - start
-        if timeout is not None and exit_code in (124, 137):
-            raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must finish within {timeout} s, "
-                             f"but was killed; log {log}")
-        if not results.is_file():
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
-            raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must write {results}, but the "
-                             f"simulator stopped (exit status {exit_code}) without results; log {log}:\n{tail}")
-        from cocotb_tools.check_results import get_results  # noqa: PLC0415 (cocotb's own count of the XML)
-        tests, n_failed = get_results(results)
-        _, failed, sim_ns, test_seconds = _parse_results(results)
-        if n_failed and not failed:  # keep the count authoritative even if no failing case could be named
-            failed = ["(unnamed)"] * n_failed
+    start = time.perf_counter()
+    exit_code = 0
+    # The runner lets os.environ override extra_env, so everything goes in through activated().
+    with toolchain.activated(env):
         try:
-            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        except ValueError:
-            summary = {}
+            built.runner.test(test_module=module, hdl_toplevel=d.sim_toplevel, hdl_toplevel_lang="verilog",
+                              testcase=testcase, seed=seed, build_dir=built.build_dir, test_dir=run_dir,
+                              results_xml=str(results), waves=built.waves, timescale=None, log_file=log)
+        except SystemExit as exc:  # the runner exits when the simulator process fails...
+            exit_code = exc.code if isinstance(exc.code, int) else 1
+        except RuntimeError as exc:  # ...or raises "Command failed with return code: N"
+            found = re.search(r"return code: (-?\d+)", str(exc))
+            exit_code = int(found.group(1)) if found else 1
+    seconds = time.perf_counter() - start
+    if timeout is not None and exit_code in (124, 137):
+        raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must finish within {timeout} s, "
+                         f"but was killed; log {log}")
+    if not results.is_file():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
+        raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must write {results}, but the "
+                         f"simulator stopped (exit status {exit_code}) without results; log {log} (if the executable is "
+                         f"damaged, 'mozart clean' or deleting {built.build_dir} rebuilds it):\n{tail}")
+    from cocotb_tools.check_results import get_results  # noqa: PLC0415 (cocotb's own count of the XML)
+    tests, n_failed = get_results(results)
+    _, failed, sim_ns, test_seconds, skipped = _parse_results(results)
+    if n_failed and not failed:  # keep the count authoritative even if no failing case could be named
+        failed = ["(unnamed)"] * n_failed
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except ValueError:
+        summary = {}
     waveform = run_dir / "dump.vcd" if built.waves and (run_dir / "dump.vcd").is_file() else None
     result = CosimResult(d.name, cfg.name, seed, tests, max(n_failed, len(failed)), tuple(failed), summary, run_dir, waveform,
-                         seconds, sim_ns, test_seconds, tuple(_error_lines(log)) if failed else ())
+                         seconds, sim_ns, test_seconds, tuple(_error_lines(log)) if failed else (), skipped)
     if check and tests == 0:
-        raise CosimError(f"cosim {d.name} must run at least one test of {d.testbench}"
+        raise CosimError(f"cosim {d.name} must run at least one test of {module}"
                          + (f" matching {testcase!r}" if testcase else "") + f", not none; log {log}")
     return result.check() if check else result

@@ -83,7 +83,7 @@ def test_corrupted_data_fails_with_the_scoreboard_message():
         cosim.run(mutant(CorruptFifo), TINY, seed=1, testcase="test_random_packets",
                   extra_env={"MOZART_PACKETS": "20"})
     message = str(exc.value)
-    assert "0 of 1 cocotb tests passed" in message and "test_random_packets" in message
+    assert "0 passed, 1 failed, 0 skipped" in message and "test_random_packets" in message
     assert "fifo scoreboard: port o must emit only expected packets" in message
     assert "payload flit 0" in message or "header kind must be" in message
 
@@ -111,7 +111,7 @@ def test_cli_runs_the_testbench_with_waves(capsys):
     from mozart.sim.cli import main
     assert main(["cosim", "fifo", "--config", "tiny", "--seed", "2", "--waves", "--test", "test_full_throughput"]) == 0
     out = capsys.readouterr().out
-    assert "cosim fifo (config tiny, seed 2): 1 of 1 cocotb tests passed" in out
+    assert "cosim fifo (config tiny, seed 2): 1 passed, 0 failed, 0 skipped" in out
     assert "cycles/s inside the tests" in out and "40 packets" in out
     waveform = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("waveform: "))
     assert waveform.endswith("dump.vcd") and "$var" in open(waveform).read(4096)
@@ -128,3 +128,11 @@ def test_timeout_kills_a_long_run():
     with pytest.raises(CosimError, match=r"cosim fifo \(config tiny, seed 1\) must finish within 2 s, but was killed"):
         cosim.run(build("fifo", TINY), seed=1, testcase="test_random_packets", timeout=2,
                   extra_env={"MOZART_PACKETS": "1000000"})
+
+
+def test_runs_of_one_seed_keep_their_own_folders():
+    built = build("fifo", TINY)
+    first = cosim.run(built, seed=5, testcase="test_full_throughput")
+    second = cosim.run(built, seed=5, testcase="test_full_throughput")
+    assert first.run_dir != second.run_dir and first.log.is_file() and second.log.is_file()
+    assert first.run_dir.name.startswith("tb_fifo-seed5-")
