@@ -19,10 +19,19 @@ class Design:
     testbench: str   #: cocotb test module, e.g. "mozart.tb.tb_switch"
     toplevel: str    #: Verilog top module name
     summary: str
+    #: The component co-simulation builds instead (the block inside its test harness), or None for the block
+    #: itself; its Verilog top module is ``<toplevel>_harness``.
+    harness: str | None = None
 
-    def build(self, cfg):
-        module, _, cls = self.component.partition(":")
+    def build(self, cfg, *, simulation: bool = False):
+        """The component for ``cfg``: the block itself, or with ``simulation`` its harness if it has one."""
+        module, _, cls = (self.harness if simulation and self.harness else self.component).partition(":")
         return getattr(importlib.import_module(module), cls)(cfg)
+
+    @property
+    def sim_toplevel(self) -> str:
+        """The Verilog top module a co-simulation runs."""
+        return f"{self.toplevel}_harness" if self.harness else self.toplevel
 
 
 #: One line per block; add yours here.
@@ -38,7 +47,8 @@ DESIGNS: dict[str, Design] = {d.name: d for d in [
     Design("root", "mozart.hw.root:Root", "mozart.tb.tb_root", "root",
            "root node: host command interface, dispatch with de-duplication, combine, outputs in token order"),
     Design("wafer", "mozart.hw.wafer:Wafer", "mozart.tb.tb_wafer", "wafer",
-           "the whole wafer: root (host interface), G switches, G x C chiplets, G memory controllers + DRAM"),
+           "the whole wafer: root (host interface), G switches, G x C chiplets, G memory controllers + DRAM",
+           harness="mozart.hw.wafer_harness:WaferHarness"),
 ]}
 
 

@@ -27,19 +27,23 @@ the cycle each host command and each output was taken, from the first command, f
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge, Timer
 
 from mozart.hw.chiplet import DEFAULT_TOKEN_SLOTS, ChipletTiming
+from mozart.model import lfsr
+from mozart.model.harness import BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.host import HostInterface
 from mozart.model.protocol import Protocol
 
-from .env import clock_and_reset, env_int, rng, test_config, test_seed, write_summary
-from .stream import StreamDriver, StreamMonitor
+from .env import clock_and_reset, env_int, test_config, test_seed, write_summary
+from .stream import FlitCodec
 from .watchdog import Watchdog
 
 
@@ -54,8 +58,9 @@ def env_float(name: str, default: float) -> float:
 
 
 class LinkActivity:
-    """The wafer's links as one watchdog port: ``transfers`` = cycles with movement (the hardware's ``moved``
-    counter); ``describe()`` names every link whose sender holds a flit its receiver does not take."""
+    """The wafer's links and the harness's player and recorder as one watchdog port: ``transfers`` counts cycles
+    with movement on some link plus host flits sent and output flits taken; ``describe()`` names every link whose
+    sender holds a flit its receiver does not take."""
 
     name = "wafer links"
     pending = 0
@@ -67,7 +72,8 @@ class LinkActivity:
 
     @property
     def transfers(self) -> int:
-        return int(self.dut.moved.value)
+        dut = self.dut
+        return int(dut.moved.value) + int(dut.program_sent.value) + int(dut.output_flits.value)
 
     def blocked(self) -> list[str]:
         valid = self.dut.link_valid.value.to_unsigned()
@@ -85,6 +91,13 @@ class LinkActivity:
 
 
 class WaferBench:
+    """Drives the wafer through its harness (``mozart.hw.wafer_harness``): the host program and the DRAM images go in
+    through backdoors, the player and recorder run with seeded idle and backpressure coins, and Python only wakes
+    every ``POLL_CYCLES`` cycles (the watchdog) until every output is in; then it reads everything back and checks."""
+
+    POLL_CYCLES = 512
+    PERIOD_NS = 10
+
     def __init__(self, dut):
         from mozart.model.trace_io import load_trace  # noqa: PLC0415
         from mozart.model.wafer_run import build_run  # noqa: PLC0415
@@ -93,6 +106,7 @@ class WaferBench:
         self.cfg = cfg = test_config()
         self.proto = Protocol(cfg)
         self.host = HostInterface(cfg)
+        self.codec = FlitCodec(self.proto)
         trace_path = os.environ.get("MOZART_TRACE") or None
         self.run = build_run(cfg, trace=load_trace(trace_path) if trace_path else None, seed=test_seed(),
                              placement=os.environ.get("MOZART_PLACEMENT") or None,
@@ -103,43 +117,36 @@ class WaferBench:
                              fault=os.environ.get("MOZART_FAULT") or "none")
         self.idle = env_float("MOZART_IDLE", 0.2)
         self.backpressure = env_float("MOZART_BACKPRESSURE", 0.2)
-        self.outputs: list[list[int]] = []
-        self._frame: list[int] = []
-        self.last_output_cycle = 0
-        self.commands_done = 0
-        self.command_cycles: list[int] = []   # cycle each host command's last flit was taken
-        self.output_cycles: list[int] = []    # cycle each output's last flit was taken
+        self.program = [self.host.encode(cmd) for cmd in self.run.commands]
+        self.command_ends = list(itertools.accumulate(len(flits) for flits in self.program))
+        if self.command_ends[-1] > PROGRAM_FLITS:
+            raise ValueError(f"host program must fit the harness's {PROGRAM_FLITS} flits, not "
+                             f"{self.command_ends[-1]}: run fewer tokens")
+        if self.run.tokens * self.proto.partial_flits > OUTPUT_FLITS:
+            raise ValueError(f"outputs must fit the harness's {OUTPUT_FLITS} flits, not "
+                             f"{self.run.tokens * self.proto.partial_flits}: run fewer tokens")
 
-    # -- callbacks -------------------------------------------------------------------------------------------
-    def _output(self, flit) -> None:
-        if flit.first:
-            self._frame = []
-        self._frame.append(flit.data)
-        if flit.last:
-            self.outputs.append(self._frame)
-            self.last_output_cycle = self.clock.cycle
-            self.output_cycles.append(self.clock.cycle)
-
-    def _sent(self, flit) -> None:
-        if flit.last:
-            self.commands_done += 1
-            self.command_cycles.append(self.clock.cycle)
+    def commands_done(self) -> int:
+        return bisect.bisect_right(self.command_ends, int(self.dut.program_sent.value))
 
     def pending(self) -> str:
         run = self.run
-        if len(self.outputs) >= run.tokens:
+        outputs = int(self.dut.output_frames.value)
+        if outputs >= run.tokens:
             return ""
-        where = (f"root stuck on host command {self.commands_done} of {len(run.commands)}: "
-                 f"{run.commands[self.commands_done].describe()}" if self.commands_done < len(run.commands)
-                 else "all host commands taken")
-        return f"{run.tokens - len(self.outputs)} of {run.tokens} outputs outstanding; {where}"
+        done = self.commands_done()
+        where = (f"root stuck on host command {done} of {len(run.commands)}: {run.commands[done].describe()}"
+                 if done < len(run.commands) else "all host commands taken")
+        return f"{run.tokens - outputs} of {run.tokens} outputs outstanding; {where}"
 
     # -- phases ----------------------------------------------------------------------------------------------
     async def preload(self) -> None:
-        """Every group's DRAM image through the backdoors, all groups in parallel, one word per cycle."""
+        """Every group's DRAM image through the backdoors (all groups in parallel) and the host program through
+        the player's load port, one word per cycle each."""
         dut = self.dut
         streams = [[(base + i, w) for base, words in group for i, w in enumerate(words)] for group in self.run.dram]
-        for step in range(max(len(s) for s in streams)):
+        flits = [f for command in self.program for f in command]
+        for step in range(max(len(flits), *(len(s) for s in streams))):
             await FallingEdge(dut.clk)
             for g, s in enumerate(streams):
                 bd = f"backdoor__{g}__"
@@ -149,40 +156,76 @@ class WaferBench:
                     getattr(dut, bd + "we").value = 1
                 else:
                     getattr(dut, bd + "we").value = 0
+            if step < len(flits):
+                dut.program_addr.value = step
+                dut.program_data.value = self.codec.pack(flits[step])
+                dut.program_en.value = 1
+            else:
+                dut.program_en.value = 0
         await FallingEdge(dut.clk)
         for g in range(len(streams)):
             getattr(dut, f"backdoor__{g}__we").value = 0
+        dut.program_en.value = 0
+        dut.program_length.value = len(flits)
 
     async def run_layer(self) -> None:
         dut, run = self.dut, self.run
         for g in range(self.cfg.groups):
             getattr(dut, f"backdoor__{g}__we").value = 0
-        self.clock = await clock_and_reset(dut)
+        dut.start.value = 0
+        dut.program_en.value = 0
+        seed = test_seed()
+        dut.idle_seed.value = lfsr.seed_for(seed, IDLE_STREAM)
+        dut.idle_threshold.value = lfsr.threshold(self.idle)
+        dut.backpressure_seed.value = lfsr.seed_for(seed, BACKPRESSURE_STREAM)
+        dut.backpressure_threshold.value = lfsr.threshold(self.backpressure)
+        await clock_and_reset(dut, period_ns=self.PERIOD_NS)
         await self.preload()
-        driver = StreamDriver(dut, "host_in", self.proto, idle=self.idle, rng=rng("host idle"))
-        driver.on_sent.append(self._sent)
-        monitor = StreamMonitor(dut, "host_out", self.proto, backpressure=self.backpressure,
-                                rng=rng("host backpressure"), callback=self._output, keep=False)
         links = LinkActivity(dut, run)
         chip = ChipletTiming(self.cfg)
         quiet = DEFAULT_TOKEN_SLOTS * chip.cycles_per_token(self.cfg.experts_per_chiplet)
-        self.watchdog = Watchdog(dut.clk, [driver, monitor, links], timeout=int(4 * quiet / (1 - self.backpressure))
-                                 + 1000, pending=[self.pending, lambda: "; ".join(links.blocked())],
-                                 name="wafer watchdog")
-        monitor.start()
+        self.watchdog = Watchdog(dut.clk, [links], timeout=int(4 * quiet / (1 - self.backpressure)) + 1000,
+                                 pending=[self.pending, lambda: "; ".join(links.blocked())],
+                                 name="wafer watchdog", period_ns=self.PERIOD_NS)
         self.watchdog.start()
-        start, wall = self.clock.cycle, time.perf_counter()
-        for cmd in run.commands:
-            driver.send(self.host.encode(cmd))
-        while len(self.outputs) < run.tokens:
-            await ClockCycles(dut.clk, 32)
-        self.cycles = self.last_output_cycle - start
-        self.start_cycle = start
+        wall = time.perf_counter()
+        dut.start.value = 1
+        poll = Timer(self.POLL_CYCLES * self.PERIOD_NS, unit="ns")
+        while int(dut.output_frames.value) < run.tokens:
+            await poll
         self.sim_seconds = time.perf_counter() - wall   # simulation of the layer only (no model, no preload)
-        await driver.wait_sent()
-        await ClockCycles(dut.clk, 64)   # anything still moving now would be traffic nobody expects
+        self.cycles = int(dut.last_output_cycle.value) - int(dut.first_command_cycle.value) + 1
+        while int(dut.program_sent.value) < self.command_ends[-1]:
+            await poll
+        await Timer(64 * self.PERIOD_NS, unit="ns")   # anything still moving now would be traffic nobody expects
         self.watchdog.stop()
+        self.outputs = await self.read_outputs()
+        self.timeline = await self.read_timeline() if os.environ.get("MOZART_TIMELINE") else None
         self.check(links)
+
+    async def read_back(self, addr, data, count: int) -> list[int]:
+        """``count`` words of a harness read backdoor (combinational: set the address, let one time step pass)."""
+        out = []
+        for i in range(count):
+            addr.value = i
+            await Timer(1, unit="ps")
+            out.append(data.value.to_unsigned())
+        return out
+
+    async def read_outputs(self) -> list[list[int]]:
+        """The recorded outputs as frames of flit data; a framing error (``first``/``last``) fails the test."""
+        dut, pf = self.dut, self.proto.partial_flits
+        flits = [self.codec.unpack(w) for w in
+                 await self.read_back(dut.output_addr, dut.output_data, min(int(dut.output_flits.value), OUTPUT_FLITS))]
+        frames = []
+        for i in range(0, len(flits), pf):
+            frame = flits[i:i + pf]
+            framing = [(f.first, f.last) for f in frame]
+            expected = [(j == 0, j == pf - 1) for j in range(pf)]
+            assert framing == expected, (f"output {len(frames)} must be {pf} flits framed first..last, not "
+                                         f"{framing}")
+            frames.append([f.data for f in frame])
+        return frames
 
     # -- checks ----------------------------------------------------------------------------------------------
     def check(self, links: LinkActivity) -> None:
@@ -224,15 +267,24 @@ class WaferBench:
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,
                    "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
                    "dispatches": measured}
-        if os.environ.get("MOZART_TIMELINE"):   # per-command and per-output cycles, for model-vs-RTL studies
-            summary["command_cycles"] = [c - self.start_cycle for c in self.command_cycles]
-            summary["output_cycles"] = [c - self.start_cycle for c in self.output_cycles]
+        if self.timeline is not None:   # per-command and per-output cycles, for model-vs-RTL studies
+            summary["command_cycles"] = self.timeline["commands"]
+            summary["output_cycles"] = self.timeline["outputs"]
         if run.variant == "baseline":
             summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
         write_summary(summary)
         self.dut._log.info(f"{run.variant}: {self.cycles} cycles, model {model:.0f} ({100 * error:+.1f}%), "
                            f"bit-exact {summary['bit_exact']}, links match {not wrong}")
         assert not problems, "; ".join(problems)
+
+
+    async def read_timeline(self) -> dict[str, list[int]]:
+        """The cycle each host command and each output was taken, counted from the first command (``cycles``
+        counts both ends: the last output's entry is ``cycles - 1``)."""
+        dut, first = self.dut, int(self.dut.first_command_cycle.value)
+        commands = await self.read_back(dut.command_stamp_addr, dut.command_stamp, len(self.program))
+        outputs = await self.read_back(dut.output_stamp_addr, dut.output_stamp, int(dut.output_frames.value))
+        return {"commands": [c - first for c in commands], "outputs": [c - first for c in outputs]}
 
 
 @cocotb.test()

@@ -8,8 +8,10 @@ scoreboard's ``pending_summary`` is the usual addition::
     dog = Watchdog(dut.clk, [drv, mon], timeout=1000, pending=[sb.pending_summary])
     dog.start()
 
-The check runs once per window of ``timeout // 8`` cycles (a ``ClockCycles`` trigger, cheap), so a stall is
-reported between ``timeout`` and ``timeout + timeout // 8`` cycles after the last movement.
+The check runs once per window of ``timeout // 8`` cycles, so a stall is reported between ``timeout`` and
+``timeout + timeout // 8`` cycles after the last movement. A window is a ``ClockCycles`` trigger (Python sees every
+edge), or with ``period_ns`` one ``Timer`` (Python sees nothing in between: for testbenches with no per-cycle
+Python, whose simulator would otherwise wait for the watchdog).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Sequence
 
 import cocotb
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, Timer
 
 __all__ = ["Watchdog", "DeadlockError"]
 
@@ -42,10 +44,13 @@ class Watchdog:
         Default: the ports' own ``pending`` counts (queued driver flits).
     name : str
         Used in the message (e.g. the block under test).
+    period_ns : float, optional
+        The clock's period: wait each window with one timer instead of counting edges.
     """
 
     def __init__(self, clock, ports: Sequence[Any], *, timeout: int = 1000,
-                 pending: Callable[[], Any] | Iterable[Callable[[], Any]] | None = None, name: str = "watchdog"):
+                 pending: Callable[[], Any] | Iterable[Callable[[], Any]] | None = None, name: str = "watchdog",
+                 period_ns: float | None = None):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"watchdog timeout must be a positive number of cycles, not {timeout!r}")
         if not ports:
@@ -60,6 +65,7 @@ class Watchdog:
             self.pending = [pending]
         else:
             self.pending = list(pending)
+        self.period_ns = period_ns
         self.cycle = 0
         self.stalled_for = 0
         self._task = None
@@ -107,7 +113,7 @@ class Watchdog:
         window = max(1, self.timeout // 8)
         last = sum(p.transfers for p in self.ports)
         while True:
-            await ClockCycles(self.clock, window)
+            await (Timer(window * self.period_ns, unit="ns") if self.period_ns else ClockCycles(self.clock, window))
             self.cycle += window
             now = sum(p.transfers for p in self.ports)
             if now != last:

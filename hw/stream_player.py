@@ -1,0 +1,93 @@
+"""A stream player: sends a preloaded sequence of flits on a link, with seeded random idle cycles (test harness)."""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from mozart.model.lfsr import COIN_BITS, STATE_BITS
+
+from .protocol import flit_layout, link_signature
+from .xorshift import XorshiftCoin
+
+__all__ = ["StreamPlayer"]
+
+
+class StreamPlayer(wiring.Component):
+    """Plays ``length`` flits from its memory on ``o`` once ``start`` is high, as a testbench driver would.
+
+    The sequence is written through the ``load_*`` backdoor (one flit per cycle) before ``start``. While running,
+    before each flit the player idles for a cycle when its coin (:class:`XorshiftCoin`, ``idle_seed``,
+    ``idle_threshold``) says so; a flit on ``o`` keeps ``valid`` and its payload until taken (the stream rule).
+    With ``idle_threshold = 0`` it sends one flit per cycle while ``o.ready`` is high, and the first flit is valid
+    in the cycle after the first edge that sees ``start``.
+
+    Parameters
+    ----------
+    cfg : WaferConfig
+        Gives the flit layout.
+    depth : int
+        Flits the memory holds.
+
+    Members
+    -------
+    o : Out(link_signature(cfg))
+    load_addr, load_data, load_en : In
+        The backdoor write port.
+    length : In(range(depth + 1))
+        Flits to play.
+    start : In(1)
+        Level: high from the first cycle of playing on.
+    idle_seed : In(STATE_BITS), idle_threshold : In(COIN_BITS)
+    now : In(32)
+        The harness's cycle counter, stamped into ``stamps`` when a frame's ``last`` flit is taken.
+    sent : Out(range(depth + 1))
+        Flits taken so far (the index of the flit on ``o``).
+    stamp_addr : In(range(depth)), stamp_data : Out(32)
+        Read backdoor (combinational) of the cycle at which frame ``stamp_addr`` was taken.
+
+    Latency and throughput: one flit per cycle; ``valid`` does not depend combinationally on ``o.ready``.
+    """
+
+    def __init__(self, cfg, depth: int):
+        self._cfg, self.depth = cfg, depth
+        super().__init__({
+            "o": Out(link_signature(cfg)),
+            "load_addr": In(range(depth)), "load_data": In(flit_layout(cfg)), "load_en": In(1),
+            "length": In(range(depth + 1)), "start": In(1),
+            "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
+            "now": In(32), "sent": Out(range(depth + 1)),
+            "stamp_addr": In(range(depth)), "stamp_data": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.flits = flits = Memory(shape=flit_layout(self._cfg), depth=self.depth, init=[])
+        m.submodules.stamps = stamps = Memory(shape=32, depth=self.depth, init=[])
+        m.submodules.coin = coin = XorshiftCoin()
+        m.d.comb += [coin.seed.eq(self.idle_seed), coin.threshold.eq(self.idle_threshold), coin.run.eq(self.start)]
+
+        load = flits.write_port()
+        m.d.comb += [load.addr.eq(self.load_addr), load.data.eq(self.load_data), load.en.eq(self.load_en)]
+
+        valid, taken, frames = Signal(), Signal(range(self.depth + 1)), Signal(range(self.depth + 1))
+        take = valid & self.o.ready
+        following = Signal(range(self.depth + 1))   # the flit on o from the next cycle on
+        m.d.comb += following.eq(taken + take)
+        # The read port's address runs one cycle ahead, so its data is always the flit at index 'taken'.
+        read = flits.read_port()
+        m.d.comb += [read.addr.eq(following), self.o.payload.eq(read.data), self.o.valid.eq(valid),
+                     self.sent.eq(taken)]
+        m.d.sync += taken.eq(following)
+        with m.If(self.start & (~valid | self.o.ready)):
+            m.d.sync += valid.eq((following < self.length) & ~coin.heads)
+
+        stamp_write = stamps.write_port()
+        m.d.comb += [stamp_write.addr.eq(frames), stamp_write.data.eq(self.now),
+                     stamp_write.en.eq(take & self.o.payload.last)]
+        m.d.sync += frames.eq(frames + stamp_write.en)
+        stamp_read = stamps.read_port(domain="comb")
+        m.d.comb += [stamp_read.addr.eq(self.stamp_addr), self.stamp_data.eq(stamp_read.data)]
+        return m

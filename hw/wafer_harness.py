@@ -1,0 +1,107 @@
+"""The wafer inside its co-simulation harness: host program player, output recorder and cycle stamps."""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from mozart.model.harness import CYCLE_BITS, OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.lfsr import COIN_BITS, STATE_BITS
+
+from .dram import BackdoorSignature
+from .protocol import flit_layout
+from .stream_player import StreamPlayer
+from .stream_recorder import StreamRecorder
+from .wafer import COUNTER_BITS, Wafer
+
+__all__ = ["WaferHarness"]
+
+
+class WaferHarness(wiring.Component):
+    """:class:`~mozart.hw.wafer.Wafer` with a :class:`StreamPlayer` on ``host_in`` and a :class:`StreamRecorder` on
+    ``host_out``, so a co-simulation needs no Python in the simulator's per-cycle loop.
+
+    The testbench preloads the DRAMs (``backdoor``) and the host program (``program_*``), sets the seeds and
+    thresholds of the idle and backpressure coins, raises ``start``, and waits in long timer steps while it polls
+    ``output_flits`` and ``moved`` (the watchdog). Afterwards it reads the outputs (``output_*``) and the stamps.
+
+    Members
+    -------
+    backdoor : In(BackdoorSignature(cfg)).array(G)
+        The wafer's DRAM backdoors.
+    program_addr, program_data, program_en, program_length : In
+        The player's load port and the program's length in flits.
+    start : In(1)
+        Level: play and record from the next edge on; the cycle counter counts from it.
+    idle_seed, idle_threshold, backpressure_seed, backpressure_threshold : In
+        The two coins (:mod:`mozart.model.lfsr`).
+    program_sent : Out
+        Host flits taken by the wafer so far.
+    output_flits, output_frames : Out(32)
+        Output flits and frames recorded so far.
+    output_addr, output_data, output_stamp_addr, output_stamp : recorder read backdoors.
+    command_stamp_addr, command_stamp : the cycle at which host command ``addr``'s last flit was taken.
+    cycle : Out(CYCLE_BITS)
+        Cycles since ``start``.
+    first_command_cycle, last_output_cycle : Out(CYCLE_BITS)
+        ``cycle`` when the first host flit and the last output flit so far were taken.
+    busy, errors, link_valid, link_ready, dispatches, moved : the wafer's.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.wafer = Wafer(cfg)
+        G, L = cfg.groups, len(self.wafer.links)
+        super().__init__({
+            "backdoor": In(BackdoorSignature(cfg)).array(G),
+            "program_addr": In(range(PROGRAM_FLITS)), "program_data": In(flit_layout(cfg)),
+            "program_en": In(1), "program_length": In(range(PROGRAM_FLITS + 1)),
+            "start": In(1),
+            "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
+            "backpressure_seed": In(STATE_BITS), "backpressure_threshold": In(COIN_BITS),
+            "program_sent": Out(range(PROGRAM_FLITS + 1)),
+            "output_flits": Out(32), "output_frames": Out(32),
+            "output_addr": In(range(OUTPUT_FLITS)), "output_data": Out(flit_layout(cfg)),
+            "output_stamp_addr": In(range(OUTPUT_FLITS)), "output_stamp": Out(CYCLE_BITS),
+            "command_stamp_addr": In(range(PROGRAM_FLITS)), "command_stamp": Out(CYCLE_BITS),
+            "cycle": Out(CYCLE_BITS), "first_command_cycle": Out(CYCLE_BITS), "last_output_cycle": Out(CYCLE_BITS),
+            "busy": Out(1), "errors": Out(16), "link_valid": Out(L), "link_ready": Out(L),
+            "dispatches": Out(COUNTER_BITS).array(L), "moved": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.wafer = wafer = self.wafer
+        m.submodules.player = player = StreamPlayer(self.cfg, PROGRAM_FLITS)
+        m.submodules.recorder = recorder = StreamRecorder(self.cfg, OUTPUT_FLITS)
+        wiring.connect(m, player.o, wafer.host_in)
+        wiring.connect(m, wafer.host_out, recorder.i)
+        for g in range(self.cfg.groups):
+            wiring.connect(m, wiring.flipped(self.backdoor[g]), wafer.backdoor[g])
+
+        m.d.comb += [
+            player.load_addr.eq(self.program_addr), player.load_data.eq(self.program_data),
+            player.load_en.eq(self.program_en), player.length.eq(self.program_length), player.start.eq(self.start),
+            player.idle_seed.eq(self.idle_seed), player.idle_threshold.eq(self.idle_threshold),
+            player.now.eq(self.cycle), self.program_sent.eq(player.sent),
+            player.stamp_addr.eq(self.command_stamp_addr), self.command_stamp.eq(player.stamp_data),
+            recorder.start.eq(self.start), recorder.backpressure_seed.eq(self.backpressure_seed),
+            recorder.backpressure_threshold.eq(self.backpressure_threshold), recorder.now.eq(self.cycle),
+            self.output_flits.eq(recorder.count), self.output_frames.eq(recorder.frames),
+            recorder.read_addr.eq(self.output_addr), self.output_data.eq(recorder.read_data),
+            recorder.stamp_addr.eq(self.output_stamp_addr), self.output_stamp.eq(recorder.stamp_data),
+        ]
+        with m.If(self.start):
+            m.d.sync += self.cycle.eq(self.cycle + 1)
+        started = Signal()
+        with m.If(wafer.host_in.valid & wafer.host_in.ready & ~started):
+            m.d.sync += [started.eq(1), self.first_command_cycle.eq(self.cycle)]
+        with m.If(wafer.host_out.valid & wafer.host_out.ready):
+            m.d.sync += self.last_output_cycle.eq(self.cycle)
+
+        m.d.comb += [self.busy.eq(wafer.busy), self.errors.eq(wafer.errors), self.link_valid.eq(wafer.link_valid),
+                     self.link_ready.eq(wafer.link_ready), self.moved.eq(wafer.moved)]
+        for i in range(len(wafer.links)):
+            m.d.comb += self.dispatches[i].eq(wafer.dispatches[i])
+        return m
