@@ -79,7 +79,7 @@ def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = Non
            "MOZART_PLACEMENT": placement or "", "MOZART_TRACE": str(Path(trace).absolute()) if trace else "",
            "MOZART_SLOTS": slots or "", "MOZART_SKEW": "" if skew is None else skew}
     result = cosim.run(built, seed=seed, extra_env={k: str(v) for k, v in env.items()}, check=False,
-                       timeout=timeout)
+                       timeout=timeout, label=variant)
     return LayerResult(variant, result, result.summary.get("test_layer", {}))
 
 
