@@ -189,7 +189,11 @@ class ChipletProgram:
             if self.rng.random() < 1.0 / reload_every:
                 slot = int(self.rng.integers(S))
                 elsewhere = {sl.expert for i, sl in enumerate(self.slots) if i != slot}
-                expert = int(self.rng.choice([e for e in range(E) if e not in elsewhere]))
+                choices = [e for e in range(E) if e not in elsewhere]
+                if not choices:   # every expert lives in another slot (fewer experts than slots): reload one there
+                    slot = int(self.rng.choice([i for i, sl in enumerate(self.slots) if sl.expert >= 0]))
+                    choices = [self.slots[slot].expert]
+                expert = int(self.rng.choice(choices))
                 inside_n = int(self.rng.integers(1, 3)) if self.rng.random() < inside else 0
                 self.load(slot, expert, extreme=self.rng.random() < extreme, dispatches_inside=inside_n)
             else:

@@ -100,8 +100,9 @@ async def test_output_backs_up(dut):
     prog = bench.program
     prog.random_program(0)
     for i in range(env_int("MOZART_BACKUP_TOKENS", 60)):
-        if i % 15 == 14:
-            prog.load(i % len(prog.slots), i % len(prog.slots), dispatches_inside=2, save=True)
+        if i % 15 == 14:   # reload slot s with expert s, for as many slots as there are experts
+            slot = i % min(len(prog.slots), bench.cfg.experts_per_chiplet)
+            prog.load(slot, slot, dispatches_inside=2, save=True)
         else:
             prog.dispatch(save=True)
     await bench.start()
