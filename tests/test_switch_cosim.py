@@ -3,8 +3,8 @@
 Two switch sizes (2 and 4 chiplets per group: ``tiny`` and ``wafer4x4``) times two flit widths (64 and 128
 bits); the 128-bit variants also shrink the reduction table to one entry, so the forward-progress test runs at
 table size 1 on both sizes. One Verilator build per config (module-scoped fixture), one simulator process per
-pytest test. The default run does a seeded random run of 1500 packets per config; ``--soak`` adds the
-20,000-packet soaks.
+pytest test. The default run does a seeded random run of 1500 packets and one of 5,000 per config; ``--soak``
+adds the 20,000-packet soaks.
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ def test_directed_and_random(built):
     assert result.tests == len(DIRECTED)
     totals = result.totals()
     assert totals["packets"] > 1500 and totals["reduced"] > 0
+
+
+def test_random_5k(built):
+    """5,000 random packets of mixed kinds with random idle and backpressure on every port (in CI; the 20,000-packet
+    soak below runs with --soak)."""
+    from mozart.sim.cosim import run
+    result = run(built, seed=SEED + 2, testcase="test_random_soak", extra_env={"MOZART_PACKETS": "5000"})
+    assert result.totals()["packets_in"] >= 5000 and result.skipped == 0
 
 
 @pytest.mark.soak
