@@ -36,7 +36,12 @@ def bench_config(name: str, cold: bool) -> None:
     built = build("wafer", cfg)
     build_s = time.perf_counter() - start
     lines = built.verilog.read_text().count("\n")
-    print(f"build: {build_s:.1f} s ({'built' if built.rebuilt else 'cached'}; {lines} lines of Verilog)")
+    print(f"build: {build_s:.1f} s ({'built' if built.rebuilt else 'cached'}; {lines} lines of Verilog, "
+          f"harness included)")
+    from bench_cosim import clock_only  # noqa: PLC0415 (the same measurement as bench_cosim's)
+    limit = clock_only(built, 200_000)
+    print(f"clock-only (the simulator's limit): {limit['cycles_per_second']:.0f} cycles/s, "
+          f"{limit['cycles_per_cpu_second']:.0f} cycles per CPU-s")
     results = []
     for variant in ("baseline", "A", "B", "C"):
         t = time.perf_counter()
@@ -44,10 +49,11 @@ def bench_config(name: str, cold: bool) -> None:
         wall = time.perf_counter() - t
         results.append(r)
         s = r.summary
+        per_cpu = s['cycles'] / max(s['sim_cpu_seconds'], 1e-9)
         print(f"  {variant:8s}: {wall:5.1f} s wall, {s['cycles']} cycles, {s['cycles'] / wall:6.0f} cycles/s "
               f"(whole run: simulator start, model, DRAM preload, checks), "
-              f"{s['cycles'] / max(s.get('sim_seconds', r.cosim.test_seconds), 1e-9):6.0f} cycles/s (the layer's "
-              f"simulation alone); ok {r.ok}")
+              f"{s['cycles'] / max(s['sim_seconds'], 1e-9):6.0f} cycles/s and {per_cpu:6.0f} per CPU-s (the "
+              f"layer's simulation alone: {per_cpu / limit['cycles_per_cpu_second']:.2f} of clock-only); ok {r.ok}")
     print(wafer.format_compare(results))
     base, c = results[0], results[-1]
     print(f"C over Baseline: RTL {base.cycles / c.cycles:.2f}x, model {base.model_cycles / c.model_cycles:.2f}x")

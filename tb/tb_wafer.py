@@ -188,12 +188,13 @@ class WaferBench:
                                  pending=[self.pending, lambda: "; ".join(links.blocked())],
                                  name="wafer watchdog", period_ns=self.PERIOD_NS)
         self.watchdog.start()
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         dut.start.value = 1
         poll = Timer(self.POLL_CYCLES * self.PERIOD_NS, unit="ns")
         while int(dut.output_frames.value) < run.tokens:
             await poll
         self.sim_seconds = time.perf_counter() - wall   # simulation of the layer only (no model, no preload)
+        self.sim_cpu_seconds = time.process_time() - cpu   # the simulator process's CPU: robust on a loaded machine
         self.cycles = int(dut.last_output_cycle.value) - int(dut.first_command_cycle.value) + 1
         while int(dut.program_sent.value) < self.command_ends[-1]:
             await poll
@@ -266,6 +267,7 @@ class WaferBench:
                    "replicas_chiplet_per_token": run.replicas_per_token()["chiplet"],
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,
                    "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
+                   "sim_cpu_seconds": round(self.sim_cpu_seconds, 3),
                    "dispatches": measured}
         if self.timeline is not None:   # per-command and per-output cycles, for model-vs-RTL studies
             summary["command_cycles"] = self.timeline["commands"]
