@@ -216,7 +216,7 @@ def _new_run_dir(runs: Path, module: str, label: str | None, seed: int) -> Path:
 def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: int, waves: bool = False,
         testcase: str | Sequence[str] | None = None, extra_env: Mapping[str, str] | None = None,
         timeout: float | None = None, check: bool = True, test_module: str | None = None,
-        label: str | None = None) -> CosimResult:
+        label: str | None = None, progress=None) -> CosimResult:
     """Co-simulate ``design``'s testbench module for ``cfg`` in one simulator process.
 
     Parameters
@@ -242,6 +242,9 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
         Another cocotb module to run on the build (default: the design's testbench), e.g. ``mozart.tb.tb_clock``.
     label : str, optional
         Part of the run folder's name (e.g. the variant of a wafer run).
+    progress : callable, optional
+        Called with a phase description (the build's phases, then ``simulating ...``); see
+        :func:`mozart.sim.build.stderr_progress`.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise CosimError(f"seed must be a non-negative integer, not {seed!r}")
@@ -253,7 +256,7 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
     else:
         if cfg is None:
             raise CosimError("cfg must be a WaferConfig when design is not a Build, not None")
-        built = build(design, cfg, waves=waves)
+        built = build(design, cfg, waves=waves, progress=progress)
     d, cfg = built.design, built.cfg
     module = test_module or d.testbench
     run_dir = _new_run_dir(built.build_dir / "runs", _module_short(module), label, seed)
@@ -267,6 +270,8 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
     if timeout is not None:
         # The runner has no timeout; coreutils 'timeout' as its command prefix kills a hung simulator.
         env["SIM_CMD_PREFIX"] = f"timeout -k 5 {max(1, int(timeout))}"
+    if progress is not None:
+        progress(f"simulating{f' {label}' if label else ''} (log {log})")
     start = time.perf_counter()
     exit_code = 0
     # The runner lets os.environ override extra_env, so everything goes in through activated().
