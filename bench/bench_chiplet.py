@@ -1,7 +1,7 @@
 """Benchmarks of the expert chiplet and the golden format (printed; nothing is asserted).
 
 1. MAC utilisation in steady state: 16 tokens on a resident expert, no idle, no backpressure (amaranth.sim),
-   against the documented formula (``ChipletTiming``).
+   against the documented formula (``ChipletContract``).
 2. Overlap: compute stall cycles while the other slot loads (target 0).
 3. Cycles per token as a function of d_model, d_ff, lanes and selected experts, measured vs formula.
 4. Yosys cell counts (``synth``) and Xilinx 7-series LUT/FF/DSP/RAM counts (``synth_xilinx``) for two sizes
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mozart.hw.chiplet import ChipletTiming, ExpertChiplet
-from mozart.hw.expert_engine import EngineGeometry
+from mozart.hw.chiplet import ExpertChiplet
+from mozart.model.blocks import ChipletContract, EngineGeometry
 from mozart.model import golden
 from mozart.model.config import load_config, override
 from mozart.sim.yosys import yosys_available, yosys_stat
@@ -56,7 +56,7 @@ def bench_utilisation() -> None:
     for dm, dff, lanes in [(8, 16, 4), (8, 16, 8), (8, 8, 8), (16, 32, 8), (16, 64, 4), (16, 64, 16),
                            (32, 64, 8), (32, 128, 16)]:
         cfg = sized(dm, dff, lanes)
-        timing = ChipletTiming(cfg)
+        timing = ChipletContract(cfg)
         for sel in (1, 2):
             res, span = steady_state(cfg, sel)
             print(f"{dm:>7} {dff:>5} {lanes:>5} {sel:>3} {span / 16:>9.2f} {timing.cycles_per_token(sel):>7} "

@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["MOZART_TIMELINE"] = "1"
     warnings.simplefilter("ignore")
-    from mozart.hw.wafer import in_order_timing, predict_cycles, rtl_timing  # noqa: PLC0415
+    from mozart.model.perf.rtl import in_order_timing, predict_cycles, rtl_timing  # noqa: PLC0415
     from mozart.model.config import load_config  # noqa: PLC0415
     from mozart.model.host import HostOp  # noqa: PLC0415
     from mozart.model.perf.engine import Engine  # noqa: PLC0415

@@ -10,17 +10,14 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model import golden
-from mozart.model.errors import ConfigError
+from mozart.model.blocks.chiplet import DEFAULT_TOKEN_SLOTS, ChipletContract
 from mozart.model.protocol import Protocol, index_bits
-from mozart.model.topology import Topology
 
-from .expert_engine import EngineGeometry, ExpertEngine
+from .expert_engine import ExpertEngine
 from .protocol import PacketKind, header_layout, link_signature
 
-__all__ = ["ExpertChiplet", "ChipletTiming", "DEFAULT_TOKEN_SLOTS"]
+__all__ = ["ExpertChiplet"]
 
-#: Activation-buffer entries of a chiplet unless given (ExpertChiplet(..., token_slots=N)).
-DEFAULT_TOKEN_SLOTS = 4
 
 
 def _next(p, n: int):
@@ -36,54 +33,7 @@ def _lowest(bits: list) -> tuple:
     return Cat(*bits).any(), idx
 
 
-class ChipletTiming:
-    """The chiplet's latency and throughput formulas as plain Python (no HDL object, nothing to elaborate):
-    the performance model uses ``ChipletTiming(cfg)``; :class:`ExpertChiplet` has the same members.
-    See :class:`ExpertChiplet` for their derivation."""
-
-    def __init__(self, cfg):
-        self.geo = EngineGeometry(cfg)
-        self._proto = Protocol(cfg)
-
-    @property
-    def cycles_per_expert(self) -> int:
-        return self.geo.cycles_per_expert
-
-    def cycles_per_token(self, selected: int) -> int:
-        """Steady-state engine cycles per token selecting ``selected`` local experts."""
-        return selected * self.cycles_per_expert if selected else 1
-
-    @property
-    def mac_utilisation(self) -> float:
-        return self.geo.utilisation
-
-    @property
-    def peak_macs_per_cycle(self) -> int:
-        return self.geo.lanes
-
-    @property
-    def input_flits(self) -> int:
-        """Flits of one dispatch replica on ``port_in``."""
-        return 1 + self._proto.route_flits + self._proto.token_flits
-
-    @property
-    def output_flits(self) -> int:
-        """Flits of one COMBINE on ``port_out``."""
-        return 1 + self._proto.partial_flits
-
-    def latency(self, selected: int) -> int:
-        """Cycles from the first dispatch flit accepted to the last COMBINE flit sent, idle chiplet, no stalls."""
-        # 1 job hand-off + 4 pipeline/hand-over + 1 output arbitration; an empty mask skips the pipeline
-        core = selected * self.cycles_per_expert + 6 if selected else 4
-        return self.input_flits + core + self.output_flits
-
-    @property
-    def load_flits(self) -> int:
-        """Payload flits of one expert load (``Protocol.image_flits``); the SRAM takes one per cycle."""
-        return self._proto.image_flits
-
-
-class ExpertChiplet(ChipletTiming, wiring.Component):
+class ExpertChiplet(wiring.Component):
     """An expert chiplet: weight SRAM slots, an activation buffer, the :class:`ExpertEngine` and the
     packet handling of its link, bit-exact with :func:`mozart.model.golden.chiplet_partial`.
 
@@ -149,42 +99,30 @@ class ExpertChiplet(ChipletTiming, wiring.Component):
 
     Latency and throughput
     ----------------------
-    ``L = mac_lanes``, ``n`` = selected local experts of a token (properties below):
+    ``L = mac_lanes``, ``n`` = selected local experts of a token (``.contract``, a
+    :class:`mozart.model.blocks.ChipletContract`, has each as a member):
 
-    - :attr:`cycles_per_expert` ``= 2 d_model d_ff / L + max(0, 4 - d_ff / L)``; MAC utilisation
+    - ``cycles_per_expert`` ``= 2 d_model d_ff / L + max(0, 4 - d_ff / L)``; MAC utilisation
       ``2 d_model d_ff / L / cycles_per_expert`` (1.0 when ``d_ff >= 4 L``).
-    - :meth:`cycles_per_token` ``(n) = n * cycles_per_expert`` in steady state (1 when ``n == 0``), as long as
+    - ``cycles_per_token(n)`` = n * cycles_per_expert`` in steady state (1 when ``n == 0``), as long as
       the input delivers a dispatch (``1 + route_flits + token_flits`` flits) and the output takes a COMBINE
       (``1 + partial_flits``) and the saves in that time.
-    - :meth:`latency` ``(n)``: first dispatch flit in to last COMBINE flit out on an idle chiplet:
+    - ``latency(n)``: first dispatch flit in to last COMBINE flit out on an idle chiplet:
       ``(1 + route_flits + token_flits) + n * cycles_per_expert + 6 + (1 + partial_flits)`` (``n = 0``: 4
       instead of ``n * cycles_per_expert + 6``).
     - weight loading uses its own SRAM write port: one flit per cycle, no compute stall.
     """
 
-    def __init__(self, cfg, group: int = 0, index: int = 0, *, token_slots: int = DEFAULT_TOKEN_SLOTS):
-        try:
-            self._check(cfg, group, index, token_slots)
-        except ConfigError:
-            self._MustUse__silence = True   # a rejected component is not an unused one
-            raise
-        ChipletTiming.__init__(self, cfg)
-        self._cfg = cfg
-        self.group, self.index, self.token_slots = group, index, token_slots
-        self.node = Topology.of(cfg).chiplet(group, index)
-        wiring.Component.__init__(self, {"port_in": In(link_signature(cfg)), "port_out": Out(link_signature(cfg)),
-                                         "mac_active": Out(1)})
+    def __new__(cls, cfg, group: int = 0, index: int = 0, *, token_slots: int = DEFAULT_TOKEN_SLOTS):
+        ChipletContract(cfg, group, index, token_slots)   # rejects before a component exists
+        return super().__new__(cls, src_loc_at=1)
 
-    @staticmethod
-    def _check(cfg, group, index, token_slots) -> None:
-        if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < cfg.groups:
-            raise ConfigError(f"ExpertChiplet group must be in 0..{cfg.groups - 1}, not {group!r}")
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < cfg.chiplets_per_group:
-            raise ConfigError(f"ExpertChiplet index must be in 0..{cfg.chiplets_per_group - 1}, not {index!r}")
-        if isinstance(token_slots, bool) or not isinstance(token_slots, int) or token_slots < 1:
-            raise ConfigError(f"ExpertChiplet token_slots must be a positive integer, not {token_slots!r}")
-        EngineGeometry(cfg)   # checks mac_lanes
-        golden.check_activation_region(cfg)
+    def __init__(self, cfg, group: int = 0, index: int = 0, *, token_slots: int = DEFAULT_TOKEN_SLOTS):
+        self.contract = ChipletContract(cfg, group, index, token_slots)
+        self._cfg, self._proto = cfg, Protocol(cfg)
+        self.group, self.index, self.token_slots, self.node = group, index, token_slots, self.contract.node
+        super().__init__({"port_in": In(link_signature(cfg)), "port_out": Out(link_signature(cfg)),
+                          "mac_active": Out(1)})
 
     # -- hardware ----------------------------------------------------------------------------------------
     def elaborate(self, platform):

@@ -13,8 +13,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.dram_timing import DramTiming
-from mozart.model.errors import ConfigError
-from mozart.model.protocol import Protocol
+from mozart.model.blocks.memctrl import MemoryControllerContract
+from mozart.model.protocol import Protocol, index_bits
 
 __all__ = ["DramModel", "command_layout", "burst_bits", "BackdoorSignature"]
 
@@ -74,22 +74,24 @@ class DramModel(wiring.Component):
 
     Latency and throughput
     ----------------------
-    From command accept to the first word on ``rdata``: ``hit_latency = 2 + t_cl`` (row open),
+    From command accept to the first word on ``rdata`` (``timing``, a :class:`~mozart.model.dram_timing.DramTiming`):
+    ``hit_latency = 2 + t_cl`` (row open),
     ``miss_latency = 1 + max(1, t_rcd) + t_cl``, ``conflict_latency = 1 + max(1, t_rp + t_rcd) + t_cl``.
     Peak: one word per cycle (``word_bits`` bits), sustained by sequential streams; refresh removes
     ``refresh_cycles`` of every ``refresh_interval`` cycles.
     """
 
+    def __new__(cls, cfg):
+        MemoryControllerContract(cfg)   # rejects a DRAM the model cannot time before a component exists
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg):
-        d = cfg.dram
-        if d.t_cl < 2:
-            raise ConfigError(f"dram.t_cl must be at least 2 for the RTL DRAM model (one cycle of memory read "
-                              f"and one of read buffer), not {d.t_cl!r}")
         self.cfg = cfg
         self.proto = Protocol(cfg)
-        self._timing = DramTiming(cfg)
-        #: read buffer: more than can be in flight (t_cl), plus a burst so the DRAM can run ahead of headers
-        self.rbuf_depth = d.t_cl + self.proto.max_burst_words
+        #: hit, miss and conflict latencies, peak rate (plain Python, :class:`mozart.model.dram_timing.DramTiming`)
+        self.timing = DramTiming(cfg)
+        self.rbuf_depth = MemoryControllerContract(cfg).read_buffer_words
+        d = cfg.dram
         super().__init__({
             "cmd": In(stream.Signature(command_layout(cfg))),
             "wdata": In(stream.Signature(d.word_bits)),
@@ -101,35 +103,14 @@ class DramModel(wiring.Component):
             "access_write": Out(1),
         })
 
-    # -- documented timing, shared with the Python model ------------------------------------------------------
-    @property
-    def hit_latency(self) -> int:
-        return self._timing.hit_latency
-
-    @property
-    def miss_latency(self) -> int:
-        return self._timing.miss_latency
-
-    @property
-    def conflict_latency(self) -> int:
-        return self._timing.conflict_latency
-
-    @property
-    def peak_words_per_cycle(self) -> int:
-        return self._timing.peak_words_per_cycle
-
-    @property
-    def peak_bits_per_cycle(self) -> int:
-        return self.cfg.dram.word_bits
-
     def elaborate(self, platform):
         m = Module()
         d = self.cfg.dram
         W, B = d.row_words, d.banks
         addr_bits = self.proto.addr_bits
-        row_shape = unsigned(max(1, (d.rows - 1).bit_length()))
-        bank_shape = unsigned(max(1, (B - 1).bit_length()))
-        col_shape = unsigned(max(1, (W - 1).bit_length()))
+        row_shape = unsigned(index_bits(d.rows))
+        bank_shape = unsigned(index_bits(B))
+        col_shape = unsigned(index_bits(W))
 
         def split(addr):
             # Constant divisors: Yosys and Verilator fold powers of two into slices.

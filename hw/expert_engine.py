@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -10,69 +9,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model import golden
-from mozart.model.errors import ConfigError
+from mozart.model.blocks.chiplet import EngineGeometry
 from mozart.model.protocol import Protocol, index_bits
 
-__all__ = ["ExpertEngine", "EngineGeometry", "partial_layout", "hidden_layout"]
-
-
-class EngineGeometry:
-    """Sizes and timing of the engine for one config (plain Python: the chiplet, tests and benches use it).
-
-    Raises :class:`ConfigError` if ``hardware.mac_lanes`` does not divide d_model, d_ff and the elements of a
-    flit: a lane chunk then never straddles a matrix row or a flit, so one SRAM flit read feeds every lane.
-    """
-
-    #: Cycles from issuing a row's last chunk until that row's hidden value can be read by a W2 chunk
-    #: (SRAM read, multiply, add tree + accumulate, requantise + write): see :meth:`stall_cycles`.
-    PIPELINE = 4
-
-    def __init__(self, cfg):
-        moe, num, hw = cfg.moe, cfg.numerics, cfg.hardware
-        self.cfg = cfg
-        self.lanes = L = hw.mac_lanes
-        self.d_model, self.d_ff = moe.d_model, moe.d_ff
-        self.w_per_flit = hw.flit_bits // num.weight_bits
-        self.a_per_flit = hw.flit_bits // num.act_bits
-        for what, n in (("moe.d_model", moe.d_model), ("moe.d_ff", moe.d_ff),
-                        ("hardware.flit_bits // numerics.weight_bits", self.w_per_flit),
-                        ("hardware.flit_bits // numerics.act_bits", self.a_per_flit)):
-            if n % L:
-                raise ConfigError(f"hardware.mac_lanes must divide {what} ({n}) so that a lane chunk never "
-                                  f"straddles a row or a flit, not {L!r}")
-        proto = Protocol(cfg)
-        self.image_flits = proto.image_flits
-        self.w2_flit = math.ceil(moe.d_model * moe.d_ff / self.w_per_flit)   # W2 starts on a fresh flit
-        self.token_flits = proto.token_flits
-        self.acc_width = max(num.acc_bits, golden.exact_acc_bits(cfg, max(moe.d_model, moe.d_ff)))
-
-    @property
-    def macs_per_expert(self) -> int:
-        return 2 * self.d_model * self.d_ff
-
-    @property
-    def issue_cycles(self) -> int:
-        """Cycles in which the lanes are busy for one (token, expert) job: ``2 d_model d_ff / lanes``."""
-        return self.macs_per_expert // self.lanes
-
-    @property
-    def stall_cycles(self) -> int:
-        """Issue stall per job between W1 and W2: ``max(0, PIPELINE - d_ff / lanes)``.
-
-        W2's first row needs every hidden value; its last chunk may issue only ``PIPELINE`` cycles after W1's
-        last chunk, and it comes ``d_ff / lanes`` cycles after it when nothing stalls.
-        """
-        return max(0, self.PIPELINE - self.d_ff // self.lanes)
-
-    @property
-    def cycles_per_expert(self) -> int:
-        """Steady-state engine cycles per (token, expert) job: ``2 d_model d_ff / L + max(0, 4 - d_ff / L)``."""
-        return self.issue_cycles + self.stall_cycles
-
-    @property
-    def utilisation(self) -> float:
-        """Steady-state MAC utilisation on a resident expert (jobs back to back, no save/output stalls)."""
-        return self.issue_cycles / self.cycles_per_expert
+__all__ = ["ExpertEngine", "partial_layout", "hidden_layout"]
 
 
 def _job_layout(cfg, token_slots: int) -> data.StructLayout:
@@ -133,7 +73,7 @@ class ExpertEngine(wiring.Component):
     weights of one matrix row (one SRAM flit read; the image is row-major) meets ``L`` operands (token chunk
     from the activation buffer for W1, hidden chunk from registers for W2). Pipeline: S0 issue (SRAM
     addresses), S1 operands + ``L`` products, S2 adder tree + row accumulator (exact width, see
-    :attr:`EngineGeometry.acc_width`), S3 requantise and write: a hidden value (W1; ReLU or the ROM table) or
+    :attr:`mozart.model.blocks.EngineGeometry.acc_width`), S3 requantise and write: a hidden value (W1; ReLU or the ROM table) or
     an output element, gated and added into the token's partial with saturation (W2). A job issues W1 rows
     ``0..d_ff-1`` then W2 rows ``0..d_model-1``; W2 chunks wait only for the hidden values they read. The next
     job is accepted in the cycle the last W2 chunk issues, so jobs run back to back.
@@ -141,7 +81,7 @@ class ExpertEngine(wiring.Component):
     Latency and throughput (``L`` lanes, ``n`` selected experts of a token)
     --------------------------------------------------------------------
     - busy cycles per job: ``2 d_model d_ff / L``; stall per job: ``max(0, 4 - d_ff / L)``
-      (:attr:`EngineGeometry.cycles_per_expert`); MAC utilisation ``issue / (issue + stall)``.
+      (:attr:`mozart.model.blocks.EngineGeometry.cycles_per_expert`); MAC utilisation ``issue / (issue + stall)``.
     - steady-state cycles per token: ``n * cycles_per_expert`` (one zero partial per token if ``n == 0``:
       one cycle).
     - latency: the partial is ``valid`` ``n * cycles_per_expert + 5`` cycles after the cycle in which the token's

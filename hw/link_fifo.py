@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.errors import ConfigError
+from mozart.model.blocks import LinkFifoContract
 
 from .protocol import flit_layout, link_signature
 
@@ -38,38 +38,23 @@ class LinkFifo(wiring.Component):
 
     Attributes
     ----------
-    latency : int
-        Cycles from the clock edge that accepts a flit on an empty FIFO to the first edge at which it can
-        leave on ``o``: 2 (one for the RAM write, one for the registered read), 1 when ``depth == 1``.
-    throughput : float
-        Sustained flits per cycle with ``o.ready`` held high: 1.0 for ``depth >= 3``; 0.5 for depth 1 or 2
-        (``SyncFIFOBuffered`` reports its one-entry RAM full in the cycle it is read, so it alternates).
+    contract : LinkFifoContract
+        Depth, latency (2 cycles, 1 at depth 1) and throughput (1 flit per cycle from depth 3, else 0.5):
+        :class:`mozart.model.blocks.LinkFifoContract`.
     """
 
+    def __new__(cls, cfg, depth: int | None = None):
+        LinkFifoContract.of(cfg, depth)   # a rejected depth raises before a component exists (none is left unused)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg, depth: int | None = None):
-        depth = cfg.hardware.buffer_depth if depth is None else depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            self._MustUse__silence = True  # a rejected component is not an unused one
-            raise ConfigError(f"LinkFifo depth must be a positive integer, not {depth!r}")
         self._cfg = cfg
-        self._depth = depth
+        self.contract = LinkFifoContract.of(cfg, depth)
         super().__init__({"i": In(link_signature(cfg)), "o": Out(link_signature(cfg))})
-
-    @property
-    def depth(self) -> int:
-        return self._depth
-
-    @property
-    def latency(self) -> int:
-        return 1 if self._depth == 1 else 2
-
-    @property
-    def throughput(self) -> float:
-        return 0.5 if self._depth <= 2 else 1.0
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=flit_layout(self._cfg).size, depth=self._depth)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=flit_layout(self._cfg).size, depth=self.contract.depth)
         m.d.comb += [
             fifo.w_data.eq(self.i.payload),
             fifo.w_en.eq(self.i.valid),

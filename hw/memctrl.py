@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from mozart.model.blocks.memctrl import MemoryControllerContract
 from mozart.model.protocol import Protocol
 from mozart.model.topology import Topology
 
@@ -67,6 +66,7 @@ class MemoryController(wiring.Component):
 
     Latency and throughput
     ----------------------
+    (``.contract``, a :class:`mozart.model.blocks.MemoryControllerContract`, has each number.)
     ``read_latency``: header flit accepted to MEM_DATA header sent, row hit, idle controller:
     ``dram.hit_latency`` cycles (the burst goes to the DRAM in the header's cycle and the response header waits
     for the first word; a miss or conflict adds the DRAM's difference). Payload flits follow one per
@@ -75,12 +75,16 @@ class MemoryController(wiring.Component):
     flits, so a weight stream reaches ``load_efficiency`` of the DRAM's peak.
     """
 
+    def __new__(cls, cfg, group: int = 0):
+        MemoryControllerContract(cfg, group)   # rejects before a component exists
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg, group: int = 0):
-        self.cfg = cfg
-        self.group = group
+        self.contract = MemoryControllerContract(cfg, group)
+        self.cfg, self.group = cfg, group
         self.proto = Protocol(cfg)
         self.topology = Topology.of(cfg)
-        self.node = self.topology.memctrl(group)
+        self.node = self.contract.node
         self.dram = DramModel(cfg)
         super().__init__({
             "port_in": In(link_signature(cfg)),
@@ -88,32 +92,6 @@ class MemoryController(wiring.Component):
             "errors": Out(16),
             "backdoor": In(BackdoorSignature(cfg)),
         })
-
-    # -- documented performance -------------------------------------------------------------------------------
-    @property
-    def words_per_flit(self) -> int:
-        return self.proto.words_per_flit
-
-    @property
-    def max_outstanding(self) -> int:
-        return self.cfg.dram.max_outstanding
-
-    @property
-    def read_latency(self) -> int:
-        """Cycles from a MEM_READ header accepted to its MEM_DATA header sent (row hit, idle)."""
-        return self.dram.hit_latency
-
-    @property
-    def peak_words_per_cycle(self) -> int:
-        return self.dram.peak_words_per_cycle
-
-    @property
-    def load_efficiency(self) -> float:
-        """Fraction of the DRAM's peak a long weight stream reaches: the DRAM or the output link limits."""
-        proto = self.proto
-        words = proto.max_burst_words
-        link_cycles = 1 + math.ceil(words / proto.words_per_flit)
-        return min(1.0, words / link_cycles) / self.peak_words_per_cycle
 
     def elaborate(self, platform):
         m = Module()

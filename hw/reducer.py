@@ -7,9 +7,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.errors import ConfigError
+from mozart.model.blocks import SwitchContract
 from mozart.model.protocol import Protocol
-from mozart.model.switch_model import SwitchModel
 
 from .arbiter import lowest_one
 from .protocol import header_layout, link_signature
@@ -70,10 +69,13 @@ class Reducer(wiring.Component):
     latency = 0
     flits_per_cycle = 1.0
 
+    def __new__(cls, cfg, group: int = 0, entries: int | None = None):
+        SwitchContract(cfg, group, reduction_entries=entries)   # rejects before a component exists
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg, group: int = 0, entries: int | None = None):
-        entries = cfg.hardware.reduction_entries if entries is None else entries
-        if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
-            raise ConfigError(f"reduction table entries must be a positive integer, not {entries!r}")
+        self._switch = SwitchContract(cfg, group, reduction_entries=entries)
+        entries = self._switch.reduction_entries
         self._cfg, self._group, self._entries = cfg, group, entries
         self._proto = proto = Protocol(cfg)
         C = proto.topology.chiplets_per_group
@@ -97,7 +99,7 @@ class Reducer(wiring.Component):
         E, C, PF = self._entries, proto.topology.chiplets_per_group, proto.partial_flits
         bits = cfg.numerics.partial_bits
         per_flit = proto.flit_bits // bits
-        wide = bits + SwitchModel.guard_bits(C)
+        wide = bits + self._switch.guard_bits
         count_shape = range(C + 1)
 
         # -- the table -------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.host import OP_BITS, HostInterface, HostOp
+from mozart.model.blocks.root import QUEUE_PACKETS, RootContract
+from mozart.model.host import OP_BITS, HostOp
 from mozart.model.protocol import Protocol, index_bits
 
 from .link_fifo import LinkFifo
@@ -76,19 +77,19 @@ class Root(wiring.Component):
 
     Latency and throughput
     ----------------------
-    A TOKEN takes ``1 + route_flits + token_flits`` host flits, then ``dispatch_flits`` cycles to write its
-    packets (the longest group's) into the queues, then one cycle back to the command state:
-    :meth:`token_cycles`. A packet leaves on ``down[g]`` two cycles after it entered an empty queue
-    (:attr:`LinkFifo.latency`). Results are
+    A TOKEN takes ``1 + route_flits + token_flits`` host flits, then ``Protocol.dispatch_flits`` cycles to write
+    its packets (the longest group's) into the queues, then one cycle back to the command state. A packet leaves
+    on ``down[g]`` two cycles after it entered an empty queue (``contract.queue.latency``; ``.contract`` is a
+    :class:`mozart.model.blocks.RootContract`). Results are
     absorbed one flit per cycle (one of the G up links at a time, round-robin by packet); an output leaves
     ``partial_flits`` cycles after its last result flit at the earliest.
     """
 
-    def __init__(self, cfg, *, queue_packets: int = 4):
+    def __init__(self, cfg, *, queue_packets: int = QUEUE_PACKETS):
         self.cfg = cfg
+        self.contract = RootContract(cfg, queue_packets)
         self.proto = Protocol(cfg)
-        self.host = HostInterface(cfg)
-        self.queue_packets = queue_packets
+        self.host = self.contract.host
         G = cfg.groups
         super().__init__({
             "host_in": In(link_signature(cfg)),
@@ -99,19 +100,6 @@ class Root(wiring.Component):
             "errors": Out(16),
         })
 
-    # -- documented performance --------------------------------------------------------------------------
-    @property
-    def entries(self) -> int:
-        return self.host.entries
-
-    def dispatch_flits(self, chiplets: int) -> int:
-        """Flits of one DISPATCH to ``chiplets`` chiplets of a group."""
-        return 1 + chiplets * self.proto.route_flits + self.proto.token_flits
-
-    def token_cycles(self, longest_group_flits: int) -> int:
-        """Cycles the command stream is busy with one TOKEN whose longest group sends that many flits."""
-        return self.host.flits(HostOp.TOKEN) + longest_group_flits + 1
-
     # -- hardware ----------------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
@@ -119,7 +107,7 @@ class Root(wiring.Component):
         topo = proto.topology
         G, C, S, E = cfg.groups, cfg.chiplets_per_group, cfg.hardware.sram_slots, cfg.moe.experts
         K, R, FB = cfg.moe.top_k, host.entries, cfg.hardware.flit_bits
-        TF, PF, RF, HRF = proto.token_flits, proto.partial_flits, proto.route_flits, host.route_flits
+        TF, PF, HRF = proto.token_flits, proto.partial_flits, host.route_flits
         PB, AW = cfg.numerics.partial_bits, cfg.numerics.partial_bits + host.guard_bits
         PER = FB // PB
         CNT = max(2, (K + 1).bit_length() + 1)   # per-entry result counters (mod 2**CNT; at most K in flight)
@@ -248,7 +236,6 @@ class Root(wiring.Component):
                     with m.If(hin.payload.last):
                         m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                tag = t_hdr.token
                 ready = Cat(*idle).all() & (~t_hdr.first | ~cur_occupied)
                 with m.If(ready):
                     m.d.comb += go.eq(1)
@@ -386,8 +373,7 @@ class Root(wiring.Component):
         C, K, FB = cfg.chiplets_per_group, cfg.moe.top_k, cfg.hardware.flit_bits
         TF, RF, EL = proto.token_flits, proto.route_flits, cfg.experts_per_chiplet
         # A queue of a few packets per group: a group whose switch is backed up does not stop the others.
-        depth = self.queue_packets * proto.max_dispatch_flits + 1
-        fifo = m.submodules[f"queue{g}"] = LinkFifo(cfg, depth)
+        fifo = m.submodules[f"queue{g}"] = LinkFifo(cfg, self.contract.queue.depth)
         wiring.connect(m, fifo.o, wiring.flipped(self.down[g]))
         out = fifo.i
         hdr = Signal(header_layout(cfg), name=f"emit{g}_hdr")

@@ -6,8 +6,7 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.config import WaferConfig
-from mozart.model.errors import ConfigError
+from mozart.model.blocks import SwitchContract
 from mozart.model.protocol import Protocol
 
 from .link_fifo import LinkFifo
@@ -65,17 +64,18 @@ class Switch(wiring.Component):
 
     Attributes
     ----------
-    head_latency : int
-        Cycles per hop for a head flit at zero load: from the clock edge that accepts it on ``port_in`` to the
-        edge at which it can leave on ``port_out``. 2 (the queue's RAM write and registered read); 1 with
-        ``buffer_depth == 1``. A reduced result leaves this long after the *last* partial's head came in.
-    flits_per_cycle : float
-        Sustained flits per cycle on every output with non-conflicting traffic: 1.0 when ``buffer_depth >= 3``,
-        0.5 below (the queue's own limit, :attr:`LinkFifo.throughput`).
-    reduction_tokens_per_cycle : float
-        Tokens the reduction unit completes per cycle when every token has all ``C`` chiplets' partials:
-        ``1 / (C * (partial_flits + 1))`` (it takes one partial flit per cycle); :meth:`reduction_rate` gives
-        it for other counts.
+    contract : SwitchContract
+        Its sizes and numbers (:class:`mozart.model.blocks.SwitchContract`):
+
+        - ``head_latency``: cycles per hop for a head flit at zero load, from the clock edge that accepts it on
+          ``port_in`` to the edge at which it can leave on ``port_out``: 2 (the queue's RAM write and registered
+          read); 1 with ``buffer_depth == 1``. A reduced result leaves this long after the *last* partial's head
+          came in.
+        - ``flits_per_cycle``: sustained flits per cycle on every output with non-conflicting traffic: 1.0 when
+          ``buffer_depth >= 3``, 0.5 below (the queue's own limit).
+        - ``reduction_tokens_per_cycle``: tokens the reduction unit completes per cycle when every token has all
+          ``C`` chiplets' partials: ``1 / (C * (partial_flits + 1))`` (it takes one partial flit per cycle);
+          ``reduction_rate(n)`` gives it for other counts.
 
     Uniform random traffic (bound 1 flit/cycle/port) saturates at 0.87-0.92 with virtual output queues when a
     queue holds about three packets (1-flit packets at depth 4, 5-flit packets at depth 16), at 0.68 with
@@ -83,79 +83,18 @@ class Switch(wiring.Component):
     0.655); ``bench/bench_switch.py`` measures it.
     """
 
+    def __new__(cls, cfg, group: int = 0, *, buffer_depth: int | None = None,
+                reduction_entries: int | None = None, voq: bool = True):
+        SwitchContract(cfg, group, buffer_depth, reduction_entries, voq)   # rejects before a component exists
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg, group: int = 0, *, buffer_depth: int | None = None,
                  reduction_entries: int | None = None, voq: bool = True):
-        if not isinstance(cfg, WaferConfig):
-            raise ConfigError(f"Switch cfg must be a WaferConfig, not {type(cfg).__name__}")
-        proto = Protocol(cfg)
-        topo = proto.topology
-        if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < topo.groups:
-            raise ConfigError(f"Switch group must be in 0..{topo.groups - 1} (tree.groups = {topo.groups}), "
-                              f"not {group!r}")
-        depth = cfg.hardware.buffer_depth if buffer_depth is None else buffer_depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ConfigError(f"Switch buffer_depth must be a positive number of flits, not {depth!r}")
-        entries = cfg.hardware.reduction_entries if reduction_entries is None else reduction_entries
-        if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
-            raise ConfigError(f"Switch reduction_entries must be a positive integer, not {entries!r}")
-        if topo.switch_ports < 3:
-            raise ConfigError(f"Switch ports must be at least 3 (up, a chiplet, memory), not {topo.switch_ports}")
-        if proto.header_bits > cfg.hardware.flit_bits:  # the config rejects this too; the switch relies on it
-            raise ConfigError(f"hardware.flit_bits must hold the {proto.header_bits}-bit header, "
-                              f"not {cfg.hardware.flit_bits!r}")
-        self._cfg, self._group, self._proto = cfg, group, proto
-        self._depth, self._entries = depth, entries
-        if not isinstance(voq, bool):
-            raise ConfigError(f"Switch voq must be True or False, not {voq!r}")
-        self._voq = voq
-        # The queues' documented numbers are the switch's; this instance is only read, never elaborated.
-        self._buffer = LinkFifo(cfg, depth)
-        self._buffer._MustUse__used = True  # keeps Amaranth from warning about an unused elaboratable
-        P = topo.switch_ports
+        self.contract = SwitchContract(cfg, group, buffer_depth, reduction_entries, voq)
+        self._cfg, self._proto = cfg, Protocol(cfg)
+        P = self.contract.ports
         super().__init__({"port_in": In(link_signature(cfg)).array(P),
                           "port_out": Out(link_signature(cfg)).array(P)})
-
-    # -- documented performance (the performance model reads these) ---------------------------------------
-    @property
-    def group(self) -> int:
-        return self._group
-
-    @property
-    def ports(self) -> int:
-        return self._proto.topology.switch_ports
-
-    @property
-    def buffer_depth(self) -> int:
-        return self._depth
-
-    @property
-    def reduction_entries(self) -> int:
-        return self._entries
-
-    @property
-    def head_latency(self) -> int:
-        return self._buffer.latency
-
-    @property
-    def flits_per_cycle(self) -> float:
-        return self._buffer.throughput
-
-    def reduction_rate(self, contributions: int) -> float:
-        """Tokens reduced per cycle when each token has ``contributions`` partials."""
-        return 1.0 / (contributions * (self._proto.partial_flits + 1))
-
-    @property
-    def reduction_tokens_per_cycle(self) -> float:
-        return self.reduction_rate(self._proto.topology.chiplets_per_group)
-
-    def multicast_flits(self, chiplets: int) -> int:
-        """Cycles the up port's input is busy with a dispatch to ``chiplets`` chiplets when the outputs are free:
-        ``1 + chiplets * route_flits + token_flits`` (the replicas go out in parallel)."""
-        return 1 + chiplets * self._proto.route_flits + self._proto.token_flits
-
-    @property
-    def voq(self) -> bool:
-        return self._voq
 
     def _voq_targets(self, port: int) -> list[int]:
         """Outputs (and the reducer, index P) that input ``port`` can send to: one queue each."""
@@ -175,23 +114,23 @@ class Switch(wiring.Component):
         # except when that one queue is full). With voq=False: one buffer per input, decoder after it.
         inputs, sources = [], []  # sources[p][k]: the stream input p offers to output k (reducer: k = P)
         for p in range(P):
-            unit = m.submodules[f"input{p}"] = SwitchInput(cfg, self._group, p)
+            unit = m.submodules[f"input{p}"] = SwitchInput(cfg, self.contract.group, p)
             inputs.append(unit)
-            if self._voq:
+            if self.contract.voq:
                 wiring.connect(m, wiring.flipped(self.port_in[p]), unit.i)
                 outs = []
                 for k in self._voq_targets(p):
-                    fifo = m.submodules[f"voq{p}_{k}"] = LinkFifo(cfg, self._depth)
+                    fifo = m.submodules[f"voq{p}_{k}"] = LinkFifo(cfg, self.contract.buffer_depth)
                     wiring.connect(m, unit.o[k], fifo.i)
                     outs.append((k, fifo.o))
                 sources.append(dict(outs))
             else:
-                fifo = m.submodules[f"buffer{p}"] = LinkFifo(cfg, self._depth)
+                fifo = m.submodules[f"buffer{p}"] = LinkFifo(cfg, self.contract.buffer_depth)
                 wiring.connect(m, wiring.flipped(self.port_in[p]), fifo.i)
                 wiring.connect(m, fifo.o, unit.i)
                 sources.append({k: unit.o[k] for k in range(P + 1)})
 
-        m.submodules.reducer = reducer = Reducer(cfg, self._group, self._entries)
+        m.submodules.reducer = reducer = Reducer(cfg, self.contract.group, self.contract.reduction_entries)
         up = inputs[topo.UP_PORT]
         m.d.comb += [
             up.alloc_free.eq(reducer.alloc_free),

@@ -206,6 +206,10 @@ class Protocol:
         self.image_flits = 2 * math.ceil(moe.d_model * moe.d_ff / (hw.flit_bits // num.weight_bits))
         self.image_words = self.image_flits * self.words_per_flit
 
+    def dispatch_flits(self, chiplets: int) -> int:
+        """Flits of one DISPATCH to ``chiplets`` chiplets of a group: its header, one route word each, the token."""
+        return 1 + chiplets * self.route_flits + self.token_flits
+
     # -- layouts -----------------------------------------------------------------------------------------
     @cached_property
     def flit_fields(self) -> tuple[Field, ...]:

@@ -129,7 +129,7 @@ class Scoreboard:
         heads = self._heads(port)
         if heads:
             flow, head = heads[0]
-            msg += (f"; expected next" + (f" (flow {flow})" if self.ordered else "") + f": {describe_packet(head)}"
+            msg += ("; expected next" + (f" (flow {flow})" if self.ordered else "") + f": {describe_packet(head)}"
                     f" (differs: {packet_diff(head, packet)})")
             if len(heads) > 1:
                 msg += f" or one of {len(heads) - 1} other flows' heads"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from mozart.hw.chiplet import DEFAULT_TOKEN_SLOTS, ChipletTiming
+from mozart.model.blocks import ChipletContract
 from mozart.model.protocol import PacketKind, Protocol
 
 from .chiplet_ref import ChipletProgram
@@ -32,14 +32,14 @@ class ChipletBench:
         self.dut = dut
         self.cfg = test_config()
         self.proto = Protocol(self.cfg)
-        self.chiplet = ChipletTiming(self.cfg)   # the documented formulas of the design under test
-        self.program = ChipletProgram(self.cfg, rng("program", stream), token_slots=DEFAULT_TOKEN_SLOTS)
+        self.chiplet = ChipletContract(self.cfg)   # the documented formulas of the design under test
+        self.program = ChipletProgram(self.cfg, rng("program", stream), token_slots=self.chiplet.token_slots)
         self.sb = Scoreboard(f"chiplet scoreboard ({stream})")
         self.driver = PacketDriver(dut, "port_in", self.proto, idle=idle, rng=rng("idle", stream))
         self.monitor = PacketMonitor(dut, "port_out", self.proto, backpressure=backpressure,
                                      rng=rng("backpressure", stream), callback=self._observe, keep=False)
         # The longest silence with work pending: a full activation buffer of tokens using every expert.
-        quiet = DEFAULT_TOKEN_SLOTS * self.chiplet.cycles_per_token(self.cfg.experts_per_chiplet)
+        quiet = self.chiplet.quiet_cycles
         self.watchdog = Watchdog(dut.clk, [self.driver, self.monitor], timeout=int(4 * quiet / (1 - backpressure)) + 500,
                                  pending=[self.sb.pending_summary], name="chiplet watchdog")
         self.seen = {k: 0 for k in PacketKind}

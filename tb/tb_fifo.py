@@ -9,7 +9,7 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from mozart.hw.link_fifo import LinkFifo
+from mozart.model.blocks import LinkFifoContract
 from mozart.model.protocol import Protocol
 
 from .env import clock_and_reset, env_int, rng, test_config, write_summary
@@ -26,8 +26,7 @@ class FifoBench:
         self.dut = dut
         self.cfg = test_config()
         self.proto = Protocol(self.cfg)
-        self.fifo = LinkFifo(self.cfg)  # for its documented latency and throughput; not simulated
-        self.fifo._MustUse__silence = True  # Amaranth would warn that it is never elaborated
+        self.fifo = LinkFifoContract.of(self.cfg)  # the documented latency and throughput of the design
         self.sb = Scoreboard("fifo scoreboard")
         self.driver = PacketDriver(dut, "i", self.proto, idle=idle)
         self.monitor = PacketMonitor(dut, "o", self.proto, backpressure=backpressure,
@@ -84,7 +83,7 @@ async def test_heavy_backpressure(dut):
 
 @cocotb.test()
 async def test_full_throughput(dut):
-    """No idle, no backpressure: one flit per cycle after the documented latency (LinkFifo.throughput)."""
+    """No idle, no backpressure: one flit per cycle after the documented latency (LinkFifoContract.throughput)."""
     bench = FifoBench(dut, idle=0.0, backpressure=0.0)
     await bench.start()
     gen = rng("throughput")

@@ -274,7 +274,7 @@ class MemCtrlBench:
     scoreboard, a watchdog, and the DRAM backdoor for preload and readback."""
 
     def __init__(self, dut, *, idle: float, backpressure: float, group: int = 0):
-        from mozart.hw.memctrl import MemoryController  # noqa: PLC0415 (documented numbers only)
+        from mozart.model.blocks import MemoryControllerContract  # noqa: PLC0415
         from .env import test_config  # noqa: PLC0415
         from .scoreboard import Scoreboard  # noqa: PLC0415
         from .stream import PacketDriver, PacketMonitor  # noqa: PLC0415
@@ -283,9 +283,7 @@ class MemCtrlBench:
         self.dut = dut
         self.cfg = test_config()
         self.proto = Protocol(self.cfg)
-        self.ctrl = MemoryController(self.cfg, group)
-        self.ctrl._MustUse__silence = True  # for its properties only; never elaborated here
-        self.ctrl.dram._MustUse__silence = True
+        self.ctrl = MemoryControllerContract(self.cfg, group)   # the design's documented numbers
         self.ref = MemoryReference(self.cfg, group)
         self.sb = Scoreboard("memctrl scoreboard")  # one flow: the controller answers in request order
         self.driver = PacketDriver(dut, "port_in", self.proto, idle=idle)

@@ -20,7 +20,7 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from mozart.hw.switch import Switch
+from mozart.model.blocks import SwitchContract
 from mozart.model.protocol import Packet, PacketKind, Protocol
 from mozart.model.switch_model import SwitchModel
 
@@ -40,7 +40,7 @@ class SwitchBench:
         self.cfg = test_config()
         self.proto = Protocol(self.cfg)
         self.topo = self.proto.topology
-        self.switch = Switch(self.cfg)  # documented numbers only; the DUT is its Verilog
+        self.switch = SwitchContract(self.cfg)  # the documented numbers; the DUT is its Verilog
         self.model = SwitchModel(self.cfg, 0)
         self.sb = Scoreboard("switch scoreboard")
         self.P, self.C = self.topo.switch_ports, self.topo.chiplets_per_group

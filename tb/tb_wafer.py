@@ -10,7 +10,7 @@ backdoor, drives the commands on ``host_in`` with seeded random idle cycles, tak
 - everything drained at the end: no link holds a flit, the root is idle, no unexpected packet or bad memory
   request was seen;
 - the cycles from the first command to the last output flit, next to the performance model's prediction
-  (:func:`mozart.hw.wafer.predict_cycles`); the error is reported, not asserted (speed is the bench's job).
+  (:func:`mozart.model.perf.rtl.predict_cycles`); the error is reported, not asserted (speed is the bench's job).
 
 A watchdog fails a hang and names the stuck node: links blocked at their receiver, and the host command the
 root is stuck on.
@@ -36,7 +36,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, Timer
 
-from mozart.hw.chiplet import DEFAULT_TOKEN_SLOTS, ChipletTiming
+from mozart.model.blocks import ChipletContract
 from mozart.model import lfsr
 from mozart.model.harness import BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.host import HostInterface
@@ -182,8 +182,7 @@ class WaferBench:
         await clock_and_reset(dut, period_ns=self.PERIOD_NS)
         await self.preload()
         links = LinkActivity(dut, run)
-        chip = ChipletTiming(self.cfg)
-        quiet = DEFAULT_TOKEN_SLOTS * chip.cycles_per_token(self.cfg.experts_per_chiplet)
+        quiet = ChipletContract(self.cfg).quiet_cycles
         self.watchdog = Watchdog(dut.clk, [links], timeout=int(4 * quiet / (1 - self.backpressure)) + 1000,
                                  pending=[self.pending, lambda: "; ".join(links.blocked())],
                                  name="wafer watchdog", period_ns=self.PERIOD_NS)
@@ -230,7 +229,7 @@ class WaferBench:
 
     # -- checks ----------------------------------------------------------------------------------------------
     def check(self, links: LinkActivity) -> None:
-        from mozart.hw.wafer import predict_cycles  # noqa: PLC0415 (imports Amaranth; only needed here)
+        from mozart.model.perf.rtl import predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
         problems = []

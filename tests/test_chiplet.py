@@ -7,8 +7,9 @@ from amaranth import Elaboratable, Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from mozart.hw.chiplet import ChipletTiming, ExpertChiplet
-from mozart.hw.expert_engine import EngineGeometry, ExpertEngine
+from mozart.hw.chiplet import ExpertChiplet
+from mozart.hw.expert_engine import ExpertEngine
+from mozart.model.blocks import ChipletContract, EngineGeometry
 from mozart.model import golden
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError
@@ -109,7 +110,7 @@ def test_foreign_packets_are_dropped():
 @pytest.mark.parametrize("d_model,d_ff,lanes", [(8, 16, 4), (8, 16, 8), (16, 64, 8), (8, 8, 8)])
 def test_steady_state_cycles_match_the_formula(d_model, d_ff, lanes):
     cfg = override(TINY, {"moe.d_model": d_model, "moe.d_ff": d_ff, "hardware.mac_lanes": lanes, "dram.rows": 256})
-    chiplet = ChipletTiming(cfg)
+    chiplet = ChipletContract(cfg)
     geo = EngineGeometry(cfg)
     assert chiplet.cycles_per_expert == 2 * d_model * d_ff // lanes + max(0, 4 - d_ff // lanes)
     for n in (1, 2):
@@ -139,7 +140,7 @@ def test_loading_the_other_slot_does_not_stall_compute():
 
 
 def test_latency_of_one_token_on_an_idle_chiplet():
-    chiplet = ChipletTiming(TINY)
+    chiplet = ChipletContract(TINY)
     for n in (0, 1, 2):
         prog = ChipletProgram(TINY, np.random.default_rng(n))
         prog.load(0, 0)

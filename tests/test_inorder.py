@@ -83,7 +83,7 @@ def test_per_expert_packets_take_one_entry_each(cfg):
 
 
 def test_predict_cycles_in_order_is_never_below_the_engine():
-    from mozart.hw.wafer import predict_cycles  # noqa: PLC0415
+    from mozart.model.perf.rtl import predict_cycles  # noqa: PLC0415
     from mozart.model.wafer_run import build_run  # noqa: PLC0415
 
     tiny = load_config("tiny")

@@ -173,8 +173,8 @@ def test_read_latency_and_load_rate(name):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert times["second"] - 60 == dut.read_latency
-    assert 0 < dut.load_efficiency <= 1
+    assert times["second"] - 60 == dut.contract.read_latency
+    assert 0 < dut.contract.load_efficiency <= 1
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -201,4 +201,4 @@ def test_outstanding_limit_backpressures(name):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert len(accepted) == cfg.dram.max_outstanding == dut.max_outstanding
+    assert len(accepted) == cfg.dram.max_outstanding == dut.contract.max_outstanding

@@ -17,24 +17,15 @@ from amaranth.sim import Simulator
 from mozart.hw.switch import Switch
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError
+from mozart.model.blocks import SwitchContract
 from mozart.model.protocol import Flit, Packet, PacketKind, Protocol
 from mozart.model.switch_model import SwitchModel, reduce_partials
 from mozart.tb.scoreboard import Scoreboard
 
 pytestmark = [
-    # Switches built only to read their documented properties are never elaborated.
-    pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable"),
     # amaranth.sim closes the still-running background drivers at the end; Python reports that as unraisable.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _collect_unused_switches():
-    """Switches built only for their properties or their errors are never elaborated; collect them while the
-    filter above is active, not later inside another test."""
-    yield
-    gc.collect()
 
 
 WATCHDOG = 300  # cycles without any flit moving while work is pending = a deadlock
@@ -371,7 +362,7 @@ def edges_to_leave(cfg, port_in: int, pkt: Packet, port_out: int, **switch_kw) -
 
 def test_zero_load_head_latency_matches_the_property():
     cfg = cfg_of("tiny")
-    sw, topo = Switch(cfg), Protocol(cfg).topology
+    sw, topo = SwitchContract(cfg), Protocol(cfg).topology
     load = Packet(PacketKind.LOAD, topo.memctrl(0), 0, 1, {}, (1,))
     assert edges_to_leave(cfg, 0, load, topo.memctrl_port) == sw.head_latency
     bench = Bench(cfg)
@@ -402,13 +393,23 @@ def test_bad_parameters_are_rejected():
         override(cfg, {"hardware.flit_bits": 40, "dram.word_bits": 8})
 
 
-def test_properties_are_documented_numbers():
-    sw = Switch(cfg_of("wafer4x4"))
-    proto = Protocol(sw._cfg)
-    assert (sw.head_latency, sw.flits_per_cycle, sw.ports) == (2, 1.0, 6)
+def test_contract_numbers():
+    sw = SwitchContract(cfg_of("wafer4x4"))
+    proto = Protocol(sw.cfg)
+    assert (sw.head_latency, sw.flits_per_cycle, sw.ports, sw.guard_bits) == (2, 1.0, 6, 2)
     assert sw.reduction_tokens_per_cycle == pytest.approx(1 / (4 * (proto.partial_flits + 1)))
-    assert Switch(cfg_of("tiny", buffer_depth=2)).flits_per_cycle == 0.5
-    assert Switch(cfg_of("tiny", buffer_depth=1)).head_latency == 1
+    assert SwitchContract(cfg_of("tiny", buffer_depth=2)).flits_per_cycle == 0.5
+    assert SwitchContract(cfg_of("tiny", buffer_depth=1)).head_latency == 1
+
+
+def test_rejected_switches_leave_no_unused_component(recwarn):
+    gc.collect()   # what earlier tests left behind is theirs
+    recwarn.clear()
+    for bad in ({"buffer_depth": 0}, {"reduction_entries": 0}, {"group": 9}):
+        with pytest.raises(ConfigError):
+            Switch(cfg_of("tiny"), **bad)
+    gc.collect()
+    assert not [w for w in recwarn if "never used" in str(w.message)]
 
 
 # -- the reusable pieces ----------------------------------------------------------------------------------

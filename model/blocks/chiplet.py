@@ -1,0 +1,131 @@
+"""The contract of the expert chiplet (:class:`mozart.hw.chiplet.ExpertChiplet`) and its engine's geometry."""
+
+from __future__ import annotations
+
+import math
+
+from .. import golden
+from ..errors import ConfigError
+from ..protocol import Protocol
+from ..topology import Topology
+
+__all__ = ["EngineGeometry", "ChipletContract", "DEFAULT_TOKEN_SLOTS"]
+
+#: Activation-buffer entries of a chiplet unless given.
+DEFAULT_TOKEN_SLOTS = 4
+
+
+class EngineGeometry:
+    """Sizes and timing of the engine (:class:`mozart.hw.expert_engine.ExpertEngine`) for one config.
+
+    Raises :class:`ConfigError` if ``hardware.mac_lanes`` does not divide d_model, d_ff and the elements of a
+    flit: a lane chunk then never straddles a matrix row or a flit, so one SRAM flit read feeds every lane.
+    """
+
+    #: Cycles from issuing a row's last chunk until that row's hidden value can be read by a W2 chunk
+    #: (SRAM read, multiply, add tree + accumulate, requantise + write): see :meth:`stall_cycles`.
+    PIPELINE = 4
+
+    def __init__(self, cfg):
+        moe, num, hw = cfg.moe, cfg.numerics, cfg.hardware
+        self.cfg = cfg
+        self.lanes = L = hw.mac_lanes
+        self.d_model, self.d_ff = moe.d_model, moe.d_ff
+        self.w_per_flit = hw.flit_bits // num.weight_bits
+        self.a_per_flit = hw.flit_bits // num.act_bits
+        for what, n in (("moe.d_model", moe.d_model), ("moe.d_ff", moe.d_ff),
+                        ("hardware.flit_bits // numerics.weight_bits", self.w_per_flit),
+                        ("hardware.flit_bits // numerics.act_bits", self.a_per_flit)):
+            if n % L:
+                raise ConfigError(f"hardware.mac_lanes must divide {what} ({n}) so that a lane chunk never "
+                                  f"straddles a row or a flit, not {L!r}")
+        proto = Protocol(cfg)
+        self.image_flits = proto.image_flits
+        self.w2_flit = math.ceil(moe.d_model * moe.d_ff / self.w_per_flit)   # W2 starts on a fresh flit
+        self.token_flits = proto.token_flits
+        self.acc_width = max(num.acc_bits, golden.exact_acc_bits(cfg, max(moe.d_model, moe.d_ff)))
+
+    @property
+    def macs_per_expert(self) -> int:
+        return 2 * self.d_model * self.d_ff
+
+    @property
+    def issue_cycles(self) -> int:
+        """Cycles in which the lanes are busy for one (token, expert) job: ``2 d_model d_ff / lanes``."""
+        return self.macs_per_expert // self.lanes
+
+    @property
+    def stall_cycles(self) -> int:
+        """Issue stall per job between W1 and W2: ``max(0, PIPELINE - d_ff / lanes)``.
+
+        W2's first row needs every hidden value; its last chunk may issue only ``PIPELINE`` cycles after W1's
+        last chunk, and it comes ``d_ff / lanes`` cycles after it when nothing stalls.
+        """
+        return max(0, self.PIPELINE - self.d_ff // self.lanes)
+
+    @property
+    def cycles_per_expert(self) -> int:
+        """Steady-state engine cycles per (token, expert) job: ``2 d_model d_ff / L + max(0, 4 - d_ff / L)``."""
+        return self.issue_cycles + self.stall_cycles
+
+    @property
+    def utilisation(self) -> float:
+        """Steady-state MAC utilisation on a resident expert (jobs back to back, no save/output stalls)."""
+        return self.issue_cycles / self.cycles_per_expert
+
+
+class ChipletContract:
+    """The chiplet at ``(group, index)`` with ``token_slots`` activation-buffer entries: its sizes and its latency
+    and throughput formulas (derived in :class:`mozart.hw.chiplet.ExpertChiplet`'s docstring).
+
+    Raises :class:`ConfigError` for a place outside the tree, a bad ``token_slots``, lanes that do not divide the
+    matrices (:class:`EngineGeometry`), or a DRAM too small for the activation region.
+    """
+
+    def __init__(self, cfg, group: int = 0, index: int = 0, token_slots: int = DEFAULT_TOKEN_SLOTS):
+        if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < cfg.groups:
+            raise ConfigError(f"ExpertChiplet group must be in 0..{cfg.groups - 1}, not {group!r}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < cfg.chiplets_per_group:
+            raise ConfigError(f"ExpertChiplet index must be in 0..{cfg.chiplets_per_group - 1}, not {index!r}")
+        if isinstance(token_slots, bool) or not isinstance(token_slots, int) or token_slots < 1:
+            raise ConfigError(f"ExpertChiplet token_slots must be a positive integer, not {token_slots!r}")
+        self.geo = EngineGeometry(cfg)
+        golden.check_activation_region(cfg)
+        self.cfg = cfg
+        self.group, self.index, self.token_slots = group, index, token_slots
+        self.node = Topology.of(cfg).chiplet(group, index)
+        self._proto = Protocol(cfg)
+
+    @property
+    def cycles_per_expert(self) -> int:
+        return self.geo.cycles_per_expert
+
+    def cycles_per_token(self, selected: int) -> int:
+        """Steady-state engine cycles per token selecting ``selected`` local experts."""
+        return selected * self.cycles_per_expert if selected else 1
+
+    @property
+    def mac_utilisation(self) -> float:
+        return self.geo.utilisation
+
+    @property
+    def input_flits(self) -> int:
+        """Flits of one dispatch replica on ``port_in``."""
+        return self._proto.dispatch_flits(1)
+
+    @property
+    def output_flits(self) -> int:
+        """Flits of one COMBINE on ``port_out``."""
+        return 1 + self._proto.partial_flits
+
+    def latency(self, selected: int) -> int:
+        """Cycles from the first dispatch flit accepted to the last COMBINE flit sent, idle chiplet, no stalls."""
+        # 1 job hand-off + 4 pipeline/hand-over + 1 output arbitration; an empty mask skips the pipeline
+        core = selected * self.cycles_per_expert + 6 if selected else 4
+        return self.input_flits + core + self.output_flits
+
+    @property
+    def quiet_cycles(self) -> int:
+        """The longest a busy chiplet may send nothing: a full activation buffer of tokens using every local
+        expert (testbench watchdogs derive their timeouts from it)."""
+        return self.token_slots * self.cycles_per_token(self.cfg.experts_per_chiplet)

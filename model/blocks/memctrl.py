@@ -1,0 +1,67 @@
+"""The contract of the memory controller (:class:`mozart.hw.memctrl.MemoryController`) and its DRAM model."""
+
+from __future__ import annotations
+
+import math
+
+from ..dram_timing import DramTiming
+from ..errors import ConfigError
+from ..protocol import Protocol
+from ..topology import Topology
+
+__all__ = ["MemoryControllerContract"]
+
+
+class MemoryControllerContract:
+    """Group ``group``'s memory controller: sizes, latency and throughput (derived in
+    :class:`mozart.hw.memctrl.MemoryController`'s docstring); ``dram`` is the DRAM model's timing.
+
+    Members
+    -------
+    dram : DramTiming
+        Hit, miss and conflict latencies and the peak rate of the DRAM model (:mod:`mozart.model.dram_timing`).
+    words_per_flit : int
+    max_outstanding : int
+        Requests in service at once (``dram.max_outstanding``).
+    read_latency : int
+        Cycles from a MEM_READ header accepted to its MEM_DATA header sent (row hit, idle): the DRAM's hit latency.
+    load_efficiency : float
+        Fraction of the DRAM's peak a long weight stream reaches: a WEIGHT packet adds a header flit to
+        ``max_burst_words`` words, so the DRAM or the output link limits.
+    read_buffer_words : int
+        The DRAM model's read buffer: more than can be in flight (``t_cl``) plus a burst, so the DRAM can run
+        ahead of headers.
+    """
+
+    def __init__(self, cfg, group: int = 0):
+        if cfg.dram.t_cl < 2:
+            raise ConfigError(f"dram.t_cl must be at least 2 for the RTL DRAM model (one cycle of memory read "
+                              f"and one of read buffer), not {cfg.dram.t_cl!r}")
+        self.cfg, self.group = cfg, group
+        self.proto = Protocol(cfg)
+        self.node = Topology.of(cfg).memctrl(group)
+        self.dram = DramTiming(cfg)
+        self.read_buffer_words = cfg.dram.t_cl + self.proto.max_burst_words
+
+    @property
+    def words_per_flit(self) -> int:
+        return self.proto.words_per_flit
+
+    @property
+    def max_outstanding(self) -> int:
+        return self.cfg.dram.max_outstanding
+
+    @property
+    def read_latency(self) -> int:
+        return self.dram.hit_latency
+
+    @property
+    def peak_words_per_cycle(self) -> int:
+        return self.dram.peak_words_per_cycle
+
+    @property
+    def load_efficiency(self) -> float:
+        proto = self.proto
+        words = proto.max_burst_words
+        link_cycles = 1 + math.ceil(words / proto.words_per_flit)
+        return min(1.0, words / link_cycles) / self.peak_words_per_cycle

@@ -1,0 +1,93 @@
+"""The performance model on the RTL blocks' documented numbers: what the wafer co-simulation is compared with.
+
+:func:`rtl_timing` is :meth:`HardwareTiming.scaled` with the latency and throughput of the block contracts
+(:mod:`mozart.model.blocks`) plugged in; :func:`in_order_timing` gives the root's in-order replay its buffers;
+:func:`predict_cycles` is the prediction ``docs/wafer.md`` (section 7) explains. Nothing is fitted to measured
+cycles, and no hardware is built to read a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
+from .inorder import InOrderTiming
+from .timing import HardwareTiming
+
+__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles"]
+
+
+@dataclass(frozen=True)
+class RtlTiming(HardwareTiming):
+    """:meth:`HardwareTiming.scaled` with the chiplet's RTL formula for its compute time: a token selecting
+    ``n`` local experts takes ``n * cycles_per_expert`` cycles (:class:`~mozart.model.blocks.ChipletContract`), so
+    a dispatch of ``pairs`` pairs takes ``pairs * cycles_per_expert``."""
+
+    cycles_per_expert: int = 1
+
+    def chiplet_cycles(self, pairs, tokens, experts, macs_per_pair, expert_weight_bytes) -> float:
+        return pairs * self.cycles_per_expert
+
+
+def rtl_timing(cfg) -> RtlTiming:
+    """The scaled timing of ``cfg`` with the RTL blocks' numbers: switch hop latency and reduction rate, the
+    chiplet's cycles per expert, the DRAM model's miss latency and the memory controller's weight-stream
+    efficiency."""
+    switch, memctrl, chiplet = SwitchContract(cfg), MemoryControllerContract(cfg), ChipletContract(cfg)
+    base = HardwareTiming.scaled(cfg)
+    partial_bytes = cfg.moe.d_model * cfg.numerics.partial_bits / 8
+    return RtlTiming(**{f: getattr(base, f) for f in base.__dataclass_fields__} | dict(
+        hop_cycles=float(switch.head_latency),
+        link_bytes_per_cycle=base.link_bytes_per_cycle * switch.flits_per_cycle,
+        reduce_bytes_per_cycle=switch.reduction_rate(1) * partial_bytes,
+        dram_latency_cycles=float(memctrl.dram.miss_latency),
+        dram_bytes_per_cycle=memctrl.peak_words_per_cycle * cfg.dram.word_bits / 8 * memctrl.load_efficiency,
+        token_overhead_cycles=0.0,
+    ), cycles_per_expert=chiplet.cycles_per_expert)
+
+
+def in_order_timing(cfg) -> InOrderTiming:
+    """The RTL numbers of the root's in-order issue and the blocks' buffers (:class:`InOrderTiming`): the
+    chiplet's ``token_slots`` and cycles per expert, the root's queue per group (depth in flits, latency), the
+    switch's head latency and reduction table."""
+    switch, root, chiplet = SwitchContract(cfg), RootContract(cfg), ChipletContract(cfg)
+    return InOrderTiming(cycles_per_expert=chiplet.cycles_per_expert, token_slots=chiplet.token_slots,
+                         queue_flits=root.queue.depth, reduction_entries=switch.reduction_entries,
+                         queue_latency=float(root.queue.latency), hop_cycles=float(switch.head_latency),
+                         chiplet_input_flits=chiplet.input_flits, chiplet_output_flits=chiplet.output_flits,
+                         loaded_cycles=1 + 2 * float(switch.head_latency))
+
+
+def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> float:
+    """The performance model's cycles for the forward pass of ``run``'s schedule (a
+    :class:`~mozart.model.wafer_run.WaferRun`) on :func:`rtl_timing`. ``bulk=False`` runs the Baseline's
+    dispatches without store-and-forward (the RTL chiplets stream); None keeps the schedule's.
+
+    ``in_order`` (default): the larger of the event engine's cycles and the replay of the run's host program
+    through the root's in-order command stream with the RTL's finite buffers
+    (:func:`mozart.model.perf.inorder.in_order_cycles`, loads timed by the engine). The engine has no buffer
+    limits and takes each command when its own dependencies are met; the replay has no link contention beyond
+    the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
+    beat for the reasons the other leaves out. False: the engine alone."""
+    from ..schedule import Dispatch, Load, Schedule  # noqa: PLC0415
+    from .engine import Engine  # noqa: PLC0415
+    from .inorder import in_order_cycles  # noqa: PLC0415
+    from .network import make_network  # noqa: PLC0415
+    from .workload import Workload  # noqa: PLC0415
+
+    cfg = run.cfg
+    timing = rtl_timing(cfg)
+    schedule = run.schedule
+    if bulk is not None:
+        schedule = Schedule([replace(c, bulk=bulk) if isinstance(c, Dispatch) else c for c in schedule.commands],
+                            schedule.layer, schedule.variant, schedule.micro_batches, schedule.slots,
+                            schedule.chiplets_per_group, schedule.tokens)
+    engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=in_order)
+    engine.run(schedule, "forward", run.experts)
+    if not in_order:
+        return engine.end
+    load_times: dict = {}
+    for c in schedule.of_kind(Load, "forward"):
+        load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
+    replay = in_order_cycles(cfg, run.commands, run.expert_to_chiplet, load_times, in_order_timing(cfg))
+    return max(engine.end, replay)
