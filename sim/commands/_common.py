@@ -15,7 +15,7 @@ from mozart.model.files import check_output_file, check_output_folder
 
 __all__ = ["integer", "number", "positive", "non_negative", "seed", "fraction", "non_negative_float", "timeout",
            "add_out_argument", "add_force_argument", "add_json_argument", "check_output_file",
-           "check_output_folder", "progress_bar"]
+           "check_output_folder", "progress_bar", "LayerProgress"]
 
 
 def integer(lowest: int, rule: str):
@@ -74,3 +74,22 @@ def progress_bar(total: int, desc: str, unit: str = "it"):
     """A tqdm bar on stderr, drawn only when stderr is a terminal (logs and pipes stay clean); never stdout."""
     from tqdm import tqdm  # noqa: PLC0415 (only commands with long work load it)
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+
+
+class LayerProgress:
+    """A ``progress(done, total)`` callback drawing a :func:`progress_bar` (created at the first call)."""
+
+    def __init__(self, desc: str, unit: str = "layer") -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(total, self.desc, self.unit)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
