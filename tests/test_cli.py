@@ -64,6 +64,6 @@ def test_config_a_wafer_block_rejects_is_one_line_without_warnings(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mozart.sim", "verilog", "wafer", "--config", "qwen3-30b-a3b",
                           "-o", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.startswith("mozart verilog: error: hardware.mac_lanes must divide")
+    assert out.stderr.startswith("mozart verilog: error: qwen3-30b-a3b: hardware.mac_lanes must divide")
     assert out.stderr.count("\n") == 1 and "UnusedElaboratable" not in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written
