@@ -19,7 +19,7 @@ from mozart.model.perf.evaluation import SEQ_LENS, run_sweep
 from mozart.model.perf.parameters import model_names
 from mozart.model.perf.report import dram_table, mesh_table, sequence_table, table4, trends
 
-from ._common import add_json_argument, check_output_folder, positive, seed
+from ._common import add_json_argument, check_output_folder, positive, progress_bar, seed
 
 
 def register(sub) -> None:
@@ -53,19 +53,25 @@ def _evaluate(args) -> int:
         from mozart.model.trace_io import load_trace  # noqa: PLC0415 (only with --trace)
         trace = load_trace(args.trace)
     start = time.perf_counter()
+    seqs = (256,) if args.quick else SEQ_LENS
+    bar = progress_bar(len(models) * len(seqs), "evaluate", "job")  # one job per model and sequence length
 
     def progress(line: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f} s] {line}", file=sys.stderr, flush=True)
+        bar.write(f"[{time.perf_counter() - start:6.1f} s] {line}", file=sys.stderr)
+        if line.endswith(": done"):
+            bar.update(1)
 
-    seqs = (256,) if args.quick else SEQ_LENS
     if trace is not None:
         # Say how a user trace is stretched or cut to a step, since the tables do not show it.
         progress(f"{trace.source}: {trace.layers} layers, {trace.tokens} tokens; each step uses its first "
                  f"sequences x seq_len tokens (repeating the trace when it is shorter) and times its "
                  f"{trace.layers} layers")
     drams = ("hbm2",) if args.quick else ("hbm2", "ssd")
-    cells = run_sweep(models, seq_lens=seqs, drams=drams, mesh=args.mesh, seed=args.seed, trace=trace,
-                      workers=args.workers, progress=progress)
+    try:
+        cells = run_sweep(models, seq_lens=seqs, drams=drams, mesh=args.mesh, seed=args.seed, trace=trace,
+                          workers=args.workers, progress=progress)
+    finally:
+        bar.close()
     source = trace.source if trace is not None else f"synthetic structured traces (seed {args.seed})"
     if args.json:
         plots = _write_plots(args, models, trace, progress)
