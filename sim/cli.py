@@ -84,8 +84,12 @@ def _stdout_closed() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except BrokenPipeError:  # --help into a closed pipe
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:  # --help, --version: their text must reach stdout, or the pipe is closed
+            sys.stdout.flush()
+            raise
+    except BrokenPipeError:
         return _stdout_closed()
     prefix = f"mozart {args.command}"
     try:

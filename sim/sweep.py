@@ -662,8 +662,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
                 progress.write(f"{path}: all {len(points)} points of this sweep are already done\n")
             failed = sum(1 for row in read_rows(path) if row.get("status") != "ok")
             return SweepResult(path, len(points), 0, len(points), failed, time.monotonic() - start, 0.0, "none")
-        raise SweepError(f"{path} already holds the results of another sweep ({len(ids)} rows, this spec has "
-                         f"{len(points)} points); delete it, choose another --out, or overwrite it with --force")
+        raise SweepError(f"--out must not be an existing file (--force overwrites it), not {str(path)!r}, which "
+                         f"holds the results of another sweep ({len(ids)} rows, this spec has {len(points)} points)")
+    path.parent.mkdir(parents=True, exist_ok=True)  # checked by _output_format; made only now, to run
     journal = _Journal(journal_path, spec, len(points))
     finished = False
     try:
