@@ -476,3 +476,39 @@ def test_sweep_plots_one_value_axes_categories_and_failed_points(inputs, work, c
     figures.clear()
     command.plot_results(command.load_spec(inputs / "spec.toml"), rows, work / "plots")
     assert all(left_out == 1 for _, left_out in figures.values())
+
+
+def test_clean_frees_the_build_cache_and_refuses_a_foreign_folder(work, capsys, monkeypatch):
+    cache = work / "build"
+    (cache / "fifo" / "tiny-0123").mkdir(parents=True)
+    (cache / "fifo" / "tiny-0123" / "obj").write_bytes(b"x" * 2_000_000)
+    (cache / "fifo" / "tiny-0123.lock").write_text("")
+    code, out, _ = run(["clean", "--dry-run"], capsys)
+    assert code == 0 and "would free 2.0 MB" in out and cache.is_dir()
+    code, out, _ = run(["clean"], capsys)
+    assert code == 0 and "freed 2.0 MB" in out and not cache.exists()
+    (work / "mine").mkdir()
+    (work / "mine" / "thesis.tex").write_text("precious")
+    monkeypatch.setenv("MOZART_BUILD_DIR", str(work / "mine"))
+    code, _, err = run(["clean"], capsys)
+    assert_one_line_error(code, err, "must hold only mozart builds")
+    assert (work / "mine" / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.cosim
+def test_cosim_json_summary_counts_tests_apart(work, capsys):
+    code, out, err = run(["cosim", "fifo", "--json", "--test", "test_random_packets"], capsys)
+    doc = json.loads(out)  # stdout holds only the document; the human summary went to stderr
+    assert code == 0 and doc["ok"] and doc["block"] == "fifo" and doc["tests"] == 1
+    assert doc["passed"] == 1 and doc["failed"] == 0 and doc["skipped"] == 0
+    assert "cocotb tests passed" in err
+
+
+def test_docs_cli_names_every_command_and_option():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for path, parser in _commands():
+        assert f"`{' '.join(path)}" in doc or f"{' '.join(path)} " in doc, path
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help", "-o"):
+                    assert option in doc, (path, option)
