@@ -49,11 +49,10 @@ from __future__ import annotations
 
 import json
 from array import array
-import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
