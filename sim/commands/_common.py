@@ -73,7 +73,8 @@ def add_json_argument(parser: argparse.ArgumentParser, what: str) -> None:
 def progress_bar(total: int, desc: str, unit: str = "it"):
     """A tqdm bar on stderr, drawn only when stderr is a terminal (logs and pipes stay clean); never stdout."""
     from tqdm import tqdm  # noqa: PLC0415 (only commands with long work load it)
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr, disable=None,
+                leave=False, dynamic_ncols=True)
 
 
 class LayerProgress:

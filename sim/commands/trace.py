@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import time
 
 import numpy as np
 
@@ -20,34 +18,9 @@ from mozart.model.stats import activation_frequency, coactivation_counts, top_pa
 from mozart.model.synth import check_size, synthesize_for
 from mozart.model.trace_io import check_output_path, load_trace_with_meta, save_trace
 
-from ._common import add_out_argument, check_output_file, fraction, non_negative, non_negative_float, positive
+from ._common import (LayerProgress, add_out_argument, check_output_file, fraction, non_negative,
+                      non_negative_float, positive)
 from .config import add_config_argument
-
-
-class _Progress:
-    """A ``progress(done, total)`` callback that reports on stderr, but only once a run has taken a while."""
-
-    QUIET_SECONDS = 1.5   # short runs print nothing
-    EVERY_SECONDS = 0.5   # on a terminal; otherwise every 10 s, so logs stay short
-
-    def __init__(self, label: str, unit: str = ""):
-        self.label, self.unit = label, unit
-        self.start = self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        every = self.EVERY_SECONDS if self.tty else 10.0
-        if now - self.start < self.QUIET_SECONDS or (self.shown and now - self.last < every and done < total):
-            return
-        self.last, self.shown = now, True
-        text = f"{self.label}: {done}/{total}{self.unit} ({100 * done / max(total, 1):.0f}%, {now - self.start:.0f} s)"
-        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.shown and self.tty:
-            print(file=sys.stderr)
 
 
 def _add_reader_options(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +83,7 @@ def register(sub) -> None:
 
 def _load(path: str, args, cfg=None):
     """Read a trace with the reader options of ``args``, falling back on the config's shape."""
-    progress = _Progress(f"reading {path}", " bytes")
+    progress = LayerProgress(f"reading {path}", "B")
     top_k = args.top_k if args.top_k is not None else (cfg.moe.top_k if cfg else None)
     num_experts = args.num_experts if args.num_experts is not None else (cfg.moe.experts if cfg else None)
     try:
@@ -127,7 +100,7 @@ def _synth(args) -> int:
     tokens = args.tokens or cfg.training.tokens_per_step
     check_size(cfg.moe.layers, tokens, cfg.moe.top_k)
     knobs = {name: getattr(args, name) for name in ("coactivation", "skew") if getattr(args, name) is not None}
-    progress = _Progress(f"synthesising {cfg.moe.layers} layers", " layers")
+    progress = LayerProgress("synthesising", "layer")
     try:
         trace = synthesize_for(cfg, tokens, args.seed, structured=not args.uniform, step=args.step,
                                progress=progress, **knobs)
@@ -152,7 +125,7 @@ def _stats(args) -> int:
         print("no tokens: nothing to count")
         return 0
     e = trace.num_experts
-    progress = _Progress("counting co-activations", " layers")
+    progress = LayerProgress("counting co-activations", "layer")
     freq, counts = [], []
     for layer in range(trace.layers):
         freq.append(activation_frequency(trace, layer))
@@ -198,7 +171,7 @@ def _convert(args) -> int:
     trace, info = _load(args.input, args, cfg)
     if cfg:
         trace.check_fits(cfg)
-    progress = _Progress(f"writing {args.out}", " layers")
+    progress = LayerProgress(f"writing {args.out}", "layer")
     try:
         save_trace(trace, args.out, layer_ids=info["layer_ids"], meta=info["meta"], progress=progress)
     finally:
