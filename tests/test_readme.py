@@ -130,9 +130,9 @@ def test_the_readme_walkthrough_runs(walk, capsys):
 def test_the_readme_cosimulations_run_on_tiny(walk, capsys):
     cosims = [c for lang, text in blocks() if lang == "sh" for c in commands(text) if is_cosim(c)]
     assert len(cosims) >= 5
-    for lang, text in blocks():  # inputs the co-simulations read (trace.npz) come from earlier commands
+    for lang, text in blocks():  # inputs the co-simulations read (a trace, a placement) come from earlier commands
         for command in (commands(text) if lang == "sh" else []):
-            if command.startswith("mozart trace synth --config tiny"):
+            if command.startswith(("mozart trace synth --config tiny", "mozart allocate --config tiny")):
                 assert run_command(command)[0] == 0
     for command in cosims:
         code, out = run_command(command)
