@@ -56,7 +56,11 @@ def _allocate(args) -> int:
         if not 0 <= args.ep_rank_layer < trace.layers:
             raise PlacementError(f"--ep-rank-layer must be in 0..{trace.layers - 1}, not {args.ep_rank_layer}")
     start = time.perf_counter()
-    placement = place(trace, cfg, args.method, seed=args.seed, progress=LayerProgress("allocate"))
+    progress = LayerProgress("allocate")
+    try:
+        placement = place(trace, cfg, args.method, seed=args.seed, progress=progress)
+    finally:
+        progress.close()
     elapsed = time.perf_counter() - start
     m = placement_metrics(trace, placement, cfg)  # before writing: a failure leaves no file behind
     save_placement(placement, args.out, cfg)
