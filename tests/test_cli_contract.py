@@ -27,6 +27,8 @@ from mozart.model.synth import synthesize_for
 from mozart.model.trace_io import save_trace
 from mozart.sim.cli import EXIT_BROKEN_PIPE, build_parser, main
 
+from cli_run import run
+
 SWEEP_SPEC = """
 [sweep]
 name = "contract"
@@ -63,15 +65,6 @@ def work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MOZART_BUILD_DIR", str(tmp_path / "build"))
     return tmp_path
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def files_under(folder: Path) -> set[str]:

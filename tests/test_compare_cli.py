@@ -10,7 +10,8 @@ from mozart.model.placement_io import load_placement
 from mozart.model.placers import PLACERS
 from mozart.model.synth import synthesize_for
 from mozart.model.trace_io import save_trace
-from mozart.sim.cli import main
+
+from cli_run import run
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +19,6 @@ def trace_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("traces") / "tiny.npz"
     save_trace(synthesize_for(load_config("tiny"), 300, seed=1), path)
     return path
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_allocate_writes_a_loadable_placement_and_ep_ranks(tmp_path, trace_file, capsys):
