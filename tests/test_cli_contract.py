@@ -505,3 +505,14 @@ def test_docs_cli_names_every_command_and_option():
             for option in action.option_strings:
                 if option not in ("-h", "--help", "-o"):
                     assert option in doc, (path, option)
+
+
+def test_sweep_cost_is_checked_against_the_columns_a_sweep_writes(inputs):
+    from mozart.model.sweep_spec import SweepError, load_spec
+    from mozart.sim.commands.sweep import check_cost
+    spec = load_spec(inputs / "spec.toml")
+    for good in ("chiplets", "step_cycles", "exposed_dispatch_s", "link_bytes.root-down.0", "training.seq_len"):
+        check_cost(good, spec)
+    for bad in ("bogus", "method", "link_busiest", "status"):  # unknown, categorical, text, not an output
+        with pytest.raises(SweepError, match=f"--cost must be a numeric column of the results .*not '{bad}'"):
+            check_cost(bad, spec)
