@@ -6,6 +6,7 @@ from amaranth import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from mozart.model.blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
 from mozart.model.protocol import Protocol
 
 from .chiplet import ExpertChiplet
@@ -42,6 +43,17 @@ class Wafer(wiring.Component):
     moved : Out(32)
         Cycles in which some flit moved on some link (the watchdog's sign of life).
     """
+
+    def __new__(cls, cfg):
+        # Every block's contract first: a config one of them rejects raises before any component exists, so
+        # no half-built wafer leaves unelaborated blocks behind (which Amaranth would report as unused).
+        RootContract(cfg)
+        for g in range(cfg.groups):
+            SwitchContract(cfg, g)
+            MemoryControllerContract(cfg, g)
+            for c in range(cfg.chiplets_per_group):
+                ChipletContract(cfg, g, c)
+        return super().__new__(cls, src_loc_at=1)
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,10 +34,14 @@ from .errors import ConfigError
 __all__ = [
     "TreeConfig", "MoEConfig", "TrainingConfig", "NumericsConfig", "HardwareConfig", "DramConfig",
     "WaferConfig", "ACTIVATIONS", "load_config", "preset_names", "preset_text", "config_from_dict",
-    "override", "to_dict", "to_toml",
+    "override", "to_dict", "to_toml", "NAME_PATTERN",
 ]
 
 ACTIVATIONS = ("relu", "silu", "gelu")
+
+#: A config's ``name`` keys build folders and file names: a safe file name, never a path.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_NAME_RULE = "a file-name-safe name (letters, digits, '.', '_', '+', '-'; first a letter or digit; up to 64)"
 
 
 def _fail(path: str, rule: str, value: Any) -> None:
@@ -261,8 +266,8 @@ class WaferConfig:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            _fail("name", "a non-empty string", self.name)
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            _fail("name", _NAME_RULE, self.name)
         if self.moe.experts % self.tree.chiplets:
             _fail("moe.experts", f"a multiple of the chiplet count, tree.groups x tree.chiplets_per_group "
                   f"({self.tree.chiplets})", self.moe.experts)
@@ -334,10 +339,16 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> WaferCo
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     try:
-        return WaferConfig(name=data.get("name", Path(source).stem), description=data.get("description", ""),
+        return WaferConfig(name=data.get("name", _name_from(source)), description=data.get("description", ""),
                            **sections)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _name_from(source: str) -> str:
+    """A config without ``name`` is named after its file: the stem, with unsafe characters replaced."""
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(source).stem)[:64]
+    return stem if NAME_PATTERN.fullmatch(stem) else f"config_{stem}"[:64]
 
 
 def preset_names() -> list[str]:
@@ -363,7 +374,15 @@ def load_config(name_or_path: str | Path) -> WaferConfig:
         if not path.is_file():
             raise ConfigError(f"config must be a preset name ({', '.join(preset_names())}) or an existing "
                               f"TOML file, not {text_name!r}")
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: a config must be a UTF-8 TOML text file, not binary or other-encoded "
+                              f"data (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})") from None
+        if "\x00" in text:
+            raise ConfigError(f"{source}: a config must be a TOML text file, not binary data (a NUL byte at "
+                              f"offset {text.index(chr(0))})")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

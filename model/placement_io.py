@@ -24,14 +24,13 @@ custom expert-parallel layout (list index = expert id, value = EP rank = global 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import PlacementError
+from .files import atomic_write
 from .placement import Placement
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "placement_to_dict", "placement_from_dict", "save_placement",
@@ -138,21 +137,13 @@ def placement_from_dict(data: Any, source: str = "placement", cfg=None) -> Place
     return placement
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_placement(placement: Placement, path: str | Path, cfg) -> None:
     """Write ``placement`` as JSON to ``path``, atomically."""
-    _atomic_write(Path(path), json.dumps(placement_to_dict(placement, cfg), indent=1) + "\n")
+    _write_text(Path(path), json.dumps(placement_to_dict(placement, cfg), indent=1) + "\n")
 
 
 def load_placement(path: str | Path, cfg=None) -> Placement:
@@ -197,4 +188,4 @@ def ep_rank_dict(placement: Placement, layer: int | None = None) -> dict[str, An
 
 def save_ep_rank(placement: Placement, path: str | Path, layer: int | None = None) -> None:
     """Write :func:`ep_rank_dict` as JSON to ``path``, atomically."""
-    _atomic_write(Path(path), json.dumps(ep_rank_dict(placement, layer)) + "\n")
+    _write_text(Path(path), json.dumps(ep_rank_dict(placement, layer)) + "\n")

@@ -54,7 +54,7 @@ from .errors import TraceError
 from .stats import first_occurrences
 from .trace import Trace
 
-__all__ = ["SynthSpec", "SYNTH_PRESETS", "DRIFT_PERIOD", "synthesize", "synthesize_uniform", "synthesize_for",
+__all__ = ["SynthSpec", "SYNTH_PRESETS", "DRIFT_PERIOD", "synthesize", "synthesize_uniform", "synthesize_for", "check_size", "MAX_TRACE_BYTES",
            "synthesize_preset", "expert_groups"]
 
 #: Steps over which the drift perturbation turns over (one knot of the smooth random process per period).
@@ -273,6 +273,21 @@ def _layer(seed: int, layer: int, step: int, e: int, k: int, tokens: int, skew: 
     return experts, gates
 
 
+#: The most memory a synthetic trace may take: expert ids (int32) and gates (float32), 8 bytes per entry.
+MAX_TRACE_BYTES = 8 * 2**30
+_BYTES_PER_ENTRY = 8
+
+
+def check_size(layers: int, tokens: int, top_k: int) -> None:
+    """Raise :class:`TraceError` before allocating a trace larger than :data:`MAX_TRACE_BYTES`."""
+    size = layers * tokens * top_k * _BYTES_PER_ENTRY
+    if size > MAX_TRACE_BYTES:
+        most = MAX_TRACE_BYTES // (layers * top_k * _BYTES_PER_ENTRY)
+        raise TraceError(f"synthetic trace: tokens must be at most {most} for {layers} layers of top-{top_k} "
+                         f"(a trace of at most {MAX_TRACE_BYTES / 2**30:g} GiB), not {tokens} "
+                         f"({size / 2**30:.3g} GiB)")
+
+
 def synthesize(num_experts: int, top_k: int, layers: int, tokens: int, *, seed: int, skew: float = 0.3,
                coactivation: float = 0.4, groups_of: int | None = None, drift: float = 0.1, step: int = 0,
                progress: Callable[[int, int], None] | None = None) -> Trace:
@@ -315,6 +330,7 @@ def synthesize(num_experts: int, top_k: int, layers: int, tokens: int, *, seed: 
     _check("groups_of", groups_of, f"an integer in 1..num_experts ({num_experts})",
            _is_int(groups_of) and 1 <= groups_of <= num_experts)
     _check("drift", drift, "a finite number >= 0", _is_number(drift) and drift >= 0)
+    check_size(layers, tokens, top_k)
     experts = np.empty((layers, tokens, top_k), dtype=np.int32)
     weights = np.empty((layers, tokens, top_k), dtype=np.float32)
     for layer in range(layers):

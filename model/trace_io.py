@@ -49,16 +49,15 @@ from __future__ import annotations
 
 import json
 from array import array
-import os
 import re
-import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from .errors import TraceError
+from .files import atomic_write
 from .trace import Trace
 
 __all__ = ["SCHEMA_VERSION", "check_output_path", "save_trace", "load_trace", "load_trace_with_meta", "read_npz",
@@ -75,22 +74,6 @@ _MAX_ID = 2**31  # bound on layer and token numbers: they are kept as int64 with
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Run ``write(binary_file)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies, as for open()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _layer_ids(trace: Trace, layer_ids: Iterable[int] | None) -> list[int]:
     ids = list(range(trace.layers)) if layer_ids is None else [int(i) for i in layer_ids]
     if len(ids) != trace.layers or len(set(ids)) != len(ids) or min(ids) < 0:
@@ -107,7 +90,7 @@ def write_npz(trace: Trace, path: str | Path, *, layer_ids: Iterable[int] | None
               "weights": trace.weights, "num_experts": np.int64(trace.num_experts), "source": np.str_(trace.source),
               "layer_ids": np.array(_layer_ids(trace, layer_ids), dtype=np.int64),
               "meta": np.str_(json.dumps(meta or {}))}
-    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def write_jsonl(trace: Trace, path: str | Path, *, layer_ids: Iterable[int] | None = None,
@@ -131,17 +114,15 @@ def write_jsonl(trace: Trace, path: str | Path, *, layer_ids: Iterable[int] | No
             if progress:
                 progress(layer + 1, trace.layers)
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def check_output_path(path: str | Path) -> str:
     """The format (``"npz"`` or ``"jsonl"``) :func:`save_trace` would write to ``path``; raises TraceError if it
-    cannot (unknown suffix, missing folder). Lets a command fail before a long computation, not after."""
+    cannot (unknown suffix). A missing folder is created when the trace is written."""
     path = Path(path)
     if path.suffix not in (".npz", ".jsonl"):
         raise TraceError(f"{path}: a trace file name must end in .npz or .jsonl, not {path.suffix or 'nothing'!r}")
-    if not path.parent.is_dir():
-        raise TraceError(f"{path}: the folder {str(path.parent)!r} must exist")
     return path.suffix[1:]
 
 
@@ -190,8 +171,10 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
             return {name: archive[name] for name in archive.files}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise TraceError(f"{path}: not a readable .npz archive (truncated or corrupt?): {exc}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError):
+        # numpy's own message may advise loading with pickles allowed: never repeat that for a trace file.
+        raise TraceError(f"{path}: not a trace: not a readable .npz archive (truncated, corrupt or another kind "
+                         f"of file)") from None
 
 
 def _scalar_int(path: Path, data: dict, name: str) -> int:
@@ -233,9 +216,11 @@ def _npz_trace(path: Path, data: dict) -> tuple[Trace, dict]:
         meta = json.loads(str(data["meta"])) if "meta" in data else {}
     except json.JSONDecodeError as exc:
         raise TraceError(f"{path}: field 'meta' must be a JSON object, not invalid JSON ({exc.msg})") from None
-    source = str(data["source"]) if "source" in data else str(path)
-    trace = Trace(experts.astype(np.int32), weights.astype(np.float32), num_experts, source)
-    return trace, {"format": "npz", "layer_ids": layer_ids.tolist(), "meta": meta}
+    # Errors about the trace name the file the user gave; what made it (a generator's description) is kept
+    # apart, as info["origin"].
+    origin = str(data["source"]) if "source" in data else str(path)
+    trace = Trace(experts.astype(np.int32), weights.astype(np.float32), num_experts, str(path))
+    return trace, {"format": "npz", "layer_ids": layer_ids.tolist(), "meta": meta, "origin": origin}
 
 
 def read_npz(path: str | Path) -> tuple[Trace, dict]:
@@ -390,7 +375,7 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
     shape = (len(ids), per_layer, k)
     trace = Trace(ex_arr[order].reshape(shape).astype(np.int32), w_arr[order].reshape(shape).astype(np.float32),
                   num_experts, str(path))
-    return trace, {"format": "jsonl", "layer_ids": ids.tolist(), "meta": {}}
+    return trace, {"format": "jsonl", "layer_ids": ids.tolist(), "meta": {}, "origin": str(path)}
 
 
 # ------------------------------------------------------------------------------------------------ logits
@@ -455,8 +440,9 @@ def read_logits(path: str | Path, *, top_k: int | None = None, renormalize: bool
             data = {"logits": np.load(path, allow_pickle=False)}
         except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise
-        except (EOFError, OSError, ValueError) as exc:
-            raise TraceError(f"{path}: not a readable .npy array (truncated or corrupt?): {exc}") from None
+        except (EOFError, OSError, ValueError):  # numpy's message may advise unpickling: never for a trace
+            raise TraceError(f"{path}: not a trace: not a readable .npy array (truncated, corrupt or another "
+                             f"kind of file)") from None
     else:
         data = _open_npz(path)
     return _logits_trace(path, data, top_k, renormalize, progress)
@@ -494,7 +480,8 @@ def _logits_trace(path: Path, data: dict, top_k: int | None, renormalize: bool,
         if progress:
             progress(layer + 1, len(arrays))
     trace = Trace(out_e, out_w, experts, str(path))
-    return trace, {"format": "logits", "layer_ids": ids, "meta": {"top_k": int(top_k), "renormalize": renormalize}}
+    return trace, {"format": "logits", "layer_ids": ids, "meta": {"top_k": int(top_k), "renormalize": renormalize},
+                   "origin": str(path)}
 
 
 # ------------------------------------------------------------------------------------------------ dispatch

@@ -90,7 +90,8 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
               fault: str = "none") -> WaferRun:
     """Everything the testbench needs for one layer; see the module doc.
 
-    ``trace`` None: a synthetic trace of ``tokens`` tokens from ``seed`` (:func:`mozart.model.synth.synthesize_for`,
+    ``placement``: a method name, or the path of a placement file (``.json``, as ``mozart allocate`` writes;
+    its row ``layer`` is used). ``trace`` None: a synthetic trace of ``tokens`` tokens from ``seed`` (:func:`mozart.model.synth.synthesize_for`,
     with Zipf popularity exponent ``skew`` if given: 1.5 makes a few hot experts take most tokens). ``slots``:
     weight slots the schedule uses per chiplet (default ``hardware.sram_slots``); fewer slots than experts per
     chiplet make the schedule reload slots mid-layer."""
@@ -116,7 +117,15 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     if trace.tokens < tokens:
         raise ConfigError(f"tokens must be at most the trace's {trace.tokens} tokens, not {tokens}")
     trace = trace.layer(layer).head(tokens)
-    plc = place(trace, cfg, placement, seed=seed)
+    if placement.endswith(".json"):  # a file from `mozart allocate`: its row for this layer
+        from .placement import Placement  # noqa: PLC0415
+        from .placement_io import load_placement  # noqa: PLC0415
+        given = load_placement(placement, cfg)
+        if not 0 <= layer < given.layers:
+            raise ConfigError(f"layer must be in 0..{given.layers - 1} (the placement file's layers), not {layer!r}")
+        plc = Placement(given.expert_to_chiplet[layer:layer + 1], cfg.chiplets_per_group, given.method)
+    else:
+        plc = place(trace, cfg, placement, seed=seed)
     e2c = plc.expert_to_chiplet[0].astype(np.int64)
     if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
                               or not 1 <= slots <= cfg.hardware.sram_slots):

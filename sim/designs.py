@@ -6,7 +6,9 @@ testbench module that co-simulates it. Entries are strings so that listing the b
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 from mozart.model.errors import MozartError
@@ -33,6 +35,19 @@ class Design:
         """The Verilog top module a co-simulation runs."""
         return f"{self.toplevel}_harness" if self.harness else self.toplevel
 
+    def tests(self) -> list[str]:
+        """The cocotb tests of the testbench module, in file order: the functions decorated ``@cocotb.test``
+        (with or without arguments), read from its source with ``ast``, so cocotb is never imported."""
+        spec = importlib.util.find_spec(self.testbench)
+        if spec is None or spec.origin is None:
+            raise MozartError(f"testbench of block {self.name!r} must be an importable module, not "
+                              f"{self.testbench!r}")
+        with open(spec.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), spec.origin)
+        return [node.name for node in tree.body
+                if isinstance(node, (ast.AsyncFunctionDef, ast.FunctionDef))
+                and any(_is_cocotb_test(d) for d in node.decorator_list)]
+
 
 #: One line per block; add yours here.
 DESIGNS: dict[str, Design] = {d.name: d for d in [
@@ -50,6 +65,12 @@ DESIGNS: dict[str, Design] = {d.name: d for d in [
            "the whole wafer: root (host interface), G switches, G x C chiplets, G memory controllers + DRAM",
            harness="mozart.hw.wafer_harness:WaferHarness"),
 ]}
+
+
+def _is_cocotb_test(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return (isinstance(target, ast.Attribute) and target.attr == "test" and isinstance(target.value, ast.Name)
+            and target.value.id == "cocotb")
 
 
 def design(name: str) -> Design:

@@ -49,10 +49,12 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 from mozart.model.errors import MozartError
 from mozart.model.sweep_spec import SweepError, SweepSpec
 
+from mozart.model.files import check_output_folder
+
 from .sweep_eval import code_fingerprint, evaluate_point
 
-__all__ = ["SweepError", "expand", "evaluate_point", "run_sweep", "SweepResult", "Progress", "read_rows",
-           "derive_seed", "code_fingerprint", "INPUT_COLUMNS", "STATUS_COLUMNS", "STEP_TIME_COLUMN"]
+__all__ = ["SweepError", "expand", "evaluate_point", "run_sweep", "SweepResult", "progress_bar", "read_rows",
+           "derive_seed", "code_fingerprint", "same_computations", "INPUT_COLUMNS", "STATUS_COLUMNS", "STEP_TIME_COLUMN"]
 
 #: The input columns every row starts with (the spec's axis keys follow ``config``).
 INPUT_COLUMNS = ("index", "point_id", "config", "replicate", "method", "variant", "trace", "trace_seed",
@@ -107,6 +109,34 @@ def expand(spec: SweepSpec) -> list[dict]:
                     "trace_seed": trace_seed, "placement_seed": placement_seed,
                 })
     return points
+
+
+def same_computations(points: list[dict], same_variants: dict[str, str]) -> dict[int, int]:
+    """Points that are the same computation as another point of the sweep: ``{index: twin's index}``.
+
+    ``same_variants`` maps a variant to the one it equals on the same inputs (the evaluator declares it:
+    variant C is B on a clustered placement, and in a sweep the placement is the point's method, so C with
+    method m is B with method m). A point is aliased only when its twin is in the sweep too.
+    """
+    def key(point: dict, variant: str) -> str:
+        return json.dumps([point["config"], sorted(point["settings"].items()), point["replicate"],
+                           point["method"], variant])
+
+    index = {key(p, p["variant"]): p["index"] for p in points}
+    twins = {}
+    for p in points:
+        canonical = same_variants.get(p["variant"])
+        if canonical is not None and key(p, canonical) in index:
+            twins[p["index"]] = index[key(p, canonical)]
+    return twins
+
+
+def _copied_row(point: dict, twin: dict, twin_row: dict) -> dict:
+    """``point``'s row: its own inputs, and the status and outputs its twin computed."""
+    row = _input_row(point)
+    twin_inputs = set(_input_row(twin))
+    row.update({k: v for k, v in twin_row.items() if k not in twin_inputs})
+    return row
 
 
 def _input_row(point: dict) -> dict:
@@ -168,71 +198,12 @@ def _run_chunk(evaluator: Evaluator, points: list[dict]) -> tuple[list[dict], fl
 
 # ------------------------------------------------------------------------------------------------- progress
 
-class Progress:
-    """A text progress bar: done, total, rate and estimated time left.
-
-    On a terminal it redraws one line (at most 10 times a second); otherwise it prints a line at every
-    tenth of the work, so logs stay short.
-
-    Parameters
-    ----------
-    total : int
-        All points of the sweep.
-    done : int
-        Points already finished before this run (resumed); the rate and ETA count only this run's.
-    stream : file or None
-        Where to draw (e.g. ``sys.stderr``); None draws nothing.
-    label : str
-    """
-
-    def __init__(self, total: int, done: int = 0, stream: TextIO | None = None, label: str = "sweep"):
-        self.total, self.resumed, self.done = total, done, done
-        self.stream, self.label = stream, label
-        self.start = time.monotonic()
-        self._last_draw = 0.0
-        self._last_tenth, self._last_done = -1, -1
-        self._tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
-
-    def update(self, count: int) -> None:
-        """Count ``count`` more finished points."""
-        self.done += count
-        self._draw(final=False)
-
-    def close(self) -> None:
-        """Draw the final state and end the line."""
-        self._draw(final=True)
-
-    def line(self) -> str:
-        fraction = self.done / self.total if self.total else 1.0
-        width = 24
-        bar = "#" * int(fraction * width) + "-" * (width - int(fraction * width))
-        elapsed = time.monotonic() - self.start
-        fresh = self.done - self.resumed
-        rate = fresh / elapsed if elapsed > 0 and fresh else 0.0
-        eta = _clock((self.total - self.done) / rate) if rate else "--:--"
-        resumed = f", {self.resumed} resumed" if self.resumed else ""
-        return (f"{self.label} [{bar}] {self.done}/{self.total} ({fraction:.0%}{resumed}) "
-                f"{rate:.1f} points/s, elapsed {_clock(elapsed)}, left {eta}")
-
-    def _draw(self, final: bool) -> None:
-        if self.stream is None:
-            return
-        now = time.monotonic()
-        tenth = int(10 * self.done / self.total) if self.total else 10
-        if self._tty:
-            if final or now - self._last_draw >= 0.1:
-                self.stream.write("\r" + self.line() + ("\n" if final else ""))
-                self._last_draw = now
-        elif tenth > self._last_tenth or (final and self._last_done != self.done):
-            self.stream.write(self.line() + "\n")
-            self._last_tenth, self._last_done = tenth, self.done
-        self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
+def progress_bar(total: int, done: int, stream: TextIO | None, label: str):
+    """A tqdm bar of the sweep's points on ``stream``, drawn only when it is a terminal (a log stays clean);
+    ``done`` points were finished by an earlier run (resumed), so the rate counts only this run's."""
+    from tqdm import tqdm  # noqa: PLC0415
+    return tqdm(total=total, initial=done, desc=label, unit="point", file=stream,
+                disable=stream is None or not getattr(stream, "isatty", lambda: False)(), dynamic_ncols=True)
 
 
 # ------------------------------------------------------------------------------------------------- backends
@@ -511,8 +482,9 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _output_format(out: Path, note: TextIO | None) -> tuple[Path, str]:
-    if not out.parent.is_dir():
-        raise SweepError(f"--out must be a file in an existing folder, not {str(out)!r}")
+    if out.is_dir():
+        raise SweepError(f"--out must be a file name, not the folder {str(out)!r}")
+    check_output_folder(out.parent, "--out's folder")  # created when the results are written
     if out.suffix == ".csv":
         return out, "csv"
     if out.suffix != ".parquet":
@@ -618,6 +590,9 @@ class SweepResult:
     points, computed, resumed, failed : int
         All points, those evaluated by this run, those taken from an earlier run, and those whose status is
         not "ok".
+    same : int
+        Points of this run that were the same computation as another point (see :func:`same_computations`):
+        their rows are copies of that point's outputs, not computed twice.
     seconds : float
         Wall time of this run.
     cpu_seconds : float
@@ -633,11 +608,12 @@ class SweepResult:
     seconds: float
     cpu_seconds: float
     backend: str
+    same: int = 0
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, cluster: str | None = None,
               evaluator: Evaluator = evaluate_point, progress: TextIO | None | str = "stderr",
-              chunk_size: int | None = None, connect_timeout: float = 10.0) -> SweepResult:
+              chunk_size: int | None = None, connect_timeout: float = 10.0, force: bool = False) -> SweepResult:
     """Run (or resume, or find finished) the sweep of ``spec`` and write its results to ``out``.
 
     Parameters
@@ -658,6 +634,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
         Points per backend task (default: about 16 tasks per worker, at most 16 points each).
     connect_timeout : float
         Seconds to wait for a remote Dask scheduler.
+    force : bool
+        Compute the sweep again and overwrite ``out`` even when it exists. Without it, an ``out`` holding this
+        sweep's finished results is reported done, and any other existing file is refused.
 
     Raises
     ------
@@ -671,23 +650,29 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
     path, fmt = _output_format(out, progress)
     points = expand(spec)
     journal_path = path.with_name(path.name + ".partial")
-    if path.exists():
-        ids = _finished_ids(path)
+    if path.exists() and not force:
+        try:
+            ids = _finished_ids(path)
+        except Exception:  # noqa: BLE001 (any unreadable file: not this sweep's results)
+            raise SweepError(f"--out must not be an existing file of other content (--force overwrites it), not "
+                             f"{str(path)!r}") from None
         if ids == [p["point_id"] for p in points]:
             journal_path.unlink(missing_ok=True)  # a run killed after its rename, before removing its journal
             if progress is not None:
                 progress.write(f"{path}: all {len(points)} points of this sweep are already done\n")
             failed = sum(1 for row in read_rows(path) if row.get("status") != "ok")
             return SweepResult(path, len(points), 0, len(points), failed, time.monotonic() - start, 0.0, "none")
-        raise SweepError(f"{path} already holds the results of another sweep ({len(ids)} rows, this spec has "
-                         f"{len(points)} points); delete it or choose another --out")
+        raise SweepError(f"--out must not be an existing file (--force overwrites it), not {str(path)!r}, which "
+                         f"holds the results of another sweep ({len(ids)} rows, this spec has {len(points)} points)")
+    path.parent.mkdir(parents=True, exist_ok=True)  # checked by _output_format; made only now, to run
     journal = _Journal(journal_path, spec, len(points))
     finished = False
     try:
         resumed = len(journal.rows)
-        todo = [p for p in points if p["index"] not in journal.rows]
+        twins = same_computations(points, getattr(evaluator, "same_variants", {}))
+        todo = [p for p in points if p["index"] not in journal.rows and p["index"] not in twins]
         with _backend(evaluator, workers, cluster, connect_timeout) as backend:
-            bar = Progress(len(points), resumed, progress, label=f"sweep {spec.name}")
+            bar = progress_bar(len(points), resumed, progress, label=f"sweep {spec.name}")
             slots = getattr(backend, "slots", getattr(backend, "workers", 1))
             size = chunk_size or max(1, min(16, math.ceil(len(todo) / (16 * slots))))
             cpu = 0.0
@@ -695,6 +680,10 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
                 journal.append(rows)
                 bar.update(len(rows))
                 cpu += chunk_cpu
+            copies = [_copied_row(points[i], points[t], journal.rows[t]) for i, t in twins.items()
+                      if i not in journal.rows]
+            journal.append(copies)
+            bar.update(len(copies))
         bar.close()
         rows = journal.sorted_rows()
         _write_table(rows, _columns(rows), path, fmt)
@@ -708,4 +697,4 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int | None = None, c
         journal.close(remove=finished or not journal.rows)  # a journal without rows has nothing to resume
     failed = sum(1 for row in rows if row["status"] != "ok")
     return SweepResult(path, len(points), len(todo), resumed, failed, time.monotonic() - start, cpu,
-                       backend.name)
+                       backend.name, len(copies))

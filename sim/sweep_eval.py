@@ -122,6 +122,13 @@ def evaluate_point(point: dict) -> dict:
     return outputs
 
 
+#: Variants that are the same computation on a point's inputs (what :func:`mozart.sim.sweep.same_computations`
+#: reads): the schedule builds B and C alike (de-duplicated dispatch, micro-batch streaming), C differing only
+#: by running on the clustered placement; a sweep point's placement is its method, so C with method m is B
+#: with method m, and the engine computes it once.
+evaluate_point.same_variants = {"C": "B"}
+
+
 def _breakdown_columns(step, timing) -> dict[str, float]:
     """Exposed and hidden seconds per category, and idle (``mozart.model.perf.breakdown``).
 

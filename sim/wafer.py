@@ -50,8 +50,11 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
 
     if variant not in VARIANTS:
         raise MozartError(f"--variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
-    if placement is not None and placement not in method_names():
-        raise MozartError(f"--placement must be one of {', '.join(method_names())}, not {placement!r}")
+    if placement is not None and placement not in method_names() and not placement.endswith(".json"):
+        raise MozartError(f"--placement must be one of {', '.join(method_names())} or a placement file (.json, "
+                          f"from 'mozart allocate'), not {placement!r}")
+    if placement is not None and placement.endswith(".json") and not Path(placement).is_file():
+        raise MozartError(f"--placement must be an existing placement file, not {placement!r}")
     if trace is not None and not Path(trace).is_file():
         raise MozartError(f"--trace must be an existing trace file, not {trace!r}")
     check_probability("--idle", idle)
@@ -66,21 +69,29 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
 def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
               tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
               idle: float = 0.0, backpressure: float = 0.0, waves: bool = False, built=None,
-              timeout: float | None = None) -> LayerResult:
-    """One layer of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s."""
+              timeout: float | None = None, progress=None) -> LayerResult:
+    """One layer of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s. ``progress``:
+    see :func:`mozart.sim.cosim.run`."""
     from mozart.sim import cosim  # noqa: PLC0415
     from mozart.sim.build import build  # noqa: PLC0415
 
     validate(cfg, variant=variant, seed=seed, trace=trace, placement=placement, tokens=tokens, layer=layer,
              slots=slots, skew=skew, idle=idle, backpressure=backpressure)
-    built = built or build("wafer", cfg, waves=waves)
+    built = built or build("wafer", cfg, waves=waves, progress=progress)
     env = {"MOZART_VARIANT": variant, "MOZART_TOKENS": tokens, "MOZART_LAYER": layer,
            "MOZART_IDLE": idle, "MOZART_BACKPRESSURE": backpressure,
-           "MOZART_PLACEMENT": placement or "", "MOZART_TRACE": str(Path(trace).absolute()) if trace else "",
+           "MOZART_PLACEMENT": _absolute_if_file(placement), "MOZART_TRACE": str(Path(trace).absolute()) if trace else "",
            "MOZART_SLOTS": slots or "", "MOZART_SKEW": "" if skew is None else skew}
     result = cosim.run(built, seed=seed, extra_env={k: str(v) for k, v in env.items()}, check=False,
-                       timeout=timeout, label=variant)
+                       timeout=timeout, label=variant, progress=progress)
     return LayerResult(variant, result, result.summary.get("test_layer", {}))
+
+
+def _absolute_if_file(placement: str | None) -> str:
+    # The testbench runs in its own folder: a placement file must reach it by an absolute path.
+    if placement and placement.endswith(".json"):
+        return str(Path(placement).absolute())
+    return placement or ""
 
 
 def compare(cfg, *, placement: str | None = None, **kwargs) -> list[LayerResult]:

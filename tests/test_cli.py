@@ -59,11 +59,25 @@ def test_wafer_cosim_bad_arguments_exit_2_before_building(argv, message, capsys)
 
 
 def test_config_a_wafer_block_rejects_is_one_line_without_warnings(tmp_path):
-    """The chiplet rejects the full-size preset's lanes while the wafer is being built: the root and switch
-    built before it are never elaborated, and Amaranth's warnings about them must not bury the error."""
+    """The chiplet rejects the full-size preset's lanes: the one-line error, no Amaranth warning about blocks
+    built and never elaborated (no warning filter hides them: the wafer checks every block's contract before any
+    component exists)."""
     out = subprocess.run([sys.executable, "-m", "mozart.sim", "verilog", "wafer", "--config", "qwen3-30b-a3b",
                           "-o", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.startswith("mozart verilog: error: hardware.mac_lanes must divide")
+    assert out.stderr.startswith("mozart verilog: error: qwen3-30b-a3b: hardware.mac_lanes must divide")
     assert out.stderr.count("\n") == 1 and "UnusedElaboratable" not in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_a_wafer_rejected_by_a_block_leaves_no_unused_component(recwarn):
+    import gc
+    from mozart.hw.wafer import Wafer
+    from mozart.model.config import load_config
+    from mozart.model.errors import ConfigError
+    gc.collect()
+    recwarn.clear()
+    with pytest.raises(ConfigError, match="hardware.mac_lanes must divide"):
+        Wafer(load_config("qwen3-30b-a3b"))
+    gc.collect()
+    assert not [w for w in recwarn if "never used" in str(w.message)]

@@ -1,5 +1,6 @@
 """``mozart allocate`` and ``mozart compare`` end to end, and their one-line errors."""
 
+import io
 import json
 
 import pytest
@@ -9,7 +10,8 @@ from mozart.model.placement_io import load_placement
 from mozart.model.placers import PLACERS
 from mozart.model.synth import synthesize_for
 from mozart.model.trace_io import save_trace
-from mozart.sim.cli import main
+
+from cli_run import run
 
 
 @pytest.fixture(scope="module")
@@ -17,15 +19,6 @@ def trace_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("traces") / "tiny.npz"
     save_trace(synthesize_for(load_config("tiny"), 300, seed=1), path)
     return path
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_allocate_writes_a_loadable_placement_and_ep_ranks(tmp_path, trace_file, capsys):
@@ -48,14 +41,24 @@ def test_compare_prints_every_method_and_plots(tmp_path, trace_file, capsys):
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["coactivation_layer1.png", "load_layer1.png"]
 
 
-def test_compare_shows_progress_for_long_traces(tmp_path, capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_compare_shows_progress_on_a_terminal_only(tmp_path, capsys, monkeypatch):
     cfg = override(load_config("tiny"), {"moe.layers": 8})
     path = tmp_path / "long.npz"
     save_trace(synthesize_for(cfg, 50, seed=2), path)
-    code, stdout, stderr = run(["compare", "--config", "tiny", "--trace", path, "--methods", "contiguous,mozart"],
-                               capsys)
-    assert code == 0 and "compare: layer 8/8" in stderr
+    argv = ["compare", "--config", "tiny", "--trace", path, "--methods", "contiguous,mozart"]
+    code, stdout, stderr = run(argv, capsys)
+    assert code == 0 and stderr == ""  # a log or a pipe gets no bar
     assert "mozart" in stdout and "metis" not in stdout
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    code, stdout, _ = run(argv, capsys)
+    assert code == 0 and "compare:" in terminal.getvalue() and "/8" in terminal.getvalue()
+    assert "compare:" not in stdout  # never on stdout
 
 
 @pytest.mark.parametrize("argv,message", [

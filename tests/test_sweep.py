@@ -6,6 +6,7 @@ the shipped :func:`mozart.sim.sweep.evaluate_point` (the performance model).
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from mozart.model.config import config_from_dict, override
 from mozart.model.sweep_spec import load_spec
 from mozart.sim.cli import main
-from mozart.sim.sweep import Progress, SweepError, expand, read_rows, run_sweep
+from mozart.sim.sweep import SweepError, expand, read_rows, run_sweep
 
 SPEC = """
 [sweep]
@@ -177,7 +178,7 @@ def test_outputs_of_another_sweep_are_never_mixed(spec, tmp_path):
         run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
     journal.write_text(good)
     run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
-    with pytest.raises(SweepError, match="o.csv already holds the results of another sweep"):
+    with pytest.raises(SweepError, match="--out must not be an existing file .*o.csv.*, which holds the results of another sweep"):
         run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
 
 
@@ -242,27 +243,33 @@ def test_a_scheduler_without_workers_is_a_clear_error(spec, tmp_path):
         empty.close()
 
 
-def test_progress_shows_done_total_and_time_left():
-    stream = StringIO()
-    bar = Progress(200, done=50, stream=stream, label="sweep s")
-    bar.update(50)
-    bar.close()
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("sweep s [############------------] 100/200 (50%, 50 resumed) ")
-    assert " points/s, elapsed 0:00, left " in lines[0]
-    assert len(lines) == 1  # a log (not a terminal) gets a line per tenth, and no repeat at the end
+class _Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_nothing_in_a_log(spec, tmp_path):
+    terminal, log = _Terminal(), StringIO()
+    run_sweep(spec, tmp_path / "t.csv", workers=1, evaluator=cheap, progress=terminal)
+    run_sweep(spec, tmp_path / "l.csv", workers=1, evaluator=cheap, progress=log)
+    total = len(expand(spec))
+    assert f"{total}/{total}" in terminal.getvalue() and "point" in terminal.getvalue()
+    assert log.getvalue() == ""
 
 
 @pytest.mark.parametrize("argv,message", [
     (["sweep", "/no/spec.toml", "--out", "r.csv"], "sweep spec must be an existing TOML file, not '/no/spec.toml'"),
     (["sweep", "SPEC", "--out", "r.txt"], "--out must end in .parquet or .csv, not "),
-    (["sweep", "SPEC", "--out", "no/such/r.csv"], "--out must be a file in an existing folder, not 'no/such/r.csv'"),
+    (["sweep", "SPEC", "--out", "r.csv/x.csv"], "--out's folder must be a folder, not the existing file 'r.csv'"),
+    (["sweep", "SPEC", "--out", "r.csv", "--cost", "bogus", "--plot", "p"], "--cost must be a numeric column"),
+    (["sweep", "SPEC", "--out", "r.csv", "--plot", "r.csv"], "--plot must be a folder, not the existing file"),
     (["sweep", "SPEC", "--out", "r.csv", "--workers", "0"], "argument --workers: must be a positive integer, not '0'"),
     (["sweep", "SPEC", "--out", "r.csv", "--cluster", "nowhere"], "--cluster must be 'local' or a Dask scheduler"),
-    (["sweep", "SPEC"], "the following arguments are required: --out"),
+    (["sweep", "SPEC"], "the following arguments are required: -o/--out"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(spec, tmp_path, argv, message, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.csv").write_text("not results\n")
     argv = [spec.source if a == "SPEC" else a for a in argv]
     try:
         code = main(argv)
@@ -297,8 +304,26 @@ def real(tmp_path_factory):
     spec = load_spec(folder / "real.toml")
     out = folder / "pool.parquet"
     result = run_sweep(spec, out, workers=2, progress=None)
-    assert result.computed == result.points == 64
+    # C with method m is B with method m: 16 C points are copies, not computed twice
+    assert result.points == 64 and result.same == 16 and result.computed == 48
     return spec, out
+
+
+def test_points_declared_the_same_computation_are_equal_when_computed(real):
+    """The aliasing is honest: evaluated on its own, a C point gives its B twin's outputs exactly, and a
+    sweep reads the same rows either way."""
+    from mozart.sim.sweep import same_computations
+    from mozart.sim.sweep_eval import evaluate_point
+    spec, out = real
+    points = expand(spec)
+    twins = same_computations(points, evaluate_point.same_variants)
+    assert len(twins) == 16 and all(points[i]["variant"] == "C" and points[t]["variant"] == "B"
+                                    for i, t in twins.items())
+    rows = read_rows(out)
+    for i, t in list(twins.items())[:3]:
+        computed = evaluate_point(points[i])
+        assert computed == evaluate_point(points[t])
+        assert all(rows[i][k] == v for k, v in computed.items() if k in rows[i])
 
 
 def test_real_rows_hold_every_input_and_output(real):
@@ -366,7 +391,10 @@ def test_real_sweep_killed_midway_resumes_to_the_same_file(real, tmp_path, capsy
     saved = _journal_rows(journal)
     assert 8 <= saved < 64 and not out.exists()
     assert main(argv) == 0
-    assert f"64 points ({64 - saved} computed, {saved} resumed, 0 not ok) in " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    computed = int(re.search(rf"64 points \((\d+) computed, {saved} resumed, 0 not ok\) in ", printed).group(1))
+    same = re.search(r"(\d+) points were the same computation as another point", printed)
+    assert computed + (int(same.group(1)) if same else 0) == 64 - saved
     assert out.read_bytes() == pool.read_bytes()
 
 
@@ -379,9 +407,8 @@ def test_cli_plots_a_finished_sweep_without_recomputing(real, tmp_path, capsys):
     assert "64 points (0 computed, 64 resumed, 0 not ok); nothing left to run" in printed.out
     assert "all 64 points of this sweep are already done" in printed.err
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert names == ["pareto.png", "sensitivity-method.png", "sensitivity-moe.layers.png",
-                     "sensitivity-perf.network.png", "sensitivity-training.seq_len.png",
-                     "sensitivity-training.sequences.png", "sensitivity-variant.png"]
+    assert names == ["pareto.png", "sensitivity-method.png", "sensitivity-perf.network.png",
+                     "sensitivity-training.seq_len.png", "sensitivity-variant.png"]  # one-value axes: no plot
     assert all((tmp_path / "plots" / n).stat().st_size > 5000 for n in names)
 
 

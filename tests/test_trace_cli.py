@@ -5,7 +5,7 @@ import pytest
 
 from mozart.model.synth import synthesize_for
 from mozart.model.config import load_config
-from mozart.model.trace_io import load_trace
+from mozart.model.trace_io import load_trace, load_trace_with_meta
 from mozart.sim.cli import main
 
 
@@ -41,10 +41,10 @@ def test_synth_stats_convert_round_trip(tmp_path, capsys):
 def test_synth_knobs(tmp_path, capsys):
     out = tmp_path / "u.npz"
     assert _run(["trace", "synth", "--config", "tiny", "--tokens", "50", "--uniform", "-o", str(out)], capsys)[0] == 0
-    assert "coactivation=0," in load_trace(out).source
+    assert "coactivation=0," in load_trace_with_meta(out)[1]["origin"]
     assert _run(["trace", "synth", "--config", "tiny", "--coactivation", "0.8", "--skew", "1", "--step", "4",
-                 "-o", str(out)], capsys)[0] == 0
-    assert "step=4, skew=1, coactivation=0.8" in load_trace(out).source
+                 "-o", str(out), "--force"], capsys)[0] == 0
+    assert "step=4, skew=1, coactivation=0.8" in load_trace_with_meta(out)[1]["origin"]
 
 
 def test_convert_logits_with_config(tmp_path, capsys):
@@ -64,7 +64,7 @@ def test_convert_logits_with_config(tmp_path, capsys):
     (["trace", "stats", "{tmp}/good.jsonl", "--config", "wafer4x4"],
      "good.jsonl: line 1: field 'num_experts' must be 16 (expected), not 8"),
     (["trace", "convert", "{tmp}/l.npy", "-o", "{tmp}/x.npz"], "top-k is needed to route router logits"),
-    (["trace", "convert", "{tmp}/good.jsonl"], "the following arguments are required: -o/--output"),
+    (["trace", "convert", "{tmp}/good.jsonl"], "the following arguments are required: -o/--out"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     record = '{"layer": 0, "topk_experts": [0, 1], "topk_weights": [1, 0], "num_experts": 8}\n'

@@ -6,6 +6,7 @@ import math
 
 from .. import golden
 from ..errors import ConfigError
+from ..hardware_rules import lane_problems, raise_first
 from ..protocol import Protocol
 from ..topology import Topology
 
@@ -29,16 +30,11 @@ class EngineGeometry:
     def __init__(self, cfg):
         moe, num, hw = cfg.moe, cfg.numerics, cfg.hardware
         self.cfg = cfg
-        self.lanes = L = hw.mac_lanes
+        self.lanes = hw.mac_lanes
         self.d_model, self.d_ff = moe.d_model, moe.d_ff
         self.w_per_flit = hw.flit_bits // num.weight_bits
         self.a_per_flit = hw.flit_bits // num.act_bits
-        for what, n in (("moe.d_model", moe.d_model), ("moe.d_ff", moe.d_ff),
-                        ("hardware.flit_bits // numerics.weight_bits", self.w_per_flit),
-                        ("hardware.flit_bits // numerics.act_bits", self.a_per_flit)):
-            if n % L:
-                raise ConfigError(f"hardware.mac_lanes must divide {what} ({n}) so that a lane chunk never "
-                                  f"straddles a row or a flit, not {L!r}")
+        raise_first(lane_problems(cfg))
         proto = Protocol(cfg)
         self.image_flits = proto.image_flits
         self.w2_flit = math.ceil(moe.d_model * moe.d_ff / self.w_per_flit)   # W2 starts on a fresh flit

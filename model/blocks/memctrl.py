@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..dram_timing import DramTiming
-from ..errors import ConfigError
+from ..hardware_rules import dram_model_problems, raise_first
 from ..protocol import Protocol
 from ..topology import Topology
 
@@ -34,9 +34,7 @@ class MemoryControllerContract:
     """
 
     def __init__(self, cfg, group: int = 0):
-        if cfg.dram.t_cl < 2:
-            raise ConfigError(f"dram.t_cl must be at least 2 for the RTL DRAM model (one cycle of memory read "
-                              f"and one of read buffer), not {cfg.dram.t_cl!r}")
+        raise_first(dram_model_problems(cfg))
         self.cfg, self.group = cfg, group
         self.proto = Protocol(cfg)
         self.node = Topology.of(cfg).memctrl(group)

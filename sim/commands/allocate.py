@@ -11,25 +11,8 @@ from mozart.model.metrics import placement_metrics
 from mozart.model.placement_io import save_ep_rank, save_placement
 from mozart.model.placers import PLACERS, place
 
+from ._common import LayerProgress, add_out_argument, check_output_file, non_negative, seed
 from .config import add_config_argument
-
-
-class LayerProgress:
-    """Layer progress on stderr for long runs (8 layers or more): an updating line on a terminal, a line per
-    quarter otherwise. Call as ``progress(layers_done, layers)``."""
-
-    def __init__(self, command: str, stream=None) -> None:
-        self.command = command
-        self.stream = stream or sys.stderr  # looked up now: tests replace sys.stderr
-
-    def __call__(self, done: int, layers: int) -> None:
-        if layers < 8:  # short runs finish before progress would help
-            return
-        if getattr(self.stream, "isatty", lambda: False)():
-            end = "\n" if done == layers else ""
-            print(f"\r{self.command}: layer {done}/{layers}", end=end, file=self.stream, flush=True)
-        elif done == layers or done * 4 // layers != (done - 1) * 4 // layers:
-            print(f"{self.command}: layer {done}/{layers}", file=self.stream, flush=True)
 
 
 def add_trace_argument(parser) -> None:
@@ -47,11 +30,11 @@ def register(sub) -> None:
     add_trace_argument(parser)
     parser.add_argument("--method", default="mozart+refine", choices=list(PLACERS), metavar="NAME",
                         help="placement method: " + ", ".join(PLACERS) + " (default: mozart+refine)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random methods (default: 0)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="placement JSON to write")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random methods (default: 0)")
+    add_out_argument(parser, required=True, help="placement JSON to write (its folder is created if missing)")
     parser.add_argument("--ep-rank", metavar="FILE",
                         help='also write {"expert_to_ep_rank": [...]} for serving frameworks')
-    parser.add_argument("--ep-rank-layer", type=int, metavar="L",
+    parser.add_argument("--ep-rank-layer", type=non_negative, metavar="L",
                         help="export only layer L as one flat list (default: a list per layer)")
     parser.set_defaults(func=_allocate)
 
@@ -60,19 +43,29 @@ def _allocate(args) -> int:
     from mozart.model.trace_io import load_trace  # noqa: PLC0415 (keeps 'mozart --help' fast)
 
     cfg = load_config(args.config)
+    check_output_file(args.out, "-o/--out", force=args.force)
+    if args.ep_rank:
+        check_output_file(args.ep_rank, "--ep-rank", force=args.force)
     trace = load_trace(args.trace)
+    trace.check_fits(cfg)
+    if trace.tokens == 0:
+        raise PlacementError(f"--trace must hold tokens to place experts by, not 0 tokens ({args.trace})")
     if args.ep_rank_layer is not None:
         if not args.ep_rank:
             raise PlacementError(f"--ep-rank-layer needs --ep-rank FILE, not only --ep-rank-layer {args.ep_rank_layer}")
         if not 0 <= args.ep_rank_layer < trace.layers:
             raise PlacementError(f"--ep-rank-layer must be in 0..{trace.layers - 1}, not {args.ep_rank_layer}")
     start = time.perf_counter()
-    placement = place(trace, cfg, args.method, seed=args.seed, progress=LayerProgress("allocate"))
+    progress = LayerProgress("allocate")
+    try:
+        placement = place(trace, cfg, args.method, seed=args.seed, progress=progress)
+    finally:
+        progress.close()
     elapsed = time.perf_counter() - start
+    m = placement_metrics(trace, placement, cfg)  # before writing: a failure leaves no file behind
     save_placement(placement, args.out, cfg)
     if args.ep_rank:
         save_ep_rank(placement, args.ep_rank, args.ep_rank_layer)
-    m = placement_metrics(trace, placement, cfg)
     print(f"{args.method}: {placement.layers} layers of {cfg.moe.experts} experts on {cfg.chiplets} chiplets "
           f"in {elapsed:.2f} s; C_T {m.c_t:.3f} (k = {trace.top_k}), root replicas {m.root_replicas:.3f}, "
           f"group imbalance {m.group_imbalance:.3f} -> {args.out}", file=sys.stdout)

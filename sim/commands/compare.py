@@ -7,6 +7,7 @@ layers (:func:`mozart.model.metrics.placement_metrics`).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from mozart.model.placement import Placement
 from mozart.model.placers import PLACERS, LayerData, place_layer
 from mozart.model.placers.exact import MAX_EXPERTS
 
-from .allocate import LayerProgress, add_trace_argument
+from ._common import LayerProgress, add_json_argument, check_output_folder, non_negative, seed
+from .allocate import add_trace_argument
 from .config import add_config_argument
 
 __all__ = ["MethodResult", "default_methods", "parse_methods", "compare", "format_table", "write_plots"]
@@ -41,24 +43,47 @@ def default_methods(cfg) -> list[str]:
     return [m for m in PLACERS if m != "exact" or cfg.moe.experts <= MAX_EXPERTS]
 
 
+def is_placement_file(entry: str) -> bool:
+    """A ``--methods`` entry that names a placement file (as ``mozart allocate`` writes) rather than a method."""
+    return entry.endswith(".json")
+
+
 def parse_methods(text: str | None, cfg) -> list[str]:
-    """``"a,b,c"`` -> validated method names (``None``: :func:`default_methods`)."""
+    """``"a,b,c"`` -> validated method names and placement files (``None``: :func:`default_methods`)."""
     if text is None:
         return default_methods(cfg)
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
         raise PlacementError(f"--methods must name at least one of {', '.join(PLACERS)}, not {text!r}")
     for m in methods:
-        if m not in PLACERS:
-            raise PlacementError(f"--methods: each method must be one of {', '.join(PLACERS)}, not {m!r}")
+        if m not in PLACERS and not is_placement_file(m):
+            raise PlacementError(f"--methods: each method must be one of {', '.join(PLACERS)} or a placement "
+                                 f"file (.json, from 'mozart allocate'), not {m!r}")
     if "exact" in methods and cfg.moe.experts > MAX_EXPERTS:
         raise PlacementError(f"--methods: 'exact' needs at most {MAX_EXPERTS} experts, but config {cfg.name!r} "
                              f"has moe.experts = {cfg.moe.experts}")
     return list(dict.fromkeys(methods))
 
 
+def load_placements(methods: list[str], cfg, layers: int) -> dict[str, Placement]:
+    """The placement files among ``methods``, loaded and checked against ``cfg`` and the trace's layers."""
+    from mozart.model.placement_io import load_placement  # noqa: PLC0415
+
+    fixed = {}
+    for m in methods:
+        if is_placement_file(m):
+            if not Path(m).is_file():
+                raise PlacementError(f"--methods: a placement file must exist, not {m!r}")
+            placement = load_placement(m, cfg)
+            if placement.layers != layers:
+                raise PlacementError(f"{m}: the placement must have the trace's {layers} layers, not "
+                                     f"{placement.layers}")
+            fixed[m] = placement
+    return fixed
+
+
 def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
-            eval_trace=None) -> tuple[list[MethodResult], float]:
+            eval_trace=None, fixed: dict[str, Placement] | None = None) -> tuple[list[MethodResult], float]:
     """Place ``trace`` with every method and measure it.
 
     Parameters
@@ -70,6 +95,8 @@ def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
     seed : int
     progress : callable, optional
         Called as ``progress(layers_done, layers)`` after each layer.
+    fixed : dict of str to Placement, optional
+        Placements given rather than computed (files from ``mozart allocate``), by their entry in ``methods``.
     eval_trace : Trace, optional
         Measure on these tokens instead (same layers): a held-out estimate. Measured on ``trace`` itself,
         co-activation methods also fit the noise of its tokens, which flatters them (on uniform routing by
@@ -97,6 +124,9 @@ def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
         data.coactivation, data.frequency  # noqa: B018 (computed once, shared by the methods)
         stats_seconds += time.perf_counter() - start
         for m in methods:
+            if fixed and m in fixed:
+                e2c[m][layer] = fixed[m].expert_to_chiplet[layer]
+                continue
             start = time.perf_counter()
             e2c[m][layer] = place_layer(data, cfg, m, seed=seed)
             seconds[m] += time.perf_counter() - start
@@ -104,7 +134,7 @@ def compare(trace, cfg, methods: list[str], *, seed: int = 0, progress=None,
             progress(layer + 1, trace.layers)
     results = []
     for m in methods:
-        placement = Placement(e2c[m], cfg.chiplets_per_group, m)
+        placement = Placement(e2c[m], cfg.chiplets_per_group, fixed[m].method if fixed and m in fixed else m)
         results.append(MethodResult(m, placement, placement_metrics(measured, placement, cfg), seconds[m]))
     return results, stats_seconds
 
@@ -182,13 +212,16 @@ def register(sub) -> None:
     add_trace_argument(parser)
     parser.add_argument("--methods", metavar="A,B,...",
                         help="comma-separated methods (default: all; 'exact' only up to 16 experts): "
-                        + ", ".join(PLACERS))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random methods (default: 0)")
+                        + ", ".join(PLACERS) + "; an entry ending in .json is a placement file from "
+                        "'mozart allocate', measured as it is")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random methods (default: 0)")
     parser.add_argument("--eval-trace", metavar="FILE",
                         help="measure on this trace instead of --trace (held-out tokens, same layers): an "
                         "honest estimate, since methods fitted to --trace also fit its noise")
-    parser.add_argument("--plot", metavar="DIR", help="write PNG plots (heat map, loads) into DIR")
-    parser.add_argument("--plot-layer", type=int, default=0, metavar="L", help="layer to plot (default: 0)")
+    parser.add_argument("--plot", metavar="DIR", help="write PNG plots (heat map, loads) into DIR (created if "
+                        "missing)")
+    parser.add_argument("--plot-layer", type=non_negative, default=0, metavar="L", help="layer to plot (default: 0)")
+    add_json_argument(parser, "the table")
     parser.set_defaults(func=_compare)
 
 
@@ -197,24 +230,52 @@ def _compare(args) -> int:
 
     cfg = load_config(args.config)
     methods = parse_methods(args.methods, cfg)
+    if args.plot:
+        check_output_folder(args.plot, "--plot")
     trace = load_trace(args.trace)
     trace.check_fits(cfg)
+    fixed = load_placements(methods, cfg, trace.layers)
     eval_trace = load_trace(args.eval_trace) if args.eval_trace else None
     if args.plot and not 0 <= args.plot_layer < trace.layers:
         raise PlacementError(f"--plot-layer must be in 0..{trace.layers - 1}, not {args.plot_layer}")
     start = time.perf_counter()
-    results, stats_seconds = compare(trace, cfg, methods, seed=args.seed, progress=LayerProgress("compare"),
-                                     eval_trace=eval_trace)
+    progress = LayerProgress("compare")
+    try:
+        results, stats_seconds = compare(trace, cfg, methods, seed=args.seed, progress=progress,
+                                         eval_trace=eval_trace, fixed=fixed)
+    finally:
+        progress.close()
+    chance = expected_distinct_chiplets(cfg.moe.experts, trace.top_k, cfg.chiplets)
+    plots = []
+    if args.plot:
+        order_by = next((m for m in ("mozart+refine", "mozart", "metis", "exact") if m in methods), methods[0])
+        plots = write_plots(trace, cfg, results, args.plot, args.plot_layer, order_by)
+    if args.json:
+        print(json.dumps(_as_json(cfg, trace, eval_trace, results, chance, plots), indent=1))
+        return 0
     print(f"{cfg.name}: {trace.layers} layers x {trace.tokens} tokens, {cfg.moe.experts} experts top-{trace.top_k} "
           f"on {cfg.groups} groups x {cfg.chiplets_per_group} chiplets ({trace.source})")
     print(f"measured on {eval_trace.tokens} held-out tokens of {eval_trace.source}" if eval_trace else
           "measured on the same tokens (in-sample; --eval-trace FILE measures on held-out tokens)")
     print(format_table(results))
-    chance = expected_distinct_chiplets(cfg.moe.experts, trace.top_k, cfg.chiplets)
     print(f"C_T without de-duplication = {trace.top_k}; uniform-routing expectation with de-duplication = "
           f"{chance:.3f}. Statistics {stats_seconds:.2f} s (shared), total {time.perf_counter() - start:.2f} s.")
-    if args.plot:
-        order_by = next((m for m in ("mozart+refine", "mozart", "metis", "exact") if m in methods), methods[0])
-        for path in write_plots(trace, cfg, results, args.plot, args.plot_layer, order_by):
-            print(f"wrote {path}")
+    for path in plots:
+        print(f"wrote {path}")
     return 0
+
+
+def _as_json(cfg, trace, eval_trace, results: list[MethodResult], chance: float, plots: list[Path]) -> dict:
+    """The comparison for scripts: what ``format_table`` prints, as numbers."""
+    return {
+        "config": cfg.name, "trace": trace.source, "layers": trace.layers, "tokens": trace.tokens,
+        "top_k": trace.top_k, "measured_on": eval_trace.source if eval_trace else trace.source,
+        "uniform_c_t": chance,
+        "methods": [{"method": r.method, "c_t": r.metrics.c_t, "root_replicas": r.metrics.root_replicas,
+                     "chiplet_imbalance": r.metrics.chiplet_imbalance,
+                     "group_imbalance": r.metrics.group_imbalance,
+                     "cross_chiplet_fraction": r.metrics.cross_chiplet_fraction,
+                     "cross_group_fraction": r.metrics.cross_group_fraction, "seconds": r.seconds}
+                    for r in results],
+        "plots": [str(p) for p in plots],
+    }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from mozart.model.config import load_config, preset_names, preset_text, to_toml
+from mozart.model.errors import ConfigError
+from mozart.model.hardware_rules import check_hardware, hardware_problems
 from mozart.model.protocol import Protocol
 
 
@@ -25,8 +27,15 @@ def register(sub) -> None:
     show = actions.add_parser("show", help="print a preset's TOML (or a file's, normalised)")
     show.add_argument("name", metavar="PRESET|FILE")
     show.set_defaults(func=_show)
-    check = actions.add_parser("check", help="validate a config and print its derived widths")
+    check = actions.add_parser("check", help="validate a config and print its derived widths",
+                               description="Validate a config: every field, the rules spanning sections, the "
+                               "protocol and deadlock check, and the hardware's own rules (what 'mozart "
+                               "verilog' and 'mozart cosim' need). Exit 2 with one line naming the first "
+                               "broken rule.")
     check.add_argument("name", metavar="PRESET|FILE")
+    check.add_argument("--model-only", action="store_true",
+                       help="skip the hardware's rules: the config is for the reference and performance models "
+                       "only (like the full-size presets)")
     check.set_defaults(func=_check)
 
 
@@ -43,8 +52,14 @@ def _show(args) -> int:
 
 def _check(args) -> int:
     cfg = load_config(args.name)
+    if not args.model_only:
+        try:
+            check_hardware(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; for the models only, check with --model-only") from None
     proto = Protocol(cfg)
-    print(f"{cfg.name}: valid")
+    rtl = hardware_problems(cfg)
+    print(f"{cfg.name}: valid" + (" for the models (not buildable as RTL)" if rtl else ""))
     print(f"  tree      {cfg.groups} groups x {cfg.chiplets_per_group} chiplets, {proto.topology.num_nodes} nodes "
           f"({proto.node_bits}-bit ids), deadlock-free routing")
     print(f"  moe       {cfg.moe.experts} experts ({cfg.experts_per_chiplet} per chiplet), top-{cfg.moe.top_k}, "

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import time
 
 import numpy as np
 
@@ -17,77 +15,21 @@ from mozart.model.config import load_config
 from mozart.model.metrics import expected_distinct_chiplets, placement_metrics
 from mozart.model.placement import Placement
 from mozart.model.stats import activation_frequency, coactivation_counts, top_pairs
-from mozart.model.synth import synthesize_for
+from mozart.model.synth import check_size, synthesize_for
 from mozart.model.trace_io import check_output_path, load_trace_with_meta, save_trace
 
+from ._common import (LayerProgress, add_out_argument, check_output_file, fraction, non_negative,
+                      non_negative_float, positive)
 from .config import add_config_argument
 
 
-class _Progress:
-    """A ``progress(done, total)`` callback that reports on stderr, but only once a run has taken a while."""
-
-    QUIET_SECONDS = 1.5   # short runs print nothing
-    EVERY_SECONDS = 0.5   # on a terminal; otherwise every 10 s, so logs stay short
-
-    def __init__(self, label: str, unit: str = ""):
-        self.label, self.unit = label, unit
-        self.start = self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        every = self.EVERY_SECONDS if self.tty else 10.0
-        if now - self.start < self.QUIET_SECONDS or (self.shown and now - self.last < every and done < total):
-            return
-        self.last, self.shown = now, True
-        text = f"{self.label}: {done}/{total}{self.unit} ({100 * done / max(total, 1):.0f}%, {now - self.start:.0f} s)"
-        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.shown and self.tty:
-            print(file=sys.stderr)
-
-
-def _integer(lowest: int, rule: str):
-    """An argparse type: an integer >= ``lowest``, else a one-line error stating ``rule``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = lowest - 1
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
-        return value
-    return parse
-
-
-def _number(highest: float, rule: str):
-    """An argparse type: a finite number in ``[0, highest]``, else a one-line error stating ``rule``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and 0 <= value <= highest):
-            raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
-        return value
-    return parse
-
-
-_positive = _integer(1, "a positive integer")
-_non_negative = _integer(0, "a non-negative integer")
-_fraction = _number(1.0, "a number between 0 and 1")
-_non_negative_float = _number(math.inf, "a finite number >= 0")
-
-
 def _add_reader_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--top-k", type=_positive, metavar="K",
+    parser.add_argument("--top-k", type=positive, metavar="K",
                         help="top-k for router-logits input (default: --config's, else the file's top_k entry)")
     parser.add_argument("--renormalize", action="store_true",
                         help="router logits: divide the top-k gates by their sum (default: plain softmax "
                         "probabilities, as R(x) = topk(softmax(g(x)), k) reads)")
-    parser.add_argument("--num-experts", type=_positive, metavar="E",
+    parser.add_argument("--num-experts", type=positive, metavar="E",
                         help="experts per layer of a JSON Lines input (default: --config's, else its "
                         "num_experts field, else the largest id + 1)")
 
@@ -104,17 +46,17 @@ def register(sub) -> None:
                                description="Generate a synthetic trace (skewed popularity, co-activation groups "
                                "of experts_per_chiplet experts, drift between steps) shaped like --config.")
     add_config_argument(synth, default=None)
-    synth.add_argument("--tokens", type=_positive, metavar="N",
+    synth.add_argument("--tokens", type=positive, metavar="N",
                        help="tokens per layer (default: one training step, sequences x seq_len)")
-    synth.add_argument("--seed", type=_non_negative, default=0, metavar="S", help="random seed (default: 0)")
-    synth.add_argument("--step", type=_non_negative, default=0, metavar="STEP",
+    synth.add_argument("--seed", type=non_negative, default=0, metavar="S", help="random seed (default: 0)")
+    synth.add_argument("--step", type=non_negative, default=0, metavar="STEP",
                        help="training step: the routing structure drifts slowly with it (default: 0)")
     synth.add_argument("--uniform", action="store_true", help="uniform random routing (no skew, no groups)")
-    synth.add_argument("--coactivation", type=_fraction, metavar="X",
+    synth.add_argument("--coactivation", type=fraction, metavar="X",
                        help="grouping strength in [0, 1], 0 = independent (default: 0.4)")
-    synth.add_argument("--skew", type=_non_negative_float, metavar="X",
+    synth.add_argument("--skew", type=non_negative_float, metavar="X",
                        help="Zipf exponent of expert popularity, 0 = equal (default: 0.3)")
-    synth.add_argument("-o", "--output", required=True, metavar="FILE", help="output trace (.npz or .jsonl)")
+    add_out_argument(synth, required=True, help="output trace (.npz or .jsonl); its folder is created if missing")
     synth.set_defaults(func=_synth)
 
     stats = actions.add_parser("stats", help="print a trace's activation and co-activation statistics",
@@ -123,7 +65,7 @@ def register(sub) -> None:
     stats.add_argument("file", metavar="FILE", help="trace file (.npz, .jsonl, .npy)")
     stats.add_argument("--config", metavar="PRESET|FILE",
                        help="also print C_T of the contiguous layout on this config (preset name or TOML file)")
-    stats.add_argument("--pairs", type=_positive, default=10, metavar="N",
+    stats.add_argument("--pairs", type=positive, default=10, metavar="N",
                        help="co-activated pairs to list (default: 10)")
     _add_reader_options(stats)
     stats.set_defaults(func=_stats)
@@ -132,7 +74,7 @@ def register(sub) -> None:
                                  description="Convert JSON Lines or router logits to the mozart .npz, or .npz "
                                  "to JSON Lines; the output format follows the output file's suffix.")
     convert.add_argument("input", metavar="IN", help="input trace (.npz, .jsonl, .npy)")
-    convert.add_argument("-o", "--output", required=True, metavar="OUT", help="output trace (.npz or .jsonl)")
+    add_out_argument(convert, required=True, help="output trace (.npz or .jsonl); its folder is created if missing")
     convert.add_argument("--config", metavar="PRESET|FILE",
                          help="take --top-k and --num-experts from a config (and check the trace fits it)")
     _add_reader_options(convert)
@@ -141,7 +83,7 @@ def register(sub) -> None:
 
 def _load(path: str, args, cfg=None):
     """Read a trace with the reader options of ``args``, falling back on the config's shape."""
-    progress = _Progress(f"reading {path}", " bytes")
+    progress = LayerProgress(f"reading {path}", "B")
     top_k = args.top_k if args.top_k is not None else (cfg.moe.top_k if cfg else None)
     num_experts = args.num_experts if args.num_experts is not None else (cfg.moe.experts if cfg else None)
     try:
@@ -153,17 +95,19 @@ def _load(path: str, args, cfg=None):
 
 def _synth(args) -> int:
     cfg = load_config(args.config)
-    check_output_path(args.output)
+    check_output_path(args.out)
+    check_output_file(args.out, "-o/--out", force=args.force)
     tokens = args.tokens or cfg.training.tokens_per_step
+    check_size(cfg.moe.layers, tokens, cfg.moe.top_k)
     knobs = {name: getattr(args, name) for name in ("coactivation", "skew") if getattr(args, name) is not None}
-    progress = _Progress(f"synthesising {cfg.moe.layers} layers", " layers")
+    progress = LayerProgress("synthesising", "layer")
     try:
         trace = synthesize_for(cfg, tokens, args.seed, structured=not args.uniform, step=args.step,
                                progress=progress, **knobs)
     finally:
         progress.close()
-    save_trace(trace, args.output, meta={"generator": trace.source, "config": cfg.name})
-    print(f"wrote {args.output}: {trace.layers} layers x {trace.tokens} tokens, top-{trace.top_k} of "
+    save_trace(trace, args.out, meta={"generator": trace.source, "config": cfg.name})
+    print(f"wrote {args.out}: {trace.layers} layers x {trace.tokens} tokens, top-{trace.top_k} of "
           f"{trace.num_experts} experts")
     return 0
 
@@ -176,12 +120,12 @@ def _stats(args) -> int:
     ids = info["layer_ids"]
     print(f"{args.file}: {trace.layers} layers x {trace.tokens} tokens, top-{trace.top_k} of {trace.num_experts} "
           f"experts ({info['format']})")
-    print(f"source: {trace.source}")
+    print(f"source: {info['origin']}")
     if trace.tokens == 0:
         print("no tokens: nothing to count")
         return 0
     e = trace.num_experts
-    progress = _Progress("counting co-activations", " layers")
+    progress = LayerProgress("counting co-activations", "layer")
     freq, counts = [], []
     for layer in range(trace.layers):
         freq.append(activation_frequency(trace, layer))
@@ -222,15 +166,16 @@ def _stats(args) -> int:
 
 def _convert(args) -> int:
     cfg = load_config(args.config) if args.config else None
-    check_output_path(args.output)
+    check_output_path(args.out)
+    check_output_file(args.out, "-o/--out", force=args.force)
     trace, info = _load(args.input, args, cfg)
     if cfg:
         trace.check_fits(cfg)
-    progress = _Progress(f"writing {args.output}", " layers")
+    progress = LayerProgress(f"writing {args.out}", "layer")
     try:
-        save_trace(trace, args.output, layer_ids=info["layer_ids"], meta=info["meta"], progress=progress)
+        save_trace(trace, args.out, layer_ids=info["layer_ids"], meta=info["meta"], progress=progress)
     finally:
         progress.close()
-    print(f"wrote {args.output}: {trace.layers} layers x {trace.tokens} tokens, top-{trace.top_k} of "
+    print(f"wrote {args.out}: {trace.layers} layers x {trace.tokens} tokens, top-{trace.top_k} of "
           f"{trace.num_experts} experts (from {info['format']})")
     return 0
