@@ -1,6 +1,6 @@
 """Where the model-vs-RTL cycle gap of the wafer comes from (``docs/wafer.md`` §7 has the numbers).
 
-Runs one layer per variant on the RTL with ``MOZART_TIMELINE`` (the testbench records when each host command
+Runs one layer per variant on the RTL with ``timeline=True`` (the testbench records when each host command
 and each output was taken) and prints, next to the RTL's cycles:
 
 - ``engine``: the event engine alone (unbounded queues, each command when its own dependencies are met);
@@ -15,8 +15,6 @@ Run: ``python bench/wafer_gap.py [--config tiny] [--seed 1] [--variant A ...]``.
 from __future__ import annotations
 
 import argparse
-import os
-import warnings
 from dataclasses import replace
 
 
@@ -27,8 +25,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--variant", action="append", help="default: baseline, A, B, C")
     args = parser.parse_args()
-    os.environ["MOZART_TIMELINE"] = "1"
-    warnings.simplefilter("ignore")
     from mozart.model.perf.rtl import in_order_timing, predict_cycles, rtl_timing  # noqa: PLC0415
     from mozart.model.config import load_config  # noqa: PLC0415
     from mozart.model.host import HostOp  # noqa: PLC0415
@@ -46,7 +42,7 @@ def main() -> None:
     print("variant   RTL cycles  engine  in-order unbounded  + chiplet buffer  + queues, table  first TOKEN  "
           "last TOKEN / last output")
     for variant in args.variant or ["baseline", "A", "B", "C"]:
-        r = wafer.run_layer(cfg, variant=variant, tokens=args.tokens, seed=args.seed)
+        r = wafer.run_layer(cfg, variant=variant, tokens=args.tokens, seed=args.seed, timeline=True)
         s = r.summary
         run = build_run(cfg, variant=variant, seed=args.seed, tokens=args.tokens)
         sch = run.schedule

@@ -35,6 +35,7 @@ from typing import Mapping, Sequence
 
 
 from mozart.model.config import WaferConfig, to_toml
+from mozart.model.cosim_options import ENV_CONFIG, ENV_DESIGN, ENV_SEED, ENV_SUMMARY
 from mozart.model.errors import MozartError
 
 from . import toolchain
@@ -44,10 +45,6 @@ from .designs import Design
 __all__ = ["CosimResult", "CosimFailure", "CosimError", "run", "ENV_CONFIG", "ENV_SEED", "ENV_SUMMARY",
            "ENV_DESIGN"]
 
-ENV_CONFIG = "MOZART_CONFIG"
-ENV_SEED = "MOZART_SEED"
-ENV_SUMMARY = "MOZART_SUMMARY"
-ENV_DESIGN = "MOZART_DESIGN"
 
 #: Run folders kept per testbench module (the newest); older ones are deleted when a new run starts.
 KEEP_RUNS = 12

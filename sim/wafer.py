@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mozart.model.cosim_options import WaferOptions
 from mozart.model.errors import MozartError
 from mozart.model.schedule import VARIANTS
 
@@ -69,7 +70,7 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
 def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
               tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
               idle: float = 0.0, backpressure: float = 0.0, waves: bool = False, built=None,
-              timeout: float | None = None, progress=None) -> LayerResult:
+              timeout: float | None = None, progress=None, timeline: bool = False) -> LayerResult:
     """One layer of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s. ``progress``:
     see :func:`mozart.sim.cosim.run`."""
     from mozart.sim import cosim  # noqa: PLC0415
@@ -78,20 +79,11 @@ def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = Non
     validate(cfg, variant=variant, seed=seed, trace=trace, placement=placement, tokens=tokens, layer=layer,
              slots=slots, skew=skew, idle=idle, backpressure=backpressure)
     built = built or build("wafer", cfg, waves=waves, progress=progress)
-    env = {"MOZART_VARIANT": variant, "MOZART_TOKENS": tokens, "MOZART_LAYER": layer,
-           "MOZART_IDLE": idle, "MOZART_BACKPRESSURE": backpressure,
-           "MOZART_PLACEMENT": _absolute_if_file(placement), "MOZART_TRACE": str(Path(trace).absolute()) if trace else "",
-           "MOZART_SLOTS": slots or "", "MOZART_SKEW": "" if skew is None else skew}
-    result = cosim.run(built, seed=seed, extra_env={k: str(v) for k, v in env.items()}, check=False,
-                       timeout=timeout, label=variant, progress=progress)
+    options = WaferOptions(variant=variant, placement=placement, trace=trace, tokens=tokens, layer=layer,
+                           slots=slots, skew=skew, idle=idle, backpressure=backpressure, timeline=timeline)
+    result = cosim.run(built, seed=seed, extra_env=options.to_env(), check=False, timeout=timeout, label=variant,
+                       progress=progress)
     return LayerResult(variant, result, result.summary.get("test_layer", {}))
-
-
-def _absolute_if_file(placement: str | None) -> str:
-    # The testbench runs in its own folder: a placement file must reach it by an absolute path.
-    if placement and placement.endswith(".json"):
-        return str(Path(placement).absolute())
-    return placement or ""
 
 
 def compare(cfg, *, placement: str | None = None, **kwargs) -> list[LayerResult]:

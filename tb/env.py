@@ -17,13 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from mozart.model.config import WaferConfig, config_from_dict, load_config
+from mozart.model.cosim_options import ENV_CONFIG, ENV_SEED, ENV_SUMMARY
 
-__all__ = ["test_config", "test_seed", "rng", "env_int", "write_summary", "current_test_name", "Clocking",
+__all__ = ["test_config", "test_seed", "rng", "env_int", "write_summary", "Clocking",
            "clock_and_reset"]
 
-ENV_CONFIG = "MOZART_CONFIG"
-ENV_SEED = "MOZART_SEED"
-ENV_SUMMARY = "MOZART_SUMMARY"
 
 
 def test_config() -> WaferConfig:
@@ -70,17 +68,8 @@ def rng(*streams: str | int) -> np.random.Generator:
     return np.random.default_rng(key)
 
 
-def current_test_name() -> str:
-    """The running cocotb test's name (``"test"`` if it cannot be found)."""
-    try:
-        from cocotb import regression  # noqa: PLC0415
-        return regression._manager_inst._test.name  # private, but the only place that knows it
-    except Exception:  # noqa: BLE001 (outside a cocotb run)
-        return "test"
-
-
-def write_summary(data: Mapping[str, Any], test: str | None = None) -> None:
-    """Record ``data`` (JSON-able) under the current test's name in the run's summary file.
+def write_summary(data: Mapping[str, Any], *, test: str) -> None:
+    """Record ``data`` (JSON-able) under the name of the cocotb ``test`` that made it, in the run's summary file.
 
     Several tests of one module each add their entry; :class:`mozart.sim.cosim.CosimResult` reads them back
     (``summary``) and adds up numeric values (``totals()``). Without ``MOZART_SUMMARY`` this does nothing.
@@ -93,7 +82,7 @@ def write_summary(data: Mapping[str, Any], test: str | None = None) -> None:
         current = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:
         current = {}
-    current[test or current_test_name()] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}
+    current[test] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)

@@ -80,7 +80,7 @@ async def test_random_traffic(dut):
     bench.program.random_program(env_int("MOZART_TOKENS", 2000), extreme=0.05)
     await bench.start()
     await bench.run()
-    write_summary(bench.summary(idle=0.3, backpressure=0.3))
+    write_summary(bench.summary(idle=0.3, backpressure=0.3), test="test_random_traffic")
 
 
 @cocotb.test()
@@ -90,7 +90,7 @@ async def test_extreme_values(dut):
     bench.program.random_program(env_int("MOZART_EXTREME_TOKENS", 150), extreme=1.0, reload_every=4.0)
     await bench.start()
     await bench.run()
-    write_summary(bench.summary(idle=0.1, backpressure=0.1))
+    write_summary(bench.summary(idle=0.1, backpressure=0.1), test="test_extreme_values")
 
 
 @cocotb.test()
@@ -107,4 +107,4 @@ async def test_output_backs_up(dut):
             prog.dispatch(save=True)
     await bench.start()
     await bench.run()
-    write_summary(bench.summary(idle=0.0, backpressure=0.9))
+    write_summary(bench.summary(idle=0.0, backpressure=0.9), test="test_output_backs_up")

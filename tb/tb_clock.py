@@ -18,7 +18,7 @@ from .env import clock_and_reset, env_int, write_summary
 PERIOD_NS = 10
 
 
-async def _measure(dut, per_edge: bool) -> None:
+async def _measure(dut, per_edge: bool, test: str) -> None:
     cycles = env_int("MOZART_CYCLES", 200_000)
     await clock_and_reset(dut, period_ns=PERIOD_NS)
     start, cpu = time.perf_counter(), time.process_time()
@@ -30,16 +30,16 @@ async def _measure(dut, per_edge: bool) -> None:
         await Timer(cycles * PERIOD_NS, unit="ns")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     write_summary({"cycles": cycles, "seconds": round(seconds, 4), "cycles_per_second": round(cycles / seconds),
-                   "cpu_seconds": round(cpu_seconds, 4), "cycles_per_cpu_second": round(cycles / cpu_seconds)})
+                   "cpu_seconds": round(cpu_seconds, 4), "cycles_per_cpu_second": round(cycles / cpu_seconds)}, test=test)
 
 
 @cocotb.test()
 async def test_clock_only(dut):
     """The clock alone: the simulator's limit."""
-    await _measure(dut, per_edge=False)
+    await _measure(dut, per_edge=False, test="test_clock_only")
 
 
 @cocotb.test()
 async def test_one_await_per_edge(dut):
     """One Python await per rising edge: the lightest per-cycle testbench."""
-    await _measure(dut, per_edge=True)
+    await _measure(dut, per_edge=True, test="test_one_await_per_edge")

@@ -66,7 +66,7 @@ async def test_random_packets(dut):
     for _ in range(env_int("MOZART_PACKETS", 300)):
         bench.send(random_packet(bench.proto, gen))
     await bench.drain()
-    write_summary(bench.summary(idle=0.3, backpressure=0.3))
+    write_summary(bench.summary(idle=0.3, backpressure=0.3), test="test_random_packets")
 
 
 @cocotb.test()
@@ -78,7 +78,7 @@ async def test_heavy_backpressure(dut):
     for _ in range(60):
         bench.send(random_packet(bench.proto, gen))
     await bench.drain()
-    write_summary(bench.summary(idle=0.0, backpressure=0.8))
+    write_summary(bench.summary(idle=0.0, backpressure=0.8), test="test_heavy_backpressure")
 
 
 @cocotb.test()
@@ -97,4 +97,4 @@ async def test_full_throughput(dut):
     bound = flits / bench.fifo.throughput + bench.fifo.latency + 2
     assert span <= bound, (f"fifo must move {flits} flits within {bound:.0f} cycles at throughput "
                            f"{bench.fifo.throughput}, not {span}")
-    write_summary(bench.summary(span=span, flits_per_cycle=flits / max(span, 1)))
+    write_summary(bench.summary(span=span, flits_per_cycle=flits / max(span, 1)), test="test_full_throughput")

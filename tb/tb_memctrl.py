@@ -393,7 +393,7 @@ async def test_random_mix(dut):
         if bench.driver.pending > 2000:
             await ClockCycles(dut.clk, 500)
     await bench.drain()
-    write_summary(bench.summary(idle=idle, backpressure=bp))
+    write_summary(bench.summary(idle=idle, backpressure=bp), test="test_random_mix")
 
 
 @cocotb.test()
@@ -428,7 +428,7 @@ async def test_weight_streams_with_activation_writes(dut):
             bench.send(gen.read(addr=activation_addr(cfg, c, tag, e), words=words))
     await bench.drain()
     weights = bench.sb.matched  # every WEIGHT packet matched the image, in order
-    write_summary(bench.summary(loads=len(order), saves=saves, matched=weights))
+    write_summary(bench.summary(loads=len(order), saves=saves, matched=weights), test="test_weight_streams_with_activation_writes")
 
 
 @cocotb.test()
@@ -448,7 +448,7 @@ async def test_every_bad_request(dut):
             bench.send(gen.read())
     await bench.drain()
     assert bench.ref.errors == 3 * len(kinds)
-    write_summary(bench.summary(bad_kinds=len(kinds)))
+    write_summary(bench.summary(bad_kinds=len(kinds)), test="test_every_bad_request")
 
 
 @cocotb.test()
@@ -490,4 +490,4 @@ async def test_bandwidth(dut):
     await measure("weights_and_activation_writes", mixed)
     await bench.drain()
     write_summary(bench.summary(**{f"words_per_cycle_{k}": v for k, v in results.items()},
-                                load_efficiency=bench.ctrl.load_efficiency))
+                                load_efficiency=bench.ctrl.load_efficiency), test="test_bandwidth")

@@ -8,7 +8,7 @@ controller: it answers a LOAD with the chiplet's LOADED, and a DISPATCH with the
 random order after random delays, so results reach the root out of order. Checks: outputs bit-exact and in
 token order, every packet well-formed, nothing unexpected, the root idle at the end.
 
-``MOZART_VARIANT`` (C) and ``MOZART_TOKENS`` (64) choose the run.
+``variant`` (C) and ``tokens`` (64) of :class:`~mozart.model.cosim_options.WaferOptions` choose the run.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import numpy as np
 from cocotb.triggers import ClockCycles
 
 from mozart.model import golden
+from mozart.model.cosim_options import ENV_WAFER, WaferOptions
 from mozart.model.host import HostInterface
 from mozart.model.protocol import Packet, PacketKind, Protocol
 
-from .env import clock_and_reset, env_int, rng, test_config, test_seed, write_summary
+from .env import clock_and_reset, rng, test_config, test_seed, write_summary
 from .stream import PacketDriver, PacketMonitor, StreamDriver, StreamMonitor
 from .watchdog import Watchdog
 
@@ -84,8 +85,8 @@ async def test_host_program(dut):
 
     cfg = test_config()
     proto, host = Protocol(cfg), HostInterface(cfg)
-    run = build_run(cfg, seed=test_seed(), variant=os.environ.get("MOZART_VARIANT") or "C",
-                    tokens=env_int("MOZART_TOKENS", 64))
+    options = WaferOptions.from_env() if ENV_WAFER in os.environ else WaferOptions(tokens=64)
+    run = build_run(cfg, seed=test_seed(), variant=options.variant, tokens=options.tokens)
     clock = await clock_and_reset(dut)
     groups = [GroupStub(dut, g, run, proto) for g in range(cfg.groups)]
     outputs, frame = [], []
@@ -113,7 +114,7 @@ async def test_host_program(dut):
     await ClockCycles(dut.clk, 32)
     got = np.array([proto.unpack_partial(f) for f in outputs])
     bad = np.flatnonzero((got != run.expected).any(axis=1))
-    write_summary({"cycles": clock.cycle, "tokens": run.tokens, "mismatches": len(bad)})
+    write_summary({"cycles": clock.cycle, "tokens": run.tokens, "mismatches": len(bad)}, test="test_host_program")
     assert not len(bad), f"{len(bad)} outputs differ; first token {bad[0]}: expected {run.expected[bad[0]].tolist()} " \
                          f"got {got[bad[0]].tolist()}"
     assert int(dut.busy.value) == 0 and int(dut.errors.value) == 0, "the root must be idle with no errors"

@@ -163,7 +163,7 @@ async def test_every_kind_every_port_pair(dut):
                                  tuple(bench.rng.integers(0, 1 << 62, length).tolist()))
                 bench.send(src, pkt)
     await bench.drain()
-    write_summary(bench.summary())
+    write_summary(bench.summary(), test="test_every_kind_every_port_pair")
 
 
 @cocotb.test()
@@ -181,7 +181,7 @@ async def test_multicast_every_subset(dut):
     expected = sum(bin(mask).count("1") for mask in range(1 << bench.C))
     assert bench.model.replicas == 2 * expected
     assert bench.model.reduced == (1 << bench.C) - 1
-    write_summary(bench.summary())
+    write_summary(bench.summary(), test="test_multicast_every_subset")
 
 
 @cocotb.test()
@@ -211,7 +211,8 @@ async def test_back_to_back_max_length(dut):
         assert rate >= 0.99 * bench.switch.flits_per_cycle, (
             f"output {port} must sustain {bench.switch.flits_per_cycle} flits/cycle, not {rate:.3f}")
     write_summary(bench.summary(min_flits_per_cycle=min(rates.values()),
-                                per_output={str(port): rate for port, rate in sorted(rates.items())}))
+                                per_output={str(port): rate for port, rate in sorted(rates.items())}),
+                  test="test_back_to_back_max_length")
 
 
 @cocotb.test()
@@ -227,7 +228,7 @@ async def test_reduction_table_pressure(dut):
         bench.send(port, bench.unicast(port))
     await bench.drain()
     assert bench.model.reduced == tokens
-    write_summary(bench.summary(tokens=tokens))
+    write_summary(bench.summary(tokens=tokens), test="test_reduction_table_pressure")
 
 
 @cocotb.test()
@@ -250,7 +251,7 @@ async def test_random_soak(dut):
         while sum(d.pending for d in bench.drivers) > 40 * bench.P:  # bounded backlog, like real sources
             await RisingEdge(dut.clk)
     await bench.drain()
-    write_summary(bench.summary())
+    write_summary(bench.summary(), test="test_random_soak")
 
 
 # -- measurements for bench/bench_switch.py (MOZART_BENCH=1) ---------------------------------------------------
@@ -273,7 +274,7 @@ async def bench_zero_load_latency(dut):
         bench.send(0, pkt)
         await bench.drain()
         latency[kind.name] = left[0] - accepted[0]
-    write_summary({"latency": latency, "head_latency": bench.switch.head_latency})
+    write_summary({"latency": latency, "head_latency": bench.switch.head_latency}, test="bench_zero_load_latency")
 
 
 @cocotb.test(skip=not BENCH)
@@ -300,7 +301,7 @@ async def bench_uniform_random(dut):
         accepted = (sum(m.transfers for m in bench.monitors) - start_out) / (bench.clock.cycle - start) / bench.P
         results.append((load, accepted))
         await bench.drain()
-    write_summary({"uniform": results, "payload_flits": length})
+    write_summary({"uniform": results, "payload_flits": length}, test="bench_uniform_random")
 
 
 @cocotb.test(skip=not BENCH)
@@ -316,4 +317,4 @@ async def bench_reduction_rate(dut):
         bench.send(0, bench.dispatch(tag, list(range(bench.C))))
     await bench.drain()
     rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 else 0.0
-    write_summary({"tokens_per_cycle": rate, "documented": bench.switch.reduction_tokens_per_cycle})
+    write_summary({"tokens_per_cycle": rate, "documented": bench.switch.reduction_tokens_per_cycle}, test="bench_reduction_rate")

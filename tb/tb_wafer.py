@@ -15,21 +15,15 @@ backdoor, drives the commands on ``host_in`` with seeded random idle cycles, tak
 A watchdog fails a hang and names the stuck node: links blocked at their receiver, and the host command the
 root is stuck on.
 
-Environment (set by ``mozart cosim wafer`` and the tests): ``MOZART_VARIANT`` (baseline, A, B, C),
-``MOZART_PLACEMENT`` (a placement method; default: ``mozart`` for C, ``contiguous`` otherwise),
-``MOZART_TOKENS`` (256), ``MOZART_TRACE`` (a trace file; default a synthetic trace of the seed),
-``MOZART_LAYER`` (0), ``MOZART_SLOTS`` (weight slots the schedule uses; fewer than the experts per chiplet
-force reloads mid-layer), ``MOZART_SKEW`` (Zipf exponent of the synthetic trace: hot experts), ``MOZART_IDLE``
-and ``MOZART_BACKPRESSURE`` (probabilities, default 0.2 each),
-``MOZART_FAULT`` (``drop-load`` to test the watchdog), ``MOZART_TIMELINE`` (non-empty: the summary also lists
-the cycle each host command and each output was taken, from the first command, for model-vs-RTL studies).
+Options (set by ``mozart cosim wafer`` and the tests): one :class:`mozart.model.cosim_options.WaferOptions` (variant,
+placement, trace, tokens, layer, slots, skew, idle, backpressure, fault, timeline), passed as JSON in
+``MOZART_WAFER``.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-import os
 import time
 
 import cocotb
@@ -39,22 +33,13 @@ from cocotb.triggers import FallingEdge, Timer
 from mozart.model.blocks import ChipletContract
 from mozart.model import lfsr
 from mozart.model.harness import BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.cosim_options import WaferOptions
 from mozart.model.host import HostInterface
 from mozart.model.protocol import Protocol
 
-from .env import clock_and_reset, env_int, test_config, test_seed, write_summary
+from .env import clock_and_reset, test_config, test_seed, write_summary
 from .stream import FlitCodec
 from .watchdog import Watchdog
-
-
-def env_float(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {text!r}") from None
 
 
 class LinkActivity:
@@ -107,16 +92,11 @@ class WaferBench:
         self.proto = Protocol(cfg)
         self.host = HostInterface(cfg)
         self.codec = FlitCodec(self.proto)
-        trace_path = os.environ.get("MOZART_TRACE") or None
-        self.run = build_run(cfg, trace=load_trace(trace_path) if trace_path else None, seed=test_seed(),
-                             placement=os.environ.get("MOZART_PLACEMENT") or None,
-                             variant=os.environ.get("MOZART_VARIANT") or "C",
-                             tokens=env_int("MOZART_TOKENS", 256), layer=env_int("MOZART_LAYER", 0),
-                             slots=env_int("MOZART_SLOTS", 0) or None,
-                             skew=env_float("MOZART_SKEW", -1.0) if os.environ.get("MOZART_SKEW") else None,
-                             fault=os.environ.get("MOZART_FAULT") or "none")
-        self.idle = env_float("MOZART_IDLE", 0.2)
-        self.backpressure = env_float("MOZART_BACKPRESSURE", 0.2)
+        self.options = opt = WaferOptions.from_env()
+        self.run = build_run(cfg, trace=load_trace(opt.trace) if opt.trace else None, seed=test_seed(),
+                             placement=opt.placement, variant=opt.variant, tokens=opt.tokens, layer=opt.layer,
+                             slots=opt.slots, skew=opt.skew, fault=opt.fault)
+        self.idle, self.backpressure = opt.idle, opt.backpressure
         self.program = [self.host.encode(cmd) for cmd in self.run.commands]
         self.command_ends = list(itertools.accumulate(len(flits) for flits in self.program))
         if self.command_ends[-1] > PROGRAM_FLITS:
@@ -200,7 +180,7 @@ class WaferBench:
         await Timer(64 * self.PERIOD_NS, unit="ns")   # anything still moving now would be traffic nobody expects
         self.watchdog.stop()
         self.outputs = await self.read_outputs()
-        self.timeline = await self.read_timeline() if os.environ.get("MOZART_TIMELINE") else None
+        self.timeline = await self.read_timeline() if self.options.timeline else None
         self.check(links)
 
     async def read_back(self, addr, data, count: int) -> list[int]:
@@ -273,7 +253,7 @@ class WaferBench:
             summary["output_cycles"] = self.timeline["outputs"]
         if run.variant == "baseline":
             summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
-        write_summary(summary)
+        write_summary(summary, test="test_layer")
         self.dut._log.info(f"{run.variant}: {self.cycles} cycles, model {model:.0f} ({100 * error:+.1f}%), "
                            f"bit-exact {summary['bit_exact']}, links match {not wrong}")
         assert not problems, "; ".join(problems)

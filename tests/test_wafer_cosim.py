@@ -18,7 +18,7 @@ from mozart.model.config import load_config
 pytestmark = pytest.mark.cosim
 
 SEED = 20261201
-TOKENS = "256"
+TOKENS = 256
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,16 +43,16 @@ def built_tiny():
 MODEL_TOLERANCE = 0.10
 
 
-def _layer(built, seed, **env):
+def _layer(built, seed, **options):
+    from mozart.model.cosim_options import WaferOptions
     from mozart.sim.cosim import run
-    extra = {"MOZART_TOKENS": TOKENS, "MOZART_IDLE": "0.2", "MOZART_BACKPRESSURE": "0.3"}
-    extra.update({f"MOZART_{k.upper()}": str(v) for k, v in env.items()})
-    result = run(built, seed=seed, extra_env=extra)
+    env = WaferOptions(**{"tokens": TOKENS, "idle": 0.2, "backpressure": 0.3, **options})
+    result = run(built, seed=seed, extra_env=env.to_env())
     summary = result.summary["test_layer"]
-    print(f"{built.cfg.name} {env}: {summary['cycles']} cycles, model {summary['model_cycles']:.0f} "
+    print(f"{built.cfg.name} {options}: {summary['cycles']} cycles, model {summary['model_cycles']:.0f} "
           f"({100 * summary['model_error']:+.1f}%)")
     assert abs(summary["model_error"]) <= MODEL_TOLERANCE, (
-        f"{built.cfg.name} {env}: RTL {summary['cycles']} cycles against the model's "
+        f"{built.cfg.name} {options}: RTL {summary['cycles']} cycles against the model's "
         f"{summary['model_cycles']:.0f}: error {100 * summary['model_error']:+.1f}% beyond "
         f"{100 * MODEL_TOLERANCE:.0f}%")
     return summary
@@ -88,7 +88,8 @@ def test_hang_names_the_stuck_node(built_tiny):
     """A LOAD left out of the host program (its WAIT_LOADED kept): the watchdog fails the run and names the
     root and the command it waits on."""
     from mozart.sim.cosim import run
-    result = run(built_tiny, seed=SEED, check=False, extra_env={"MOZART_FAULT": "drop-load", "MOZART_TOKENS": "16"})
+    from mozart.model.cosim_options import WaferOptions
+    result = run(built_tiny, seed=SEED, check=False, extra_env=WaferOptions(fault="drop-load", tokens=16).to_env())
     assert not result.ok
     message = "\n".join(result.errors)
     assert "DeadlockError" in message and "root stuck on host command" in message and "WAIT_LOADED" in message
@@ -100,7 +101,9 @@ def test_root_alone_against_behavioural_groups(variant):
     from mozart.sim.build import build
     from mozart.sim.cosim import run
     from mozart.sim.designs import design
-    result = run(build(design("root"), load_config("tiny")), seed=SEED, extra_env={"MOZART_VARIANT": variant})
+    from mozart.model.cosim_options import WaferOptions
+    result = run(build(design("root"), load_config("tiny")), seed=SEED,
+                 extra_env=WaferOptions(variant=variant, tokens=64).to_env())
     assert result.summary["test_host_program"]["mismatches"] == 0
 
 
