@@ -71,7 +71,7 @@ def test_ssd_is_slower_than_hbm2_in_every_configuration(sensitivity):
 
 
 def test_mozart_gain_is_smaller_on_ssd(sensitivity):
-    for claim, holds, detail in _claims(sensitivity, "gain smaller on SSD"):
+    for claim, holds, detail in _claims(sensitivity, "smaller on SSD than HBM2"):
         assert holds, f"{claim}: {detail}"
 
 

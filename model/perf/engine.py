@@ -230,8 +230,8 @@ class Engine:
             nbytes += w.root_weight_elements * t.weight_bytes
         stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
                          t.dram_latency_cycles, "weights", nbytes=nbytes),
-                  _Stage((("root",),), cmd.tokens * w.root_macs_per_token(self._backward) / t.root_macs_per_cycle,
-                         cmd.tokens, 0.0, "attention")]
+                  _Stage((("root",),), t.attention_cycles(cmd.tokens, w, self._backward), cmd.tokens, 0.0,
+                         "attention")]
         return self._pipeline(ready, stages, bulk=not self._streaming)
 
     def _dispatch(self, d: Dispatch, ready: float) -> float:
@@ -255,8 +255,8 @@ class Engine:
                                  t.dram_latency_cycles, "saving",
                                  None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate,
                                  restore))
-        macs_per_pair = w.expert_macs_per_pair(self._backward)
-        compute = t.chiplet_cycles(d.pairs, tokens, len(d.experts), macs_per_pair, self._weight_bytes())
+        expert_tokens = self._expert_tokens(d) if t.expert_arrays is not None else d.experts
+        compute = t.dispatch_cycles(expert_tokens, d.pairs, tokens, w, self._backward)
         per_token = None
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
@@ -277,6 +277,11 @@ class Engine:
         end = run(ready, stages, d.bulk)
         self._compute_end[d.id] = self._last_compute_end
         return end
+
+    def _expert_tokens(self, d: Dispatch) -> np.ndarray:
+        """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens)."""
+        counts = np.bincount(self._experts[d.tokens].ravel(), minlength=max(d.experts) + 1)
+        return counts[list(d.experts)]
 
     def _transfer(self, path: tuple, packets: float, packet_bytes: float, per_token_packets, tokens: int) -> _Stage:
         """A transfer of ``packets`` packets over ``path``; in token mode each token sends its own count."""
