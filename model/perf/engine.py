@@ -279,9 +279,13 @@ class Engine:
         return end
 
     def _expert_tokens(self, d: Dispatch) -> np.ndarray:
-        """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens)."""
-        counts = np.bincount(self._experts[d.tokens].ravel(), minlength=max(d.experts) + 1)
-        return counts[list(d.experts)]
+        """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens). Cached in
+        the plan: a schedule is always run on the routing it was built from."""
+        cache = self._plan_now.expert_tokens
+        if d.id not in cache:
+            counts = np.bincount(self._experts[d.tokens].ravel(), minlength=max(d.experts) + 1)
+            cache[d.id] = counts[list(d.experts)].tolist()
+        return cache[d.id]
 
     def _transfer(self, path: tuple, packets: float, packet_bytes: float, per_token_packets, tokens: int) -> _Stage:
         """A transfer of ``packets`` packets over ``path``; in token mode each token sends its own count."""
@@ -385,6 +389,7 @@ class _Plan:
     last_attention: int | None
     dispatches: dict
     share: dict       # reducing dispatch id -> its share of the reduced (token, group) results
+    expert_tokens: dict = field(default_factory=dict)  # dispatch id -> tokens per expert (filled by the engine)
 
 
 _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -5,7 +5,8 @@ length 256 on HBM2, on the mesh too. Traces are synthetic and structured (:func:
 unless a user trace is given: a *profiling* trace (step 0) places the experts of variant C with the paper's
 method (``mozart.model.placers.place(..., "mozart")``) and the step itself runs on the next step's trace
 (step 1), as the paper profiles once and trains afterwards. The other variants use the contiguous placement
-(experts ``i * n / E`` on chiplet ``i``). A user trace is both the profile and the step.
+(experts ``i * n / E`` on chiplet ``i``). Every variant's load order ("heavier clusters first") comes from
+the profile too, not from the timed step's routing. A user trace is both the profile and the step.
 
 Work is split in (model, sequence length) jobs over a process pool; schedules are built once per job and run
 on both DRAMs (and the mesh).
@@ -21,11 +22,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..config import load_config, override
-from ..errors import TraceError
+from ..errors import ConfigError, TraceError
 from ..placement import Placement
 from ..trace import Trace
 from .parameters import load_params, model_names
-from .step import placement_c_t, simulate_step, step_schedules
+from .step import WEIGHT_READINGS, micro_batch_passes, placement_c_t, simulate_passes, step_schedules
 from .timing import DRAM_KINDS, HardwareTiming
 from .workload import Workload
 
@@ -60,6 +61,7 @@ class Cell:
     seconds: float
     replicas_per_token: float  # the schedule's forward replicas per token
     c_t: float                 # the placement's C_T (distinct chiplets per token); k without de-duplication
+    reading: str = "per-layer"  # how often weights stream: once per layer per step, or per micro-batch (step.py)
 
 
 def prepare_trace(trace: Trace, tokens: int) -> Trace:
@@ -91,35 +93,45 @@ def _trace(model: str, seq_len: int, seed: int, user: Trace | None, changes: dic
 
 
 def placements_for(model: str, seed: int = 0, user: Trace | None = None, changes: dict | None = None
-                   ) -> dict[str, np.ndarray]:
-    """The expert_to_chiplet arrays per variant (C: the paper's method on the profiling trace at seq 256)."""
+                   ) -> tuple[dict[str, np.ndarray], Trace]:
+    """The expert_to_chiplet arrays per variant (C: the paper's method on the profiling trace at seq 256), and
+    that profile (every variant's load order comes from it: no schedule knows its step's routing in advance)."""
     from ..placers import place  # noqa: PLC0415
     params, cfg, profile = _trace(model, 256, seed, user, changes or {}, step=0)
     clustered = place(profile, cfg, "mozart", seed=seed)
     contiguous = _contiguous(cfg)
-    return {v: (clustered if v == "C" else contiguous).expert_to_chiplet for v in VARIANT_LABELS}
+    return {v: (clustered if v == "C" else contiguous).expert_to_chiplet for v in VARIANT_LABELS}, profile
 
 
 def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int, user: Trace | None,
-         e2c: dict[str, np.ndarray], changes: dict) -> list[Cell]:
+         placed: tuple[dict[str, np.ndarray], Trace], changes: dict, readings: tuple[str, ...]) -> list[Cell]:
     params, cfg, step = _trace(model, seq_len, seed, user, changes, step=1)
+    e2c, profile = placed
     workload = Workload.full_size(params, cfg)
     cells = []
     for variant in VARIANT_LABELS:
         placement = Placement(e2c[variant], cfg.chiplets_per_group, variant)
-        schedules = step_schedules(cfg, placement, step, variant)
         c_t = placement_c_t(step, placement) if variant in ("B", "C") else float(cfg.moe.top_k)
-        runs = [(d, "tree") for d in drams] + ([("hbm2", "mesh")] if mesh and seq_len == 256 else [])
-        for dram, network in runs:
-            timing = HardwareTiming.full_size(params, cfg, dram)
-            result = simulate_step(schedules, step, timing, workload, cfg, network=network)
-            cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token, c_t))
+        for reading in readings:
+            if reading == "per-layer":
+                passes = [(step_schedules(cfg, placement, step, variant, profile=profile), step)]
+            else:
+                passes = micro_batch_passes(cfg, placement, step, variant, profile=profile)
+            # The mesh comparison is made on the per-layer reading only (seq 256, HBM2).
+            mesh_here = mesh and seq_len == 256 and reading == "per-layer"
+            runs = [(d, "tree") for d in drams] + ([("hbm2", "mesh")] if mesh_here else [])
+            for dram, network in runs:
+                timing = HardwareTiming.full_size(params, cfg, dram)
+                result = simulate_passes(passes, timing, workload, cfg, network=network)
+                cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token,
+                                  c_t, reading))
     return cells
 
 
 def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = SEQ_LENS,
               drams: Iterable[str] = DRAM_KINDS, mesh: bool = True, seed: int = 0, trace: Trace | None = None,
               changes: dict | None = None, workers: int | None = None,
+              readings: Iterable[str] = WEIGHT_READINGS,
               progress: Callable[[str], None] | None = None) -> list[Cell]:
     """Time every (model, variant, sequence length, DRAM) and the mesh at 256 on HBM2.
 
@@ -133,11 +145,16 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
         Config overrides applied to every model (``{"moe.layers": 4}`` for a quick, reduced sweep).
     workers : int, optional
         Processes; default ``min(2, cpu count)``. 1 runs in this process.
+    readings : iterable of str, optional
+        How often the weights stream (:data:`~mozart.model.perf.step.WEIGHT_READINGS`); default both.
     progress : callable, optional
         Called with one line per finished job.
     """
     models = list(models or model_names())
-    seq_lens, drams, changes = tuple(seq_lens), tuple(drams), dict(changes or {})
+    seq_lens, drams, changes, readings = tuple(seq_lens), tuple(drams), dict(changes or {}), tuple(readings)
+    for reading in readings:
+        if reading not in WEIGHT_READINGS:
+            raise ConfigError(f"reading must be one of {', '.join(WEIGHT_READINGS)}, not {reading!r}")
     for model in models:
         load_params(model)  # fail early on an unknown name
     if trace is not None:
@@ -159,7 +176,7 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
     if workers == 1:
         placements = {m: placements_for(m, seed, trace, changes) for m in models}
         for m, s in jobs:
-            cells += _job(m, s, drams, mesh, seed, trace, placements[m], changes)
+            cells += _job(m, s, drams, mesh, seed, trace, placements[m], changes, readings)
             say(f"{m} seq {s}: done")
         return cells
     with ProcessPoolExecutor(workers) as pool:
@@ -170,7 +187,7 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
             say(f"{m}: placed")
         # Longest jobs first keeps both workers busy to the end.
         jobs.sort(key=lambda ms: -ms[1] * load_config(load_params(ms[0]).config).moe.layers)
-        futures = {pool.submit(_job, m, s, drams, mesh, seed, trace, placements[m], changes): (m, s)
+        futures = {pool.submit(_job, m, s, drams, mesh, seed, trace, placements[m], changes, readings): (m, s)
                    for m, s in jobs}
         for future, (m, s) in futures.items():
             cells += future.result()

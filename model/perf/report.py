@@ -10,12 +10,14 @@ Every function takes the :class:`~mozart.model.perf.evaluation.Cell` list of
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .evaluation import PAPER_SEQ, PAPER_SSD, PAPER_TABLE4, VARIANT_LABELS, Cell
 from .timing import DRAM_KINDS
 
-__all__ = ["table4", "sequence_table", "dram_table", "mesh_table", "checks", "summary", "Check", "Band", "lookup"]
+__all__ = ["table4", "sequence_table", "dram_table", "mesh_table", "sections", "checks", "summary", "Check", "Band",
+           "lookup", "readings", "of_reading"]
 
 
 def lookup(cells: list[Cell], model: str, variant: str, seq_len: int = 256, dram: str = "hbm2",
@@ -174,9 +176,45 @@ def _order(name: str, values: list[float], ok: bool, paper: str, relation: str) 
     return Check(name, relation.join(f"{v:.4f}" for v in values), paper, "strict order", ok)
 
 
+READING_TITLES = {"per-layer": "weights streamed once per layer per step (the micro-batches pass a layer together)",
+                  "per-micro-batch": "weights streamed once per micro-batch (each micro-batch passes the whole model)"}
+
+
+def readings(cells: list[Cell]) -> list[str]:
+    return list(dict.fromkeys(c.reading for c in cells))
+
+
+def of_reading(cells: list[Cell], reading: str) -> list[Cell]:
+    return [c for c in cells if c.reading == reading]
+
+
+def sections(cells: list[Cell]) -> list[list[str]]:
+    """Every table the sweep allows, per micro-batch reading: Table 4, sequence length, HBM2/SSD, mesh."""
+    out = []
+    for reading in readings(cells):
+        mine = of_reading(cells, reading)
+        out.append([f"=== Reading '{reading}': {READING_TITLES[reading]} ==="])
+        out.append(table4(mine))
+        if len({c.seq_len for c in mine}) > 1:
+            out.append(sequence_table(mine))
+        if len({c.dram for c in mine}) > 1:
+            out.append(dram_table(mine))
+        if len({c.network for c in mine}) > 1:
+            out.append(mesh_table(mine))
+    return out
+
+
 def checks(cells: list[Cell]) -> list[Check]:
-    """Every comparison with the paper the sweep ``cells`` allow, each named, with ours, the paper's, the band
-    and whether it holds. A check whose cells were not run is left out (never counted as holding)."""
+    """Every comparison with the paper the sweep ``cells`` allow, per micro-batch reading (named with it), each
+    with ours, the paper's, the band and whether it holds. A check whose cells were not run is left out (never
+    counted as holding)."""
+    out = []
+    for reading in readings(cells):
+        out += [dataclasses.replace(c, name=f"[{reading}] {c.name}") for c in _checks(of_reading(cells, reading))]
+    return out
+
+
+def _checks(cells: list[Cell]) -> list[Check]:
     out: list[Check] = []
     seqs = sorted({c.seq_len for c in cells})
     for model in _models(cells):

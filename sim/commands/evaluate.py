@@ -1,7 +1,8 @@
 """``mozart evaluate``: the paper's comparisons on the wafer performance model.
 
-Prints Table 4 (normalised step latency of Baseline/A/B/C, C_T, speedup of C) next to the paper with the
-deviation per cell, the sequence-length and HBM2/SSD sensitivity studies, with --mesh the NoP-Tree against a
+For each reading of the paper's micro-batches (weights streamed once per layer per step, or once per
+micro-batch), prints Table 4 (normalised step latency of Baseline/A/B/C, C_T, speedup of C) next to the paper
+with the deviation per cell, the sequence-length and HBM2/SSD sensitivity studies, with --mesh the NoP-Tree against a
 2D mesh, and every check against the paper that the sweep allows (orderings and magnitudes within stated
 bands), each marked holds or FAILS. A failing check is a finding about the model, not an error: the exit
 status stays 0. Progress goes to stderr. With --plot DIR it writes the latency breakdown and one layer's
@@ -17,7 +18,7 @@ from pathlib import Path
 from mozart.model.errors import ConfigError
 from mozart.model.perf.evaluation import SEQ_LENS, run_sweep
 from mozart.model.perf.parameters import model_names
-from mozart.model.perf.report import checks, dram_table, mesh_table, sequence_table, summary, table4
+from mozart.model.perf.report import checks, sections, summary
 
 
 def register(sub) -> None:
@@ -66,9 +67,7 @@ def _evaluate(args) -> int:
                       workers=args.workers, progress=progress)
     source = trace.source if trace is not None else f"synthetic structured traces (seed {args.seed})"
     print(f"Mozart performance model, {source}; parameters: model/perf/params/*.toml, docs/performance.md\n")
-    sections = [table4(cells)] + ([] if args.quick else [sequence_table(cells), dram_table(cells)])
-    sections += [mesh_table(cells)] if args.mesh else []
-    for lines in sections:
+    for lines in sections(cells):
         print("\n".join(lines) + "\n")
     print("\n".join(summary(checks(cells))))
     if args.plot:
