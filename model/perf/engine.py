@@ -172,10 +172,18 @@ class Engine:
 
     # -- commands --------------------------------------------------------------------------------------------
     def _load(self, cmd: Load, ready: float) -> float:
-        return self._dram_stream(ready, cmd.group, self.network.weight_path(cmd.chiplet), self._weight_bytes())
+        return self._weight_stream(ready, cmd.group, self.network.weight_path(cmd.chiplet))
 
     def _write_back(self, cmd: WriteBack, ready: float) -> float:
-        return self._dram_stream(ready, cmd.group, self.network.write_path(cmd.chiplet), self._weight_bytes())
+        return self._weight_stream(ready, cmd.group, self.network.write_path(cmd.chiplet))
+
+    def _weight_stream(self, ready: float, group: int, path: tuple) -> float:
+        """An expert's weights to or from the group's DRAM, or from the slow tier for layers beyond the
+        DRAM's capacity (``timing.hbm_expert_layers``)."""
+        t = self.timing
+        if t.hbm_expert_layers is not None and self._layer >= t.hbm_expert_layers:
+            return self._dram_stream(ready, group, path, self._weight_bytes(), tier="ssd")
+        return self._dram_stream(ready, group, path, self._weight_bytes())
 
     def _weight_bytes(self) -> float:
         return self.workload.expert_weight_elements * self.timing.weight_bytes
@@ -191,19 +199,25 @@ class Engine:
                 best, when = key, free
         return best
 
-    def _path_rate(self, path: tuple, dram: bool = False) -> float:
-        key = (path, dram)
+    def _path_rate(self, path: tuple, dram: bool = False, tier: str = "dram") -> float:
+        key = (path, dram, tier)
         rate = self._rates.get(key)
         if rate is None:
             rates = [self.network.link_rate(link) for link in path]
-            rate = self._rates[key] = min(rates + [self.timing.channel_bytes_per_cycle] if dram else rates)
+            if dram:
+                t = self.timing
+                rates.append(t.channel_bytes_per_cycle if tier == "dram" else t.overflow_bytes_per_cycle)
+            rate = self._rates[key] = min(rates)
         return rate
 
-    def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights") -> float:
+    def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights",
+                     tier: str = "dram") -> float:
+        """A stream between ``path``'s chiplet and the group's DRAM channel (``tier="dram"``) or its slow-tier
+        device (``"ssd"``: one channel, ``overflow_bytes_per_cycle``)."""
         t = self.timing
-        rate = self._path_rate(path, dram=True)
+        rate = self._path_rate(path, dram=True, tier=tier)
         latency = t.dram_latency_cycles + len(path) * t.hop_cycles
-        resources = (self._channel(group),) + path
+        resources = ((self._channel(group) if tier == "dram" else ("ssd", group)),) + path
         # A stream is a train of bursts: each takes the next common gap, so streams and packets interleave
         # on shared links. The per-token mode cuts it into up to 64 pieces, the aggregated mode into 8.
         pieces = _STREAM_PIECES[self.mode]

@@ -17,7 +17,7 @@ from .evaluation import PAPER_SEQ, PAPER_SSD, PAPER_TABLE4, VARIANT_LABELS, Cell
 from .timing import DRAM_KINDS
 
 __all__ = ["table4", "sequence_table", "dram_table", "mesh_table", "sections", "checks", "summary", "Check", "Band",
-           "lookup", "readings", "of_reading"]
+           "lookup", "readings", "of_reading", "capacity_table"]
 
 
 def lookup(cells: list[Cell], model: str, variant: str, seq_len: int = 256, dram: str = "hbm2",
@@ -188,9 +188,25 @@ def of_reading(cells: list[Cell], reading: str) -> list[Cell]:
     return [c for c in cells if c.reading == reading]
 
 
+def capacity_table(cells: list[Cell]) -> list[str]:
+    """Per model and sequence length: does a group's HBM2 stack hold its expert weights and saved activations,
+    and which layers stream from the SSD tier (charged in the HBM2 runs)."""
+    from ..config import load_config, override  # noqa: PLC0415
+    from .capacity import hbm_layers  # noqa: PLC0415
+    from .parameters import load_params  # noqa: PLC0415
+
+    lines = ["Capacity of a group's HBM2 stack (FP16 expert weights + the step's saved activations)"]
+    for model, seq in dict.fromkeys((c.model, c.seq_len) for c in cells):
+        params = load_params(model)
+        cfg = override(load_config(params.config), {"training.seq_len": seq})
+        lines.append(f"  {model:18s} seq {seq:4d}: {hbm_layers(params, cfg).line()}")
+    return lines
+
+
 def sections(cells: list[Cell]) -> list[list[str]]:
-    """Every table the sweep allows, per micro-batch reading: Table 4, sequence length, HBM2/SSD, mesh."""
-    out = []
+    """Every table the sweep allows: capacity, then per micro-batch reading Table 4, sequence length, HBM2/SSD
+    and mesh."""
+    out = [capacity_table(cells)]
     for reading in readings(cells):
         mine = of_reading(cells, reading)
         out.append([f"=== Reading '{reading}': {READING_TITLES[reading]} ==="])

@@ -45,6 +45,11 @@ attention_dram_bytes_per_cycle : float
     The attention chiplet's DRAM (0: no attention DRAM traffic).
 act_bytes, partial_bytes, weight_bytes : float
     Bytes of one activation, partial sum (or gradient) and weight.
+hbm_expert_layers : int or None
+    Layers whose expert weights fit a group's DRAM (:mod:`.capacity`); the later layers' loads and write-backs
+    stream from the slow tier at ``overflow_bytes_per_cycle`` on its own channel. None: everything fits.
+overflow_bytes_per_cycle : float
+    The slow (SSD) tier's bandwidth per group.
 expert_arrays, root_arrays : SystolicArrays or None
     The systolic arrays of an expert chiplet and of the attention chiplet (:mod:`.systolic`); None (the
     scaled RTL timing) keeps the MAC-rate formulas.
@@ -71,6 +76,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import ConfigError
+from .capacity import hbm_layers
 from .systolic import SystolicArrays, attention_gemms, expert_gemms
 
 __all__ = ["HardwareTiming", "DRAM_KINDS"]
@@ -100,6 +106,8 @@ class HardwareTiming:
     weight_bytes: float
     expert_arrays: SystolicArrays | None = None
     root_arrays: SystolicArrays | None = None
+    hbm_expert_layers: int | None = None
+    overflow_bytes_per_cycle: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("clock_hz", "link_bytes_per_cycle", "mesh_link_bytes_per_cycle", "reduce_bytes_per_cycle",
@@ -167,6 +175,8 @@ class HardwareTiming:
         dram_gbps = p.hbm_gbps if dram == "hbm2" else p.ssd_gbps
         dram_rate = per_cycle(dram_gbps)
         macs = lambda tiles: tiles * p.arrays_per_tile * p.pes_per_array  # noqa: E731
+        capacity = hbm_layers(p, cfg)
+        overflow = dram == "hbm2" and capacity.overflow_layers > 0  # an SSD tier holds everything
         return cls(
             clock_hz=clock, flit_bytes=p.link_wires // 8, burst_flits=cfg.hardware.max_burst_flits,
             link_bytes_per_cycle=link,
@@ -181,7 +191,9 @@ class HardwareTiming:
             attention_dram_bytes_per_cycle=p.attention_stacks * dram_rate,
             act_bytes=p.element_bytes, partial_bytes=p.element_bytes, weight_bytes=p.element_bytes,
             expert_arrays=SystolicArrays.square(p.pes_per_array, p.tiles_per_chiplet * p.arrays_per_tile),
-            root_arrays=SystolicArrays.square(p.pes_per_array, p.root_tiles * p.arrays_per_tile))
+            root_arrays=SystolicArrays.square(p.pes_per_array, p.root_tiles * p.arrays_per_tile),
+            hbm_expert_layers=capacity.layers_in_hbm if overflow else None,
+            overflow_bytes_per_cycle=per_cycle(p.ssd_gbps) if overflow else 0.0)
 
     @classmethod
     def scaled(cls, cfg) -> "HardwareTiming":
