@@ -9,10 +9,10 @@
   :mod:`.plots` the latency breakdown and charts.
 """
 
-from .parameters import PerfParams, load_params, model_names
+from .parameters import PerfParams, load_params, model_names, params_for
 from .step import StepResult, placement_c_t, simulate_step, step_schedules
 from .timing import HardwareTiming
 from .workload import Workload
 
-__all__ = ["PerfParams", "load_params", "model_names", "HardwareTiming", "Workload", "StepResult",
+__all__ = ["PerfParams", "load_params", "model_names", "params_for", "HardwareTiming", "Workload", "StepResult",
            "simulate_step", "step_schedules", "placement_c_t"]
