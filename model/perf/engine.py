@@ -45,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ConfigError
+from .energy import Traffic
 from .timeline import Timeline, common_gap
 from ..schedule import Attention, Barrier, Dispatch, Load, Return, SaveActivations, Schedule, WriteBack
 
@@ -104,6 +105,7 @@ class Engine:
     end: float = 0.0
     _rates: dict = field(default_factory=dict)
     timelines: dict = field(default_factory=lambda: defaultdict(Timeline))  # resource -> busy intervals
+    traffic: Traffic = field(default_factory=Traffic)  # MACs and bytes moved, for the step's energy
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -242,6 +244,7 @@ class Engine:
             nbytes += w.root_weight_elements * t.weight_bytes
         if self._backward and cmd.id == self._plan_now.last_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
+        self.traffic.macs += cmd.tokens * w.root_macs_per_token(self._backward)
         stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
                          t.dram_latency_cycles, "weights", nbytes=nbytes),
                   _Stage((("root",),), t.attention_cycles(cmd.tokens, w, self._backward), cmd.tokens, 0.0,
@@ -271,6 +274,8 @@ class Engine:
                                  restore))
         expert_tokens = self._expert_tokens(d) if t.expert_arrays is not None else d.experts
         compute = t.dispatch_cycles(expert_tokens, d.pairs, tokens, w, self._backward)
+        self.traffic.macs += d.pairs * w.expert_macs_per_pair(self._backward)
+        self.traffic.sram_bytes += len(d.experts) * self._weight_bytes()
         per_token = None
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
@@ -371,6 +376,9 @@ class Engine:
         if st.per_item is None:  # per-token stages occupied their gaps token by token
             for r in st.resources:
                 self.timelines[r].occupy(start, start + work)
+        if st.nbytes:
+            for r in st.resources:
+                self.traffic.add_moved(r, st.nbytes)
         if st.category == "expert":
             self._last_compute_end = end  # SaveActivations of this dispatch starts here
         if self.record:

@@ -27,6 +27,7 @@ from ..config import load_config, override
 from ..errors import ConfigError, TraceError
 from ..placement import Placement
 from ..trace import Trace
+from .energy import COMPONENTS, step_energy
 from .parameters import load_params, model_names
 from .step import WEIGHT_READINGS, micro_batch_passes, placement_c_t, simulate_passes, step_schedules
 from .timing import DRAM_KINDS, HardwareTiming
@@ -68,6 +69,7 @@ class Cell:
     replicas_per_token: float  # the schedule's forward replicas per token
     c_t: float                 # the placement's C_T (distinct chiplets per token); k without de-duplication
     reading: str = "per-layer"  # how often weights stream: once per layer per step, or per micro-batch (step.py)
+    energy: tuple = ()          # joules per component of energy.COMPONENTS
 
 
 def prepare_trace(trace: Trace, tokens: int) -> Trace:
@@ -130,8 +132,9 @@ def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int
             for dram, network in runs:
                 timing = HardwareTiming.full_size(params, cfg, dram)
                 result = simulate_passes(passes, timing, workload, cfg, network=network)
+                energy = step_energy(result.traffic, params, dram)
                 cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token,
-                                  c_t, reading))
+                                  c_t, reading, tuple(energy[k] for k in COMPONENTS)))
     return cells
 
 

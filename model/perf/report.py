@@ -14,10 +14,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from .evaluation import PAPER_SEQ, PAPER_SSD, PAPER_TABLE4, VARIANT_LABELS, Cell
+from .energy import COMPONENTS
 from .timing import DRAM_KINDS
 
 __all__ = ["table4", "sequence_table", "dram_table", "mesh_table", "sections", "checks", "summary", "Check", "Band",
-           "lookup", "readings", "of_reading", "capacity_table"]
+           "lookup", "readings", "of_reading", "capacity_table", "energy_table"]
 
 
 def lookup(cells: list[Cell], model: str, variant: str, seq_len: int = 256, dram: str = "hbm2",
@@ -105,6 +106,21 @@ def _speedup(cells: list[Cell], model: str, dram: str, seq_len: int = 256, netwo
     base = lookup(cells, model, "baseline", seq_len, dram, network)
     full = lookup(cells, model, "C", seq_len, dram, network)
     return None if base is None or full is None else base.seconds / full.seconds
+
+
+def energy_table(cells: list[Cell]) -> list[str]:
+    """Dynamic energy of one step by component (seq 256, NoP-Tree), per model, configuration and DRAM."""
+    lines = ["Energy per step by component, J (seq 256, NoP-Tree; dynamic energy, model/perf/energy.py)",
+             f"{'model':18s} {'config':8s} {'DRAM':5s} " + " ".join(f"{k:>8s}" for k in COMPONENTS) + f" {'total':>8s}"]
+    for model in _models(cells):
+        for dram in DRAM_KINDS:
+            for variant in VARIANT_LABELS:
+                cell = lookup(cells, model, variant, dram=dram)
+                if cell is None or not cell.energy:
+                    continue
+                lines.append(f"{model:18s} {VARIANT_LABELS[variant]:8s} {dram:5s} "
+                             + " ".join(f"{j:8.3f}" for j in cell.energy) + f" {sum(cell.energy):8.3f}")
+    return lines
 
 
 def mesh_table(cells: list[Cell]) -> list[str]:
@@ -211,6 +227,7 @@ def sections(cells: list[Cell]) -> list[list[str]]:
         mine = of_reading(cells, reading)
         out.append([f"=== Reading '{reading}': {READING_TITLES[reading]} ==="])
         out.append(table4(mine))
+        out.append(energy_table(mine))
         if len({c.seq_len for c in mine}) > 1:
             out.append(sequence_table(mine))
         if len({c.dram for c in mine}) > 1:

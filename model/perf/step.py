@@ -24,6 +24,7 @@ import numpy as np
 from ..metrics import layer_c_t
 from ..schedule import Schedule, build_schedule
 from ..trace import Trace
+from .energy import Traffic
 from .engine import Engine, Record
 from .network import make_network
 
@@ -43,6 +44,8 @@ class StepResult:
         Forward dispatch replicas per token, averaged over layers (the schedule's C_T).
     records : list of Record
         Busy intervals, when the step was recorded.
+    traffic : Traffic
+        MACs and bytes moved (:mod:`.energy` prices them).
     layer_spans : list of (layer, phase, start, end)
     """
 
@@ -51,6 +54,7 @@ class StepResult:
     replicas_per_token: float
     records: list[Record] = field(default_factory=list)
     layer_spans: list[tuple[int, str, float, float]] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
 
 
 def step_schedules(cfg, placement, trace, variant: str, *, slots: int | None = None,
@@ -107,7 +111,7 @@ def simulate_passes(passes: list[tuple[list[Schedule], Trace]], timing, workload
             engine.run(schedule, phase, trace.experts[schedule.layer])
             spans.append((schedule.layer, phase, start, max(engine.inputs)))
     replicas = float(np.mean([s.replicas_per_token() for schedules, _ in passes for s in schedules]))
-    return StepResult(engine.end, timing.seconds(engine.end), replicas, engine.records, spans)
+    return StepResult(engine.end, timing.seconds(engine.end), replicas, engine.records, spans, engine.traffic)
 
 
 def placement_c_t(trace, placement) -> float:
