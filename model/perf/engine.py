@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ScheduleError
 from .energy import Traffic
 from .timeline import Timeline, common_gap
 from ..schedule import Attention, Barrier, Dispatch, Load, Return, SaveActivations, Schedule, WriteBack
@@ -106,6 +106,7 @@ class Engine:
     _rates: dict = field(default_factory=dict)
     timelines: dict = field(default_factory=lambda: defaultdict(Timeline))  # resource -> busy intervals
     traffic: Traffic = field(default_factory=Traffic)  # MACs and bytes moved, for the step's energy
+    _now: "_PhaseRun | None" = field(default=None, init=False, repr=False)  # the layer-phase being run
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -117,11 +118,7 @@ class Engine:
         plan = _plan(schedule, phase, experts.shape[0])
         if not self.inputs:
             self.inputs = [0.0] * schedule.micro_batches
-        self._layer, self._phase, self._streaming = schedule.layer, phase, schedule.streaming
-        self._experts = experts
-        self._backward = phase == "backward"
-        self._plan_now = plan
-        self._compute_end: dict[int, float] = {}
+        self._now = _PhaseRun(schedule.layer, phase, schedule.streaming, phase == "backward", experts, plan)
         cmds, deps, children, execute = plan.cmds, plan.deps, plan.children, self._executors
         n = len(cmds)
         done = [0.0] * n
@@ -133,11 +130,11 @@ class Engine:
         while heap:
             ready, i = heapq.heappop(heap)
             cmd = cmds[i]
-            end = done[i] = execute[plan.kind[i]](cmd, ready)
+            end = done[i] = execute.get(type(cmd), _sync)(cmd, ready)
             finished += 1
             if self.record:
                 self.command_times[cmd.id] = (ready, end)
-            if plan.kind[i] == _RETURN:
+            if plan.returns[i]:
                 if cmd.micro_batch < 0:
                     outputs = [end] * len(outputs)
                 else:
@@ -147,7 +144,7 @@ class Engine:
                 if not waiting[child]:
                     heapq.heappush(heap, (self._ready(plan, child, max([done[d] for d in deps[child]])), child))
         if finished != n:
-            raise ConfigError(f"schedule layer {schedule.layer} {phase}: {n - finished} commands never became ready "
+            raise ScheduleError(f"schedule layer {schedule.layer} {phase}: {n - finished} commands never became ready "
                               f"(validate the schedule)")
         slot_free = self.slot_free
         for i, key in plan.slot_users:
@@ -168,9 +165,10 @@ class Engine:
         return ready
 
     @cached_property
-    def _executors(self) -> list:
-        """Command handlers indexed by the plan's kind codes."""
-        return [self._load, self._write_back, self._save, self._attention, self._dispatch, _sync, _sync]
+    def _executors(self) -> dict:
+        """Command handlers by command type; the others (waits, barriers, returns) only synchronise."""
+        return {Load: self._load, WriteBack: self._write_back, SaveActivations: self._save,
+                Attention: self._attention, Dispatch: self._dispatch}
 
     # -- commands --------------------------------------------------------------------------------------------
     def _load(self, cmd: Load, ready: float) -> float:
@@ -183,7 +181,7 @@ class Engine:
         """An expert's weights to or from the group's DRAM, or from the slow tier for layers beyond the
         DRAM's capacity (``timing.hbm_expert_layers``)."""
         t = self.timing
-        if t.hbm_expert_layers is not None and self._layer >= t.hbm_expert_layers:
+        if t.hbm_expert_layers is not None and self._now.layer >= t.hbm_expert_layers:
             return self._dram_stream(ready, group, path, self._weight_bytes(), tier="ssd")
         return self._dram_stream(ready, group, path, self._weight_bytes())
 
@@ -229,42 +227,43 @@ class Engine:
         return self._stream(ready, stage)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
-        start = max(ready, self._compute_end.get(cmd.dispatch, ready)) if self._streaming else ready
-        disp = self._plan_now.dispatches[cmd.dispatch]
+        now = self._now
+        start = max(ready, now.compute_end.get(cmd.dispatch, ready)) if now.streaming else ready
+        disp = now.plan.dispatches[cmd.dispatch]
         nbytes = disp.pairs * self.workload.saved_elements_per_pair * self.timing.act_bytes
         group = disp.group
         return self._dram_stream(start, group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
 
     def _attention(self, cmd: Attention, ready: float) -> float:
-        w, t = self.workload, self.timing
+        w, t, now = self.workload, self.timing, self._now
         if not w.attention_params:
             return ready
         nbytes = cmd.tokens * w.root_saved_elements_per_token * t.act_bytes
-        if cmd.id == self._plan_now.first_attention:
+        if cmd.id == now.plan.first_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
-        if self._backward and cmd.id == self._plan_now.last_attention:
+        if now.backward and cmd.id == now.plan.last_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
-        self.traffic.macs += cmd.tokens * w.root_macs_per_token(self._backward)
+        self.traffic.macs += cmd.tokens * w.root_macs_per_token(now.backward)
         stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
                          t.dram_latency_cycles, "weights", nbytes=nbytes),
-                  _Stage((("root",),), t.attention_cycles(cmd.tokens, w, self._backward), cmd.tokens, 0.0,
+                  _Stage((("root",),), t.attention_cycles(cmd.tokens, w, now.backward), cmd.tokens, 0.0,
                          "attention")]
-        return self._pipeline(ready, stages, bulk=not self._streaming)
+        return self._pipeline(ready, stages, bulk=not now.streaming)[-1]
 
     def _dispatch(self, d: Dispatch, ready: float) -> float:
-        w, t, net = self.workload, self.timing, self.network
+        w, t, net, now = self.workload, self.timing, self.network, self._now
         chiplet = d.chiplets[0]
         tokens = len(d.tokens)
         if self.mode == "token":
-            hits = np.isin(self._experts[d.tokens], np.asarray(d.experts)).sum(axis=1).astype(float)
+            hits = np.isin(now.experts[d.tokens], np.asarray(d.experts)).sum(axis=1).astype(float)
         else:
             hits = None
         replicas_i = hits if d.per_expert else None
-        down_bytes = t.packet_bytes(w.dispatch_elements(self._backward) * t.act_bytes)
+        down_bytes = t.packet_bytes(w.dispatch_elements(now.backward) * t.act_bytes)
         partial_bytes = t.packet_bytes(w.d_model * t.partial_bytes)
         down_path = net.dispatch_path(chiplet)
         stages = [self._transfer(down_path, d.replicas, down_bytes, replicas_i, tokens)]
-        if self._backward:
+        if now.backward:
             restore = d.pairs * w.saved_elements_per_pair * t.act_bytes
             path = net.weight_path(chiplet)
             rate = self._path_rate(path, dram=True)
@@ -273,17 +272,18 @@ class Engine:
                                  None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate,
                                  restore))
         expert_tokens = self._expert_tokens(d) if t.expert_arrays is not None else d.experts
-        compute = t.dispatch_cycles(expert_tokens, d.pairs, tokens, w, self._backward)
-        self.traffic.macs += d.pairs * w.expert_macs_per_pair(self._backward)
+        compute = t.dispatch_cycles(expert_tokens, d.pairs, tokens, w, now.backward)
+        self.traffic.macs += d.pairs * w.expert_macs_per_pair(now.backward)
         self.traffic.sram_bytes += len(d.experts) * self._weight_bytes()
         per_token = None
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
             per_token = hits * share + t.token_overhead_cycles
+        compute_stage = len(stages)
         stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
         partials = d.pairs if d.per_expert else tokens
         if net.reduces and d.reduce:
-            share = self._plan_now.share.get(d.id, 1.0)
+            share = now.plan.share.get(d.id, 1.0)
             stages.append(self._transfer(net.leaf_up(chiplet), partials, partial_bytes, None, tokens))
             red = partials * w.d_model * t.partial_bytes / t.reduce_bytes_per_cycle
             stages.append(_Stage((("reduce", d.group),), red, tokens, 0.0, "dispatch",
@@ -293,16 +293,16 @@ class Engine:
         else:
             stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens))
         run = self._pipeline_tokens if self.mode == "token" else self._pipeline
-        end = run(ready, stages, d.bulk)
-        self._compute_end[d.id] = self._last_compute_end
-        return end
+        ends = run(ready, stages, d.bulk)
+        now.compute_end[d.id] = ends[compute_stage]  # SaveActivations of this dispatch starts here
+        return ends[-1]
 
     def _expert_tokens(self, d: Dispatch) -> np.ndarray:
         """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens). Cached in
         the plan: a schedule is always run on the routing it was built from."""
-        cache = self._plan_now.expert_tokens
+        cache = self._now.plan.expert_tokens
         if d.id not in cache:
-            counts = np.bincount(self._experts[d.tokens].ravel(), minlength=max(d.experts) + 1)
+            counts = np.bincount(self._now.experts[d.tokens].ravel(), minlength=max(d.experts) + 1)
             cache[d.id] = counts[list(d.experts)].tolist()
         return cache[d.id]
 
@@ -318,11 +318,13 @@ class Engine:
                       "dispatch", per_item, packets * packet_bytes)
 
     # -- stage chains ----------------------------------------------------------------------------------------
-    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
+    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:
+        """The stages as one block each with the pipeline recurrence; returns each stage's end."""
         timelines = self.timelines
         prev_start = prev_end = ready
         prev_item = 0.0
         first = True
+        ends = []
         for st in stages:
             item = st.total / st.items if st.items > 1 else st.total
             earliest = ready if first else prev_end if bulk else prev_start + prev_item
@@ -334,7 +336,8 @@ class Engine:
                 end = max(start + st.total, prev_end + item) + st.latency
             self._reserve(st, start, end, st.total + st.latency)
             prev_start, prev_end, prev_item = start, end, item + st.latency
-        return prev_end
+            ends.append(end)
+        return ends
 
     def _stream(self, ready: float, st: _Stage) -> float:
         """A DRAM stream's pieces, each at the earliest common gap after the previous one."""
@@ -352,10 +355,12 @@ class Engine:
         self._reserve(st, first if first is not None else ready, t + st.latency, st.total)
         return t + st.latency
 
-    def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
-        """Every token through every stage; each takes the earliest common gap of its stage's resources."""
+    def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:
+        """Every token through every stage; each takes the earliest common gap of its stage's resources.
+        Returns each stage's end (its last token's)."""
         n = len(stages[-1].per_item) if stages[-1].per_item is not None else stages[0].items
         arrive = [ready] * n
+        ends = []
         for st in stages:
             timelines = [self.timelines[r] for r in st.resources]
             d = st.per_item if st.per_item is not None else np.full(n, st.total / max(n, 1))
@@ -367,8 +372,9 @@ class Engine:
                     tl.occupy(start, start + float(d[i]))
                 first = start if first is None else first
                 arrive[i] = start + float(d[i]) + st.latency
-            self._reserve(st, first if first is not None else ready, max(arrive, default=ready), float(d.sum()))
-        return max(arrive, default=ready)
+            ends.append(max(arrive, default=ready))
+            self._reserve(st, first if first is not None else ready, ends[-1], float(d.sum()))
+        return ends
 
     def _reserve(self, st: _Stage, start: float, end: float, work: float) -> None:
         """Hold the stage's resources for its ``work`` from ``start`` (work-conserving: when upstream
@@ -379,11 +385,9 @@ class Engine:
         if st.nbytes:
             for r in st.resources:
                 self.traffic.add_moved(r, st.nbytes)
-        if st.category == "expert":
-            self._last_compute_end = end  # SaveActivations of this dispatch starts here
         if self.record:
             for r in st.resources:
-                self.records.append(Record(st.category, r, start, start + work, self._layer, self._phase,
+                self.records.append(Record(st.category, r, start, start + work, self._now.layer, self._now.phase,
                                            st.nbytes))
 
 
@@ -392,8 +396,17 @@ def _sync(cmd, ready: float) -> float:
     return ready
 
 
-_LOAD, _WRITE_BACK, _SAVE, _ATTENTION, _DISPATCH, _SYNC, _RETURN = range(7)
-_KIND = {Load: _LOAD, WriteBack: _WRITE_BACK, SaveActivations: _SAVE, Attention: _ATTENTION, Dispatch: _DISPATCH}
+@dataclass
+class _PhaseRun:
+    """What the commands of the layer-phase being run share (set by :meth:`Engine.run`)."""
+
+    layer: int
+    phase: str
+    streaming: bool
+    backward: bool
+    experts: np.ndarray           # the layer's [tokens, k] routing
+    plan: "_Plan"
+    compute_end: dict = field(default_factory=dict)  # dispatch id -> end of its compute stage
 
 
 @dataclass
@@ -403,7 +416,7 @@ class _Plan:
     cmds: list
     deps: list
     children: list
-    kind: list
+    returns: list     # the command is a Return
     mb: list          # micro-batch whose input the command waits for (-1: all), or None
     slot: list        # (chiplet, slot) a Load waits for, or None
     slot_users: list  # (command index, (chiplet, slot)) pairs: the command holds the slot until it ends
@@ -432,7 +445,7 @@ def _build_plan(schedule: Schedule, phase: str, tokens: int) -> _Plan:
     for i, ds in enumerate(deps):
         for d in ds:
             children[d].append(i)
-    kind = [_RETURN if isinstance(c, Return) else _KIND.get(type(c), _SYNC) for c in cmds]
+    returns = [isinstance(c, Return) for c in cmds]
     mb = [getattr(c, "micro_batch", None) for c in cmds]
     for i, c in enumerate(cmds):
         if isinstance(c, Barrier) and not c.deps:
@@ -444,7 +457,7 @@ def _build_plan(schedule: Schedule, phase: str, tokens: int) -> _Plan:
               for ch in c.chiplets for e in c.experts if (ch, e) in slot_of]
     attention = [c.id for c in cmds if isinstance(c, Attention)]
     dispatches = {c.id: c for c in cmds if isinstance(c, Dispatch)}
-    return _Plan(cmds, deps, children, kind, mb, slot, users, attention[0] if attention else None,
+    return _Plan(cmds, deps, children, returns, mb, slot, users, attention[0] if attention else None,
                  attention[-1] if attention else None, dispatches, _root_shares(list(dispatches.values()), tokens))
 
 
