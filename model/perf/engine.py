@@ -74,7 +74,7 @@ class _Stage:
     items: int
     latency: float = 0.0
     category: str = "dispatch"
-    per_item: np.ndarray | None = None  # token mode: cycles of each item
+    per_item: object = None  # token mode: cycles of each item (a DRAM stream: its piece, once)
     nbytes: float = 0.0  # bytes moved over each of the resources (transfers and DRAM streams)
 
 
@@ -222,7 +222,7 @@ class Engine:
         # on shared links. The per-token mode cuts it into up to 64 pieces, the aggregated mode into 8.
         pieces = _STREAM_PIECES[self.mode]
         chunks = max(1, min(pieces, math.ceil(nbytes / (t.flit_bytes * t.burst_flits))))
-        stage = _Stage(resources, nbytes / rate, chunks, latency, category, np.full(chunks, nbytes / rate / chunks),
+        stage = _Stage(resources, nbytes / rate, chunks, latency, category, (nbytes / rate / chunks,),
                        nbytes)
         return self._stream(ready, stage)
 
