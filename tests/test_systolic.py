@@ -80,3 +80,25 @@ def test_mutant_without_fill_and_drain_fails_the_crosscheck():
 
     ours = PeakOnly(16, 16, 1).gemm_cycles(8, 64, 48)
     assert abs(ours - scalesim_cycles(8, 64, 48, 16, 16)) > 0.10 * scalesim_cycles(8, 64, 48, 16, 16)
+
+
+def test_full_size_attention_and_experts_run_on_the_arrays_and_the_scaled_timing_keeps_its_formula():
+    from mozart.model.config import load_config
+    from mozart.model.perf import HardwareTiming, Workload, load_params
+
+    params = load_params("qwen3-30b-a3b")
+    cfg = load_config(params.config)
+    timing, workload = HardwareTiming.full_size(params, cfg), Workload.full_size(params, cfg)
+    assert timing.root_arrays == SystolicArrays(16, 16, 64 * 16) == timing.expert_arrays
+    tokens = cfg.training.tokens_per_micro_batch
+    peak = tokens * workload.root_macs_per_token(False) / timing.root_macs_per_cycle
+    assert timing.attention_cycles(tokens, workload, False) > peak  # fill, drain and full score blocks
+    # A dispatch is at least its experts' systolic GEMMs, one after another, and at least the SRAM bound.
+    one = timing.dispatch_cycles([128], 128, 128, workload, False)
+    two = timing.dispatch_cycles([128, 128], 256, 256, workload, False)
+    assert one >= timing.expert_arrays.cycles(expert_gemms(128, 2048, 768, 3, False))
+    assert two == pytest.approx(2 * one)
+    scaled = HardwareTiming.scaled(load_config("tiny"))
+    small = Workload.scaled(load_config("tiny"))
+    assert scaled.expert_arrays is None and scaled.dispatch_cycles([3, 5], 8, 6, small, False) == \
+        scaled.chiplet_cycles(8, 6, 2, small.expert_macs_per_pair(False), small.expert_weight_elements * scaled.weight_bytes)
