@@ -101,3 +101,5 @@ def test_evaluate_quick_lists_each_check_that_ran_and_exits_0_when_some_fail(cap
     listed = [line for line in out.splitlines() if line.startswith(("  holds ", "  FAILS "))]
     assert len(listed) == total and sum(line.startswith("  holds") for line in listed) == held
     assert not any("SSD" in line for line in listed)
+    assert "Capacity of a group's HBM2 stack" in out and "Energy per step by component" in out
+    assert "Reading 'per-layer'" in out and "Reading 'per-micro-batch'" in out
