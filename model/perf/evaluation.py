@@ -10,8 +10,8 @@ method (``mozart.model.placers.place(..., "mozart")``) and the step itself runs 
 (experts ``i * n / E`` on chiplet ``i``). Every variant's load order ("heavier clusters first") comes from
 the profile too, not from the timed step's routing. A user trace is both the profile and the step.
 
-Work is split in (model, sequence length) jobs over a process pool; schedules are built once per job and run
-on both DRAMs (and the mesh).
+Work is split in (model, sequence length, reading) jobs over a process pool; schedules are built once per job
+and run on both DRAMs (and the mesh).
 """
 
 from __future__ import annotations
@@ -111,30 +111,35 @@ def placements_for(model: str, seed: int = 0, user: Trace | None = None, changes
     return {v: (clustered if v == "C" else contiguous).expert_to_chiplet for v in VARIANT_LABELS}, profile
 
 
-def _job(model: str, seq_len: int, drams: tuple[str, ...], mesh: bool, seed: int, user: Trace | None,
-         placed: tuple[dict[str, np.ndarray], Trace], changes: dict, readings: tuple[str, ...]) -> list[Cell]:
+def _swept(model: str, seq_len: int, reading: str) -> bool:
+    """Whether the sweep times ``reading`` at ``seq_len`` for ``model`` (see :data:`SENSITIVITY_MODELS`)."""
+    return reading == "per-layer" or seq_len == 256 or model in SENSITIVITY_MODELS
+
+
+def _job(model: str, seq_len: int, reading: str, drams: tuple[str, ...], mesh: bool, seed: int,
+         user: Trace | None, placed: tuple[dict[str, np.ndarray], Trace], changes: dict) -> list[Cell]:
+    """Every variant of ``model`` at ``seq_len`` in ``reading``, on every DRAM (and the mesh at 256, per-layer);
+    the schedules are built once and run on each."""
     params, cfg, step = _trace(model, seq_len, seed, user, changes, step=1)
     e2c, profile = placed
     workload = Workload.full_size(params, cfg)
-    readings = [r for r in readings if r == "per-layer" or seq_len == 256 or model in SENSITIVITY_MODELS]
+    # The mesh comparison is made on the per-layer reading only (seq 256, HBM2).
+    runs = [(d, "tree") for d in drams] + ([("hbm2", "mesh")] if mesh and seq_len == 256
+                                           and reading == "per-layer" else [])
     cells = []
     for variant in VARIANT_LABELS:
         placement = Placement(e2c[variant], cfg.chiplets_per_group, variant)
         c_t = placement_c_t(step, placement) if variant in ("B", "C") else float(cfg.moe.top_k)
-        for reading in readings:
-            if reading == "per-layer":
-                passes = [(step_schedules(cfg, placement, step, variant, profile=profile), step)]
-            else:
-                passes = micro_batch_passes(cfg, placement, step, variant, profile=profile)
-            # The mesh comparison is made on the per-layer reading only (seq 256, HBM2).
-            mesh_here = mesh and seq_len == 256 and reading == "per-layer"
-            runs = [(d, "tree") for d in drams] + ([("hbm2", "mesh")] if mesh_here else [])
-            for dram, network in runs:
-                timing = HardwareTiming.full_size(params, cfg, dram)
-                result = simulate_passes(passes, timing, workload, cfg, network=network)
-                energy = step_energy(result.traffic, params, dram)
-                cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token,
-                                  c_t, reading, tuple(energy[k] for k in COMPONENTS)))
+        if reading == "per-layer":
+            passes = [(step_schedules(cfg, placement, step, variant, profile=profile), step)]
+        else:
+            passes = micro_batch_passes(cfg, placement, step, variant, profile=profile)
+        for dram, network in runs:
+            timing = HardwareTiming.full_size(params, cfg, dram)
+            result = simulate_passes(passes, timing, workload, cfg, network=network)
+            energy = step_energy(result.traffic, params, dram)
+            cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token,
+                              c_t, reading, tuple(energy[k] for k in COMPONENTS)))
     return cells
 
 
@@ -181,13 +186,13 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
         models = fitting
     workers = workers or min(2, os.cpu_count() or 1)
     say = progress or (lambda line: None)
-    jobs = [(m, s) for m in models for s in seq_lens]
+    jobs = [(m, s, r) for m in models for s in seq_lens for r in readings if _swept(m, s, r)]
     cells: list[Cell] = []
     if workers == 1:
         placements = {m: placements_for(m, seed, trace, changes) for m in models}
-        for m, s in jobs:
-            cells += _job(m, s, drams, mesh, seed, trace, placements[m], changes, readings)
-            say(f"{m} seq {s}: done")
+        for m, s, r in jobs:
+            cells += _job(m, s, r, drams, mesh, seed, trace, placements[m], changes)
+            say(f"{m} seq {s} {r}: done")
         return cells
     with ProcessPoolExecutor(workers) as pool:
         placed = {m: pool.submit(placements_for, m, seed, trace, changes) for m in models}
@@ -195,11 +200,12 @@ def run_sweep(models: Iterable[str] | None = None, *, seq_lens: Iterable[int] = 
         for m in models:
             placements[m] = placed[m].result()
             say(f"{m}: placed")
-        # Longest jobs first keeps both workers busy to the end.
-        jobs.sort(key=lambda ms: -ms[1] * load_config(load_params(ms[0]).config).moe.layers)
-        futures = {pool.submit(_job, m, s, drams, mesh, seed, trace, placements[m], changes, readings): (m, s)
-                   for m, s in jobs}
-        for future, (m, s) in futures.items():
+        # Longest jobs first keeps both workers busy to the end (the second reading streams 4x the weights).
+        jobs.sort(key=lambda msr: -msr[1] * load_config(load_params(msr[0]).config).moe.layers
+                  * (1 if msr[2] == "per-layer" else 3))
+        futures = {pool.submit(_job, m, s, r, drams, mesh, seed, trace, placements[m], changes): (m, s, r)
+                   for m, s, r in jobs}
+        for future, (m, s, r) in futures.items():
             cells += future.result()
-            say(f"{m} seq {s}: done")
+            say(f"{m} seq {s} {r}: done")
     return cells
