@@ -142,7 +142,7 @@ def mesh_table(cells: list[Cell]) -> list[str]:
 class Band:
     """How far ours may be from the paper's and still hold. ``kind``: ``"abs"`` (``|ours - paper| <= width``),
     ``"rel"`` (``|ours / paper - 1| <= width``) or ``"factor"`` (``1 / width <= ours / paper <= width``).
-    Chosen with the checks, before the model's numbers were looked at (docs/performance.md §4)."""
+    Set when the checks were written and never changed after a result (docs/performance.md §4)."""
 
     kind: str
     width: float
