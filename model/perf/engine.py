@@ -1,7 +1,7 @@
 """The event-driven executor: runs schedules command by command over timed, contended resources.
 
-Resources are links (per direction), each group DRAM's channels, every chiplet's compute, each switch's
-reducer, the root's compute and the root's DRAM. Each keeps its busy intervals
+Resources are links (per direction), each group DRAM's channels, each group's SSD-tier device (layers beyond
+the DRAM's capacity), every chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Each keeps its busy intervals
 (:class:`~mozart.model.perf.timeline.Timeline`). Commands are taken in the order they become ready (a heap on
 ready time); each places its work at the earliest gap that all the resources of a stage share, so a command
 processed later may still use a gap left before an earlier command's reservation. A command is ready when
@@ -13,17 +13,22 @@ A command is a chain of *stages*, each a set of resources busy for ``total`` cyc
 (``Dispatch.bulk``, and every stage of the Baseline) run them one after another. A stage holds its
 resources for its own work from its start (work-conserving).
 
-- ``Load`` / ``WriteBack``: a DRAM stream, ``latency + bytes / min(channel, links)`` on a channel and the
-  weight path, cut into bursts that each take the next common gap (so streams and packets interleave).
+- ``Load`` / ``WriteBack``: a DRAM stream, ``latency + bytes / min(channel, links)`` on a channel (or the SSD
+  tier's device, for layers from ``timing.hbm_expert_layers`` on) and the weight path, cut into bursts that
+  each take the next common gap (so streams and packets interleave).
 - ``Dispatch``: down (replicas x packet over the dispatch path), [backward: restore saved activations from
-  DRAM], compute (``max(MACs / MAC rate, weights / SRAM rate) + tokens x overhead`` on the chiplet), up
+  DRAM], compute (``timing.dispatch_cycles``: the experts' GEMMs on the systolic arrays, or MACs / MAC rate
+  on the scaled configs, at least weights / SRAM rate, plus tokens x overhead, on the chiplet), up
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
   tokens).
 - ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
   path and a DRAM channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
-  updated weights on the backward's last) and the root compute.
+  updated weights on the backward's last) and the root compute (``timing.attention_cycles``).
+
+Every run also counts the MACs and the bytes moved per resource kind (``traffic``, priced by :mod:`.energy`).
+The state of the layer-phase being run is one ``_PhaseRun``; a command's stages return their ends.
 
 Two modes. ``"aggregate"`` treats a dispatch stage as one block with the classic pipeline recurrence
 (``start_s = max(gap_s, start_{s-1} + item_{s-1})``, ``end_s = max(start_s + total_s, end_{s-1} + item_s)``)
