@@ -42,3 +42,13 @@ def test_layers_beyond_the_stack_stream_from_the_ssd_and_take_longer():
     assert ssd == {1}
     # The mutant that ignores capacity (everything from HBM2) is faster: the check is not vacuous.
     assert simulate_step(schedules, trace, fits, workload, cfg).cycles < run.cycles
+
+
+def test_one_micro_batch_at_a_time_holds_fewer_saved_activations():
+    params = load_params("qwen3-30b-a3b")
+    cfg = load_config(params.config)
+    step, micro = hbm_layers(params, cfg, "per-layer"), hbm_layers(params, cfg, "per-micro-batch")
+    assert micro.saved_bytes * cfg.training.micro_batches == pytest.approx(step.saved_bytes)
+    assert micro.layers_in_hbm > step.layers_in_hbm
+    timing = HardwareTiming.full_size(params, cfg, "hbm2", "per-micro-batch")
+    assert timing.hbm_expert_layers == micro.layers_in_hbm

@@ -9,8 +9,10 @@ studies (SSD, ``ssd_gbps``) and stream from there. Whole layers fit or not, the 
 SSD streams the same bytes from it per step). The capacity in use:
 
 - expert weights: ``layers x experts per group x matrices x d_model x d_ff x element_bytes``;
-- saved activations of one step, which must stay until the backward pass: ``layers x tokens x top_k x
-  (matrices - 1) x d_ff x element_bytes / groups`` (the group's even share).
+- saved activations, which must stay until the backward pass: ``layers x tokens x top_k x (matrices - 1) x
+  d_ff x element_bytes / groups`` (the group's even share), for the tokens held at once: the whole step in the
+  ``"per-layer"`` reading of the micro-batches, one micro-batch in ``"per-micro-batch"`` (its backward pass
+  ends before the next micro-batch starts).
 
 Qwen3-30B-A3B's 58 GB of FP16 experts need 14.5 GB per group against the stack's 8 GB (PAPER.md: 8192 MB per
 stack), so 22 of its 48 layers stream from the SSD tier. :class:`Capacity` keeps the numbers for the report.
@@ -52,13 +54,14 @@ class Capacity:
                 f"stream from the SSD tier")
 
 
-def hbm_layers(params, cfg) -> Capacity:
-    """The :class:`Capacity` of one expert group of ``cfg`` (its preset's full-size shape) with ``params``."""
+def hbm_layers(params, cfg, reading: str = "per-layer") -> Capacity:
+    """The :class:`Capacity` of one expert group of ``cfg`` (its preset's full-size shape) with ``params``, in
+    ``reading`` of the paper's micro-batches (:data:`~mozart.model.perf.step.WEIGHT_READINGS`)."""
     moe, element = cfg.moe, params.element_bytes
     experts_per_group = moe.experts // cfg.groups
     per_layer = experts_per_group * params.expert_matrices * moe.d_model * moe.d_ff * element
-    saved = (moe.layers * cfg.training.tokens_per_step * moe.top_k * (params.expert_matrices - 1) * moe.d_ff
-             * element / cfg.groups)
+    held = cfg.training.tokens_per_step if reading == "per-layer" else cfg.training.tokens_per_micro_batch
+    saved = moe.layers * held * moe.top_k * (params.expert_matrices - 1) * moe.d_ff * element / cfg.groups
     stack = params.hbm_mb_per_stack * 2**20
     fit = max(0, min(moe.layers, math.floor((stack - saved) / per_layer)))
     return Capacity(stack, per_layer, saved, moe.layers, fit)

@@ -135,7 +135,7 @@ def _job(model: str, seq_len: int, reading: str, drams: tuple[str, ...], mesh: b
         else:
             passes = micro_batch_passes(cfg, placement, step, variant, profile=profile)
         for dram, network in runs:
-            timing = HardwareTiming.full_size(params, cfg, dram)
+            timing = HardwareTiming.full_size(params, cfg, dram, reading)
             result = simulate_passes(passes, timing, workload, cfg, network=network)
             energy = step_energy(result.traffic, params, dram)
             cells.append(Cell(model, variant, seq_len, dram, network, result.seconds, result.replicas_per_token,

@@ -211,11 +211,12 @@ def capacity_table(cells: list[Cell]) -> list[str]:
     from .capacity import hbm_layers  # noqa: PLC0415
     from .parameters import load_params  # noqa: PLC0415
 
-    lines = ["Capacity of a group's HBM2 stack (FP16 expert weights + the step's saved activations)"]
-    for model, seq in dict.fromkeys((c.model, c.seq_len) for c in cells):
+    lines = ["Capacity of a group's HBM2 stack (FP16 expert weights + the saved activations held at once: the "
+             "step's, or one micro-batch's)"]
+    for model, seq, reading in sorted(dict.fromkeys((c.model, c.seq_len, c.reading) for c in cells)):
         params = load_params(model)
         cfg = override(load_config(params.config), {"training.seq_len": seq})
-        lines.append(f"  {model:18s} seq {seq:4d}: {hbm_layers(params, cfg).line()}")
+        lines.append(f"  {model:18s} seq {seq:4d} {reading:15s}: {hbm_layers(params, cfg, reading).line()}")
     return lines
 
 

@@ -159,9 +159,10 @@ class HardwareTiming:
 
     # -- constructors --------------------------------------------------------------------------------------
     @classmethod
-    def full_size(cls, params, cfg, dram: str = "hbm2") -> "HardwareTiming":
+    def full_size(cls, params, cfg, dram: str = "hbm2", reading: str = "per-layer") -> "HardwareTiming":
         """The paper's wafer: ``params`` is a :class:`PerfParams`, ``cfg`` its wafer config (the tree shape),
-        ``dram`` is ``"hbm2"`` or ``"ssd"``."""
+        ``dram`` is ``"hbm2"`` or ``"ssd"``; ``reading`` of the micro-batches sets how many saved activations
+        share the DRAM with the weights (:mod:`.capacity`)."""
         if dram not in DRAM_KINDS:
             raise ConfigError(f"dram must be one of {', '.join(DRAM_KINDS)}, not {dram!r}")
         p = params
@@ -175,7 +176,7 @@ class HardwareTiming:
         dram_gbps = p.hbm_gbps if dram == "hbm2" else p.ssd_gbps
         dram_rate = per_cycle(dram_gbps)
         macs = lambda tiles: tiles * p.arrays_per_tile * p.pes_per_array  # noqa: E731
-        capacity = hbm_layers(p, cfg)
+        capacity = hbm_layers(p, cfg, reading)
         overflow = dram == "hbm2" and capacity.overflow_layers > 0  # an SSD tier holds everything
         return cls(
             clock_hz=clock, flit_bytes=p.link_wires // 8, burst_flits=cfg.hardware.max_burst_flits,
