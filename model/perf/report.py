@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .evaluation import PAPER_SEQ, PAPER_SSD, PAPER_TABLE4, VARIANT_LABELS, Cell
 from .energy import COMPONENTS
+from .step import WEIGHT_READINGS
 from .timing import DRAM_KINDS
 
 __all__ = ["table4", "sequence_table", "dram_table", "mesh_table", "sections", "checks", "summary", "Check", "Band",
@@ -197,7 +198,9 @@ READING_TITLES = {"per-layer": "weights streamed once per layer per step (the mi
 
 
 def readings(cells: list[Cell]) -> list[str]:
-    return list(dict.fromkeys(c.reading for c in cells))
+    """The readings of ``cells``, in :data:`~mozart.model.perf.step.WEIGHT_READINGS` order."""
+    present = {c.reading for c in cells}
+    return [r for r in WEIGHT_READINGS if r in present]
 
 
 def of_reading(cells: list[Cell], reading: str) -> list[Cell]:
