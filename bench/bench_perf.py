@@ -2,9 +2,10 @@
 
 Prints (never asserts):
 
-1. the wall time of the full sweep, 3 models x 4 configurations x 3 sequence lengths x 2 DRAMs plus the mesh
-   (what ``mozart evaluate`` runs; target < 2 minutes on a 2-core machine), and the CPU time of this process
-   and its workers;
+1. the wall time of the full sweep, 3 models x 4 configurations x 3 sequence lengths x 2 DRAMs plus the mesh in
+   the "per-layer" reading of the paper's micro-batches, and the "per-micro-batch" reading at seq 256 (and
+   at every length for Qwen3) (what ``mozart evaluate --mesh`` runs; target < 2 minutes on a 2-core
+   machine), with the CPU time of this process and its workers and the load average before and after;
 2. the time to build the schedules and simulate one step of OLMoE-1B-7B (configuration B) for N and 2N tokens
    per step, with the ratio (should be about 2 or less: the model is linear in tokens).
 
@@ -35,13 +36,15 @@ def cpu_seconds() -> float:
 
 
 def sweep() -> None:
+    load0 = os.getloadavg()[0]
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     cells = run_sweep(mesh=True, progress=lambda line: print(f"  [{time.perf_counter() - t0:6.1f} s] {line}",
                                                                file=sys.stderr))
     wall = time.perf_counter() - t0
-    print(f"full sweep: {len(cells)} steps timed (3 models x 4 configs x 3 seq x 2 DRAMs + mesh) in {wall:.1f} s "
-          f"wall, {cpu_seconds() - cpu0:.1f} s CPU (target < 120 s wall); load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores")
+    readings = {r: sum(c.reading == r for c in cells) for r in dict.fromkeys(c.reading for c in cells)}
+    print(f"full sweep: {len(cells)} steps timed ({', '.join(f'{n} {r}' for r, n in readings.items())}) in "
+          f"{wall:.1f} s wall, {cpu_seconds() - cpu0:.1f} s CPU (target < 120 s wall); load average "
+          f"{load0:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores")
 
 
 def scaling(tokens: int) -> None:

@@ -45,7 +45,10 @@ experts of two rounds on one chiplet is dispatched once per round, because a par
 before its slot can be reloaded.
 
 Per group, loads go out round by round, and inside a round cluster by cluster, heaviest cluster first
-(PAPER.md, "heavier clusters load first"); inside a cluster, heaviest expert first.
+(PAPER.md, "heavier clusters load first"); inside a cluster, heaviest expert first. "Heaviest" is by the
+activation counts of a *profile*: the routing the placement was built from (the paper profiles once, then
+trains), since a step's own routing is not known before its loads go out. Without a profile the step's own
+trace is used (``wafer_run.build_run`` places on the same trace it runs, so there the two are equal).
 
 Variants (PAPER.md, Table 4)
 ----------------------------
@@ -415,7 +418,7 @@ def _group_work(experts: np.ndarray, e2c: np.ndarray, layout: _Layout, micro_bat
 
 
 def build_schedule(cfg, placement, trace, layer: int, variant: str, *, slots: int | None = None,
-                   micro_batches: int | None = None) -> Schedule:
+                   micro_batches: int | None = None, profile=None) -> Schedule:
     """Build the forward and backward schedule of MoE ``layer``.
 
     Parameters
@@ -432,6 +435,9 @@ def build_schedule(cfg, placement, trace, layer: int, variant: str, *, slots: in
         Weight slots per chiplet; default ``cfg.hardware.sram_slots``.
     micro_batches : int, optional
         Default ``cfg.training.micro_batches``.
+    profile : Trace, optional
+        The routing the load order (heavier clusters and experts first) comes from, with ``trace``'s layers
+        and experts; default ``trace`` itself.
 
     Returns
     -------
@@ -453,9 +459,13 @@ def build_schedule(cfg, placement, trace, layer: int, variant: str, *, slots: in
         raise ScheduleError(f"the trace must have at least micro_batches ({micro_batches}) tokens, not "
                             f"{trace.tokens}")
     e2c = placement.expert_to_chiplet[layer if placement.layers > 1 else 0].astype(np.int64)
+    if profile is not None and (profile.layers, profile.num_experts) != (trace.layers, trace.num_experts):
+        raise ScheduleError(f"the profile must have the trace's {trace.layers} layers and {trace.num_experts} "
+                            f"experts, not {profile.layers} and {profile.num_experts}")
     counts = activation_counts(trace, layer)
     experts = trace.experts[layer]
-    layout = _layout(cfg, e2c, counts, slots, micro_batches, trace.tokens)
+    order_counts = counts if profile is None else activation_counts(profile, layer)
+    layout = _layout(cfg, e2c, order_counts, slots, micro_batches, trace.tokens)
     bulk = variant == "baseline"
     work = _group_work(experts, e2c, layout, None if bulk else micro_batches)
     b = _Builder()

@@ -221,15 +221,14 @@ def _perf_models() -> dict[str, str]:
 
 def _timing(perf, cfg, other_dram: bool, dram: str, params: dict):
     """The hardware timing and workload of ``cfg``: full size from its perf model's parameters, else scaled."""
-    model = _perf_models().get(cfg.name)
-    if model is None:
+    base = perf.params_for(cfg)  # by the config's content (its expert shape), never its name
+    if base is None:
         swept = [f"perf.{k}" for k in params] + (["perf.dram"] if other_dram else [])
         if swept:
             raise SweepError(f"{', '.join(swept)} must be swept only on the full-size models "
                              f"({', '.join(sorted(_perf_models()))}), not on {cfg.name!r}, which is timed from "
                              "its own config fields (hardware.*, dram.*)")
         return perf.HardwareTiming.scaled(cfg), perf.Workload.scaled(cfg)
-    base = perf.load_params(model)
     if params:
         from mozart.model.perf.parameters import Param  # noqa: PLC0415
         base = replace(base, params={**base.params, **{k: Param(k, v, "sweep: an axis of the sweep spec")

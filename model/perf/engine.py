@@ -1,7 +1,7 @@
 """The event-driven executor: runs schedules command by command over timed, contended resources.
 
-Resources are links (per direction), each group DRAM's channels, every chiplet's compute, each switch's
-reducer, the root's compute and the root's DRAM. Each keeps its busy intervals
+Resources are links (per direction), each group DRAM's channels, each group's SSD-tier device (layers beyond
+the DRAM's capacity), every chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Each keeps its busy intervals
 (:class:`~mozart.model.perf.timeline.Timeline`). Commands are taken in the order they become ready (a heap on
 ready time); each places its work at the earliest gap that all the resources of a stage share, so a command
 processed later may still use a gap left before an earlier command's reservation. A command is ready when
@@ -13,17 +13,22 @@ A command is a chain of *stages*, each a set of resources busy for ``total`` cyc
 (``Dispatch.bulk``, and every stage of the Baseline) run them one after another. A stage holds its
 resources for its own work from its start (work-conserving).
 
-- ``Load`` / ``WriteBack``: a DRAM stream, ``latency + bytes / min(channel, links)`` on a channel and the
-  weight path, cut into bursts that each take the next common gap (so streams and packets interleave).
+- ``Load`` / ``WriteBack``: a DRAM stream, ``latency + bytes / min(channel, links)`` on a channel (or the SSD
+  tier's device, for layers from ``timing.hbm_expert_layers`` on) and the weight path, cut into bursts that
+  each take the next common gap (so streams and packets interleave).
 - ``Dispatch``: down (replicas x packet over the dispatch path), [backward: restore saved activations from
-  DRAM], compute (``max(MACs / MAC rate, weights / SRAM rate) + tokens x overhead`` on the chiplet), up
+  DRAM], compute (``timing.dispatch_cycles``: the experts' GEMMs on the systolic arrays, or MACs / MAC rate
+  on the scaled configs, at least weights / SRAM rate, plus tokens x overhead, on the chiplet), up
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
   tokens).
 - ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
   path and a DRAM channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
-  updated weights on the backward's last) and the root compute.
+  updated weights on the backward's last) and the root compute (``timing.attention_cycles``).
+
+Every run also counts the MACs and the bytes moved per resource kind (``traffic``, priced by :mod:`.energy`).
+The state of the layer-phase being run is one ``_PhaseRun``; a command's stages return their ends.
 
 Two modes. ``"aggregate"`` treats a dispatch stage as one block with the classic pipeline recurrence
 (``start_s = max(gap_s, start_{s-1} + item_{s-1})``, ``end_s = max(start_s + total_s, end_{s-1} + item_s)``)
@@ -44,7 +49,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ScheduleError
+from .energy import Traffic
 from .timeline import Timeline, common_gap
 from ..schedule import Attention, Barrier, Dispatch, Load, Return, SaveActivations, Schedule, WriteBack
 
@@ -73,7 +79,7 @@ class _Stage:
     items: int
     latency: float = 0.0
     category: str = "dispatch"
-    per_item: np.ndarray | None = None  # token mode: cycles of each item
+    per_item: object = None  # token mode: cycles of each item (a DRAM stream: its piece, once)
     nbytes: float = 0.0  # bytes moved over each of the resources (transfers and DRAM streams)
 
 
@@ -104,6 +110,8 @@ class Engine:
     end: float = 0.0
     _rates: dict = field(default_factory=dict)
     timelines: dict = field(default_factory=lambda: defaultdict(Timeline))  # resource -> busy intervals
+    traffic: Traffic = field(default_factory=Traffic)  # MACs and bytes moved, for the step's energy
+    _now: "_PhaseRun | None" = field(default=None, init=False, repr=False)  # the layer-phase being run
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -115,11 +123,7 @@ class Engine:
         plan = _plan(schedule, phase, experts.shape[0])
         if not self.inputs:
             self.inputs = [0.0] * schedule.micro_batches
-        self._layer, self._phase, self._streaming = schedule.layer, phase, schedule.streaming
-        self._experts = experts
-        self._backward = phase == "backward"
-        self._plan_now = plan
-        self._compute_end: dict[int, float] = {}
+        self._now = _PhaseRun(schedule.layer, phase, schedule.streaming, phase == "backward", experts, plan)
         cmds, deps, children, execute = plan.cmds, plan.deps, plan.children, self._executors
         n = len(cmds)
         done = [0.0] * n
@@ -131,11 +135,11 @@ class Engine:
         while heap:
             ready, i = heapq.heappop(heap)
             cmd = cmds[i]
-            end = done[i] = execute[plan.kind[i]](cmd, ready)
+            end = done[i] = execute.get(type(cmd), _sync)(cmd, ready)
             finished += 1
             if self.record:
                 self.command_times[cmd.id] = (ready, end)
-            if plan.kind[i] == _RETURN:
+            if plan.returns[i]:
                 if cmd.micro_batch < 0:
                     outputs = [end] * len(outputs)
                 else:
@@ -145,7 +149,7 @@ class Engine:
                 if not waiting[child]:
                     heapq.heappush(heap, (self._ready(plan, child, max([done[d] for d in deps[child]])), child))
         if finished != n:
-            raise ConfigError(f"schedule layer {schedule.layer} {phase}: {n - finished} commands never became ready "
+            raise ScheduleError(f"schedule layer {schedule.layer} {phase}: {n - finished} commands never became ready "
                               f"(validate the schedule)")
         slot_free = self.slot_free
         for i, key in plan.slot_users:
@@ -166,16 +170,25 @@ class Engine:
         return ready
 
     @cached_property
-    def _executors(self) -> list:
-        """Command handlers indexed by the plan's kind codes."""
-        return [self._load, self._write_back, self._save, self._attention, self._dispatch, _sync, _sync]
+    def _executors(self) -> dict:
+        """Command handlers by command type; the others (waits, barriers, returns) only synchronise."""
+        return {Load: self._load, WriteBack: self._write_back, SaveActivations: self._save,
+                Attention: self._attention, Dispatch: self._dispatch}
 
     # -- commands --------------------------------------------------------------------------------------------
     def _load(self, cmd: Load, ready: float) -> float:
-        return self._dram_stream(ready, cmd.group, self.network.weight_path(cmd.chiplet), self._weight_bytes())
+        return self._weight_stream(ready, cmd.group, self.network.weight_path(cmd.chiplet))
 
     def _write_back(self, cmd: WriteBack, ready: float) -> float:
-        return self._dram_stream(ready, cmd.group, self.network.write_path(cmd.chiplet), self._weight_bytes())
+        return self._weight_stream(ready, cmd.group, self.network.write_path(cmd.chiplet))
+
+    def _weight_stream(self, ready: float, group: int, path: tuple) -> float:
+        """An expert's weights to or from the group's DRAM, or from the slow tier for layers beyond the
+        DRAM's capacity (``timing.hbm_expert_layers``)."""
+        t = self.timing
+        if t.hbm_expert_layers is not None and self._now.layer >= t.hbm_expert_layers:
+            return self._dram_stream(ready, group, path, self._weight_bytes(), tier="ssd")
+        return self._dram_stream(ready, group, path, self._weight_bytes())
 
     def _weight_bytes(self) -> float:
         return self.workload.expert_weight_elements * self.timing.weight_bytes
@@ -191,63 +204,71 @@ class Engine:
                 best, when = key, free
         return best
 
-    def _path_rate(self, path: tuple, dram: bool = False) -> float:
-        key = (path, dram)
+    def _path_rate(self, path: tuple, dram: bool = False, tier: str = "dram") -> float:
+        key = (path, dram, tier)
         rate = self._rates.get(key)
         if rate is None:
             rates = [self.network.link_rate(link) for link in path]
-            rate = self._rates[key] = min(rates + [self.timing.channel_bytes_per_cycle] if dram else rates)
+            if dram:
+                t = self.timing
+                rates.append(t.channel_bytes_per_cycle if tier == "dram" else t.overflow_bytes_per_cycle)
+            rate = self._rates[key] = min(rates)
         return rate
 
-    def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights") -> float:
+    def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights",
+                     tier: str = "dram") -> float:
+        """A stream between ``path``'s chiplet and the group's DRAM channel (``tier="dram"``) or its slow-tier
+        device (``"ssd"``: one channel, ``overflow_bytes_per_cycle``)."""
         t = self.timing
-        rate = self._path_rate(path, dram=True)
+        rate = self._path_rate(path, dram=True, tier=tier)
         latency = t.dram_latency_cycles + len(path) * t.hop_cycles
-        resources = (self._channel(group),) + path
+        resources = ((self._channel(group) if tier == "dram" else ("ssd", group)),) + path
         # A stream is a train of bursts: each takes the next common gap, so streams and packets interleave
         # on shared links. The per-token mode cuts it into up to 64 pieces, the aggregated mode into 8.
         pieces = _STREAM_PIECES[self.mode]
         chunks = max(1, min(pieces, math.ceil(nbytes / (t.flit_bytes * t.burst_flits))))
-        stage = _Stage(resources, nbytes / rate, chunks, latency, category, np.full(chunks, nbytes / rate / chunks),
+        stage = _Stage(resources, nbytes / rate, chunks, latency, category, (nbytes / rate / chunks,),
                        nbytes)
         return self._stream(ready, stage)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
-        start = max(ready, self._compute_end.get(cmd.dispatch, ready)) if self._streaming else ready
-        disp = self._plan_now.dispatches[cmd.dispatch]
+        now = self._now
+        start = max(ready, now.compute_end.get(cmd.dispatch, ready)) if now.streaming else ready
+        disp = now.plan.dispatches[cmd.dispatch]
         nbytes = disp.pairs * self.workload.saved_elements_per_pair * self.timing.act_bytes
         group = disp.group
         return self._dram_stream(start, group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
 
     def _attention(self, cmd: Attention, ready: float) -> float:
-        w, t = self.workload, self.timing
+        w, t, now = self.workload, self.timing, self._now
         if not w.attention_params:
             return ready
         nbytes = cmd.tokens * w.root_saved_elements_per_token * t.act_bytes
-        if cmd.id == self._plan_now.first_attention:
+        if cmd.id == now.plan.first_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
-        if self._backward and cmd.id == self._plan_now.last_attention:
+        if now.backward and cmd.id == now.plan.last_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
+        self.traffic.macs += cmd.tokens * w.root_macs_per_token(now.backward)
         stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
                          t.dram_latency_cycles, "weights", nbytes=nbytes),
-                  _Stage((("root",),), cmd.tokens * w.root_macs_per_token(self._backward) / t.root_macs_per_cycle,
-                         cmd.tokens, 0.0, "attention")]
-        return self._pipeline(ready, stages, bulk=not self._streaming)
+                  _Stage((("root",),), t.attention_cycles(cmd.tokens, w, now.backward), cmd.tokens, 0.0,
+                         "attention")]
+        return self._pipeline(ready, stages, bulk=not now.streaming)[-1]
 
     def _dispatch(self, d: Dispatch, ready: float) -> float:
-        w, t, net = self.workload, self.timing, self.network
+        w, t, net, now = self.workload, self.timing, self.network, self._now
         chiplet = d.chiplets[0]
         tokens = len(d.tokens)
         if self.mode == "token":
-            hits = np.isin(self._experts[d.tokens], np.asarray(d.experts)).sum(axis=1).astype(float)
+            hits = np.isin(now.experts[d.tokens], np.asarray(d.experts)).sum(axis=1).astype(float)
         else:
             hits = None
         replicas_i = hits if d.per_expert else None
-        down_bytes = t.packet_bytes(w.dispatch_elements(self._backward) * t.act_bytes)
+        down_bytes = t.packet_bytes(w.dispatch_elements(now.backward) * t.act_bytes)
         partial_bytes = t.packet_bytes(w.d_model * t.partial_bytes)
         down_path = net.dispatch_path(chiplet)
         stages = [self._transfer(down_path, d.replicas, down_bytes, replicas_i, tokens)]
-        if self._backward:
+        if now.backward:
             restore = d.pairs * w.saved_elements_per_pair * t.act_bytes
             path = net.weight_path(chiplet)
             rate = self._path_rate(path, dram=True)
@@ -255,16 +276,19 @@ class Engine:
                                  t.dram_latency_cycles, "saving",
                                  None if hits is None else hits * w.saved_elements_per_pair * t.act_bytes / rate,
                                  restore))
-        macs_per_pair = w.expert_macs_per_pair(self._backward)
-        compute = t.chiplet_cycles(d.pairs, tokens, len(d.experts), macs_per_pair, self._weight_bytes())
+        expert_tokens = self._expert_tokens(d) if t.expert_arrays is not None else d.experts
+        compute = t.dispatch_cycles(expert_tokens, d.pairs, tokens, w, now.backward)
+        self.traffic.macs += d.pairs * w.expert_macs_per_pair(now.backward)
+        self.traffic.sram_bytes += len(d.experts) * self._weight_bytes()
         per_token = None
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
             per_token = hits * share + t.token_overhead_cycles
+        compute_stage = len(stages)
         stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
         partials = d.pairs if d.per_expert else tokens
         if net.reduces and d.reduce:
-            share = self._plan_now.share.get(d.id, 1.0)
+            share = now.plan.share.get(d.id, 1.0)
             stages.append(self._transfer(net.leaf_up(chiplet), partials, partial_bytes, None, tokens))
             red = partials * w.d_model * t.partial_bytes / t.reduce_bytes_per_cycle
             stages.append(_Stage((("reduce", d.group),), red, tokens, 0.0, "dispatch",
@@ -274,9 +298,18 @@ class Engine:
         else:
             stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens))
         run = self._pipeline_tokens if self.mode == "token" else self._pipeline
-        end = run(ready, stages, d.bulk)
-        self._compute_end[d.id] = self._last_compute_end
-        return end
+        ends = run(ready, stages, d.bulk)
+        now.compute_end[d.id] = ends[compute_stage]  # SaveActivations of this dispatch starts here
+        return ends[-1]
+
+    def _expert_tokens(self, d: Dispatch) -> np.ndarray:
+        """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens). Cached in
+        the plan: a schedule is always run on the routing it was built from."""
+        cache = self._now.plan.expert_tokens
+        if d.id not in cache:
+            counts = np.bincount(self._now.experts[d.tokens].ravel(), minlength=max(d.experts) + 1)
+            cache[d.id] = counts[list(d.experts)].tolist()
+        return cache[d.id]
 
     def _transfer(self, path: tuple, packets: float, packet_bytes: float, per_token_packets, tokens: int) -> _Stage:
         """A transfer of ``packets`` packets over ``path``; in token mode each token sends its own count."""
@@ -290,11 +323,13 @@ class Engine:
                       "dispatch", per_item, packets * packet_bytes)
 
     # -- stage chains ----------------------------------------------------------------------------------------
-    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
+    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:
+        """The stages as one block each with the pipeline recurrence; returns each stage's end."""
         timelines = self.timelines
         prev_start = prev_end = ready
         prev_item = 0.0
         first = True
+        ends = []
         for st in stages:
             item = st.total / st.items if st.items > 1 else st.total
             earliest = ready if first else prev_end if bulk else prev_start + prev_item
@@ -306,7 +341,8 @@ class Engine:
                 end = max(start + st.total, prev_end + item) + st.latency
             self._reserve(st, start, end, st.total + st.latency)
             prev_start, prev_end, prev_item = start, end, item + st.latency
-        return prev_end
+            ends.append(end)
+        return ends
 
     def _stream(self, ready: float, st: _Stage) -> float:
         """A DRAM stream's pieces, each at the earliest common gap after the previous one."""
@@ -324,10 +360,12 @@ class Engine:
         self._reserve(st, first if first is not None else ready, t + st.latency, st.total)
         return t + st.latency
 
-    def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> float:
-        """Every token through every stage; each takes the earliest common gap of its stage's resources."""
+    def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:
+        """Every token through every stage; each takes the earliest common gap of its stage's resources.
+        Returns each stage's end (its last token's)."""
         n = len(stages[-1].per_item) if stages[-1].per_item is not None else stages[0].items
         arrive = [ready] * n
+        ends = []
         for st in stages:
             timelines = [self.timelines[r] for r in st.resources]
             d = st.per_item if st.per_item is not None else np.full(n, st.total / max(n, 1))
@@ -339,8 +377,9 @@ class Engine:
                     tl.occupy(start, start + float(d[i]))
                 first = start if first is None else first
                 arrive[i] = start + float(d[i]) + st.latency
-            self._reserve(st, first if first is not None else ready, max(arrive, default=ready), float(d.sum()))
-        return max(arrive, default=ready)
+            ends.append(max(arrive, default=ready))
+            self._reserve(st, first if first is not None else ready, ends[-1], float(d.sum()))
+        return ends
 
     def _reserve(self, st: _Stage, start: float, end: float, work: float) -> None:
         """Hold the stage's resources for its ``work`` from ``start`` (work-conserving: when upstream
@@ -348,11 +387,12 @@ class Engine:
         if st.per_item is None:  # per-token stages occupied their gaps token by token
             for r in st.resources:
                 self.timelines[r].occupy(start, start + work)
-        if st.category == "expert":
-            self._last_compute_end = end  # SaveActivations of this dispatch starts here
+        if st.nbytes:
+            for r in st.resources:
+                self.traffic.add_moved(r, st.nbytes)
         if self.record:
             for r in st.resources:
-                self.records.append(Record(st.category, r, start, start + work, self._layer, self._phase,
+                self.records.append(Record(st.category, r, start, start + work, self._now.layer, self._now.phase,
                                            st.nbytes))
 
 
@@ -361,8 +401,17 @@ def _sync(cmd, ready: float) -> float:
     return ready
 
 
-_LOAD, _WRITE_BACK, _SAVE, _ATTENTION, _DISPATCH, _SYNC, _RETURN = range(7)
-_KIND = {Load: _LOAD, WriteBack: _WRITE_BACK, SaveActivations: _SAVE, Attention: _ATTENTION, Dispatch: _DISPATCH}
+@dataclass
+class _PhaseRun:
+    """What the commands of the layer-phase being run share (set by :meth:`Engine.run`)."""
+
+    layer: int
+    phase: str
+    streaming: bool
+    backward: bool
+    experts: np.ndarray           # the layer's [tokens, k] routing
+    plan: "_Plan"
+    compute_end: dict = field(default_factory=dict)  # dispatch id -> end of its compute stage
 
 
 @dataclass
@@ -372,7 +421,7 @@ class _Plan:
     cmds: list
     deps: list
     children: list
-    kind: list
+    returns: list     # the command is a Return
     mb: list          # micro-batch whose input the command waits for (-1: all), or None
     slot: list        # (chiplet, slot) a Load waits for, or None
     slot_users: list  # (command index, (chiplet, slot)) pairs: the command holds the slot until it ends
@@ -380,6 +429,7 @@ class _Plan:
     last_attention: int | None
     dispatches: dict
     share: dict       # reducing dispatch id -> its share of the reduced (token, group) results
+    expert_tokens: dict = field(default_factory=dict)  # dispatch id -> tokens per expert (filled by the engine)
 
 
 _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -400,7 +450,7 @@ def _build_plan(schedule: Schedule, phase: str, tokens: int) -> _Plan:
     for i, ds in enumerate(deps):
         for d in ds:
             children[d].append(i)
-    kind = [_RETURN if isinstance(c, Return) else _KIND.get(type(c), _SYNC) for c in cmds]
+    returns = [isinstance(c, Return) for c in cmds]
     mb = [getattr(c, "micro_batch", None) for c in cmds]
     for i, c in enumerate(cmds):
         if isinstance(c, Barrier) and not c.deps:
@@ -412,7 +462,7 @@ def _build_plan(schedule: Schedule, phase: str, tokens: int) -> _Plan:
               for ch in c.chiplets for e in c.experts if (ch, e) in slot_of]
     attention = [c.id for c in cmds if isinstance(c, Attention)]
     dispatches = {c.id: c for c in cmds if isinstance(c, Dispatch)}
-    return _Plan(cmds, deps, children, kind, mb, slot, users, attention[0] if attention else None,
+    return _Plan(cmds, deps, children, returns, mb, slot, users, attention[0] if attention else None,
                  attention[-1] if attention else None, dispatches, _root_shares(list(dispatches.values()), tokens))
 
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["Param", "PerfParams", "load_params", "model_names"]
+__all__ = ["Param", "PerfParams", "load_params", "model_names", "params_for"]
 
 _PACKAGE = "mozart.model.perf"
 _SOURCES = ("paper:", "assumption:")
@@ -85,3 +85,20 @@ def load_params(model: str) -> PerfParams:
         raise ConfigError(f"perf params {model}.toml must name its wafer config (config = \"<preset>\")")
     merged = _params("hardware", _read("hardware")) | _params(model, data)
     return PerfParams(model, data["config"], merged)
+
+
+def _expert_shape(cfg) -> tuple[int, int, int]:
+    return cfg.moe.d_model, cfg.moe.d_ff, cfg.moe.shared_experts
+
+
+def params_for(cfg) -> PerfParams | None:
+    """The full-size parameters of the paper model ``cfg`` is, recognised by its content, never its name: the
+    expert shape (d_model, d_ff, shared experts) of the model's preset, which no two paper models share and
+    which a sweep's axes over layers, experts, top-k, sequences or hardware leave unchanged. None: ``cfg`` is no
+    paper model (it is timed from its own RTL fields, ``HardwareTiming.scaled``)."""
+    from ..config import load_config  # noqa: PLC0415 (the configs import nothing of perf)
+    for model in model_names():
+        params = load_params(model)
+        if _expert_shape(load_config(params.config)) == _expert_shape(cfg):
+            return params
+    return None

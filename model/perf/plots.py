@@ -30,11 +30,12 @@ COLOURS = {"attention": "#4c72b0", "expert": "#55a868", "dispatch": "#c44e52", "
 
 def _recorded_runs(model: str, seed: int, trace, changes: dict) -> dict:
     params, cfg, step = _trace(model, 256, seed, trace, changes, step=1)
-    e2c = placements_for(model, seed, trace, changes)
+    e2c, profile = placements_for(model, seed, trace, changes)
     timing, workload = HardwareTiming.full_size(params, cfg), Workload.full_size(params, cfg)
     runs = {}
     for variant in VARIANT_LABELS:
-        schedules = step_schedules(cfg, Placement(e2c[variant], cfg.chiplets_per_group), step, variant)
+        schedules = step_schedules(cfg, Placement(e2c[variant], cfg.chiplets_per_group), step, variant,
+                                   profile=profile)
         runs[variant] = simulate_step(schedules, step, timing, workload, cfg, record=True)
     return {"runs": runs, "timing": timing, "cfg": cfg}
 

@@ -69,7 +69,7 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     limits and takes each command when its own dependencies are met; the replay has no link contention beyond
     the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
     beat for the reasons the other leaves out. False: the engine alone."""
-    from ..schedule import Dispatch, Load, Schedule  # noqa: PLC0415
+    from ..schedule import Dispatch, Load  # noqa: PLC0415
     from .engine import Engine  # noqa: PLC0415
     from .inorder import in_order_cycles  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
@@ -79,9 +79,8 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     timing = rtl_timing(cfg)
     schedule = run.schedule
     if bulk is not None:
-        schedule = Schedule([replace(c, bulk=bulk) if isinstance(c, Dispatch) else c for c in schedule.commands],
-                            schedule.layer, schedule.variant, schedule.micro_batches, schedule.slots,
-                            schedule.chiplets_per_group, schedule.tokens)
+        schedule = replace(schedule, commands=[replace(c, bulk=bulk) if isinstance(c, Dispatch) else c
+                                               for c in schedule.commands])
     engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=in_order)
     engine.run(schedule, "forward", run.experts)
     if not in_order:

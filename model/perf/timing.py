@@ -45,6 +45,14 @@ attention_dram_bytes_per_cycle : float
     The attention chiplet's DRAM (0: no attention DRAM traffic).
 act_bytes, partial_bytes, weight_bytes : float
     Bytes of one activation, partial sum (or gradient) and weight.
+hbm_expert_layers : int or None
+    Layers whose expert weights fit a group's DRAM (:mod:`.capacity`); the later layers' loads and write-backs
+    stream from the slow tier at ``overflow_bytes_per_cycle`` on its own channel. None: everything fits.
+overflow_bytes_per_cycle : float
+    The slow (SSD) tier's bandwidth per group.
+expert_arrays, root_arrays : SystolicArrays or None
+    The systolic arrays of an expert chiplet and of the attention chiplet (:mod:`.systolic`); None (the
+    scaled RTL timing) keeps the MAC-rate formulas.
 
 Methods
 -------
@@ -52,6 +60,11 @@ chiplet_cycles(pairs, tokens, experts, macs_per_pair, expert_weight_bytes)
     The chiplet's cycles per dispatch (the cycles-per-token formula): ``max(pairs * macs_per_pair /
     chiplet_macs_per_cycle, experts * expert_weight_bytes / sram_bytes_per_cycle) + tokens *
     token_overhead_cycles``. A subclass may replace it with an RTL block's measured formula.
+dispatch_cycles(expert_tokens, pairs, tokens, workload, backward)
+    The engine's entry: with ``expert_arrays``, the experts' GEMMs on the systolic arrays (one expert after
+    another, PAPER.md) or the SRAM bound, whichever is longer; without, :meth:`chiplet_cycles`.
+attention_cycles(tokens, workload, backward)
+    The attention chiplet's compute for one micro-batch: its GEMMs on ``root_arrays``, or the MAC-rate formula.
 packet_bytes(payload_bytes)
     Link bytes of one packet (header flit + payload flits).
 """
@@ -60,8 +73,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import ConfigError
+from .capacity import hbm_layers
+from .systolic import SystolicArrays, attention_gemms, expert_gemms
 
 __all__ = ["HardwareTiming", "DRAM_KINDS"]
 
@@ -88,6 +104,10 @@ class HardwareTiming:
     act_bytes: float
     partial_bytes: float
     weight_bytes: float
+    expert_arrays: SystolicArrays | None = None
+    root_arrays: SystolicArrays | None = None
+    hbm_expert_layers: int | None = None
+    overflow_bytes_per_cycle: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("clock_hz", "link_bytes_per_cycle", "mesh_link_bytes_per_cycle", "reduce_bytes_per_cycle",
@@ -112,6 +132,24 @@ class HardwareTiming:
         sram = experts * expert_weight_bytes / self.sram_bytes_per_cycle
         return max(macs, sram) + tokens * self.token_overhead_cycles
 
+    def dispatch_cycles(self, expert_tokens, pairs: float, tokens: float, workload, backward: bool) -> float:
+        """Cycles of one dispatch of ``tokens`` tokens, ``pairs`` (token, expert) pairs, ``expert_tokens[i]``
+        of them for its ``i``-th expert (only read with systolic arrays)."""
+        weight_bytes = workload.expert_weight_elements * self.weight_bytes
+        if self.expert_arrays is None:
+            return self.chiplet_cycles(pairs, tokens, len(expert_tokens), workload.expert_macs_per_pair(backward),
+                                       weight_bytes)
+        systolic = sum(_expert_cycles(self.expert_arrays, int(t), workload.d_model, workload.d_ff,
+                                      workload.expert_matrices, backward) for t in expert_tokens)
+        sram = len(expert_tokens) * weight_bytes / self.sram_bytes_per_cycle
+        return max(systolic, sram) + tokens * self.token_overhead_cycles
+
+    def attention_cycles(self, tokens: int, workload, backward: bool) -> float:
+        """The attention chiplet's compute cycles for one micro-batch of ``tokens`` tokens."""
+        if self.root_arrays is None:
+            return tokens * workload.root_macs_per_token(backward) / self.root_macs_per_cycle
+        return _attention_cycles(self.root_arrays, tokens, workload, backward)
+
     @property
     def channel_bytes_per_cycle(self) -> float:
         return self.dram_bytes_per_cycle / self.dram_channels
@@ -121,9 +159,10 @@ class HardwareTiming:
 
     # -- constructors --------------------------------------------------------------------------------------
     @classmethod
-    def full_size(cls, params, cfg, dram: str = "hbm2") -> "HardwareTiming":
+    def full_size(cls, params, cfg, dram: str = "hbm2", reading: str = "per-layer") -> "HardwareTiming":
         """The paper's wafer: ``params`` is a :class:`PerfParams`, ``cfg`` its wafer config (the tree shape),
-        ``dram`` is ``"hbm2"`` or ``"ssd"``."""
+        ``dram`` is ``"hbm2"`` or ``"ssd"``; ``reading`` of the micro-batches sets how many saved activations
+        share the DRAM with the weights (:mod:`.capacity`)."""
         if dram not in DRAM_KINDS:
             raise ConfigError(f"dram must be one of {', '.join(DRAM_KINDS)}, not {dram!r}")
         p = params
@@ -137,6 +176,8 @@ class HardwareTiming:
         dram_gbps = p.hbm_gbps if dram == "hbm2" else p.ssd_gbps
         dram_rate = per_cycle(dram_gbps)
         macs = lambda tiles: tiles * p.arrays_per_tile * p.pes_per_array  # noqa: E731
+        capacity = hbm_layers(p, cfg, reading)
+        overflow = dram == "hbm2" and capacity.overflow_layers > 0  # an SSD tier holds everything
         return cls(
             clock_hz=clock, flit_bytes=p.link_wires // 8, burst_flits=cfg.hardware.max_burst_flits,
             link_bytes_per_cycle=link,
@@ -149,7 +190,11 @@ class HardwareTiming:
             # Concurrent streams: as many as one link can carry of the DRAM's bandwidth (HBM2: 4, SSD: 1).
             dram_channels=max(1, math.floor(dram_rate / link)),
             attention_dram_bytes_per_cycle=p.attention_stacks * dram_rate,
-            act_bytes=p.element_bytes, partial_bytes=p.element_bytes, weight_bytes=p.element_bytes)
+            act_bytes=p.element_bytes, partial_bytes=p.element_bytes, weight_bytes=p.element_bytes,
+            expert_arrays=SystolicArrays.square(p.pes_per_array, p.tiles_per_chiplet * p.arrays_per_tile),
+            root_arrays=SystolicArrays.square(p.pes_per_array, p.root_tiles * p.arrays_per_tile),
+            hbm_expert_layers=capacity.layers_in_hbm if overflow else None,
+            overflow_bytes_per_cycle=per_cycle(p.ssd_gbps) if overflow else 0.0)
 
     @classmethod
     def scaled(cls, cfg) -> "HardwareTiming":
@@ -166,6 +211,22 @@ class HardwareTiming:
             dram_bytes_per_cycle=dram.word_bits / 8, dram_latency_cycles=dram.t_rcd + dram.t_cl,
             dram_channels=1, attention_dram_bytes_per_cycle=dram.word_bits / 8,
             act_bytes=num.act_bits / 8, partial_bytes=num.partial_bits / 8, weight_bytes=num.weight_bits / 8)
+
+
+@lru_cache(maxsize=None)
+def _expert_cycles(arrays: SystolicArrays, tokens: int, d_model: int, d_ff: int, matrices: int,
+                   backward: bool) -> int:
+    return arrays.cycles(expert_gemms(tokens, d_model, d_ff, matrices, backward))
+
+
+@lru_cache(maxsize=None)
+def _attention_cycles(arrays: SystolicArrays, tokens: int, workload, backward: bool) -> int:
+    w = workload
+    if not w.attention_params:
+        return 0
+    other = w.root_weight_elements - w.attention_params  # router and shared experts
+    return arrays.cycles(attention_gemms(tokens, w.seq_len, w.d_model, w.q_dim, w.kv_dim, w.head_dim, other,
+                                         backward))
 
 
 def _mesh_links(rows: int, cols: int, root_links: int) -> int:

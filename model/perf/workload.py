@@ -37,15 +37,19 @@ class Workload:
     q_dim: int
     shared_params: int
     attention_saved_per_token: int
+    kv_dim: int = 0      # K (and V) projection width: grouped-query attention has fewer KV heads
+    head_dim: int = 0    # width of one attention head
 
     @classmethod
     def full_size(cls, params, cfg) -> "Workload":
         """The paper model of ``params`` (a :class:`PerfParams`) on ``cfg`` (its preset, maybe overridden)."""
         moe = cfg.moe
         shared = moe.shared_experts * params.expert_matrices * moe.d_model * params.shared_expert_d_ff
+        # The attention weights are Q and O (d x q_dim each) plus K and V (d x kv_dim each).
+        kv_dim = (params.attention_params - 2 * moe.d_model * params.q_dim) // (2 * moe.d_model)
         return cls(moe.d_model, moe.d_ff, moe.experts, moe.top_k, moe.layers, cfg.training.seq_len,
                    params.expert_matrices, params.attention_params, params.q_dim, shared,
-                   params.attention_saved_per_token)
+                   params.attention_saved_per_token, kv_dim, params.head_dim)
 
     @classmethod
     def scaled(cls, cfg) -> "Workload":

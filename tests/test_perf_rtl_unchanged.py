@@ -1,0 +1,76 @@
+"""Issue 19's hard constraint: the RTL-timed mode does not move.
+
+The expected numbers below are the pre-issue-19 values, computed with the code of commit af336b5 before any
+change of issue 19: ``predict_cycles`` of ``build_run(cfg, seed=1, variant=v)`` with the in-order replay and
+with the engine alone, a digest of the schedule ``build_run`` built (the RTL co-simulation's cycle counts
+depend on it), and the scaled and RTL timings' fields. New performance-model features (systolic compute,
+attention on the attention chiplet, the micro-batch reading, energy) apply to the full-size evaluation only.
+"""
+
+import dataclasses
+import hashlib
+
+import pytest
+
+from mozart.model.perf.rtl import in_order_timing, predict_cycles, rtl_timing
+from mozart.model.config import load_config
+from mozart.model.perf import HardwareTiming
+from mozart.model.wafer_run import build_run
+
+# (config, variant): (predict_cycles(run, bulk=False), predict_cycles(run, bulk=False, in_order=False),
+#                     sha256 of run.schedule.to_json(), first 16 hex digits). Pre-issue-19 values.
+PRE_ISSUE_19 = {
+    ("tiny", "baseline"): (10281.0, 10063.5, "2c6d88a29db979c7"),
+    ("tiny", "A"): (10242.0, 9452.25, "2ee87f7ad0b3f842"),
+    ("tiny", "B"): (10226.0, 9434.303125, "68491e7db58ee5bc"),
+    ("tiny", "C"): (11738.08064516129, 11738.08064516129, "8803fb27c926fd98"),
+    ("wafer4x4", "baseline"): (13982.25, 13982.25, "95aa2418d8415a0b"),
+    ("wafer4x4", "A"): (13876.0, 12460.75, "4849e04506a77284"),
+    ("wafer4x4", "B"): (13916.0, 12478.564366998578, "facd2f54f31c7363"),
+    ("wafer4x4", "C"): (13829.0, 12478.609375, "e2bd3f513270e963"),
+}
+
+# Pre-issue-19 fields of HardwareTiming.scaled, rtl_timing (scaled + its overrides) and in_order_timing.
+PRE_ISSUE_19_TIMING = {
+    "tiny": (
+        dict(clock_hz=1e9, flit_bytes=8, burst_flits=8, link_bytes_per_cycle=8, mesh_link_bytes_per_cycle=8.0,
+             hop_cycles=1.0, reduce_bytes_per_cycle=8, chiplet_macs_per_cycle=4, root_macs_per_cycle=4,
+             sram_bytes_per_cycle=4, token_overhead_cycles=1.0, dram_bytes_per_cycle=8.0, dram_latency_cycles=8,
+             dram_channels=1, attention_dram_bytes_per_cycle=8.0, act_bytes=1.0, partial_bytes=4.0,
+             weight_bytes=1.0),
+        dict(hop_cycles=2.0, reduce_bytes_per_cycle=6.4, token_overhead_cycles=0.0,
+             dram_bytes_per_cycle=7.111111111111111, dram_latency_cycles=9.0, cycles_per_expert=64),
+        dict(cycles_per_expert=64, token_slots=4, queue_flits=13, reduction_entries=4, queue_latency=2.0,
+             hop_cycles=2.0, chiplet_input_flits=3, chiplet_output_flits=5, loaded_cycles=5.0),
+    ),
+    "wafer4x4": (
+        dict(clock_hz=1e9, flit_bytes=8, burst_flits=16, link_bytes_per_cycle=8,
+             mesh_link_bytes_per_cycle=5.714285714285714, hop_cycles=1.0, reduce_bytes_per_cycle=8,
+             chiplet_macs_per_cycle=8, root_macs_per_cycle=8, sram_bytes_per_cycle=8, token_overhead_cycles=1.0,
+             dram_bytes_per_cycle=8.0, dram_latency_cycles=12, dram_channels=1, attention_dram_bytes_per_cycle=8.0,
+             act_bytes=1.0, partial_bytes=4.0, weight_bytes=1.0),
+        dict(hop_cycles=2.0, reduce_bytes_per_cycle=7.111111111111111, token_overhead_cycles=0.0,
+             dram_bytes_per_cycle=7.529411764705882, dram_latency_cycles=13.0, cycles_per_expert=128),
+        dict(cycles_per_expert=128, token_slots=4, queue_flits=25, reduction_entries=8, queue_latency=2.0,
+             hop_cycles=2.0, chiplet_input_flits=4, chiplet_output_flits=9, loaded_cycles=5.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("name,variant", list(PRE_ISSUE_19), ids=[f"{n}-{v}" for n, v in PRE_ISSUE_19])
+def test_predict_cycles_and_schedule_are_the_pre_issue_19_ones(name, variant):
+    in_order, engine, digest = PRE_ISSUE_19[name, variant]
+    run = build_run(load_config(name), seed=1, variant=variant)
+    assert hashlib.sha256(run.schedule.to_json().encode()).hexdigest()[:16] == digest
+    assert predict_cycles(run, bulk=False) == pytest.approx(in_order, rel=1e-12)
+    assert predict_cycles(run, bulk=False, in_order=False) == pytest.approx(engine, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(PRE_ISSUE_19_TIMING))
+def test_scaled_and_rtl_timings_are_the_pre_issue_19_ones(name):
+    cfg = load_config(name)
+    scaled, rtl_changes, in_order = PRE_ISSUE_19_TIMING[name]
+    assert {f: getattr(HardwareTiming.scaled(cfg), f) for f in scaled} == scaled
+    rtl = rtl_timing(cfg)
+    assert {f: getattr(rtl, f) for f in scaled | rtl_changes} == scaled | rtl_changes
+    assert dataclasses.asdict(in_order_timing(cfg)) == in_order
