@@ -12,7 +12,7 @@ Sections
 --------
 ``tree``      the NoP-Tree: ``groups`` switches under the root, ``chiplets_per_group`` expert chiplets each.
 ``moe``       the MoE layer: routed experts, top-k, d_model, d_ff, layers, shared experts.
-``training``  one training step: sequences, sequence length, micro-batches (PAPER.md: 32 x 256 in 4 of 8).
+``training``  one training step: sequences, sequence length, micro-batches (docs/paper.md: 32 x 256 in 4 of 8).
 ``numerics``  the fixed-point formats of the golden arithmetic (see ``mozart.model.golden``).
 ``hardware``  RTL parameters: flit width, buffer depths, tag width, MAC lanes, SRAM slots, reduction table.
 ``dram``      the per-group DRAM timing model: banks, rows, row size, data width, tRCD/tCL/tRP, refresh.

@@ -1,7 +1,7 @@
 """Placement metrics, computed exactly from a routing trace (or, for top-2, from a co-activation matrix).
 
 For one MoE layer, a placement maps expert ``e`` to chiplet ``c(e)`` and chiplet ``c`` to group
-``c // chiplets_per_group``. A token with top-k experts ``S`` is, with de-duplication (PAPER.md, "Efficient
+``c // chiplets_per_group``. A token with top-k experts ``S`` is, with de-duplication (docs/paper.md, "Efficient
 all-to-all"), sent once to every chiplet in ``c(S)``:
 
 ``C_T``                  mean over tokens of ``|c(S)|``, the replicas per token at dispatch. Without

@@ -3,7 +3,7 @@
 A :class:`Schedule` is what the root (attention) node executes for one layer of one training step. It is
 built by :func:`build_schedule` from a config, a placement and a trace, checked by
 :func:`mozart.model.schedule_validate.validate`, costed by :mod:`mozart.model.perf`, and later driven into the
-RTL root node (issue 7). Every command has an ``id``, explicit ``deps`` (ids that must complete first) and a
+RTL root node. Every command has an ``id``, explicit ``deps`` (ids that must complete first) and a
 ``phase`` (``"forward"`` or ``"backward"``); dependencies never cross phases.
 
 Command kinds and their protocol mapping (:class:`mozart.model.protocol.PacketKind`)
@@ -45,12 +45,12 @@ experts of two rounds on one chiplet is dispatched once per round, because a par
 before its slot can be reloaded.
 
 Per group, loads go out round by round, and inside a round cluster by cluster, heaviest cluster first
-(PAPER.md, "heavier clusters load first"); inside a cluster, heaviest expert first. "Heaviest" is by the
+(docs/paper.md, "heavier clusters load first"); inside a cluster, heaviest expert first. "Heaviest" is by the
 activation counts of a *profile*: the routing the placement was built from (the paper profiles once, then
 trains), since a step's own routing is not known before its loads go out. Without a profile the step's own
 trace is used (``wafer_run.build_run`` places on the same trace it runs, so there the two are equal).
 
-Variants (PAPER.md, Table 4)
+Variants (docs/paper.md, Table 4)
 ----------------------------
 ``baseline``  bulk phases with barriers: all attention, then per round all loads, then one bulk dispatch per
               (chiplet, round) of all tokens, one replica per selected expert, no in-network reduction,

@@ -1,6 +1,6 @@
 """Routing statistics of a trace: activation frequency ``V`` and co-activation ``C`` / ``P`` per layer.
 
-Definitions (PAPER.md, "Profiling prior"), for one MoE layer of a :class:`~mozart.model.trace.Trace`:
+Definitions (docs/paper.md, "Profiling prior"), for one MoE layer of a :class:`~mozart.model.trace.Trace`:
 
 ``activation_counts``      ``n_i`` = number of tokens whose top-k contains expert ``i``.
 ``activation_frequency``   ``V_i = n_i / sum_j n_j`` (sums to 1; ``sum_j n_j = tokens * k``).
@@ -110,7 +110,7 @@ def coactivation_counts(trace: Trace, layer: int, chunk_tokens: int = 65536) -> 
 
 
 def coactivation_probability(counts: np.ndarray) -> np.ndarray:
-    """``P = C / max_{i != j} C_ij`` (PAPER.md); all zeros when no pair was ever co-activated (top-1).
+    """``P = C / max_{i != j} C_ij`` (docs/paper.md); all zeros when no pair was ever co-activated (top-1).
 
     Parameters
     ----------

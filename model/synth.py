@@ -3,7 +3,7 @@
 The model
 ---------
 Each layer is a router whose logits for a token are a per-layer expert *popularity*, plus a *topic* bias,
-plus noise; routing is then exactly PAPER.md's ``R(x) = topk(softmax(g(x)), k)``:
+plus noise; routing is then exactly docs/paper.md's ``R(x) = topk(softmax(g(x)), k)``:
 
     g_i(x) = log p_i + log(beta) * [group(i) == topic(x)] + G_i,    G_i ~ Gumbel(0, 1) i.i.d.
 
@@ -98,7 +98,7 @@ class SynthSpec:
                           groups_of=self.groups_of, drift=0.0 if uniform else self.drift, progress=progress)
 
 
-#: The paper's three model shapes (PAPER.md, "Evaluation"), grouped by the experts per chiplet of the
+#: The paper's three model shapes (docs/paper.md, "Evaluation"), grouped by the experts per chiplet of the
 #: paper's 16-chiplet tree.
 SYNTH_PRESETS: dict[str, SynthSpec] = {
     "qwen3-30b-a3b": SynthSpec(num_experts=128, top_k=8, layers=48, groups_of=8),

@@ -38,7 +38,7 @@ Raw router logits (``.npy``, or ``.npz`` without ``schema_version``)
 --------------------------------------------------------------------
 Float arrays ``g(x)`` of shape ``[tokens, experts]`` per layer: a ``.npy`` of ``[T, E]`` (one layer) or
 ``[L, T, E]``; or an ``.npz`` holding ``logits`` (``[T, E]`` or ``[L, T, E]``) or one ``layer_<n>`` entry per
-layer (``n`` = the model's layer number), plus optionally ``top_k``. Routing is PAPER.md's
+layer (``n`` = the model's layer number), plus optionally ``top_k``. Routing is docs/paper.md's
 ``R(x) = topk(softmax(g(x)), k)`` (:func:`route_logits`): the k largest logits (ties to the lower expert id),
 gates = their softmax probabilities over *all* experts. By default gates are **not** renormalised over the
 top-k (they sum to less than 1, exactly as the formula reads); ``renormalize=True`` divides them by their
@@ -380,7 +380,7 @@ def read_jsonl(path: str | Path, *, num_experts: int | None = None, progress: Pr
 
 # ------------------------------------------------------------------------------------------------ logits
 def route_logits(logits: np.ndarray, top_k: int, *, renormalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """PAPER.md's routing ``R(x) = topk(softmax(g(x)), k)`` of router logits ``[tokens, experts]``.
+    """docs/paper.md's routing ``R(x) = topk(softmax(g(x)), k)`` of router logits ``[tokens, experts]``.
 
     Returns
     -------

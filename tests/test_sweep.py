@@ -333,7 +333,7 @@ def test_real_rows_hold_every_input_and_output(real):
                    "step_cycles", "c_t", "replicas_per_token", "tokens", "chiplets"):
         assert all(r[column] is not None for r in rows), column
     assert {r["tokens"] for r in rows} == {128, 256}
-    # Baseline and A send one replica per expert: the schedule's C_T is k exactly (issue 3, acceptance 1).
+    # Baseline and A send one replica per expert: the schedule's C_T is k exactly.
     assert all(r["replicas_per_token"] == (4 if r["config"] == "wafer4x4" else 8)
                for r in rows if r["variant"] in ("baseline", "A"))
     for r in rows:  # the breakdown's exposed times and idle add up to the step time

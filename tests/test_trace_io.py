@@ -1,4 +1,4 @@
-"""Trace files: round trips, atomic writes, PAPER.md's routing of raw logits, and one named error per defect."""
+"""Trace files: round trips, atomic writes, docs/paper.md's routing of raw logits, and one named error per defect."""
 
 import json
 

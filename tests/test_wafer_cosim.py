@@ -3,7 +3,7 @@
 One Verilator build per config (module-scoped fixture). Every run is one MoE layer of 256 tokens with random
 idle cycles on the host input and random backpressure on the output; it checks bit-exact outputs in token
 order, the DISPATCH packets on every link against the model's counts, that everything drained, and that the
-cycle count is within ``MODEL_TOLERANCE`` of the performance model's (issue 7's target; cycle counts are
+cycle count is within ``MODEL_TOLERANCE`` of the performance model's (cycle counts are
 deterministic for a seed, so this checks the model's fidelity, not the machine's speed).
 """
 
@@ -39,7 +39,7 @@ def built_tiny():
     return _built("tiny")
 
 
-#: Largest accepted |RTL - model| / model cycles: issue 7's target for now (to shrink toward 2%).
+#: Largest accepted |RTL - model| / model cycles (docs/wafer.md, section 7, explains what is left).
 MODEL_TOLERANCE = 0.10
 
 

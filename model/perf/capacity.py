@@ -14,7 +14,7 @@ SSD streams the same bytes from it per step). The capacity in use:
   ``"per-layer"`` reading of the micro-batches, one micro-batch in ``"per-micro-batch"`` (its backward pass
   ends before the next micro-batch starts).
 
-Qwen3-30B-A3B's 58 GB of FP16 experts need 14.5 GB per group against the stack's 8 GB (PAPER.md: 8192 MB per
+Qwen3-30B-A3B's 58 GB of FP16 experts need 14.5 GB per group against the stack's 8 GB (docs/paper.md: 8192 MB per
 stack), so 22 of its 48 layers stream from the SSD tier. :class:`Capacity` keeps the numbers for the report.
 """
 

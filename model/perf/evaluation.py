@@ -39,13 +39,13 @@ __all__ = ["Cell", "PAPER_TABLE4", "PAPER_SEQ", "PAPER_SSD", "VARIANT_LABELS", "
 SEQ_LENS = (128, 256, 512)
 VARIANT_LABELS = {"baseline": "Baseline", "A": "A", "B": "B", "C": "C"}
 
-#: PAPER.md, Table 4: normalised step latency (A, B, C), C_T (A, B, C) and speedup of C.
+#: docs/paper.md, Table 4: normalised step latency (A, B, C), C_T (A, B, C) and speedup of C.
 PAPER_TABLE4 = {
     "qwen3-30b-a3b": {"latency": (0.73, 0.59, 0.52), "c_t": (8, 6.58, 5.77), "speedup": 1.92},
     "olmoe-1b-7b": {"latency": (0.63, 0.48, 0.422), "c_t": (8, 6.84, 5.63), "speedup": 2.37},
     "deepseek-moe-16b": {"latency": (0.67, 0.56, 0.46), "c_t": (6, 5.56, 4.32), "speedup": 2.17},
 }
-#: PAPER.md, sensitivity: Qwen3 Baseline step seconds and speedup of C per sequence length (256: the Baseline
+#: docs/paper.md, sensitivity: Qwen3 Baseline step seconds and speedup of C per sequence length (256: the Baseline
 #: seconds of the paper's HBM2/SSD figure, the speedup of Table 4).
 PAPER_SEQ = {128: (3.88, 1.47), 256: (4.87, 1.92), 512: (7.64, 2.34)}
 #: Models whose sensitivity studies (sequence length, SSD) are also run in the "per-micro-batch" reading: the

@@ -1,7 +1,7 @@
 """The performance model's full-size parameters: one TOML file per paper model plus a shared hardware file.
 
 Files live in ``mozart.model.perf``'s ``params/`` folder (``hardware.toml``, ``<model>.toml``). Every
-parameter is a table with a ``value`` and a ``source`` that starts with ``paper:`` (a number of PAPER.md) or
+parameter is a table with a ``value`` and a ``source`` that starts with ``paper:`` (a number of docs/paper.md) or
 ``assumption:`` (an open choice, with its reason). A model file names its wafer config
 (``config = "<preset>"``), from which the MoE shape comes; its parameters override the hardware file's.
 """

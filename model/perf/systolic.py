@@ -16,7 +16,7 @@ Contract
   as arrays, each array runs ``ceil(folds / arrays)`` folds one after another, every fold streaming all ``m``
   rows. With fewer folds than arrays, each fold is replicated on ``arrays // folds`` arrays that split the
   ``m`` rows between them (so a small weight matrix still uses the chiplet). Partial sums of the ``k`` folds
-  are added by the tile's adder tree (PAPER.md: "16 systolic arrays and an adder tree" per tile), pipelined,
+  are added by the tile's adder tree (docs/paper.md: "16 systolic arrays and an adder tree" per tile), pipelined,
   at no extra cycles.
 - **Few tokens.** Fill, skew and drain are paid per fold whatever ``m`` is, so an expert that gets few
   tokens of a micro-batch runs far below peak: the utilisation is ``m / fold_cycles(m)`` per fold.

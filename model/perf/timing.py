@@ -7,8 +7,8 @@ constructors fill it:
   (1 GHz; HBM2 or SSD).
 - :meth:`HardwareTiming.scaled`: a small config (``tiny``, ``wafer4x4``) from the RTL parameters of the config:
   one ``flit_bits`` flit per cycle per link, ``dram.word_bits`` per cycle from DRAM, ``mac_lanes`` MACs per
-  cycle, ``t_rcd + t_cl`` DRAM latency, the golden model's element widths. So issue 7 can compare RTL cycle
-  counts with the model on the same config.
+  cycle, ``t_rcd + t_cl`` DRAM latency, the golden model's element widths. So the wafer co-simulation can
+  compare RTL cycle counts with the model on the same config.
 
 RTL blocks document their latency and throughput as properties; plug them in with
 :func:`dataclasses.replace`, e.g. ``replace(timing, hop_cycles=switch.latency,
@@ -62,7 +62,7 @@ chiplet_cycles(pairs, tokens, experts, macs_per_pair, expert_weight_bytes)
     token_overhead_cycles``. A subclass may replace it with an RTL block's measured formula.
 dispatch_cycles(expert_tokens, pairs, tokens, workload, backward)
     The engine's entry: with ``expert_arrays``, the experts' GEMMs on the systolic arrays (one expert after
-    another, PAPER.md) or the SRAM bound, whichever is longer; without, :meth:`chiplet_cycles`.
+    another, docs/paper.md) or the SRAM bound, whichever is longer; without, :meth:`chiplet_cycles`.
 attention_cycles(tokens, workload, backward)
     The attention chiplet's compute for one micro-batch: its GEMMs on ``root_arrays``, or the MAC-rate formula.
 packet_bytes(payload_bytes)
