@@ -10,7 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model import golden
-from mozart.model.blocks.chiplet import DEFAULT_TOKEN_SLOTS, ChipletContract
+from mozart.model.blocks.chiplet import ChipletContract
 from mozart.model.protocol import Protocol, index_bits
 
 from .expert_engine import ExpertEngine
@@ -84,9 +84,8 @@ class ExpertChiplet(wiring.Component):
     cfg : WaferConfig
     group, index : int
         Where the chiplet sits: its node id is ``Topology.chiplet(group, index)``; its saved activations go
-        to ``memctrl(group)``.
-    token_slots : int
-        Entries of the activation buffer (tokens of the current micro-batch held at once), at least 1.
+        to ``memctrl(group)``. The activation buffer has ``hardware.token_slots`` entries (tokens of the current
+        micro-batch held at once).
 
     Members
     -------
@@ -113,14 +112,15 @@ class ExpertChiplet(wiring.Component):
     - weight loading uses its own SRAM write port: one flit per cycle, no compute stall.
     """
 
-    def __new__(cls, cfg, group: int = 0, index: int = 0, *, token_slots: int = DEFAULT_TOKEN_SLOTS):
-        ChipletContract(cfg, group, index, token_slots)   # rejects before a component exists
+    def __new__(cls, cfg, group: int = 0, index: int = 0):
+        ChipletContract(cfg, group, index)   # rejects before a component exists
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, cfg, group: int = 0, index: int = 0, *, token_slots: int = DEFAULT_TOKEN_SLOTS):
-        self.contract = ChipletContract(cfg, group, index, token_slots)
+    def __init__(self, cfg, group: int = 0, index: int = 0):
+        self.contract = ChipletContract(cfg, group, index)
         self._cfg, self._proto = cfg, Protocol(cfg)
-        self.group, self.index, self.token_slots, self.node = group, index, token_slots, self.contract.node
+        self.group, self.index, self.node = group, index, self.contract.node
+        self.token_slots = self.contract.token_slots
         super().__init__({"port_in": In(link_signature(cfg)), "port_out": Out(link_signature(cfg)),
                           "mac_active": Out(1)})
 
@@ -156,7 +156,6 @@ class ExpertChiplet(wiring.Component):
         tok_save = Array(Signal(name=f"tok{t}_save") for t in range(N))
         wr = Signal(range(N))       # entry being received
         gen = Signal(range(N))      # entry the job generator works on
-        free = Signal(range(N))     # oldest entry still in the engine
         n_tok = Signal(range(N + 1))   # entries committed and not yet released by the engine
         n_gen = Signal(range(N + 1))   # entries committed and not yet fully handed to the engine
 
@@ -248,7 +247,7 @@ class ExpertChiplet(wiring.Component):
         # ---- job generator: the head token's next selected expert, on the slot that holds it ----------------
         gen_done = Signal(E)
         remaining = tok_mask[gen] & ~gen_done
-        any_left, e_sel = _lowest([remaining[e] for e in range(E)])
+        _, e_sel = _lowest([remaining[e] for e in range(E)])
         hits = [slot_valid[s] & (slot_expert[s] == e_sel) for s in range(S)]
         resident, s_sel = _lowest(hits)
         none = tok_mask[gen] == 0
@@ -268,8 +267,6 @@ class ExpertChiplet(wiring.Component):
             with m.Else():
                 m.d.sync += gen_done.eq(gen_done | (Const(1, E) << e_sel)[:E])
         m.d.sync += n_gen.eq(n_gen + commit - gen_step)
-        with m.If(eng.done_token):
-            m.d.sync += free.eq(_next(free, N))
         m.d.sync += n_tok.eq(n_tok + commit - eng.done_token)
         for e in range(E):
             m.d.sync += pend[e].eq(pend[e] + (commit & mask_bits[e]) - (eng.done_expert & (eng.done_local == e)))

@@ -8,7 +8,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks.memctrl import MemoryControllerContract
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import COUNTER_BITS, MEM_ERROR_BITS, Protocol
 from mozart.model.topology import Topology
 
 from .dram import BackdoorSignature, DramModel, burst_bits
@@ -59,7 +59,7 @@ class MemoryController(wiring.Component):
         From the switch's memory port.
     port_out : Out(link_signature(cfg))
         To the switch's memory port.
-    errors : Out(16)
+    errors : Out(COUNTER_BITS)
         Bad requests so far (wraps).
     backdoor : In(BackdoorSignature(cfg))
         The DRAM's untimed storage port (preload of the weight image, readback in tests).
@@ -89,7 +89,7 @@ class MemoryController(wiring.Component):
         super().__init__({
             "port_in": In(link_signature(cfg)),
             "port_out": Out(link_signature(cfg)),
-            "errors": Out(16),
+            "errors": Out(COUNTER_BITS),
             "backdoor": In(BackdoorSignature(cfg)),
         })
 
@@ -120,7 +120,7 @@ class MemoryController(wiring.Component):
         hin = data.View(header_layout(cfg), self.port_in.payload.data)
         kind = hin.kind
         rd, wr, ld = hin.meta.mem_read, hin.meta.mem_write, hin.meta.load
-        code = Signal(2)  # a MemError value (the enum has no 0, so no Signal of it)
+        code = Signal(MEM_ERROR_BITS)  # a MemError value (the enum has no 0, so no Signal of it)
         bad = Signal()
         has_payload = ~self.port_in.payload.last
 

@@ -34,7 +34,7 @@ def _hw_enum(py_enum, shape: int):
 #: Packet kinds as an Amaranth enum (same names and values as the model's).
 PacketKind = _hw_enum(model_protocol.PacketKind, model_protocol.KIND_BITS)
 #: MEM_ERROR codes as an Amaranth enum.
-MemError = _hw_enum(model_protocol.MemError, 2)
+MemError = _hw_enum(model_protocol.MemError, model_protocol.MEM_ERROR_BITS)
 
 _ENUM_FIELDS = {"kind": PacketKind, "code": MemError}
 

@@ -7,9 +7,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.blocks.root import QUEUE_PACKETS, RootContract
+from mozart.model.blocks.root import RootContract
 from mozart.model.host import OP_BITS, HostOp
-from mozart.model.protocol import Protocol, index_bits
+from mozart.model.protocol import COUNTER_BITS, Protocol, index_bits
 
 from .link_fifo import LinkFifo
 from .packet_mux import PacketMux
@@ -43,7 +43,7 @@ class Root(wiring.Component):
       (``reduce=1``, per-chiplet route words with the chiplet's local expert mask and gates), without it one
       DISPATCH per selected expert (``reduce=0``, one chiplet, one mask bit: the Baseline). The packets to
       different groups are written in parallel, each group's one after the other, into a per-group queue of
-      ``queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is backed up
+      ``hardware.root_queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is backed up
       does not stop the others until its queue is full. Its tag is the token's combine
       entry (``token``); a first dispatch waits until that entry is free, so tags in flight are unique.
     - **Combine**: every COMBINE arriving from a switch is added element-wise into the token's entry, in
@@ -66,14 +66,14 @@ class Root(wiring.Component):
         From switch ``g``'s up port. Always ready: the root sinks everything (``docs/protocol.md``).
     busy : Out(1)
         A command, dispatch, result or output is outstanding.
-    errors : Out(16)
+    errors : Out(COUNTER_BITS)
         Packets the root did not expect (a kind other than COMBINE or LOADED) and unknown host ops.
 
     Parameters
     ----------
     cfg : WaferConfig
-    queue_packets : int
-        Depth of each group's output queue, in maximum-length DISPATCH packets (default 4).
+        Sizes everything; each group's output queue holds ``hardware.root_queue_packets`` maximum-length DISPATCH
+        packets.
 
     Latency and throughput
     ----------------------
@@ -85,9 +85,9 @@ class Root(wiring.Component):
     ``partial_flits`` cycles after its last result flit at the earliest.
     """
 
-    def __init__(self, cfg, *, queue_packets: int = QUEUE_PACKETS):
+    def __init__(self, cfg):
         self.cfg = cfg
-        self.contract = RootContract(cfg, queue_packets)
+        self.contract = RootContract(cfg)
         self.proto = Protocol(cfg)
         self.host = self.contract.host
         G = cfg.groups
@@ -97,7 +97,7 @@ class Root(wiring.Component):
             "down": Out(link_signature(cfg)).array(G),
             "up": In(link_signature(cfg)).array(G),
             "busy": Out(1),
-            "errors": Out(16),
+            "errors": Out(COUNTER_BITS),
         })
 
     # -- hardware ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.lfsr import COIN_BITS, STATE_BITS
+from mozart.model.protocol import CYCLE_BITS
 
 from .protocol import flit_layout, link_signature
 from .xorshift import XorshiftCoin
@@ -41,11 +42,11 @@ class StreamPlayer(wiring.Component):
     start : In(1)
         Level: high from the first cycle of playing on.
     idle_seed : In(STATE_BITS), idle_threshold : In(COIN_BITS)
-    now : In(32)
+    now : In(CYCLE_BITS)
         The harness's cycle counter, stamped into ``stamps`` when a frame's ``last`` flit is taken.
     sent : Out(range(depth + 1))
         Flits taken so far (the index of the flit on ``o``).
-    stamp_addr : In(range(depth)), stamp_data : Out(32)
+    stamp_addr : In(range(depth)), stamp_data : Out(CYCLE_BITS)
         Read backdoor (combinational) of the cycle at which frame ``stamp_addr`` was taken.
 
     Latency and throughput: one flit per cycle; ``valid`` does not depend combinationally on ``o.ready``.
@@ -58,14 +59,14 @@ class StreamPlayer(wiring.Component):
             "load_addr": In(range(depth)), "load_data": In(flit_layout(cfg)), "load_en": In(1),
             "length": In(range(depth + 1)), "start": In(1),
             "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
-            "now": In(32), "sent": Out(range(depth + 1)),
-            "stamp_addr": In(range(depth)), "stamp_data": Out(32),
+            "now": In(CYCLE_BITS), "sent": Out(range(depth + 1)),
+            "stamp_addr": In(range(depth)), "stamp_data": Out(CYCLE_BITS),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.flits = flits = Memory(shape=flit_layout(self._cfg), depth=self.depth, init=[])
-        m.submodules.stamps = stamps = Memory(shape=32, depth=self.depth, init=[])
+        m.submodules.stamps = stamps = Memory(shape=CYCLE_BITS, depth=self.depth, init=[])
         m.submodules.coin = coin = XorshiftCoin()
         m.d.comb += [coin.seed.eq(self.idle_seed), coin.threshold.eq(self.idle_threshold), coin.run.eq(self.start)]
 

@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.lfsr import COIN_BITS, STATE_BITS
+from mozart.model.protocol import CYCLE_BITS
 
 from .protocol import flit_layout, link_signature
 from .xorshift import XorshiftCoin
@@ -27,15 +28,15 @@ class StreamRecorder(wiring.Component):
     i : In(link_signature(cfg))
     start : In(1)
     backpressure_seed : In(STATE_BITS), backpressure_threshold : In(COIN_BITS)
-    now : In(32)
+    now : In(CYCLE_BITS)
         The harness's cycle counter, stamped when a frame's ``last`` flit is taken.
-    count : Out(32)
+    count : Out(CYCLE_BITS)
         Flits taken so far.
-    frames : Out(32)
+    frames : Out(CYCLE_BITS)
         Frames (``last`` flits) taken so far.
     read_addr : In(range(depth)), read_data : Out(flit_layout(cfg))
         Read backdoor (combinational) of the recorded flits.
-    stamp_addr : In(range(depth)), stamp_data : Out(32)
+    stamp_addr : In(range(depth)), stamp_data : Out(CYCLE_BITS)
         Read backdoor of the cycle at which frame ``stamp_addr`` ended.
 
     Latency and throughput: takes one flit per cycle while ready; ``ready`` does not depend on ``valid``.
@@ -46,15 +47,15 @@ class StreamRecorder(wiring.Component):
         super().__init__({
             "i": In(link_signature(cfg)), "start": In(1),
             "backpressure_seed": In(STATE_BITS), "backpressure_threshold": In(COIN_BITS),
-            "now": In(32), "count": Out(32), "frames": Out(32),
+            "now": In(CYCLE_BITS), "count": Out(CYCLE_BITS), "frames": Out(CYCLE_BITS),
             "read_addr": In(range(depth)), "read_data": Out(flit_layout(cfg)),
-            "stamp_addr": In(range(depth)), "stamp_data": Out(32),
+            "stamp_addr": In(range(depth)), "stamp_data": Out(CYCLE_BITS),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.flits = flits = Memory(shape=flit_layout(self._cfg), depth=self.depth, init=[])
-        m.submodules.stamps = stamps = Memory(shape=32, depth=self.depth, init=[])
+        m.submodules.stamps = stamps = Memory(shape=CYCLE_BITS, depth=self.depth, init=[])
         m.submodules.coin = coin = XorshiftCoin()
         m.d.comb += [coin.seed.eq(self.backpressure_seed), coin.threshold.eq(self.backpressure_threshold),
                      coin.run.eq(self.start)]

@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS, Protocol
 
 from .chiplet import ExpertChiplet
 from .dram import BackdoorSignature
@@ -16,9 +16,7 @@ from .protocol import PacketKind, header_layout, link_signature
 from .root import Root
 from .switch import Switch
 
-__all__ = ["Wafer", "COUNTER_BITS"]
-
-COUNTER_BITS = 16
+__all__ = ["Wafer"]
 
 
 class Wafer(wiring.Component):
@@ -34,13 +32,13 @@ class Wafer(wiring.Component):
         Group ``g``'s DRAM storage port (preload the weight image before traffic).
     busy : Out(1)
         The root has work outstanding.
-    errors : Out(16)
+    errors : Out(COUNTER_BITS)
         The root's unexpected packets plus every memory controller's bad requests.
     link_valid, link_ready : Out(L)
         ``valid`` and ``ready`` of every directed link, bit ``i`` = ``links[i]`` (``Topology.links`` order).
     dispatches : Out(COUNTER_BITS).array(L)
         DISPATCH packet heads that crossed each link so far (the replica counts, C_T, measured in hardware).
-    moved : Out(32)
+    moved : Out(CYCLE_BITS)
         Cycles in which some flit moved on some link (the watchdog's sign of life).
     """
 
@@ -66,11 +64,11 @@ class Wafer(wiring.Component):
             "host_out": Out(link_signature(cfg)),
             "backdoor": In(BackdoorSignature(cfg)).array(G),
             "busy": Out(1),
-            "errors": Out(16),
+            "errors": Out(COUNTER_BITS),
             "link_valid": Out(L),
             "link_ready": Out(L),
             "dispatches": Out(COUNTER_BITS).array(L),
-            "moved": Out(32),
+            "moved": Out(CYCLE_BITS),
         })
 
     def elaborate(self, platform):

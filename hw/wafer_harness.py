@@ -6,14 +6,15 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.harness import CYCLE_BITS, OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.harness import OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.lfsr import COIN_BITS, STATE_BITS
+from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS
 
 from .dram import BackdoorSignature
 from .protocol import flit_layout
 from .stream_player import StreamPlayer
 from .stream_recorder import StreamRecorder
-from .wafer import COUNTER_BITS, Wafer
+from .wafer import Wafer
 
 __all__ = ["WaferHarness"]
 
@@ -61,13 +62,13 @@ class WaferHarness(wiring.Component):
             "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
             "backpressure_seed": In(STATE_BITS), "backpressure_threshold": In(COIN_BITS),
             "program_sent": Out(range(PROGRAM_FLITS + 1)),
-            "output_flits": Out(32), "output_frames": Out(32),
+            "output_flits": Out(CYCLE_BITS), "output_frames": Out(CYCLE_BITS),
             "output_addr": In(range(OUTPUT_FLITS)), "output_data": Out(flit_layout(cfg)),
             "output_stamp_addr": In(range(OUTPUT_FLITS)), "output_stamp": Out(CYCLE_BITS),
             "command_stamp_addr": In(range(PROGRAM_FLITS)), "command_stamp": Out(CYCLE_BITS),
             "cycle": Out(CYCLE_BITS), "first_command_cycle": Out(CYCLE_BITS), "last_output_cycle": Out(CYCLE_BITS),
-            "busy": Out(1), "errors": Out(16), "link_valid": Out(L), "link_ready": Out(L),
-            "dispatches": Out(COUNTER_BITS).array(L), "moved": Out(32),
+            "busy": Out(1), "errors": Out(COUNTER_BITS), "link_valid": Out(L), "link_ready": Out(L),
+            "dispatches": Out(COUNTER_BITS).array(L), "moved": Out(CYCLE_BITS),
         })
 
     def elaborate(self, platform):

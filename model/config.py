@@ -186,12 +186,14 @@ class HardwareConfig(_Section):
     ``sram_slots``         expert weight slots of a chiplet's stacked SRAM (>= 2: load one while using one).
     ``reduction_entries``  tokens a switch can reduce at once (its reduction table).
     ``max_burst_flits``    payload flits of the longest memory or weight packet (a DRAM burst).
+    ``token_slots``        activation-buffer entries of an expert chiplet (tokens it holds at once).
+    ``root_queue_packets`` maximum-length dispatches the root's queue in front of each group's link holds.
     """
 
     SECTION = "hardware"
     BOUNDS = {"flit_bits": (16, 4096), "buffer_depth": (1, 4096), "tag_bits": (1, 24),
               "mac_lanes": (1, 4096), "sram_slots": (2, 256), "reduction_entries": (1, 4096),
-              "max_burst_flits": (1, 4096)}
+              "max_burst_flits": (1, 4096), "token_slots": (1, 4096), "root_queue_packets": (1, 4096)}
 
     flit_bits: int = 64
     buffer_depth: int = 4
@@ -200,6 +202,8 @@ class HardwareConfig(_Section):
     sram_slots: int = 2
     reduction_entries: int = 4
     max_burst_flits: int = 16
+    token_slots: int = 4
+    root_queue_packets: int = 4
 
     def _validate(self) -> None:
         if self.flit_bits % 8:

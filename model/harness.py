@@ -7,14 +7,12 @@ and counters stamp cycles. The testbench loads and reads them through backdoors 
 
 from __future__ import annotations
 
-__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "CYCLE_BITS", "IDLE_STREAM", "BACKPRESSURE_STREAM"]
+__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "IDLE_STREAM", "BACKPRESSURE_STREAM"]
 
 #: Host-program flits the player holds (a 1,024-token layer of the 4x4 wafer takes about 5,000; a deeper memory makes the Verilog conversion slow).
 PROGRAM_FLITS = 1 << 13
 #: Output flits the recorder holds.
 OUTPUT_FLITS = 1 << 13
-#: Width of the harness's cycle counter and stamps.
-CYCLE_BITS = 32
 #: Names of the two coins, for :func:`mozart.model.lfsr.seed_for`.
 IDLE_STREAM = "host idle"
 BACKPRESSURE_STREAM = "host backpressure"

@@ -40,11 +40,18 @@ from .errors import ConfigError, ProtocolError
 from .topology import Topology
 
 __all__ = [
-    "PacketKind", "MemError", "Field", "Flit", "Packet", "Protocol", "KIND_BITS", "check_fits",
+    "PacketKind", "MemError", "Field", "Flit", "Packet", "Protocol", "KIND_BITS", "MEM_ERROR_BITS", "COUNTER_BITS",
+    "CYCLE_BITS", "check_fits",
     "pack_fields", "unpack_fields", "pack_elements", "unpack_elements", "index_bits",
 ]
 
 KIND_BITS = 4
+#: Width of a MEM_ERROR packet's ``code`` (:class:`MemError`).
+MEM_ERROR_BITS = 2
+#: Width of the status counters every block reports (errors, DISPATCH heads per link); they wrap.
+COUNTER_BITS = 16
+#: Width of cycle counters (the wafer's sign of life, the harness's stamps).
+CYCLE_BITS = 32
 
 
 class PacketKind(enum.IntEnum):
@@ -235,7 +242,7 @@ class Protocol:
             PacketKind.MEM_WRITE: (addr, words, Field("ack", 1)),
             PacketKind.MEM_DATA: (addr, words),
             PacketKind.MEM_ACK: (addr, words),
-            PacketKind.MEM_ERROR: (Field("code", 2), addr),
+            PacketKind.MEM_ERROR: (Field("code", MEM_ERROR_BITS), addr),
             PacketKind.LOAD: (addr, Field("image_words", index_bits(self.image_words + 1)),
                               Field("chiplet", self.chiplet_bits), slot, expert),
             PacketKind.WEIGHT: (slot, expert, Field("offset", index_bits(self.image_words)), Field("final", 1)),

@@ -157,8 +157,8 @@ def test_bad_parameters_are_rejected():
     with pytest.raises(ConfigError, match=r"hardware.mac_lanes must divide hardware.flit_bits // numerics.weight_bits "
                                           r"\(8\) .* not 16"):
         ExpertChiplet(override(TINY, {"hardware.mac_lanes": 16, "moe.d_model": 16}))
-    with pytest.raises(ConfigError, match="ExpertChiplet token_slots must be a positive integer, not 0"):
-        ExpertChiplet(TINY, token_slots=0)
+    with pytest.raises(ConfigError, match="hardware.token_slots must be between 1 and 4096, not 0"):
+        ExpertChiplet(override(TINY, {"hardware.token_slots": 0}))
     with pytest.raises(ConfigError, match=r"ExpertChiplet group must be in 0..1, not 2"):
         ExpertChiplet(TINY, group=2)
     with pytest.raises(ConfigError, match=r"ExpertChiplet index must be in 0..1, not -1"):

@@ -13,7 +13,7 @@ from mozart.model.errors import ConfigError
 from mozart.model.perf import HardwareTiming, Workload, load_params, model_names, simulate_step, step_schedules
 from mozart.model.perf.evaluation import VARIANT_LABELS, run_sweep
 from mozart.model.perf.network import MeshNetwork, TreeNetwork
-from mozart.model.perf.report import Band, checks, lookup
+from mozart.model.perf.report import checks, lookup
 from mozart.model.placement import Placement
 from mozart.model.placers import place
 from mozart.model.synth import synthesize_for

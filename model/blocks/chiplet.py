@@ -10,10 +10,8 @@ from ..hardware_rules import lane_problems, raise_first
 from ..protocol import Protocol
 from ..topology import Topology
 
-__all__ = ["EngineGeometry", "ChipletContract", "DEFAULT_TOKEN_SLOTS"]
+__all__ = ["EngineGeometry", "ChipletContract"]
 
-#: Activation-buffer entries of a chiplet unless given.
-DEFAULT_TOKEN_SLOTS = 4
 
 
 class EngineGeometry:
@@ -71,24 +69,23 @@ class EngineGeometry:
 
 
 class ChipletContract:
-    """The chiplet at ``(group, index)`` with ``token_slots`` activation-buffer entries: its sizes and its latency
-    and throughput formulas (derived in :class:`mozart.hw.chiplet.ExpertChiplet`'s docstring).
+    """The chiplet at ``(group, index)``: its sizes (``token_slots`` activation-buffer entries, from
+    ``hardware.token_slots``) and its latency and throughput formulas (derived in
+    :class:`mozart.hw.chiplet.ExpertChiplet`'s docstring).
 
-    Raises :class:`ConfigError` for a place outside the tree, a bad ``token_slots``, lanes that do not divide the
-    matrices (:class:`EngineGeometry`), or a DRAM too small for the activation region.
+    Raises :class:`ConfigError` for a place outside the tree, lanes that do not divide the matrices
+    (:class:`EngineGeometry`), or a DRAM too small for the activation region.
     """
 
-    def __init__(self, cfg, group: int = 0, index: int = 0, token_slots: int = DEFAULT_TOKEN_SLOTS):
+    def __init__(self, cfg, group: int = 0, index: int = 0):
         if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < cfg.groups:
             raise ConfigError(f"ExpertChiplet group must be in 0..{cfg.groups - 1}, not {group!r}")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < cfg.chiplets_per_group:
             raise ConfigError(f"ExpertChiplet index must be in 0..{cfg.chiplets_per_group - 1}, not {index!r}")
-        if isinstance(token_slots, bool) or not isinstance(token_slots, int) or token_slots < 1:
-            raise ConfigError(f"ExpertChiplet token_slots must be a positive integer, not {token_slots!r}")
         self.geo = EngineGeometry(cfg)
         golden.check_activation_region(cfg)
         self.cfg = cfg
-        self.group, self.index, self.token_slots = group, index, token_slots
+        self.group, self.index, self.token_slots = group, index, cfg.hardware.token_slots
         self.node = Topology.of(cfg).chiplet(group, index)
         self._proto = Protocol(cfg)
 

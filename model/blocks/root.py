@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from ..host import HostInterface, HostOp
+from ..host import HostInterface
 from .link_fifo import LinkFifoContract
 
-__all__ = ["RootContract", "QUEUE_PACKETS"]
+__all__ = ["RootContract"]
 
-#: Maximum-length dispatches each group's output queue holds (a group whose switch is backed up stops the others
-#: only when its queue is full).
-QUEUE_PACKETS = 4
 
 
 class RootContract:
@@ -20,19 +17,15 @@ class RootContract:
     entries : int
         Combine entries (``2 ** hardware.tag_bits``): tokens in flight at once.
     queue : LinkFifoContract
-        Each group's output queue: ``queue_packets`` maximum-length dispatches plus one flit.
+        Each group's output queue: ``hardware.root_queue_packets`` maximum-length dispatches plus one flit (a group
+        whose switch is backed up stops the others only when its queue is full).
     """
 
-    def __init__(self, cfg, queue_packets: int = QUEUE_PACKETS):
+    def __init__(self, cfg):
         self.cfg = cfg
         self.host = HostInterface(cfg)
-        self.queue_packets = queue_packets
-        self.queue = LinkFifoContract(queue_packets * self.host.proto.max_dispatch_flits + 1)
+        self.queue = LinkFifoContract(cfg.hardware.root_queue_packets * self.host.proto.max_dispatch_flits + 1)
 
     @property
     def entries(self) -> int:
         return self.host.entries
-
-    def token_cycles(self, longest_group_flits: int) -> int:
-        """Cycles the command stream is busy with one TOKEN whose longest group sends that many flits."""
-        return self.host.flits(HostOp.TOKEN) + longest_group_flits + 1

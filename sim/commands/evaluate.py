@@ -80,7 +80,7 @@ def _evaluate(args) -> int:
         plots = _write_plots(args, models, trace, progress)
         print(json.dumps({"source": source, "cells": [dataclasses.asdict(c) for c in cells],
                           "checks": [dataclasses.asdict(c) for c in checks(cells)],
-                          "plots": [str(p) for p in plots]}, indent=1))
+                          "plots": [str(p) for p in plots]}, indent=1, default=_plain))
         progress("done")
         return 0
     print(f"Mozart performance model, {source}; parameters: model/perf/params/*.toml, docs/performance.md\n")
@@ -90,6 +90,13 @@ def _evaluate(args) -> int:
     _write_plots(args, models, trace, progress)
     progress("done")
     return 0
+
+
+def _plain(value):
+    """numpy scalars (the model's numbers) as plain JSON numbers and booleans."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"evaluate --json must write plain values, not {type(value).__name__}")
 
 
 def _write_plots(args, models, trace, progress) -> list[Path]:
