@@ -68,6 +68,7 @@ Serialisation: :meth:`Schedule.to_json` / :meth:`Schedule.from_json` (token arra
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
@@ -79,11 +80,43 @@ from .stats import activation_counts
 
 __all__ = [
     "Command", "Load", "WaitLoaded", "Attention", "Dispatch", "WaitCombined", "SaveActivations", "WriteBack",
-    "Barrier", "Return", "Schedule", "VARIANTS", "PHASES", "COMMAND_KINDS", "build_schedule",
+    "Barrier", "Return", "Schedule", "Variant", "VARIANTS", "PHASES", "COMMAND_KINDS", "build_schedule",
     "chiplet_load_order",
 ]
 
-VARIANTS = ("baseline", "A", "B", "C")
+class Variant(enum.StrEnum):
+    """The paper's configurations (Table 4; the module doc says how each is scheduled). A member compares and
+    hashes as its name, so ``Variant.C == "C"``; :meth:`parse` checks a name."""
+
+    BASELINE = "baseline"
+    A = "A"
+    B = "B"
+    C = "C"
+
+    @property
+    def streaming(self) -> bool:
+        """Loads and dispatches overlap compute (every variant but the Baseline's bulk phases)."""
+        return self is not Variant.BASELINE
+
+    @property
+    def dedup(self) -> bool:
+        """One replica per destination chiplet, reduced in the network (B and C)."""
+        return self in (Variant.B, Variant.C)
+
+    @property
+    def clustered(self) -> bool:
+        """Runs on the clustered placement (C)."""
+        return self is Variant.C
+
+    @classmethod
+    def parse(cls, value, what: str = "variant") -> "Variant":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ScheduleError(f"{what} must be one of {', '.join(cls)}, not {value!r}") from None
+
+
+VARIANTS = tuple(Variant)
 PHASES = ("forward", "backward")
 FORMAT = "mozart-schedule"
 VERSION = 1
@@ -241,7 +274,7 @@ class Schedule:
 
     commands: tuple[Command, ...]
     layer: int
-    variant: str
+    variant: Variant
     micro_batches: int
     slots: int
     chiplets_per_group: int
@@ -249,13 +282,12 @@ class Schedule:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "commands", tuple(self.commands))
-        if self.variant not in VARIANTS:
-            raise ScheduleError(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        object.__setattr__(self, "variant", Variant.parse(self.variant))
 
     @property
     def streaming(self) -> bool:
         """True unless Baseline: transfers of a command overlap its compute, DRAM overlaps compute."""
-        return self.variant != "baseline"
+        return self.variant.streaming
 
     def phase(self, phase: str) -> list[Command]:
         return [c for c in self.commands if c.phase == phase]
@@ -417,7 +449,7 @@ def _group_work(experts: np.ndarray, e2c: np.ndarray, layout: _Layout, micro_bat
     return work
 
 
-def build_schedule(cfg, placement, trace, layer: int, variant: str, *, slots: int | None = None,
+def build_schedule(cfg, placement, trace, layer: int, variant: Variant | str, *, slots: int | None = None,
                    micro_batches: int | None = None, profile=None) -> Schedule:
     """Build the forward and backward schedule of MoE ``layer``.
 
@@ -443,8 +475,7 @@ def build_schedule(cfg, placement, trace, layer: int, variant: str, *, slots: in
     -------
     Schedule
     """
-    if variant not in VARIANTS:
-        raise ScheduleError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    variant = Variant.parse(variant)
     slots = cfg.hardware.sram_slots if slots is None else slots
     micro_batches = cfg.training.micro_batches if micro_batches is None else micro_batches
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
@@ -466,7 +497,7 @@ def build_schedule(cfg, placement, trace, layer: int, variant: str, *, slots: in
     experts = trace.experts[layer]
     order_counts = counts if profile is None else activation_counts(profile, layer)
     layout = _layout(cfg, e2c, order_counts, slots, micro_batches, trace.tokens)
-    bulk = variant == "baseline"
+    bulk = not variant.streaming
     work = _group_work(experts, e2c, layout, None if bulk else micro_batches)
     b = _Builder()
     builder = _BulkBuilder if bulk else _StreamBuilder
@@ -481,8 +512,8 @@ class _PhaseBuilder:
                  micro_batches: int):
         self.b, self.cfg, self.layout, self.work = b, cfg, layout, work
         self.counts, self.variant, self.micro_batches = counts, variant, micro_batches
-        self.dedup = variant in ("B", "C")
-        self.mbs = [-1] if variant == "baseline" else list(range(micro_batches))
+        self.dedup = variant.dedup
+        self.mbs = list(range(micro_batches)) if variant.streaming else [-1]
 
     def mb_tokens(self, mb: int) -> int:
         bounds = self.layout.mb_bounds
@@ -508,7 +539,7 @@ class _PhaseBuilder:
         return self.b.add(Dispatch, deps, phase=phase, micro_batch=mb, group=c // self.cfg.chiplets_per_group,
                           chiplets=(c,), round=r, experts=self.work.experts[ident], tokens=self.work.tokens[ident],
                           pairs=self.work.pairs[ident], per_expert=not self.dedup, reduce=self.dedup,
-                          save=phase == "forward", bulk=self.variant == "baseline")
+                          save=phase == "forward", bulk=not self.variant.streaming)
 
 
 class _StreamBuilder(_PhaseBuilder):

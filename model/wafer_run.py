@@ -33,7 +33,7 @@ from . import golden
 from .errors import ConfigError, ScheduleError
 from .host import HostCommand, HostInterface, HostOp
 from .protocol import Protocol
-from .schedule import Dispatch, Load, Schedule, build_schedule
+from .schedule import Dispatch, Load, Schedule, Variant, build_schedule
 
 __all__ = ["WaferRun", "build_run", "default_placement", "FAULTS"]
 
@@ -44,7 +44,7 @@ FAULTS = ("none", "drop-load")
 
 def default_placement(variant: str) -> str:
     """The paper's placements: C runs on the clustered one, Baseline/A/B on the framework default."""
-    return "mozart" if variant == "C" else "contiguous"
+    return "mozart" if Variant.parse(variant).clustered else "contiguous"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mozart.model.cosim_options import WaferOptions
 from mozart.model.errors import MozartError
-from mozart.model.schedule import VARIANTS
+from mozart.model.schedule import VARIANTS, Variant
 
 __all__ = ["LayerResult", "validate", "run_layer", "compare", "format_layer", "format_compare", "check_probability"]
 
@@ -49,8 +49,7 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
     from mozart.model.trace_io import load_trace  # noqa: PLC0415
     from mozart.model.wafer_run import build_run  # noqa: PLC0415
 
-    if variant not in VARIANTS:
-        raise MozartError(f"--variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    Variant.parse(variant, "--variant")
     if placement is not None and placement not in method_names() and not placement.endswith(".json"):
         raise MozartError(f"--placement must be one of {', '.join(method_names())} or a placement file (.json, "
                           f"from 'mozart allocate'), not {placement!r}")

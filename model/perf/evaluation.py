@@ -26,6 +26,7 @@ import numpy as np
 from ..config import load_config, override
 from ..errors import ConfigError, TraceError
 from ..placement import Placement
+from ..schedule import Variant
 from ..trace import Trace
 from .energy import COMPONENTS, step_energy
 from .parameters import load_params, model_names
@@ -129,7 +130,7 @@ def _job(model: str, seq_len: int, reading: str, drams: tuple[str, ...], mesh: b
     cells = []
     for variant in VARIANT_LABELS:
         placement = Placement(e2c[variant], cfg.chiplets_per_group, variant)
-        c_t = placement_c_t(step, placement) if variant in ("B", "C") else float(cfg.moe.top_k)
+        c_t = placement_c_t(step, placement) if Variant(variant).dedup else float(cfg.moe.top_k)
         if reading == "per-layer":
             passes = [(step_schedules(cfg, placement, step, variant, profile=profile), step)]
         else:
