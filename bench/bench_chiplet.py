@@ -26,8 +26,8 @@ from mozart.model.blocks import ChipletContract, EngineGeometry
 from mozart.model import golden
 from mozart.model.config import load_config, override
 from mozart.sim.yosys import yosys_available, yosys_stat
-from mozart.tb.chiplet_pysim import run_pysim
-from mozart.tb.chiplet_ref import ChipletProgram
+from mozart.hw.pysim import run_pysim
+from mozart.model.chiplet_program import ChipletProgram
 
 TINY = load_config("tiny")
 

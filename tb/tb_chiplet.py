@@ -1,6 +1,6 @@
-"""cocotb testbench of :class:`mozart.hw.chiplet.ExpertChiplet` (design ``chiplet``) against the golden model.
+"""cocotb testbench of the expert chiplet (design ``chiplet``, ``hw/chiplet.py``) against the golden model.
 
-The chiplet under test is chiplet ``(0, 0)`` of the config. A :class:`~mozart.tb.chiplet_ref.ChipletProgram`
+The chiplet under test is chiplet ``(0, 0)`` of the config. A :class:`~mozart.model.chiplet_program.ChipletProgram`
 makes the input (WEIGHT loads interleaved with DISPATCH replicas, reloads that must wait for tokens inside,
 dispatches inside a load) and every packet the chiplet must send: COMBINE partials bit-exact with
 :func:`mozart.model.golden.chiplet_partial`, MEM_WRITEs of saved activations (this testbench stands in for the
@@ -18,7 +18,7 @@ from cocotb.triggers import ClockCycles
 from mozart.model.blocks import ChipletContract
 from mozart.model.protocol import PacketKind, Protocol
 
-from .chiplet_ref import ChipletProgram
+from mozart.model.chiplet_program import ChipletProgram
 from .env import clock_and_reset, env_int, rng, test_config, write_summary
 from .scoreboard import Scoreboard
 from .stream import PacketDriver, PacketMonitor

@@ -1,4 +1,4 @@
-"""cocotb testbench of :class:`mozart.hw.link_fifo.LinkFifo` (design ``fifo``): random packets in, same packets out.
+"""cocotb testbench of the link FIFO (design ``fifo``, ``hw/link_fifo.py``): random packets in, same packets out.
 
 Run it with ``mozart cosim fifo --config tiny`` or :func:`mozart.sim.cosim.run`; it reads the config and seed
 from the environment (:mod:`mozart.tb.env`). ``MOZART_PACKETS`` sets the random test's packet count.

@@ -1,4 +1,4 @@
-"""cocotb testbench of :class:`mozart.hw.switch.Switch` (design ``switch``, group 0) against its transaction model.
+"""cocotb testbench of the switch (design ``switch``, group 0, ``hw/switch.py``) against its transaction model.
 
 A :class:`PacketDriver` on every input and a :class:`PacketMonitor` on every output (seeded random idle and
 backpressure), :class:`~mozart.model.switch_model.SwitchModel` as the reference, an in-order-per-flow

@@ -77,7 +77,7 @@ class LinkActivity:
 
 
 class WaferBench:
-    """Drives the wafer through its harness (``mozart.hw.wafer_harness``): the host program and the DRAM images go in
+    """Drives the wafer through its harness (``hw/wafer_harness.py``): the host program and the DRAM images go in
     through backdoors, the player and recorder run with seeded idle and backpressure coins, and Python only wakes
     every ``POLL_CYCLES`` cycles (the watchdog) until every output is in; then it reads everything back and checks."""
 

@@ -14,8 +14,8 @@ from mozart.model import golden
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError
 from mozart.model.protocol import Packet, PacketKind, Protocol
-from mozart.tb.chiplet_pysim import run_pysim
-from mozart.tb.chiplet_ref import ChipletProgram, Expected
+from mozart.hw.pysim import run_pysim
+from mozart.model.chiplet_program import ChipletProgram, Expected
 from mozart.tb.scoreboard import Scoreboard
 
 TINY = load_config("tiny")

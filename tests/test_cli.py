@@ -66,7 +66,7 @@ def test_config_a_wafer_block_rejects_is_one_line_without_warnings(tmp_path):
                           "-o", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.startswith("mozart verilog: error: qwen3-30b-a3b: hardware.mac_lanes must divide")
-    assert out.stderr.count("\n") == 1 and "UnusedElaboratable" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "never used" not in out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 

@@ -1,5 +1,5 @@
 """Memory controller in amaranth.sim: reads, writes, weight loads and every bad request, against the reference
-model (``mozart.tb.tb_memctrl.MemoryReference``), with seeded random idle cycles and backpressure."""
+model (``mozart.model.memctrl_reference.MemoryReference``), with seeded random idle cycles and backpressure."""
 
 import random
 
@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from mozart.hw.memctrl import MemoryController
 from mozart.model.config import load_config, override
 from mozart.model.protocol import Flit, MemError, PacketKind, Protocol
-from mozart.tb.tb_memctrl import MemoryReference, RequestGenerator
+from mozart.model.memctrl_reference import MemoryReference, RequestGenerator
 
 TINY = load_config("tiny")
 CONFIGS = {

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mozart.model import golden
-from mozart.model.protocol import Packet, PacketKind, Protocol
+from . import golden
+from .protocol import Packet, PacketKind, Protocol
 
 __all__ = ["ChipletProgram", "Expected"]
 

@@ -1,4 +1,4 @@
-"""Run an :class:`~mozart.hw.chiplet.ExpertChiplet` in ``amaranth.sim`` on a :class:`ChipletProgram`.
+"""amaranth.sim helpers: run an :class:`~mozart.hw.chiplet.ExpertChiplet` on a :class:`ChipletProgram`.
 
 For the fast unit tests and the benchmarks (no Verilator build). One async testbench drives ``port_in`` with
 seeded random idle cycles, drives ``port_out.ready`` with seeded random backpressure, reassembles the output
@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from mozart.model.protocol import Flit, Packet, Protocol
 
-from .chiplet_ref import ChipletProgram
+from mozart.model.chiplet_program import ChipletProgram
 
 __all__ = ["PysimResult", "run_pysim"]
 
