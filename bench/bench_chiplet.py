@@ -98,7 +98,8 @@ def bench_synthesis() -> None:
         ffs = sum(v for k, v in xil.items() if re.fullmatch(r"FD[A-Z]*", k))
         lutram = sum(v for k, v in xil.items() if k.startswith("RAM"))
         bram = sum(v for k, v in xil.items() if k.startswith("RAMB"))
-        print(f"{name}: generic cells {generic.get('cells')} ($_DFF_* {sum(v for k, v in generic.items() if 'DFF' in k)}, "
+        print(f"{name}: generic cells {generic.get('cells')} ($_DFF_* "
+              f"{sum(v for k, v in generic.items() if 'DFF' in k)}, "
               f"$_AND_/$_OR_/$_XOR_/$_MUX_ {sum(generic.get(k, 0) for k in ('$_AND_', '$_OR_', '$_XOR_', '$_MUX_'))}); "
               f"xc7: LUT {luts}, FF {ffs}, DSP48E1 {xil.get('DSP48E1', 0)}, CARRY4 {xil.get('CARRY4', 0)}, "
               f"LUTRAM cells {lutram - bram}, RAMB {bram}  ({seconds:.0f} s)")

@@ -124,7 +124,8 @@ def main() -> None:
 
     print("2. Cycle-exactness of DramTiming against the RTL DramModel (amaranth.sim, 150 random bursts each):")
     for name, same, total in cycle_exactness():
-        print(f"   {name:12s} {same}/{total} accesses at the predicted cycle ({'exact' if same == total else 'DIFFERS'})")
+        print(f"   {name:12s} {same}/{total} accesses at the predicted cycle "
+              f"({'exact' if same == total else 'DIFFERS'})")
 
     if not args.no_cosim:
         print("3. Controller on Verilator, DRAM words per cycle / peak (no idle, no backpressure, data checked):")

@@ -52,9 +52,9 @@ def table_on_paper_shapes(tokens: int, layers: int | None) -> None:
         print(f"\n{name}: {cfg.moe.layers} layers, {cfg.moe.experts} experts top-{cfg.moe.top_k}, "
               f"statistics {stats_s:.2f} s")
         print(format_table(results))
-        print("held-out C_T: " + ", ".join(
-            f"{r.method} {np.mean([layer_c_t(held[l], r.placement.expert_to_chiplet[l]) for l in range(fit.layers)]):.3f}"
-            for r in results))
+        def held_out_c_t(p) -> float:
+            return float(np.mean([layer_c_t(held[layer], p.expert_to_chiplet[layer]) for layer in range(fit.layers)]))
+        print("held-out C_T: " + ", ".join(f"{r.method} {held_out_c_t(r.placement):.3f}" for r in results))
 
 
 def gaps_to_exact(instances: int, tokens: int) -> None:

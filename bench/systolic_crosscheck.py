@@ -1,6 +1,7 @@
 """The systolic compute model against SCALE-Sim on the expert GEMMs of the three paper models (prints a table).
 
-For each model, token count and phase, the sum over the expert's GEMMs (gate and up, down; backward: their input and weight gradients) of our chiplet cycles
+For each model, token count and phase, the sum over the expert's GEMMs (gate and up, down; backward: their input and
+weight gradients) of our chiplet cycles
 (``SystolicArrays.gemm_cycles`` on 64 tiles x 16 arrays of 16 x 16) and of SCALE-Sim's cycles for the busiest
 array's part of each GEMM, and the largest per-GEMM error. Needs the ``dev`` extra (``scalesim``).
 

@@ -313,7 +313,8 @@ class ExpertChiplet(wiring.Component):
                     m.next = "SAVE_HDR"
             with m.State("LOADED"):
                 m.d.comb += head(PacketKind.LOADED, topo.root, lp_tag[lp_cur])
-                m.d.comb += [pout.payload.last.eq(1), ohdr.meta.loaded.slot.eq(lp_cur), ohdr.meta.loaded.expert.eq(lp_expert[lp_cur])]
+                m.d.comb += [pout.payload.last.eq(1), ohdr.meta.loaded.slot.eq(lp_cur),
+                             ohdr.meta.loaded.expert.eq(lp_expert[lp_cur])]
                 with m.If(pout.ready):
                     m.d.sync += lp[lp_cur].eq(0)
                     m.next = "IDLE"

@@ -73,7 +73,8 @@ class ExpertEngine(wiring.Component):
     weights of one matrix row (one SRAM flit read; the image is row-major) meets ``L`` operands (token chunk
     from the activation buffer for W1, hidden chunk from registers for W2). Pipeline: S0 issue (SRAM
     addresses), S1 operands + ``L`` products, S2 adder tree + row accumulator (exact width, see
-    :attr:`mozart.model.blocks.EngineGeometry.acc_width`), S3 requantise and write: a hidden value (W1; ReLU or the ROM table) or
+    :attr:`mozart.model.blocks.EngineGeometry.acc_width`), S3 requantise and write: a hidden value (W1; ReLU or the
+    ROM table) or
     an output element, gated and added into the token's partial with saturation (W2). A job issues W1 rows
     ``0..d_ff-1`` then W2 rows ``0..d_model-1``; W2 chunks wait only for the hidden values they read. The next
     job is accepted in the cycle the last W2 chunk issues, so jobs run back to back.

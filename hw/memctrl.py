@@ -251,7 +251,8 @@ class MemoryController(wiring.Component):
                     with m.Switch(dout.op):
                         with m.Case(_Op.DATA):
                             m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_DATA), hout.src.eq(self.node), hout.length.eq(flits(dout.size)),
+                                hout.kind.eq(PacketKind.MEM_DATA), hout.src.eq(self.node),
+                                hout.length.eq(flits(dout.size)),
                                 hout.meta.mem_data.addr.eq(dout.addr), hout.meta.mem_data.words.eq(dout.size),
                                 self.port_out.valid.eq(dram.rdata.valid), self.port_out.payload.first.eq(1),
                             ]

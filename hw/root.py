@@ -43,7 +43,8 @@ class Root(wiring.Component):
       (``reduce=1``, per-chiplet route words with the chiplet's local expert mask and gates), without it one
       DISPATCH per selected expert (``reduce=0``, one chiplet, one mask bit: the Baseline). The packets to
       different groups are written in parallel, each group's one after the other, into a per-group queue of
-      ``hardware.root_queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is backed up
+      ``hardware.root_queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is
+      backed up
       does not stop the others until its queue is full. Its tag is the token's combine
       entry (``token``); a first dispatch waits until that entry is free, so tags in flight are unique.
     - **Combine**: every COMBINE arriving from a switch is added element-wise into the token's entry, in

@@ -67,8 +67,7 @@ class StreamPlayer(wiring.Component):
         m = Module()
         m.submodules.flits = flits = Memory(shape=flit_layout(self._cfg), depth=self.depth, init=[])
         m.submodules.stamps = stamps = Memory(shape=CYCLE_BITS, depth=self.depth, init=[])
-        m.submodules.coin = coin = XorshiftCoin()
-        m.d.comb += [coin.seed.eq(self.idle_seed), coin.threshold.eq(self.idle_threshold), coin.run.eq(self.start)]
+        coin = XorshiftCoin.driven(m, seed=self.idle_seed, threshold=self.idle_threshold, run=self.start)
 
         load = flits.write_port()
         m.d.comb += [load.addr.eq(self.load_addr), load.data.eq(self.load_data), load.en.eq(self.load_en)]

@@ -56,9 +56,8 @@ class StreamRecorder(wiring.Component):
         m = Module()
         m.submodules.flits = flits = Memory(shape=flit_layout(self._cfg), depth=self.depth, init=[])
         m.submodules.stamps = stamps = Memory(shape=CYCLE_BITS, depth=self.depth, init=[])
-        m.submodules.coin = coin = XorshiftCoin()
-        m.d.comb += [coin.seed.eq(self.backpressure_seed), coin.threshold.eq(self.backpressure_threshold),
-                     coin.run.eq(self.start)]
+        coin = XorshiftCoin.driven(m, seed=self.backpressure_seed, threshold=self.backpressure_threshold,
+                                   run=self.start)
 
         take = Signal()
         m.d.comb += [self.i.ready.eq(self.start & ~coin.heads), take.eq(self.i.valid & self.i.ready)]

@@ -34,6 +34,13 @@ class XorshiftCoin(wiring.Component):
     run: In(1)
     heads: Out(1)
 
+    @classmethod
+    def driven(cls, m, *, seed, threshold, run) -> "XorshiftCoin":
+        """A coin added to ``m`` as submodule ``coin``, its inputs driven from the given values."""
+        m.submodules.coin = coin = cls()
+        m.d.comb += [coin.seed.eq(seed), coin.threshold.eq(threshold), coin.run.eq(run)]
+        return coin
+
     def elaborate(self, platform):
         m = Module()
         state = Signal(STATE_BITS, init=1)

@@ -77,7 +77,8 @@ from .errors import ConfigError
 from .protocol import Packet, PacketKind, Protocol, pack_elements
 
 __all__ = [
-    "Formats", "formats", "saturate", "saturating_add", "reduce_partials", "rshift_round", "exact_acc_bits", "reduction_is_exact",
+    "Formats", "formats", "saturate", "saturating_add", "reduce_partials", "rshift_round", "exact_acc_bits",
+    "reduction_is_exact",
     "activation_table", "activate", "expert_hidden", "expert_ffn", "gate_products", "chiplet_partial",
     "moe_layer", "quantise", "dequantise", "moe_layer_float", "expert_image", "expert_image_flits",
     "hidden_flits", "activation_entry_words", "activation_addr", "activation_region_words", "save_packets",
@@ -375,7 +376,8 @@ def expert_image_flits(w1, w2, cfg) -> list[int]:
                          f"not {w1.shape} and {w2.shape}")
     _check_range("w1", w1, wb)
     _check_range("w2", w2, wb)
-    flits = pack_elements(w1.ravel(), wb, cfg.hardware.flit_bits) + pack_elements(w2.ravel(), wb, cfg.hardware.flit_bits)
+    flits = pack_elements(w1.ravel(), wb, cfg.hardware.flit_bits) + pack_elements(w2.ravel(), wb,
+                                                                                  cfg.hardware.flit_bits)
     assert len(flits) == Protocol(cfg).image_flits
     return flits
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "IDLE_STREAM", "BACKPRESSURE_STREAM"]
 
-#: Host-program flits the player holds (a 1,024-token layer of the 4x4 wafer takes about 5,000; a deeper memory makes the Verilog conversion slow).
+#: Host-program flits the player holds (a 1,024-token layer of the 4x4 wafer takes about 5,000; a deeper memory makes
+#: the Verilog conversion slow).
 PROGRAM_FLITS = 1 << 13
 #: Output flits the recorder holds.
 OUTPUT_FLITS = 1 << 13

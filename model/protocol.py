@@ -271,7 +271,8 @@ class Protocol:
         try:
             kind = PacketKind(common["kind"])
         except ValueError:
-            raise ProtocolError(f"header kind must be one of {[k.value for k in PacketKind]}, not {common['kind']}") from None
+            raise ProtocolError(f"header kind must be one of {[k.value for k in PacketKind]}, "
+                                f"not {common['kind']}") from None
         meta = unpack_fields(self.meta_fields[kind], word >> sum(f.bits for f in self.common_fields))
         return kind, common, meta
 

@@ -54,7 +54,8 @@ from .errors import TraceError
 from .stats import first_occurrences
 from .trace import Trace
 
-__all__ = ["SynthSpec", "SYNTH_PRESETS", "DRIFT_PERIOD", "synthesize", "synthesize_uniform", "synthesize_for", "check_size", "MAX_TRACE_BYTES",
+__all__ = ["SynthSpec", "SYNTH_PRESETS", "DRIFT_PERIOD", "synthesize", "synthesize_uniform", "synthesize_for",
+           "check_size", "MAX_TRACE_BYTES",
            "synthesize_preset", "expert_groups"]
 
 #: Steps over which the drift perturbation turns over (one knot of the smooth random process per period).

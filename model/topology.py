@@ -157,7 +157,8 @@ class Topology:
         there = self.node(dst)
         if here.kind is NodeKind.ROOT:
             return self.switch(there.group)
-        if here.kind is NodeKind.SWITCH and there.group == here.group and there.kind in (NodeKind.CHIPLET, NodeKind.MEMCTRL):
+        if here.kind is NodeKind.SWITCH and there.group == here.group and there.kind in (NodeKind.CHIPLET,
+                                                                                         NodeKind.MEMCTRL):
             return dst
         parent = self.parent(at)
         assert parent is not None

@@ -91,7 +91,8 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     """Everything the testbench needs for one layer; see the module doc.
 
     ``placement``: a method name, or the path of a placement file (``.json``, as ``mozart allocate`` writes;
-    its row ``layer`` is used). ``trace`` None: a synthetic trace of ``tokens`` tokens from ``seed`` (:func:`mozart.model.synth.synthesize_for`,
+    its row ``layer`` is used). ``trace`` None: a synthetic trace of ``tokens`` tokens from ``seed``
+    (:func:`mozart.model.synth.synthesize_for`,
     with Zipf popularity exponent ``skew`` if given: 1.5 makes a few hot experts take most tokens). ``slots``:
     weight slots the schedule uses per chiplet (default ``hardware.sram_slots``); fewer slots than experts per
     chiplet make the schedule reload slots mid-layer."""

@@ -289,7 +289,8 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
     if not results.is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
         raise CosimError(f"cosim {d.name} (config {cfg.name}, seed {seed}) must write {results}, but the "
-                         f"simulator stopped (exit status {exit_code}) without results; log {log} (if the executable is "
+                         f"simulator stopped (exit status {exit_code}) without results; log {log} (if the "
+                         f"executable is "
                          f"damaged, 'mozart clean' or deleting {built.build_dir} rebuilds it):\n{tail}")
     from cocotb_tools.check_results import get_results  # noqa: PLC0415 (cocotb's own count of the XML)
     tests, n_failed = get_results(results)
@@ -301,7 +302,8 @@ def run(design: Design | str | Build, cfg: WaferConfig | None = None, *, seed: i
     except ValueError:
         summary = {}
     waveform = run_dir / "dump.vcd" if built.waves and (run_dir / "dump.vcd").is_file() else None
-    result = CosimResult(d.name, cfg.name, seed, tests, max(n_failed, len(failed)), tuple(failed), summary, run_dir, waveform,
+    result = CosimResult(d.name, cfg.name, seed, tests, max(n_failed, len(failed)), tuple(failed), summary, run_dir,
+                         waveform,
                          seconds, sim_ns, test_seconds, tuple(_error_lines(log)) if failed else (), skipped)
     if check and tests == 0:
         raise CosimError(f"cosim {d.name} must run at least one test of {module}"

@@ -54,7 +54,8 @@ from mozart.model.files import check_output_folder
 from .sweep_eval import code_fingerprint, evaluate_point
 
 __all__ = ["SweepError", "expand", "evaluate_point", "run_sweep", "SweepResult", "progress_bar", "read_rows",
-           "derive_seed", "code_fingerprint", "same_computations", "INPUT_COLUMNS", "STATUS_COLUMNS", "STEP_TIME_COLUMN"]
+           "derive_seed", "code_fingerprint", "same_computations", "INPUT_COLUMNS", "STATUS_COLUMNS",
+           "STEP_TIME_COLUMN"]
 
 #: The input columns every row starts with (the spec's axis keys follow ``config``).
 INPUT_COLUMNS = ("index", "point_id", "config", "replicate", "method", "variant", "trace", "trace_seed",

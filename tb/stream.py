@@ -48,7 +48,8 @@ from mozart.model.protocol import Flit, Packet, Protocol
 
 from .env import rng as seeded_rng
 
-__all__ = ["port_signals", "FlitCodec", "ClockLoop", "StreamDriver", "StreamMonitor", "PacketDriver", "PacketMonitor", "random_packet",
+__all__ = ["port_signals", "FlitCodec", "ClockLoop", "StreamDriver", "StreamMonitor", "PacketDriver", "PacketMonitor",
+           "random_packet",
            "format_flit"]
 
 
@@ -512,5 +513,6 @@ def random_packet(protocol: Protocol, rng: np.random.Generator, *, kind=None, ma
     length = int(rng.integers(0, limit + 1))
     payload = tuple(int.from_bytes(rng.bytes((protocol.flit_bits + 7) // 8), "little") & ((1 << protocol.flit_bits) - 1)
                     for _ in range(length))
-    return Packet(kind, int(rng.integers(nodes)) if dst is None else dst, int(rng.integers(nodes)) if src is None else src,
+    return Packet(kind, int(rng.integers(nodes)) if dst is None else dst,
+                  int(rng.integers(nodes)) if src is None else src,
                   int(rng.integers(1 << protocol.tag_bits)), meta, payload)

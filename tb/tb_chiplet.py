@@ -40,7 +40,8 @@ class ChipletBench:
                                      rng=rng("backpressure", stream), callback=self._observe, keep=False)
         # The longest silence with work pending: a full activation buffer of tokens using every expert.
         quiet = self.chiplet.quiet_cycles
-        self.watchdog = Watchdog(dut.clk, [self.driver, self.monitor], timeout=int(4 * quiet / (1 - backpressure)) + 500,
+        self.watchdog = Watchdog(dut.clk, [self.driver, self.monitor],
+                                 timeout=int(4 * quiet / (1 - backpressure)) + 500,
                                  pending=[self.sb.pending_summary], name="chiplet watchdog")
         self.seen = {k: 0 for k in PacketKind}
 

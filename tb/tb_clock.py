@@ -30,7 +30,8 @@ async def _measure(dut, per_edge: bool, test: str) -> None:
         await Timer(cycles * PERIOD_NS, unit="ns")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     write_summary({"cycles": cycles, "seconds": round(seconds, 4), "cycles_per_second": round(cycles / seconds),
-                   "cpu_seconds": round(cpu_seconds, 4), "cycles_per_cpu_second": round(cycles / cpu_seconds)}, test=test)
+                   "cpu_seconds": round(cpu_seconds, 4), "cycles_per_cpu_second": round(cycles / cpu_seconds)},
+                       test=test)
 
 
 @cocotb.test()

@@ -1,6 +1,7 @@
 """cocotb testbench of the memory controller (design ``memctrl``, ``hw/memctrl.py``).
 
-:class:`~mozart.model.memctrl_reference.MemoryReference` is the transaction-level judge: a Python memory plus the controller's rules (what each
+:class:`~mozart.model.memctrl_reference.MemoryReference` is the transaction-level judge: a Python memory plus the
+controller's rules (what each
 request answers, what it writes). The controller promises strict request order, so the scoreboard checks the
 output port as one in-order flow: data exact, order exact, nothing lost or duplicated. At the end the DRAM is read
 back through the backdoor and compared word for word with the reference memory.
@@ -195,7 +196,8 @@ async def test_weight_streams_with_activation_writes(dut):
             bench.send(gen.read(addr=activation_addr(cfg, c, tag, e), words=words))
     await bench.drain()
     weights = bench.sb.matched  # every WEIGHT packet matched the image, in order
-    write_summary(bench.summary(loads=len(order), saves=saves, matched=weights), test="test_weight_streams_with_activation_writes")
+    write_summary(bench.summary(loads=len(order), saves=saves, matched=weights),
+                  test="test_weight_streams_with_activation_writes")
 
 
 @cocotb.test()

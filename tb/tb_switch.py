@@ -129,12 +129,14 @@ class SwitchBench:
             assert self.clock.cycle - start < limit_cycles, f"switch must drain within {limit_cycles} cycles"
         await ClockCycles(self.dut.clk, 32)  # anything extra would arrive now and fail the scoreboard
         self.sb.check_drained()
-        assert not self.model.entries, f"reduction entries must all close, but tags {sorted(self.model.entries)} are open"
+        assert not self.model.entries, (f"reduction entries must all close, but tags {sorted(self.model.entries)} "
+                                        f"are open")
         assert not any(m.in_packet for m in self.monitors), "no packet may be left half-delivered"
 
     def summary(self, **extra) -> dict:
         return {"cycles": self.clock.cycle, "packets": self.sb.matched, "packets_in": self.sent_packets,
-                "flits_in": sum(d.transfers for d in self.drivers), "flits_out": sum(m.transfers for m in self.monitors),
+                "flits_in": sum(d.transfers for d in self.drivers),
+                "flits_out": sum(m.transfers for m in self.monitors),
                 "replicas": self.model.replicas, "reduced": self.model.reduced, "flit_bits": self.proto.flit_bits,
                 "chiplets": self.C, "reduction_entries": self.cfg.hardware.reduction_entries, **extra}
 
@@ -317,4 +319,5 @@ async def bench_reduction_rate(dut):
         bench.send(0, bench.dispatch(tag, list(range(bench.C))))
     await bench.drain()
     rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 else 0.0
-    write_summary({"tokens_per_cycle": rate, "documented": bench.switch.reduction_tokens_per_cycle}, test="bench_reduction_rate")
+    write_summary({"tokens_per_cycle": rate, "documented": bench.switch.reduction_tokens_per_cycle},
+                  test="bench_reduction_rate")

@@ -120,7 +120,8 @@ def test_waiting_for_a_lock_is_reported(fresh_root):
     said = []
     folder = build_dir_for("fifo", TINY)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-                               f"lock = FileLock({str(folder) + '.lock'!r}); lock.acquire(); print('held', flush=True); "
+                               f"lock = FileLock({str(folder) + '.lock'!r}); lock.acquire(); print('held', "
+                               f"flush=True); "
                                "time.sleep(2)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     assert not build("fifo", TINY, progress=said.append).rebuilt

@@ -180,7 +180,8 @@ class EngineHarness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.engine = eng = self.engine
-        m.submodules.w = w = Memory(shape=self.cfg.hardware.flit_bits, depth=sum(len(i) for i in self.images), init=[f for i in self.images for f in i])
+        m.submodules.w = w = Memory(shape=self.cfg.hardware.flit_bits, depth=sum(len(i) for i in self.images),
+                                    init=[f for i in self.images for f in i])
         m.submodules.a = a = Memory(shape=self.cfg.hardware.flit_bits, depth=sum(len(t) for t in self.tokens),
                                     init=[f for t in self.tokens for f in t])
         wr, ar = w.read_port(), a.read_port()

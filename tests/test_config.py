@@ -60,7 +60,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("changes,message", BAD, ids=[next(iter(c)) + "=" + repr(next(iter(c.values()))) for c, _ in BAD])
+@pytest.mark.parametrize("changes,message", BAD,
+                         ids=[next(iter(c)) + "=" + repr(next(iter(c.values()))) for c, _ in BAD])
 def test_invalid_fields_are_named(changes, message):
     with pytest.raises(ConfigError, match="^.*" + __import__("re").escape(message)):
         override(load_config("tiny"), changes)

@@ -85,8 +85,8 @@ def check_timing(cfg, commands, **kwargs):
     expected = [(a.addr, a.write, a.cycle) for a in model.run(shifted)]
     got, reads, memory = run_rtl(cfg, commands, **kwargs)
     got = [(a, w, c + offset) for a, w, c in got]
-    assert got == expected, (f"RTL access cycles must equal the timing model's; first difference at access "
-                             f"{next(i for i, (x, y) in enumerate(zip(got + [None] * len(expected), expected)) if x != y)}"
+    first = next((i for i, (x, y) in enumerate(zip(got + [None] * len(expected), expected)) if x != y), None)
+    assert got == expected, (f"RTL access cycles must equal the timing model's; first difference at access {first}"
                              f": RTL {got[:8]}..., model {expected[:8]}...")
     read_cycles = [c + offset for _, c in reads]
     assert read_cycles == [c + cfg.dram.t_cl for a, w, c in expected if not w], \

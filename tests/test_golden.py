@@ -145,7 +145,8 @@ def test_expert_ffn_and_partial_match_the_literal_rules(d, seed, mode):
     y, h = golden.expert_ffn(x, w1s[0], w2s[0], cfg, return_hidden=True)
     ry, rh = ref_ffn(x, w1s[0], w2s[0], cfg)
     assert y.tolist() == ry and h.tolist() == rh
-    assert golden.chiplet_partial(x, (w1s, w2s), mask, gates, cfg).tolist() == ref_partial(x, w1s, w2s, mask, gates, cfg)
+    assert golden.chiplet_partial(x, (w1s, w2s), mask, gates, cfg).tolist() == ref_partial(x, w1s, w2s, mask, gates,
+                                                                                           cfg)
 
 
 def test_saturation_at_every_stage():

@@ -38,7 +38,8 @@ def loads_for(chiplets, done: float = 0.0) -> dict:
 
 def test_finite_buffer_couples_chiplets(cfg):
     """Six tokens for chiplet 0 (group 0), then six for chiplet 2 (group 1). Unbounded, chiplet 2 starts at
-    once and both finish after about 6 tokens of compute. With 2 buffer entries and a root queue of one packet (3 flits on tiny),
+    once and both finish after about 6 tokens of compute. With 2 buffer entries and a root queue of one packet (3
+    flits on tiny),
     chiplet 0 holds at most 3 of its tokens (2 inside, 1 queued) and the root is stuck on the rest, so
     chiplet 2 starts only after chiplet 0 finished its first 2 tokens: at least 2 tokens' compute later."""
     program = [token(t, [0]) for t in range(6)] + [token(6 + t, [4]) for t in range(6)]

@@ -93,7 +93,8 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
         assert g == e, f"response {i} must be {e}, not {g}"
     assert len(packets) == len(expected), (f"the controller must send {len(expected)} packets (nothing lost or "
                                            f"duplicated), not {len(packets)}")
-    assert result["errors"] == ref.errors % (1 << 16), f"errors must count {ref.errors} bad requests, not {result['errors']}"
+    assert result["errors"] == ref.errors % (1 << 16), (f"errors must count {ref.errors} bad requests, "
+                                                        f"not {result['errors']}")
     assert result["memory"] == ref.memory, "DRAM contents must equal the reference memory"
     return packets, result
 

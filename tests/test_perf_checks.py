@@ -68,7 +68,8 @@ def test_ssd_ratio_and_sequence_checks_fail_outside_their_band():
     for c in cells:
         hbm, ssd = PAPER_SSD[c.seq_len]
         base = ssd if c.dram == "ssd" else hbm
-        fixed.append(dataclasses.replace(c, seconds=c.seconds / (c.seq_len / 256 * (2 if c.dram == "ssd" else 1)) * base))
+        fixed.append(dataclasses.replace(c,
+                                         seconds=c.seconds / (c.seq_len / 256 * (2 if c.dram == "ssd" else 1)) * base))
     found = checks(fixed)
     assert by_name(found, "seq 256: Baseline SSD/HBM2 step-time ratio").holds
     assert by_name(found, "Baseline step at seq 512 over seq 128").holds

@@ -189,7 +189,8 @@ def test_subset_dp_matches_brute_force(n, size):
     for aggregate, combine in (("sum", sum), ("max", max)):
         cost = rng.integers(0, 20, len(masks)).astype(float)  # small integers: many ties
         labels, value = best_partition(cost, n, size, aggregate)
-        block_cost = lambda block: cost[index[sum(1 << int(e) for e in block)]]
+        def block_cost(block):
+            return cost[index[sum(1 << int(e) for e in block)]]
         assert value == min(combine(map(block_cost, p)) for p in partitions(list(range(n)), size))
         assert value == combine(block_cost(np.flatnonzero(labels == b)) for b in range(n // size))
         assert labels[0] == 0 and np.bincount(labels).tolist() == [size] * (n // size)
@@ -297,7 +298,8 @@ def test_metis_repair_makes_parts_equal_losing_least_weight():
     assert np.bincount(repaired).tolist() == [4, 4]
     moved = np.flatnonzero(repaired != labels)
     assert len(moved) == 1  # one move fixes a size difference of two
-    gain = lambda e: weights[e, repaired == 1].sum() - weights[e, (labels == 0) & (np.arange(8) != e)].sum()
+    def gain(e):
+        return weights[e, repaired == 1].sum() - weights[e, (labels == 0) & (np.arange(8) != e)].sum()
     assert gain(moved[0]) == max(gain(e) for e in range(5))
 
 
@@ -313,7 +315,8 @@ def test_structured_traces_mozart_beats_contiguous_and_refine_beats_mozart(name)
     c_t = {}
     for method in ("contiguous", "mozart", "mozart+refine"):
         placement = place(fit, cfg, method)
-        c_t[method] = {part: np.mean([layer_c_t(t.experts[l], placement.expert_to_chiplet[l]) for l in range(2)])
+        c_t[method] = {part: np.mean([layer_c_t(t.experts[layer], placement.expert_to_chiplet[layer])
+                                      for layer in range(2)])
                        for part, t in (("fit", fit), ("held-out", held_out))}
     for part in ("fit", "held-out"):
         assert c_t["mozart"][part] < c_t["contiguous"][part] - 0.2, c_t

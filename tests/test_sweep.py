@@ -178,7 +178,8 @@ def test_outputs_of_another_sweep_are_never_mixed(spec, tmp_path):
         run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
     journal.write_text(good)
     run_sweep(spec, out, workers=1, evaluator=cheap, progress=None)
-    with pytest.raises(SweepError, match="--out must not be an existing file .*o.csv.*, which holds the results of another sweep"):
+    with pytest.raises(SweepError,
+                       match="--out must not be an existing file .*o.csv.*, which holds the results of another sweep"):
         run_sweep(load_spec(other), out, workers=1, evaluator=cheap, progress=None)
 
 

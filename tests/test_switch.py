@@ -165,7 +165,8 @@ def random_unicast(bench: Bench, port: int, rng) -> Packet:
     while True:
         kind = PacketKind(int(rng.integers(len(PacketKind))))
         dst = int(rng.integers(topo.num_nodes))
-        pkt_meta = {f.name: (rng.integers(0, 2, f.count).tolist() if f.count > 1 else int(rng.integers(0, 1 << f.width)))
+        pkt_meta = {f.name: (rng.integers(0, 2, f.count).tolist() if f.count > 1 else int(rng.integers(0,
+                                                                                                       1 << f.width)))
                     for f in proto.meta_fields[kind]}
         if kind in (PacketKind.COMBINE, PacketKind.DISPATCH):
             pkt_meta["reduce"] = 0  # random tags must not take part in reductions (the root's promise)
@@ -389,7 +390,8 @@ def test_bad_parameters_are_rejected():
         override(cfg, {"tree.chiplets_per_group": 0})
     with pytest.raises(ConfigError, match="hardware.buffer_depth must be"):
         cfg_of("tiny", buffer_depth=0)
-    with pytest.raises(ConfigError, match=r"hardware.flit_bits must hold the \d+-bit packet header of this config, not 40"):
+    with pytest.raises(ConfigError,
+                       match=r"hardware.flit_bits must hold the \d+-bit packet header of this config, not 40"):
         override(cfg, {"hardware.flit_bits": 40, "dram.word_bits": 8})
 
 

@@ -65,7 +65,8 @@ def test_scalesim_agrees_on_whole_gemms_on_one_array():
 def test_scalesim_crosscheck_of_a_small_expert_within_10_percent():
     from mozart.model.perf.scalesim_check import crosscheck
     rows = crosscheck({"small": (256, 96, 3)}, (4, 64), SystolicArrays(16, 16, 8))
-    assert len(rows) == 2 * (2 + 4) and all(abs(r.error) <= 0.10 for r in rows), [(r.gemm, r.ours, r.scalesim) for r in rows]
+    assert len(rows) == 2 * (2 + 4) and all(abs(r.error) <= 0.10 for r in rows), [(r.gemm, r.ours,
+                                                                                   r.scalesim) for r in rows]
 
 
 @needs_scalesim
@@ -101,4 +102,5 @@ def test_full_size_attention_and_experts_run_on_the_arrays_and_the_scaled_timing
     scaled = HardwareTiming.scaled(load_config("tiny"))
     small = Workload.scaled(load_config("tiny"))
     assert scaled.expert_arrays is None and scaled.dispatch_cycles([3, 5], 8, 6, small, False) == \
-        scaled.chiplet_cycles(8, 6, 2, small.expert_macs_per_pair(False), small.expert_weight_elements * scaled.weight_bytes)
+        scaled.chiplet_cycles(8, 6, 2, small.expert_macs_per_pair(False),
+                              small.expert_weight_elements * scaled.weight_bytes)

@@ -1,7 +1,8 @@
 """The event-driven executor: runs schedules command by command over timed, contended resources.
 
 Resources are links (per direction), each group DRAM's channels, each group's SSD-tier device (layers beyond
-the DRAM's capacity), every chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Each keeps its busy intervals
+the DRAM's capacity), every chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Each
+keeps its busy intervals
 (:class:`~mozart.model.perf.timeline.Timeline`). Commands are taken in the order they become ready (a heap on
 ready time); each places its work at the earliest gap that all the resources of a stage share, so a command
 processed later may still use a gap left before an earlier command's reservation. A command is ready when

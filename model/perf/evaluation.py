@@ -34,7 +34,8 @@ from .step import WEIGHT_READINGS, micro_batch_passes, placement_c_t, simulate_p
 from .timing import DRAM_KINDS, HardwareTiming
 from .workload import Workload
 
-__all__ = ["Cell", "PAPER_TABLE4", "PAPER_SEQ", "PAPER_SSD", "VARIANT_LABELS", "SENSITIVITY_MODELS", "run_sweep", "prepare_trace", "placements_for",
+__all__ = ["Cell", "PAPER_TABLE4", "PAPER_SEQ", "PAPER_SSD", "VARIANT_LABELS", "SENSITIVITY_MODELS", "run_sweep",
+           "prepare_trace", "placements_for",
            "SEQ_LENS"]
 
 SEQ_LENS = (128, 256, 512)

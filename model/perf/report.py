@@ -182,7 +182,8 @@ class Check:
     holds: bool
 
     def line(self) -> str:
-        return f"{'holds' if self.holds else 'FAILS':5s}  {self.name}: ours {self.ours}, paper {self.paper}, band {self.band}"
+        verdict = "holds" if self.holds else "FAILS"
+        return f"{verdict:5s}  {self.name}: ours {self.ours}, paper {self.paper}, band {self.band}"
 
 
 def _magnitude(name: str, ours: float, paper: float, band: Band) -> Check:

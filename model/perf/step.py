@@ -117,4 +117,5 @@ def simulate_passes(passes: list[tuple[list[Schedule], Trace]], timing, workload
 def placement_c_t(trace, placement) -> float:
     """The paper's C_T of a placement: distinct destination chiplets per token, averaged over layers."""
     e2c = placement.expert_to_chiplet
-    return float(np.mean([layer_c_t(trace.experts[l], e2c[l if len(e2c) > 1 else 0]) for l in range(trace.layers)]))
+    return float(np.mean([layer_c_t(trace.experts[layer], e2c[layer if len(e2c) > 1 else 0])
+                          for layer in range(trace.layers)]))

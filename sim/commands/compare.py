@@ -147,7 +147,9 @@ def format_table(results: list[MethodResult]) -> str:
              f"{r.metrics.cross_chiplet_fraction:.3f}", f"{r.metrics.cross_group_fraction:.3f}",
              f"{r.seconds:.2f}") for r in results]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
-    line = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
