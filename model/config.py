@@ -118,14 +118,17 @@ class MoEConfig(_Section):
 
 @dataclass(frozen=True)
 class TrainingConfig(_Section):
-    """One training step: ``sequences`` of ``seq_len`` tokens, streamed in ``micro_batches``."""
+    """One training step: ``sequences`` of ``seq_len`` tokens, streamed in ``micro_batches``; the update's
+    learning rate is ``2**-lr_shift``."""
 
     SECTION = "training"
-    BOUNDS = {"sequences": (1, None), "seq_len": (1, None), "micro_batches": (1, None)}
+    BOUNDS = {"sequences": (1, None), "seq_len": (1, None), "micro_batches": (1, None), "lr_shift": (0, 62)}
 
     sequences: int = 32
     seq_len: int = 256
     micro_batches: int = 4
+    #: The learning rate of the weight update, ``2**-lr_shift`` (:mod:`mozart.model.golden_backward`).
+    lr_shift: int = 8
 
     def _validate(self) -> None:
         if self.sequences % self.micro_batches:
