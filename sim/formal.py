@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,23 @@ def _sby_text(depth: int, solver: str) -> str:
             "memory_map\nopt -fast\n\n[files]\ntop.il\n")
 
 
+def _basecase_failures(log: str, prefix: str) -> dict[str, str]:
+    """Property name -> counterexample VCD (relative to the work folder), from the summary of a failed base case.
+    (An induction counterexample starts from an unreachable state and is not a failure.)"""
+    failures: dict[str, str] = {}
+    trace = None
+    for line in log.splitlines():
+        found = re.search(r"summary: counterexample trace \[(\w+)\]: (\S+)", line)
+        if found:
+            trace = found.group(2) if found.group(1) == "basecase" else None
+            continue
+        found = re.search(r"summary:\s+failed assertion \S+ at " + re.escape(prefix)
+                          + r"(\S+):\d+", line)
+        if found and trace:
+            failures.setdefault(found.group(1), trace)
+    return failures
+
+
 def run_formal(harness, workdir, depth: int | None = None, solver: str = "boolector") -> FormalResult:
     """Prove ``harness``'s properties in ``workdir`` (created; its previous run is replaced)."""
     from amaranth.back import rtlil  # noqa: PLC0415 (Amaranth only when a proof runs)
@@ -142,14 +160,12 @@ def run_formal(harness, workdir, depth: int | None = None, solver: str = "boolec
     if not per_property and "DONE" not in log:
         tail = "; ".join(log.strip().splitlines()[-3:])
         raise MozartError(f"SymbiYosys did not finish in {workdir}: {tail}")
+    failures = _basecase_failures(log, PROPERTY_LOCATION_PREFIX)
     results = []
     for name in harness.properties:
         records = per_property.get(name, [])
-        # An induction counterexample (trace_induct) starts from an unreachable state: not a failure.
-        failed = [r for r in records if r.get("status") == "FAIL" and "_induct" not in (r.get("trace") or "")]
-        if failed:
-            trace = next((r["trace"] for r in failed if r.get("trace")), None)
-            results.append(PropertyResult(name, "FAILED", depth, workdir / trace if trace else None))
+        if name in failures:
+            results.append(PropertyResult(name, "FAILED", depth, workdir / failures[name]))
         elif records and all(r.get("status") == "PASS" for r in records):
             results.append(PropertyResult(name, "proved", depth))
         elif "returned pass for basecase" in log:

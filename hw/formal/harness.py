@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import wiring
@@ -22,6 +22,7 @@ __all__ = ["FormalHarness", "StreamMonitor", "FairReady", "check_stream_output",
            "counter_bits", "watched_index", "PROPERTY_LOCATION_PREFIX"]
 
 #: Source-location prefix of every property assertion: ``prop:NAME:SERIAL``.
+#: Source-location prefix of every property assertion: ``prop:NAME:SERIAL`` (the runner parses it).
 PROPERTY_LOCATION_PREFIX = "prop:"
 
 
@@ -146,3 +147,37 @@ def watched_index(bits: int, name: str):
     """A solver-chosen constant index: the property then holds for every index (the 'watched item' trick)."""
     index = Signal(bits, name=name)
     return index, index.eq(AnyConst(bits))
+
+
+def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, name: str):
+    """Assume packets on ``stream`` are as long as their header says (``length`` flits after it), at most
+    ``max_dispatch_flits``, and a DISPATCH for ``dispatch_node`` (None: no multicast here) carries one route
+    word per chiplet of its mask plus the token. Returns (header view of the current flit, flit index in the
+    open packet: 0 at a head)."""
+    from mozart.model.protocol import Protocol  # noqa: PLC0415
+
+    from ..protocol import PacketKind, header_layout  # noqa: PLC0415
+
+    proto = Protocol(cfg)
+    C = proto.topology.chiplets_per_group
+    hdr = Signal(header_layout(cfg), name=f"{name}_header")
+    m.d.comb += hdr.eq(stream.payload.data)
+    index = Signal(range(proto.max_payload_flits + 2), name=f"{name}_index")
+    length = Signal(len(hdr.length), name=f"{name}_length")
+    with m.If(stream.valid & stream.payload.first):
+        m.d.comb += [Assume(stream.payload.last == (hdr.length == 0)),
+                     Assume(hdr.length <= proto.max_dispatch_flits)]
+        if dispatch_node is not None:
+            mask = hdr.meta.dispatch.chiplets.as_value()
+            with m.If((hdr.kind == PacketKind.DISPATCH) & (hdr.dst == dispatch_node)):
+                m.d.comb += Assume(hdr.length == sum(mask[c] for c in range(C)) * proto.route_flits
+                                   + proto.token_flits)
+    with m.Elif(stream.valid):
+        m.d.comb += Assume(stream.payload.last == (index == length))
+    with m.If(stream.valid & stream.ready):
+        m.d.sync += index.eq(index + 1)
+        with m.If(stream.payload.first):
+            m.d.sync += [index.eq(1), length.eq(hdr.length)]
+    flit = Signal.like(index, name=f"{name}_flit")
+    m.d.comb += flit.eq(Mux(stream.payload.first, 0, index))
+    return hdr, flit

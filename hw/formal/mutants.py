@@ -9,11 +9,24 @@ from __future__ import annotations
 from amaranth import Module, Mux, Signal
 
 from .. import packet_mux as packet_mux_module
+from .. import reducer as reducer_module
+from .. import switch as switch_module
 from ..arbiter import PacketArbiter
 from ..link_fifo import LinkFifo
 from ..packet_mux import PacketMux
+from ..reducer import Reducer
+from ..switch import Switch
+from ..switch_input import SwitchInput
 
-__all__ = ["MARK", "DroppingFifo", "DuplicatingFifo", "StallingFifo", "FlickeringFifo", "HeadlessFifo"]
+__all__ = [
+    "MARK", "DroppingFifo", "DuplicatingFifo", "StallingFifo", "FlickeringFifo", "HeadlessFifo",
+    "StarvingArbiter", "DoubleGrantArbiter", "UnlockedArbiter", "UnaskedArbiter", "DuplicatingMux",
+    "InterleavingMux", "FlickeringMux", "ReplicaDuplicatingInput", "MisroutingInput", "ReplicaDroppingInput",
+    "OverbookingInput", "StallingInput", "FlickeringInput", "HeadlessInput", "EarlyReducer",
+    "ForgetfulReducer", "DoubleAllocReducer", "OverbookingReducer", "FlickeringReducer", "MisroutingSwitch",
+    "DuplicatingQueueSwitch",
+    "DetouringInput", "DetouringSwitch",
+]
 
 #: The low data byte of a flit that triggers a mutant's fault.
 MARK = 0x5A
@@ -193,3 +206,227 @@ class _PacketMuxWith(PacketMux):
             return super().elaborate(platform)
         finally:
             packet_mux_module.PacketArbiter = saved
+
+
+# -- switch input -----------------------------------------------------------------------------------------
+
+class _WrappedInput(SwitchInput):
+    """A SwitchInput whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.real = real = SwitchInput(self._cfg, self._group, self._port)
+        m.d.comb += [real.i.valid.eq(self.i.valid), real.i.payload.eq(self.i.payload), self.i.ready.eq(real.i.ready),
+                     real.alloc_free.eq(self.alloc_free), self.alloc.eq(real.alloc),
+                     self.alloc_tag.eq(real.alloc_tag), self.alloc_count.eq(real.alloc_count)]
+        for mine, theirs in zip(self.o, real.o):
+            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+        self.wire(m, real)
+        return m
+
+    def wire(self, m, real):
+        raise NotImplementedError
+
+
+class ReplicaDuplicatingInput(_WrappedInput):
+    """Offers each flit to chiplet 0's output twice (the first transfer is hidden from the real unit)."""
+
+    def wire(self, m, real):
+        once = Signal()
+        with m.If(self.o[1].valid & self.o[1].ready):
+            m.d.sync += once.eq(~once)
+        m.d.comb += real.o[1].ready.eq(self.o[1].ready & once)
+
+
+class MisroutingInput(_WrappedInput):
+    """Swaps the outputs of chiplets 0 and 1."""
+
+    def wire(self, m, real):
+        for mine, theirs in ((self.o[1], real.o[2]), (self.o[2], real.o[1])):
+            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+
+
+class ReplicaDroppingInput(_WrappedInput):
+    """Never offers anything to chiplet 0's output, and tells the real unit it was taken."""
+
+    def wire(self, m, real):
+        m.d.comb += [self.o[1].valid.eq(0), real.o[1].ready.eq(1)]
+
+
+class OverbookingInput(_WrappedInput):
+    """Lets a reducing dispatch go while the reduction table is full."""
+
+    def wire(self, m, real):
+        m.d.comb += real.alloc_free.eq(1)
+
+
+class StallingInput(_WrappedInput):
+    """Never passes a marked flit (and nothing behind it moves)."""
+
+    def wire(self, m, real):
+        hide = marked(self.i.payload)
+        m.d.comb += [real.i.valid.eq(self.i.valid & ~hide), self.i.ready.eq(real.i.ready & ~hide)]
+
+
+class FlickeringInput(_WrappedInput):
+    """Withdraws the up output's valid for a cycle after a cycle in which it was offered and not taken."""
+
+    def wire(self, m, real):
+        waited = Signal()
+        out = self.o[0]
+        m.d.sync += waited.eq(out.valid & ~out.ready)
+        m.d.comb += [out.valid.eq(real.o[0].valid & ~waited), real.o[0].ready.eq(out.ready & ~waited)]
+
+
+class HeadlessInput(_WrappedInput):
+    """Clears ``first`` on the up output."""
+
+    def wire(self, m, real):
+        m.d.comb += self.o[0].payload.first.eq(0)
+
+
+# -- reducer ----------------------------------------------------------------------------------------------
+
+class _WrappedReducer(Reducer):
+    """A Reducer whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.real = real = self.make_real()
+        m.d.comb += [real.i.valid.eq(self.i.valid), real.i.payload.eq(self.i.payload), self.i.ready.eq(real.i.ready),
+                     self.o.valid.eq(real.o.valid), self.o.payload.eq(real.o.payload), real.o.ready.eq(self.o.ready),
+                     self.alloc_free.eq(real.alloc_free), real.alloc.eq(self.alloc),
+                     real.alloc_tag.eq(self.alloc_tag), real.alloc_count.eq(self.alloc_count),
+                     self.live.eq(real.live)]
+        self.wire(m, real)
+        return m
+
+    def make_real(self):
+        return Reducer(self._cfg, self._group, self._entries)
+
+    def wire(self, m, real):
+        pass
+
+
+class EarlyReducer(_WrappedReducer):
+    """Opens entries expecting one partial fewer than asked: the sum leaves before the last partial."""
+
+    def wire(self, m, real):
+        m.d.comb += real.alloc_count.eq(self.alloc_count - 1)
+
+
+class ForgetfulReducer(_WrappedReducer):
+    """Adds zeros instead of the last partial's payload."""
+
+    def wire(self, m, real):
+        summing = Signal()  # the partial being passed in is the last one: its result is on o
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(self.i.payload.first):
+                m.d.sync += summing.eq(real.o.valid & ~self.i.payload.last & (real.o.payload.data
+                                       != self.i.payload.data))  # a header rewritten (src = the switch)
+        with m.If(summing & ~self.i.payload.first):
+            m.d.comb += real.i.payload.data.eq(0)
+
+
+class DoubleAllocReducer(_WrappedReducer):
+    """Takes the two lowest free entries for one allocation (one of them is never freed)."""
+
+    def make_real(self):
+        return _ReducerWith(self._cfg, self._group, self._entries, _lowest_two)
+
+
+class OverbookingReducer(_WrappedReducer):
+    """Reports a free entry when the table is full (the allocation is then lost)."""
+
+    def wire(self, m, real):
+        m.d.comb += self.alloc_free.eq(1)
+
+
+class FlickeringReducer(_WrappedReducer):
+    """Withdraws ``o.valid`` for a cycle after a cycle in which it was offered and not taken."""
+
+    def wire(self, m, real):
+        waited = Signal()
+        m.d.sync += waited.eq(self.o.valid & ~self.o.ready)
+        m.d.comb += [self.o.valid.eq(real.o.valid & ~waited), real.o.ready.eq(self.o.ready & ~waited)]
+
+
+def _lowest_two(value, width):
+    first = value & (-value)
+    rest = value & ~first
+    return (first | (rest & (-rest)))[:width]
+
+
+class _ReducerWith(Reducer):
+    """The real Reducer with another free-entry picker (its elaborate looks ``lowest_one`` up in its module)."""
+
+    def __init__(self, cfg, group, entries, picker):
+        self._picker = picker
+        super().__init__(cfg, group, entries)
+
+    def elaborate(self, platform):
+        saved = reducer_module.lowest_one
+        reducer_module.lowest_one = self._picker
+        try:
+            return super().elaborate(platform)
+        finally:
+            reducer_module.lowest_one = saved
+
+
+# -- switch -----------------------------------------------------------------------------------------------
+
+class MisroutingSwitch(Switch):
+    """Swaps the output ports of chiplets 0 and 1."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.real = real = Switch(self._cfg, self._group, buffer_depth=self._depth,
+                                          reduction_entries=self._entries, voq=self._voq)
+        swap = {1: 2, 2: 1}
+        for p in range(self.ports):
+            mine, theirs = self.port_in[p], real.port_in[p]
+            m.d.comb += [theirs.valid.eq(mine.valid), theirs.payload.eq(mine.payload), mine.ready.eq(theirs.ready)]
+            mine, theirs = self.port_out[p], real.port_out[swap.get(p, p)]
+            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+        return m
+
+
+class DuplicatingQueueSwitch(Switch):
+    """Built with queues that send a marked flit twice."""
+
+    def elaborate(self, platform):
+        saved = switch_module.LinkFifo
+        switch_module.LinkFifo = DuplicatingFifo
+        try:
+            return super().elaborate(platform)
+        finally:
+            switch_module.LinkFifo = saved
+
+
+class DetouringInput(_WrappedInput):
+    """On a chiplet port, sends a marked packet that goes up through the reducer's queue instead (the reducer
+    passes it through unchanged), so the packets behind it on the direct queue can overtake it."""
+
+    def wire(self, m, real):
+        if not 1 <= self._port <= self._chiplets:
+            return
+        up, reducer = self.o[0], self.o[self._ports]
+        divert = Signal()  # the open packet is diverted
+        now = Mux(self.i.payload.first, marked(self.i.payload), divert)
+        with m.If(self.i.valid & self.i.ready & self.i.payload.first):
+            m.d.sync += divert.eq(marked(self.i.payload))
+        with m.If(now):
+            m.d.comb += [reducer.valid.eq(real.o[0].valid), reducer.payload.eq(real.o[0].payload),
+                         real.o[0].ready.eq(reducer.ready), up.valid.eq(0)]
+
+
+class DetouringSwitch(Switch):
+    """Built with :class:`DetouringInput` s: a flow's packets can leave out of order."""
+
+    def elaborate(self, platform):
+        saved = switch_module.SwitchInput
+        switch_module.SwitchInput = DetouringInput
+        try:
+            return super().elaborate(platform)
+        finally:
+            switch_module.SwitchInput = saved

@@ -10,7 +10,8 @@ from mozart.model.protocol import Protocol
 
 from ..protocol import PacketKind, header_layout
 from ..switch_input import SwitchInput
-from .harness import FairReady, FormalHarness, StreamMonitor, check_stream_output, drive_stream_source
+from .harness import (FairReady, FormalHarness, StreamMonitor, assume_packet_lengths, check_stream_output,
+                      drive_stream_source)
 
 __all__ = ["SwitchInputHarness"]
 
@@ -73,26 +74,17 @@ class SwitchInputHarness(FormalHarness):
         ready = FairReady(m, list(dut.o), self.ready_every, "o")
         for mon in outs:
             check_stream_output(self, m, mon, "o.stream", "o.framing")
+        # The table's alloc_free falls only through an allocation (this unit is the only one that allocates).
         m.d.comb += dut.alloc_free.eq(AnySeq(1))
+        allocated, was_free = Signal(), Signal()
+        m.d.sync += [allocated.eq(dut.alloc), was_free.eq(dut.alloc_free)]
+        m.d.comb += Assume(dut.alloc_free | ~was_free | allocated)
 
         # -- input packets: well framed, length as the header says ---------------------------------------
-        hdr = Signal(header_layout(cfg))
-        m.d.comb += hdr.eq(dut.i.payload.data)
+        dispatch_node = topo.switch(0) if self.port == topo.UP_PORT else None
+        hdr, flit = assume_packet_lengths(m, dut.i, cfg, dispatch_node, "i")
         mask_now = hdr.meta.dispatch.chiplets.as_value()
         mcast_now = (self.port == topo.UP_PORT) & (hdr.kind == PacketKind.DISPATCH) & (hdr.dst == topo.switch(0))
-        index = Signal(range(proto.max_payload_flits + 2))  # flit index in the open input packet
-        length = Signal(len(hdr.length))
-        with m.If(dut.i.valid & dut.i.payload.first):
-            m.d.comb += [Assume(dut.i.payload.last == (hdr.length == 0)),
-                         Assume(hdr.length <= proto.max_dispatch_flits)]
-            with m.If(mcast_now):
-                m.d.comb += Assume(hdr.length == popcount(mask_now, C) * RF + TF)
-        with m.Elif(dut.i.valid):
-            m.d.comb += Assume(dut.i.payload.last == (index == length))
-        with m.If(src.transfer):
-            m.d.sync += index.eq(index + 1)
-            with m.If(dut.i.payload.first):
-                m.d.sync += [index.eq(1), length.eq(hdr.length)]
 
         # -- what the open packet is -------------------------------------------------------------------------
         header = Signal(header_layout(cfg))  # the open packet's header (the current flit's, at a head)
@@ -102,10 +94,6 @@ class SwitchInputHarness(FormalHarness):
         m.d.comb += header.eq(saved)
         with m.If(dut.i.payload.first):
             m.d.comb += header.eq(hdr)
-        flit = Signal.like(index)
-        m.d.comb += flit.eq(index)
-        with m.If(dut.i.payload.first):
-            m.d.comb += flit.eq(0)
         mask = header.meta.dispatch.chiplets.as_value()
         mcast = Signal()
         m.d.comb += mcast.eq((self.port == topo.UP_PORT) & (header.kind == PacketKind.DISPATCH)
