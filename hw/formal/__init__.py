@@ -27,6 +27,12 @@ class FormalBlock:
             kwargs["block"] = block
         return self.make(cfg, **kwargs)
 
+    def properties(self, cfg, only=None) -> list[str]:
+        """The properties a run checks (``only`` validated: ValueError), without building anything to keep."""
+        harness = self.build(cfg, only=only)
+        harness.discard()
+        return harness.properties
+
 
 def _fifo(cfg, **kw):
     from .link_fifo import LinkFifoHarness  # noqa: PLC0415 (harnesses import Amaranth only when built)

@@ -45,10 +45,17 @@ class FormalHarness(wiring.Component):
     def __init__(self, only=None):
         unknown = sorted(set(only or ()) - set(self.PROPERTIES))
         if unknown:
+            self.discard()
             raise ValueError(f"property must be one of {', '.join(self.PROPERTIES)}, not {unknown[0]!r}")
         self._only = frozenset(only) if only else frozenset(self.PROPERTIES)
         self._serial = 0
         super().__init__({})
+
+    def discard(self) -> None:
+        """This harness (and its block) will not be elaborated: no 'created but never used' warning."""
+        self._MustUse__silence = True
+        if hasattr(self, "dut"):
+            self.dut._MustUse__silence = True
 
     @property
     def properties(self) -> list[str]:

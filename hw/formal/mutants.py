@@ -23,9 +23,8 @@ __all__ = [
     "StarvingArbiter", "DoubleGrantArbiter", "UnlockedArbiter", "UnaskedArbiter", "DuplicatingMux",
     "InterleavingMux", "FlickeringMux", "ReplicaDuplicatingInput", "MisroutingInput", "ReplicaDroppingInput",
     "OverbookingInput", "StallingInput", "FlickeringInput", "HeadlessInput", "EarlyReducer",
-    "ForgetfulReducer", "DoubleAllocReducer", "OverbookingReducer", "FlickeringReducer", "MisroutingSwitch",
-    "DuplicatingQueueSwitch",
-    "DetouringInput", "DetouringSwitch",
+    "ForgetfulReducer", "DoubleAllocReducer", "OverbookingReducer", "FlickeringReducer", "HeadlessReducer",
+    "MisroutingSwitch", "DuplicatingQueueSwitch", "DetouringInput", "DetouringSwitch",
 ]
 
 #: The low data byte of a flit that triggers a mutant's fault.
@@ -34,6 +33,21 @@ MARK = 0x5A
 
 def marked(payload):
     return payload.data[:8] == MARK
+
+
+def withdraw_after_wait(m, out, inner) -> None:
+    """Pass ``inner`` to ``out``, but withdraw valid for a cycle after a cycle of waiting (a stream-rule fault)."""
+    waited = Signal()
+    m.d.sync += waited.eq(out.valid & ~out.ready)
+    m.d.comb += [out.valid.eq(inner.valid & ~waited), inner.ready.eq(out.ready & ~waited)]
+
+
+def send_marked_twice(m, out, inner) -> None:
+    """Pass ``inner`` to ``out``, but hide a marked flit's first transfer from ``inner``: it goes out twice."""
+    again = Signal()  # the marked flit already went out once
+    with m.If(out.valid & out.ready):
+        m.d.sync += again.eq(marked(out.payload) & ~again)
+    m.d.comb += inner.ready.eq(out.ready & (again | ~marked(out.payload)))
 
 
 class _WrappedFifo(LinkFifo):
@@ -63,10 +77,7 @@ class DuplicatingFifo(_WrappedFifo):
     """Sends a marked flit twice."""
 
     def wire(self, m, real):
-        again = Signal()  # the marked flit at the head already went out once
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += again.eq(marked(self.o.payload) & ~again)
-        m.d.comb += real.o.ready.eq(self.o.ready & (again | ~marked(self.o.payload)))
+        send_marked_twice(m, self.o, real.o)
 
 
 class StallingFifo(_WrappedFifo):
@@ -81,9 +92,7 @@ class FlickeringFifo(_WrappedFifo):
     """Withdraws ``o.valid`` for a cycle after a cycle in which the flit was offered and not taken."""
 
     def wire(self, m, real):
-        waited = Signal()
-        m.d.sync += waited.eq(self.o.valid & ~self.o.ready)
-        m.d.comb += [self.o.valid.eq(real.o.valid & ~waited), real.o.ready.eq(self.o.ready & ~waited)]
+        withdraw_after_wait(m, self.o, real.o)
 
 
 class HeadlessFifo(_WrappedFifo):
@@ -170,10 +179,7 @@ class DuplicatingMux(_WrappedMux):
     """Sends a marked flit twice: the first time it does not tell its input that it was taken."""
 
     def wire(self, m, real):
-        again = Signal()
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += again.eq(marked(self.o.payload) & ~again)
-        m.d.comb += real.o.ready.eq(self.o.ready & (again | ~marked(self.o.payload)))
+        send_marked_twice(m, self.o, real.o)
 
 
 class InterleavingMux(_WrappedMux):
@@ -187,9 +193,7 @@ class FlickeringMux(_WrappedMux):
     """Withdraws ``o.valid`` for a cycle after a cycle in which the flit was offered and not taken."""
 
     def wire(self, m, real):
-        waited = Signal()
-        m.d.sync += waited.eq(self.o.valid & ~self.o.ready)
-        m.d.comb += [self.o.valid.eq(real.o.valid & ~waited), real.o.ready.eq(self.o.ready & ~waited)]
+        withdraw_after_wait(m, self.o, real.o)
 
 
 class _PacketMuxWith(PacketMux):
@@ -272,10 +276,7 @@ class FlickeringInput(_WrappedInput):
     """Withdraws the up output's valid for a cycle after a cycle in which it was offered and not taken."""
 
     def wire(self, m, real):
-        waited = Signal()
-        out = self.o[0]
-        m.d.sync += waited.eq(out.valid & ~out.ready)
-        m.d.comb += [out.valid.eq(real.o[0].valid & ~waited), real.o[0].ready.eq(out.ready & ~waited)]
+        withdraw_after_wait(m, self.o[0], real.o[0])
 
 
 class HeadlessInput(_WrappedInput):
@@ -342,13 +343,18 @@ class OverbookingReducer(_WrappedReducer):
         m.d.comb += self.alloc_free.eq(1)
 
 
+class HeadlessReducer(_WrappedReducer):
+    """Clears ``first`` on every flit it sends."""
+
+    def wire(self, m, real):
+        m.d.comb += self.o.payload.first.eq(0)
+
+
 class FlickeringReducer(_WrappedReducer):
     """Withdraws ``o.valid`` for a cycle after a cycle in which it was offered and not taken."""
 
     def wire(self, m, real):
-        waited = Signal()
-        m.d.sync += waited.eq(self.o.valid & ~self.o.ready)
-        m.d.comb += [self.o.valid.eq(real.o.valid & ~waited), real.o.ready.eq(self.o.ready & ~waited)]
+        withdraw_after_wait(m, self.o, real.o)
 
 
 def _lowest_two(value, width):

@@ -55,8 +55,9 @@ class ReducerHarness(FormalHarness):
         self.dut = block(self.cfg, 0, entries)
         self.proto = Protocol(self.cfg)
         C = self.proto.topology.chiplets_per_group
-        # The longest scenario: fill the table, then C partials of (1 + partial_flits) flits for one entry.
-        self.depth = entries + C * (self.proto.partial_flits + 1) + 4
+        # The longest scenario: an allocation, then C partials of (1 + partial_flits) flits for it, then a cycle
+        # (filling the table takes only `entries` cycles).
+        self.depth = max(entries, C * (self.proto.partial_flits + 1)) + 2
         super().__init__(only)
 
     def elaborate(self, platform):
