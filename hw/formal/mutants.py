@@ -24,7 +24,8 @@ __all__ = [
     "InterleavingMux", "FlickeringMux", "ReplicaDuplicatingInput", "MisroutingInput", "ReplicaDroppingInput",
     "OverbookingInput", "StallingInput", "FlickeringInput", "HeadlessInput", "EarlyReducer",
     "ForgetfulReducer", "DoubleAllocReducer", "OverbookingReducer", "FlickeringReducer", "HeadlessReducer",
-    "MisroutingSwitch", "DuplicatingQueueSwitch", "DetouringInput", "DetouringSwitch",
+    "MisroutingSwitch", "FlickeringSwitch", "HeadlessSwitch", "DuplicatingQueueSwitch", "DetouringInput",
+    "DetouringSwitch",
 ]
 
 #: The low data byte of a flit that triggers a mutant's fault.
@@ -381,20 +382,44 @@ class _ReducerWith(Reducer):
 
 # -- switch -----------------------------------------------------------------------------------------------
 
-class MisroutingSwitch(Switch):
-    """Swaps the output ports of chiplets 0 and 1."""
+class _WrappedSwitch(Switch):
+    """A Switch whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.real = real = Switch(self._cfg, self._group, buffer_depth=self._depth,
                                           reduction_entries=self._entries, voq=self._voq)
-        swap = {1: 2, 2: 1}
         for p in range(self.ports):
-            mine, theirs = self.port_in[p], real.port_in[p]
-            m.d.comb += [theirs.valid.eq(mine.valid), theirs.payload.eq(mine.payload), mine.ready.eq(theirs.ready)]
-            mine, theirs = self.port_out[p], real.port_out[swap.get(p, p)]
-            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+            for mine, theirs in ((real.port_in[p], self.port_in[p]), (self.port_out[p], real.port_out[p])):
+                m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload),
+                             theirs.ready.eq(mine.ready)]
+        self.wire(m, real)
         return m
+
+    def wire(self, m, real):
+        raise NotImplementedError
+
+
+class MisroutingSwitch(_WrappedSwitch):
+    """Swaps the output ports of chiplets 0 and 1."""
+
+    def wire(self, m, real):
+        for mine, theirs in ((self.port_out[1], real.port_out[2]), (self.port_out[2], real.port_out[1])):
+            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+
+
+class FlickeringSwitch(_WrappedSwitch):
+    """Withdraws the up port's valid for a cycle after a cycle in which it was offered and not taken."""
+
+    def wire(self, m, real):
+        withdraw_after_wait(m, self.port_out[0], real.port_out[0])
+
+
+class HeadlessSwitch(_WrappedSwitch):
+    """Clears ``first`` on the up port."""
+
+    def wire(self, m, real):
+        m.d.comb += self.port_out[0].payload.first.eq(0)
 
 
 class DuplicatingQueueSwitch(Switch):
