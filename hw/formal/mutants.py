@@ -7,6 +7,7 @@ connection. ``marked`` flits (low data byte ``MARK``) trigger the fault, so the 
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal
+from amaranth.lib.wiring import In
 
 from .. import packet_mux as packet_mux_module
 from .. import reducer as reducer_module
@@ -36,6 +37,19 @@ def marked(payload):
     return payload.data[:8] == MARK
 
 
+def connect_through(m, outer, inner) -> None:
+    """Every port of ``outer`` to the same port of ``inner`` (same signature): inputs in, outputs out. A
+    mutant's ``wire`` then overrides one connection (the later comb assignment wins)."""
+    for (_, member, mine), (_, _, theirs) in zip(outer.signature.flatten(outer), inner.signature.flatten(inner)):
+        m.d.comb += theirs.eq(mine) if member.flow == In else mine.eq(theirs)
+
+
+def swap_streams(m, outer, inner) -> None:
+    """Drive ``outer[1]`` from ``inner[2]`` and ``outer[2]`` from ``inner[1]`` (the outputs of chiplets 0, 1)."""
+    for mine, theirs in ((outer[1], inner[2]), (outer[2], inner[1])):
+        m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+
+
 def withdraw_after_wait(m, out, inner) -> None:
     """Pass ``inner`` to ``out``, but withdraw valid for a cycle after a cycle of waiting (a stream-rule fault)."""
     waited = Signal()
@@ -57,9 +71,7 @@ class _WrappedFifo(LinkFifo):
     def elaborate(self, platform):
         m = Module()
         m.submodules.real = real = LinkFifo(self._cfg, self._depth)
-        m.d.comb += [real.i.payload.eq(self.i.payload), real.i.valid.eq(self.i.valid),
-                     self.i.ready.eq(real.i.ready), self.o.payload.eq(real.o.payload),
-                     self.o.valid.eq(real.o.valid), real.o.ready.eq(self.o.ready)]
+        connect_through(m, self, real)
         self.wire(m, real)
         return m
 
@@ -111,8 +123,7 @@ class _WrappedArbiter(PacketArbiter):
     def elaborate(self, platform):
         m = Module()
         m.submodules.real = real = PacketArbiter(self.n)
-        m.d.comb += [real.requests.eq(self.requests), real.done.eq(self.done), self.grant.eq(real.grant),
-                     self.locked.eq(real.locked)]
+        connect_through(m, self, real)
         self.wire(m, real)
         return m
 
@@ -162,10 +173,7 @@ class _WrappedMux(PacketMux):
     def elaborate(self, platform):
         m = Module()
         m.submodules.real = real = self.make_real()
-        for mine, theirs in zip(self.i, real.i):
-            m.d.comb += [theirs.valid.eq(mine.valid), theirs.payload.eq(mine.payload), mine.ready.eq(theirs.ready)]
-        m.d.comb += [self.o.valid.eq(real.o.valid), self.o.payload.eq(real.o.payload),
-                     real.o.ready.eq(self.o.ready)]
+        connect_through(m, self, real)
         self.wire(m, real)
         return m
 
@@ -221,11 +229,7 @@ class _WrappedInput(SwitchInput):
     def elaborate(self, platform):
         m = Module()
         m.submodules.real = real = SwitchInput(self._cfg, self._group, self._port)
-        m.d.comb += [real.i.valid.eq(self.i.valid), real.i.payload.eq(self.i.payload), self.i.ready.eq(real.i.ready),
-                     real.alloc_free.eq(self.alloc_free), self.alloc.eq(real.alloc),
-                     self.alloc_tag.eq(real.alloc_tag), self.alloc_count.eq(real.alloc_count)]
-        for mine, theirs in zip(self.o, real.o):
-            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+        connect_through(m, self, real)
         self.wire(m, real)
         return m
 
@@ -247,8 +251,7 @@ class MisroutingInput(_WrappedInput):
     """Swaps the outputs of chiplets 0 and 1."""
 
     def wire(self, m, real):
-        for mine, theirs in ((self.o[1], real.o[2]), (self.o[2], real.o[1])):
-            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+        swap_streams(m, self.o, real.o)
 
 
 class ReplicaDroppingInput(_WrappedInput):
@@ -295,11 +298,7 @@ class _WrappedReducer(Reducer):
     def elaborate(self, platform):
         m = Module()
         m.submodules.real = real = self.make_real()
-        m.d.comb += [real.i.valid.eq(self.i.valid), real.i.payload.eq(self.i.payload), self.i.ready.eq(real.i.ready),
-                     self.o.valid.eq(real.o.valid), self.o.payload.eq(real.o.payload), real.o.ready.eq(self.o.ready),
-                     self.alloc_free.eq(real.alloc_free), real.alloc.eq(self.alloc),
-                     real.alloc_tag.eq(self.alloc_tag), real.alloc_count.eq(self.alloc_count),
-                     self.live.eq(real.live)]
+        connect_through(m, self, real)
         self.wire(m, real)
         return m
 
@@ -389,10 +388,7 @@ class _WrappedSwitch(Switch):
         m = Module()
         m.submodules.real = real = Switch(self._cfg, self._group, buffer_depth=self._depth,
                                           reduction_entries=self._entries, voq=self._voq)
-        for p in range(self.ports):
-            for mine, theirs in ((real.port_in[p], self.port_in[p]), (self.port_out[p], real.port_out[p])):
-                m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload),
-                             theirs.ready.eq(mine.ready)]
+        connect_through(m, self, real)
         self.wire(m, real)
         return m
 
@@ -404,8 +400,7 @@ class MisroutingSwitch(_WrappedSwitch):
     """Swaps the output ports of chiplets 0 and 1."""
 
     def wire(self, m, real):
-        for mine, theirs in ((self.port_out[1], real.port_out[2]), (self.port_out[2], real.port_out[1])):
-            m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+        swap_streams(m, self.port_out, real.port_out)
 
 
 class FlickeringSwitch(_WrappedSwitch):
