@@ -6,6 +6,8 @@ connection. ``marked`` flits (low data byte ``MARK``) trigger the fault, so the 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from amaranth import Module, Mux, Signal
 from amaranth.lib.wiring import In
 
@@ -37,6 +39,48 @@ def marked(payload):
     return payload.data[:8] == MARK
 
 
+@contextmanager
+def patched(module, name: str, value):
+    """While elaborating a real block, replace a class or function its module looks up (``module.name``), so
+    that the block's own code runs with one broken part."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+def clear_first(m, out, inner) -> None:
+    """Pass ``inner`` to ``out`` with ``first`` cleared (a framing fault)."""
+    m.d.comb += out.payload.first.eq(0)
+
+
+def output_fault(base, name: str, output, fault, doc: str):
+    """A mutant class: ``base`` (a wrapper) with ``fault(m, output(self), output(real))`` on one output."""
+    def wire(self, m, real):
+        fault(m, output(self), output(real))
+    return type(name, (base,), {"wire": wire, "__doc__": doc, "__module__": __name__})
+
+
+class _Wrapper:
+    """Base of the mutants that wrap a real block: every port goes straight through (``connect_through``),
+    then :meth:`wire` breaks one connection (a later comb assignment wins)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.real = real = self.make_real()
+        connect_through(m, self, real)
+        self.wire(m, real)
+        return m
+
+    def make_real(self):
+        raise NotImplementedError
+
+    def wire(self, m, real):
+        pass
+
+
 def connect_through(m, outer, inner) -> None:
     """Every port of ``outer`` to the same port of ``inner`` (same signature): inputs in, outputs out. A
     mutant's ``wire`` then overrides one connection (the later comb assignment wins)."""
@@ -65,18 +109,11 @@ def send_marked_twice(m, out, inner) -> None:
     m.d.comb += inner.ready.eq(out.ready & (again | ~marked(out.payload)))
 
 
-class _WrappedFifo(LinkFifo):
+class _WrappedFifo(_Wrapper, LinkFifo):
     """A LinkFifo whose ports go through a real LinkFifo; subclasses break one connection in :meth:`wire`."""
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.real = real = LinkFifo(self._cfg, self._depth)
-        connect_through(m, self, real)
-        self.wire(m, real)
-        return m
-
-    def wire(self, m, real):
-        raise NotImplementedError
+    def make_real(self):
+        return LinkFifo(self._cfg, self._depth)
 
 
 class DroppingFifo(_WrappedFifo):
@@ -84,13 +121,6 @@ class DroppingFifo(_WrappedFifo):
 
     def wire(self, m, real):
         m.d.comb += real.i.valid.eq(self.i.valid & ~marked(self.i.payload))
-
-
-class DuplicatingFifo(_WrappedFifo):
-    """Sends a marked flit twice."""
-
-    def wire(self, m, real):
-        send_marked_twice(m, self.o, real.o)
 
 
 class StallingFifo(_WrappedFifo):
@@ -101,34 +131,13 @@ class StallingFifo(_WrappedFifo):
         m.d.comb += [self.o.valid.eq(real.o.valid & ~hide), real.o.ready.eq(self.o.ready & ~hide)]
 
 
-class FlickeringFifo(_WrappedFifo):
-    """Withdraws ``o.valid`` for a cycle after a cycle in which the flit was offered and not taken."""
-
-    def wire(self, m, real):
-        withdraw_after_wait(m, self.o, real.o)
-
-
-class HeadlessFifo(_WrappedFifo):
-    """Clears ``first`` on every flit it sends: packets lose their heads."""
-
-    def wire(self, m, real):
-        m.d.comb += self.o.payload.first.eq(0)
-
-
 # -- arbiter ----------------------------------------------------------------------------------------------
 
-class _WrappedArbiter(PacketArbiter):
+class _WrappedArbiter(_Wrapper, PacketArbiter):
     """A PacketArbiter whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.real = real = PacketArbiter(self.n)
-        connect_through(m, self, real)
-        self.wire(m, real)
-        return m
-
-    def wire(self, m, real):
-        raise NotImplementedError
+    def make_real(self):
+        return PacketArbiter(self.n)
 
 
 class StarvingArbiter(_WrappedArbiter):
@@ -163,32 +172,15 @@ class UnaskedArbiter(_WrappedArbiter):
 
 # -- packet mux -------------------------------------------------------------------------------------------
 
-class _WrappedMux(PacketMux):
+class _WrappedMux(_Wrapper, PacketMux):
     """A PacketMux whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
 
     def __init__(self, layout, n):
         self._layout = layout
         super().__init__(layout, n)
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.real = real = self.make_real()
-        connect_through(m, self, real)
-        self.wire(m, real)
-        return m
-
     def make_real(self):
         return PacketMux(self._layout, self.n)
-
-    def wire(self, m, real):
-        pass
-
-
-class DuplicatingMux(_WrappedMux):
-    """Sends a marked flit twice: the first time it does not tell its input that it was taken."""
-
-    def wire(self, m, real):
-        send_marked_twice(m, self.o, real.o)
 
 
 class InterleavingMux(_WrappedMux):
@@ -196,13 +188,6 @@ class InterleavingMux(_WrappedMux):
 
     def make_real(self):
         return _PacketMuxWith(self._layout, self.n, UnlockedArbiter)
-
-
-class FlickeringMux(_WrappedMux):
-    """Withdraws ``o.valid`` for a cycle after a cycle in which the flit was offered and not taken."""
-
-    def wire(self, m, real):
-        withdraw_after_wait(m, self.o, real.o)
 
 
 class _PacketMuxWith(PacketMux):
@@ -213,28 +198,17 @@ class _PacketMuxWith(PacketMux):
         super().__init__(layout, n)
 
     def elaborate(self, platform):
-        saved = packet_mux_module.PacketArbiter
-        packet_mux_module.PacketArbiter = self._arbiter
-        try:
+        with patched(packet_mux_module, "PacketArbiter", self._arbiter):
             return super().elaborate(platform)
-        finally:
-            packet_mux_module.PacketArbiter = saved
 
 
 # -- switch input -----------------------------------------------------------------------------------------
 
-class _WrappedInput(SwitchInput):
+class _WrappedInput(_Wrapper, SwitchInput):
     """A SwitchInput whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.real = real = SwitchInput(self._cfg, self._group, self._port)
-        connect_through(m, self, real)
-        self.wire(m, real)
-        return m
-
-    def wire(self, m, real):
-        raise NotImplementedError
+    def make_real(self):
+        return SwitchInput(self._cfg, self._group, self._port)
 
 
 class ReplicaDuplicatingInput(_WrappedInput):
@@ -276,37 +250,13 @@ class StallingInput(_WrappedInput):
         m.d.comb += [real.i.valid.eq(self.i.valid & ~hide), self.i.ready.eq(real.i.ready & ~hide)]
 
 
-class FlickeringInput(_WrappedInput):
-    """Withdraws the up output's valid for a cycle after a cycle in which it was offered and not taken."""
-
-    def wire(self, m, real):
-        withdraw_after_wait(m, self.o[0], real.o[0])
-
-
-class HeadlessInput(_WrappedInput):
-    """Clears ``first`` on the up output."""
-
-    def wire(self, m, real):
-        m.d.comb += self.o[0].payload.first.eq(0)
-
-
 # -- reducer ----------------------------------------------------------------------------------------------
 
-class _WrappedReducer(Reducer):
+class _WrappedReducer(_Wrapper, Reducer):
     """A Reducer whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.real = real = self.make_real()
-        connect_through(m, self, real)
-        self.wire(m, real)
-        return m
 
     def make_real(self):
         return Reducer(self._cfg, self._group, self._entries)
-
-    def wire(self, m, real):
-        pass
 
 
 class EarlyReducer(_WrappedReducer):
@@ -343,20 +293,6 @@ class OverbookingReducer(_WrappedReducer):
         m.d.comb += self.alloc_free.eq(1)
 
 
-class HeadlessReducer(_WrappedReducer):
-    """Clears ``first`` on every flit it sends."""
-
-    def wire(self, m, real):
-        m.d.comb += self.o.payload.first.eq(0)
-
-
-class FlickeringReducer(_WrappedReducer):
-    """Withdraws ``o.valid`` for a cycle after a cycle in which it was offered and not taken."""
-
-    def wire(self, m, real):
-        withdraw_after_wait(m, self.o, real.o)
-
-
 def _lowest_two(value, width):
     first = value & (-value)
     rest = value & ~first
@@ -371,29 +307,18 @@ class _ReducerWith(Reducer):
         super().__init__(cfg, group, entries)
 
     def elaborate(self, platform):
-        saved = reducer_module.lowest_one
-        reducer_module.lowest_one = self._picker
-        try:
+        with patched(reducer_module, "lowest_one", self._picker):
             return super().elaborate(platform)
-        finally:
-            reducer_module.lowest_one = saved
 
 
 # -- switch -----------------------------------------------------------------------------------------------
 
-class _WrappedSwitch(Switch):
+class _WrappedSwitch(_Wrapper, Switch):
     """A Switch whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.real = real = Switch(self._cfg, self._group, buffer_depth=self._depth,
-                                          reduction_entries=self._entries, voq=self._voq)
-        connect_through(m, self, real)
-        self.wire(m, real)
-        return m
-
-    def wire(self, m, real):
-        raise NotImplementedError
+    def make_real(self):
+        return Switch(self._cfg, self._group, buffer_depth=self._depth, reduction_entries=self._entries,
+                      voq=self._voq)
 
 
 class MisroutingSwitch(_WrappedSwitch):
@@ -403,30 +328,12 @@ class MisroutingSwitch(_WrappedSwitch):
         swap_streams(m, self.port_out, real.port_out)
 
 
-class FlickeringSwitch(_WrappedSwitch):
-    """Withdraws the up port's valid for a cycle after a cycle in which it was offered and not taken."""
-
-    def wire(self, m, real):
-        withdraw_after_wait(m, self.port_out[0], real.port_out[0])
-
-
-class HeadlessSwitch(_WrappedSwitch):
-    """Clears ``first`` on the up port."""
-
-    def wire(self, m, real):
-        m.d.comb += self.port_out[0].payload.first.eq(0)
-
-
 class DuplicatingQueueSwitch(Switch):
     """Built with queues that send a marked flit twice."""
 
     def elaborate(self, platform):
-        saved = switch_module.LinkFifo
-        switch_module.LinkFifo = DuplicatingFifo
-        try:
+        with patched(switch_module, "LinkFifo", DuplicatingFifo):
             return super().elaborate(platform)
-        finally:
-            switch_module.LinkFifo = saved
 
 
 class DetouringInput(_WrappedInput):
@@ -450,9 +357,31 @@ class DetouringSwitch(Switch):
     """Built with :class:`DetouringInput` s: a flow's packets can leave out of order."""
 
     def elaborate(self, platform):
-        saved = switch_module.SwitchInput
-        switch_module.SwitchInput = DetouringInput
-        try:
+        with patched(switch_module, "SwitchInput", DetouringInput):
             return super().elaborate(platform)
-        finally:
-            switch_module.SwitchInput = saved
+
+
+# -- output faults of every block: stream rules, framing, duplication --------------------------------------
+
+DuplicatingFifo = output_fault(_WrappedFifo, "DuplicatingFifo", lambda b: b.o, send_marked_twice,
+                               "Sends a marked flit twice.")
+FlickeringFifo = output_fault(_WrappedFifo, "FlickeringFifo", lambda b: b.o, withdraw_after_wait,
+                              "Withdraws ``o.valid`` for a cycle after a cycle of waiting.")
+HeadlessFifo = output_fault(_WrappedFifo, "HeadlessFifo", lambda b: b.o, clear_first,
+                            "Clears ``first`` on every flit it sends: packets lose their heads.")
+DuplicatingMux = output_fault(_WrappedMux, "DuplicatingMux", lambda b: b.o, send_marked_twice,
+                              "Sends a marked flit twice: the first time it does not tell its input.")
+FlickeringMux = output_fault(_WrappedMux, "FlickeringMux", lambda b: b.o, withdraw_after_wait,
+                             "Withdraws ``o.valid`` for a cycle after a cycle of waiting.")
+FlickeringInput = output_fault(_WrappedInput, "FlickeringInput", lambda b: b.o[0], withdraw_after_wait,
+                               "Withdraws the up output's valid for a cycle after a cycle of waiting.")
+HeadlessInput = output_fault(_WrappedInput, "HeadlessInput", lambda b: b.o[0], clear_first,
+                             "Clears ``first`` on the up output.")
+HeadlessReducer = output_fault(_WrappedReducer, "HeadlessReducer", lambda b: b.o, clear_first,
+                               "Clears ``first`` on every flit it sends.")
+FlickeringReducer = output_fault(_WrappedReducer, "FlickeringReducer", lambda b: b.o, withdraw_after_wait,
+                                 "Withdraws ``o.valid`` for a cycle after a cycle of waiting.")
+FlickeringSwitch = output_fault(_WrappedSwitch, "FlickeringSwitch", lambda b: b.port_out[0], withdraw_after_wait,
+                                "Withdraws the up port's valid for a cycle after a cycle of waiting.")
+HeadlessSwitch = output_fault(_WrappedSwitch, "HeadlessSwitch", lambda b: b.port_out[0], clear_first,
+                              "Clears ``first`` on the up port.")
