@@ -6,8 +6,8 @@ config (``build(cfg, only=None, block=None)``; ``block`` replaces the block unde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from mozart.model.errors import MozartError
 from mozart.model.protocol import Protocol
