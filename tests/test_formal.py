@@ -75,6 +75,7 @@ MUTANTS = [
     (reducer, mutants.ForgetfulReducer, "result.sum", 8),
     (reducer, mutants.DoubleAllocReducer, "entry", 4),
     (reducer, mutants.OverbookingReducer, "backpressure", 6),
+    (reducer, mutants.StallingReducer, "liveness", 4),
     (reducer, mutants.FlickeringReducer, "o.stream", 4),
     (reducer, mutants.HeadlessReducer, "o.framing", 4),
     (switch, mutants.MisroutingSwitch, "delivery", 5),

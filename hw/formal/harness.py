@@ -145,6 +145,17 @@ class FairReady:
         m.d.sync += fair_so_far.eq(self.fair)
 
 
+def cycles_waiting(m: Module, stream, limit: int, name: str):
+    """Cycles the flit offered on ``stream`` has waited so far (valid and not ready), saturating above
+    ``limit``: a liveness property bounds it."""
+    waited = Signal(range(limit + 2), name=f"{name}_waited")
+    with m.If(stream.valid & ~stream.ready & (waited <= limit)):
+        m.d.sync += waited.eq(waited + 1)
+    with m.Elif(~stream.valid | stream.ready):
+        m.d.sync += waited.eq(0)
+    return waited
+
+
 def counter_bits(horizon: int) -> int:
     """Width of a transfer counter that cannot wrap within ``horizon`` cycles."""
     return max(1, math.ceil(math.log2(horizon + 2)))

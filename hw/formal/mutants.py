@@ -26,9 +26,9 @@ __all__ = [
     "StarvingArbiter", "DoubleGrantArbiter", "UnlockedArbiter", "UnaskedArbiter", "DuplicatingMux",
     "InterleavingMux", "FlickeringMux", "ReplicaDuplicatingInput", "MisroutingInput", "ReplicaDroppingInput",
     "OverbookingInput", "StallingInput", "FlickeringInput", "HeadlessInput", "EarlyReducer",
-    "ForgetfulReducer", "DoubleAllocReducer", "OverbookingReducer", "FlickeringReducer", "HeadlessReducer",
-    "MisroutingSwitch", "FlickeringSwitch", "HeadlessSwitch", "DuplicatingQueueSwitch", "DetouringInput",
-    "DetouringSwitch",
+    "ForgetfulReducer", "DoubleAllocReducer", "OverbookingReducer", "StallingReducer", "FlickeringReducer",
+    "HeadlessReducer", "MisroutingSwitch", "FlickeringSwitch", "HeadlessSwitch", "DuplicatingQueueSwitch",
+    "DetouringInput", "DetouringSwitch",
 ]
 
 #: The low data byte of a flit that triggers a mutant's fault.
@@ -92,6 +92,12 @@ def swap_streams(m, outer, inner) -> None:
     """Drive ``outer[1]`` from ``inner[2]`` and ``outer[2]`` from ``inner[1]`` (the outputs of chiplets 0, 1)."""
     for mine, theirs in ((outer[1], inner[2]), (outer[2], inner[1])):
         m.d.comb += [mine.valid.eq(theirs.valid), mine.payload.eq(theirs.payload), theirs.ready.eq(mine.ready)]
+
+
+def refuse_marked(m, outer, inner) -> None:
+    """Never take a marked flit from ``outer`` (nor pass it to ``inner``): everything behind it waits forever."""
+    hide = marked(outer.payload)
+    m.d.comb += [inner.valid.eq(outer.valid & ~hide), outer.ready.eq(inner.ready & ~hide)]
 
 
 def withdraw_after_wait(m, out, inner) -> None:
@@ -246,8 +252,7 @@ class StallingInput(_WrappedInput):
     """Never passes a marked flit (and nothing behind it moves)."""
 
     def wire(self, m, real):
-        hide = marked(self.i.payload)
-        m.d.comb += [real.i.valid.eq(self.i.valid & ~hide), self.i.ready.eq(real.i.ready & ~hide)]
+        refuse_marked(m, self.i, real.i)
 
 
 # -- reducer ----------------------------------------------------------------------------------------------
@@ -284,6 +289,13 @@ class DoubleAllocReducer(_WrappedReducer):
 
     def make_real(self):
         return _ReducerWith(self._cfg, self._group, self._entries, _lowest_two)
+
+
+class StallingReducer(_WrappedReducer):
+    """Never takes a marked flit (and nothing behind it moves)."""
+
+    def wire(self, m, real):
+        refuse_marked(m, self.i, real.i)
 
 
 class OverbookingReducer(_WrappedReducer):

@@ -12,7 +12,8 @@ from mozart.model.switch_model import SwitchModel
 
 from ..protocol import PacketKind, header_layout
 from ..reducer import Reducer
-from .harness import FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits, drive_stream_source
+from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits, cycles_waiting,
+                      drive_stream_source)
 
 __all__ = ["ReducerHarness"]
 
@@ -35,6 +36,8 @@ class ReducerHarness(FormalHarness):
         Reduction table size under proof (default 2: the full table is reached in a few cycles).
     block : type
         Built as ``block(cfg, 0, entries)``.
+    ready_every : int
+        K of the liveness property.
     """
 
     PROPERTIES = {
@@ -48,9 +51,13 @@ class ReducerHarness(FormalHarness):
                  "result's tail",
         "backpressure": "alloc_free is low exactly when all entries are open (the dispatch waits, nothing is "
                         "dropped)",
+        "liveness": "with o.ready high at least one cycle in K, a flit offered on i is taken within K cycles "
+                    "(absorbed partials at once, emitted flits as o takes them)",
     }
 
-    def __init__(self, cfg, partial_bits: int = 16, entries: int = 2, block=Reducer, only=None):
+    def __init__(self, cfg, partial_bits: int = 16, entries: int = 2, block=Reducer, ready_every: int = 2,
+                 only=None):
+        self.ready_every = ready_every
         self.cfg = override(cfg, {"numerics.partial_bits": partial_bits})
         self.dut = block(self.cfg, 0, entries)
         self.proto = Protocol(self.cfg)
@@ -72,7 +79,7 @@ class ReducerHarness(FormalHarness):
 
         src = drive_stream_source(m, dut.i, "i")
         out = StreamMonitor(m, dut.o, "o")
-        FairReady(m, [dut.o], 2, "o")
+        ready = FairReady(m, [dut.o], self.ready_every, "o")
         check_stream_output(self, m, out, "o.stream", "o.framing")
         m.d.comb += [dut.alloc.eq(AnySeq(1)), dut.alloc_tag.eq(AnySeq(proto.tag_bits)),
                      dut.alloc_count.eq(AnySeq(len(dut.alloc_count)))]
@@ -159,4 +166,7 @@ class ReducerHarness(FormalHarness):
         with m.If(out.transfer & ~dut.o.payload.first & in_partial & in_last & mine):
             self.check(m, "result.sum",
                        dut.o.payload.data.word_select(element % per_flit, bits) == saturated.as_unsigned()[:bits])
+
+        with m.If(ready.fair):
+            self.check(m, "liveness", cycles_waiting(m, dut.i, self.ready_every, "i") < self.ready_every)
         return m

@@ -11,7 +11,7 @@ from mozart.model.protocol import Protocol
 from ..protocol import PacketKind, header_layout
 from ..switch_input import SwitchInput
 from .harness import (FairReady, FormalHarness, StreamMonitor, assume_packet_lengths, check_stream_output,
-                      drive_stream_source)
+                      cycles_waiting, drive_stream_source)
 
 __all__ = ["SwitchInputHarness"]
 
@@ -169,11 +169,7 @@ class SwitchInputHarness(FormalHarness):
         # -- liveness --------------------------------------------------------------------------------------------
         free_so_far = Signal(init=1)
         m.d.sync += free_so_far.eq(free_so_far & dut.alloc_free)
-        waited = Signal(range(self.ready_every + 2))
-        with m.If(dut.i.valid & ~dut.i.ready & (waited <= self.ready_every)):
-            m.d.sync += waited.eq(waited + 1)
-        with m.Elif(~dut.i.valid | dut.i.ready):
-            m.d.sync += waited.eq(0)
+        waited = cycles_waiting(m, dut.i, self.ready_every, "i")
         with m.If(ready.fair & free_so_far & dut.alloc_free):
             self.check(m, "liveness", waited < self.ready_every)
         return m
