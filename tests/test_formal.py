@@ -125,6 +125,19 @@ def test_cli_reports_a_proof_per_property(tmp_path, capsys):
     assert "fairness" in out and "4 of 4 hold" in out
 
 
+def test_cli_reports_a_failure_with_its_counterexample(monkeypatch, tmp_path, capsys):
+    import mozart.hw.formal as registry  # noqa: PLC0415
+    broken = registry.FormalBlock("arbiter", "a mutant", lambda cfg, only=None: ArbiterHarness(
+        3, block=mutants.DoubleGrantArbiter, only=only))
+    monkeypatch.setitem(registry.FORMAL_BLOCKS, "arbiter", broken)
+    argv = ["formal", "arbiter", "--property", "grant.onehot", "--depth", "4", "--work", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    vcd = out.split("FAILED: counterexample ")[1].split()[0]
+    assert vcd.endswith(".vcd") and (tmp_path / "arbiter-tiny" / "grant.onehot").exists()
+    assert "0 of 1 hold, 1 failed" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["formal", "nope"], "block must be one of"),
     (["formal", "fifo", "--depth", "0"], "--depth must be a positive number of cycles, not 0"),
