@@ -18,12 +18,20 @@ from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import wiring
 
-__all__ = ["FormalHarness", "StreamMonitor", "FairReady", "check_stream_output", "drive_stream_source",
-           "counter_bits", "watched_index", "PROPERTY_LOCATION_PREFIX"]
+__all__ = ["FormalHarness", "output_rules", "StreamMonitor", "FairReady", "check_stream_output",
+           "drive_stream_source", "assume_packet_lengths", "cycles_waiting", "counter_bits", "watched_index",
+           "PROPERTY_LOCATION_PREFIX"]
 
 #: Source-location prefix of every property assertion: ``prop:NAME:SERIAL``.
 #: Source-location prefix of every property assertion: ``prop:NAME:SERIAL`` (the runner parses it).
 PROPERTY_LOCATION_PREFIX = "prop:"
+
+
+def output_rules(port: str) -> dict[str, str]:
+    """The two properties every harness states on the outputs it names ``port``: PORT.stream, PORT.framing."""
+    return {f"{port}.stream": f"a flit offered on {port} stays offered, unchanged, until ready takes it",
+            f"{port}.framing": f"flits leave on {port} as well-formed packets (a head exactly when no packet is "
+                               "open)"}
 
 
 class FormalHarness(wiring.Component):

@@ -6,7 +6,7 @@ from amaranth import Module, Signal
 
 from ..link_fifo import LinkFifo
 from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits,
-                      drive_stream_source, watched_index)
+                      drive_stream_source, output_rules, watched_index)
 
 __all__ = ["LinkFifoHarness"]
 
@@ -26,8 +26,7 @@ class LinkFifoHarness(FormalHarness):
     """
 
     PROPERTIES = {
-        "o.stream": "o.valid stays high and o.payload unchanged until o.ready takes the flit",
-        "o.framing": "flits leave on o as well-formed packets (a head exactly when no packet is open)",
+        **output_rules("o"),
         "conservation": "flits out never exceed flits in; the occupancy (in - out) never exceeds the depth; "
                         "o offers a flit only while the occupancy is positive",
         "order": "the w-th flit out is the w-th flit in, unchanged (w chosen by the solver): in order, none "

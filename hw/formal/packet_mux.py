@@ -7,7 +7,7 @@ from amaranth.asserts import AnySeq
 
 from ..packet_mux import PacketMux
 from ..protocol import flit_layout
-from .harness import FormalHarness, StreamMonitor, check_stream_output, drive_stream_source
+from .harness import FormalHarness, StreamMonitor, check_stream_output, drive_stream_source, output_rules
 
 __all__ = ["PacketMuxHarness"]
 
@@ -26,8 +26,7 @@ class PacketMuxHarness(FormalHarness):
     """
 
     PROPERTIES = {
-        "o.stream": "o.valid stays high and o.payload unchanged until o.ready takes the flit",
-        "o.framing": "flits leave on o as well-formed packets",
+        **output_rules("o"),
         "conservation": "a flit leaves on o exactly when exactly one input hands one over, and it is that flit, "
                         "unchanged: none lost, created or duplicated",
         "no_interleave": "the flits of one output packet all come from the input that sent its head",

@@ -12,8 +12,8 @@ from mozart.model.switch_model import SwitchModel
 
 from ..protocol import PacketKind, header_layout
 from ..reducer import Reducer
-from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits, cycles_waiting,
-                      drive_stream_source)
+from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits,
+                      cycles_waiting, drive_stream_source, output_rules)
 
 __all__ = ["ReducerHarness"]
 
@@ -41,8 +41,7 @@ class ReducerHarness(FormalHarness):
     """
 
     PROPERTIES = {
-        "o.stream": "o.valid stays high and o.payload unchanged until o.ready takes the flit",
-        "o.framing": "flits leave on o as well-formed packets",
+        **output_rules("o"),
         "result.once": "for the watched tag, exactly one reduced COMBINE (src = the switch) leaves per "
                        "allocation, in the cycle its expected-th partial arrives, and none without an allocation",
         "result.sum": "each element of that result is the exact sum of the element over its partials, saturated "

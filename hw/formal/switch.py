@@ -12,7 +12,7 @@ from mozart.model.protocol import Protocol
 from ..protocol import PacketKind, header_layout
 from ..switch import Switch
 from .harness import (FormalHarness, StreamMonitor, assume_packet_lengths, check_stream_output,
-                      drive_stream_source)
+                      drive_stream_source, output_rules)
 
 __all__ = ["SwitchHarness"]
 
@@ -35,8 +35,7 @@ class SwitchHarness(FormalHarness):
     """
 
     PROPERTIES = {
-        "port_out.stream": "every output port holds valid and payload until ready takes the flit",
-        "port_out.framing": "every output port carries well-formed packets (no two packets interleaved)",
+        **output_rules("port_out"),
         "delivery": "the watched packet's head leaves once on each port it is due (the chiplets of its mask for "
                     "a DISPATCH to this switch on the up port, else the route port of its dst) and on no other "
                     "port, and only after it entered",

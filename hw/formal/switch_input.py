@@ -11,7 +11,7 @@ from mozart.model.protocol import Protocol
 from ..protocol import PacketKind, header_layout
 from ..switch_input import SwitchInput
 from .harness import (FairReady, FormalHarness, StreamMonitor, assume_packet_lengths, check_stream_output,
-                      cycles_waiting, drive_stream_source)
+                      cycles_waiting, drive_stream_source, output_rules)
 
 __all__ = ["SwitchInputHarness"]
 
@@ -41,8 +41,7 @@ class SwitchInputHarness(FormalHarness):
     """
 
     PROPERTIES = {
-        "o.stream": "every output holds valid and payload until ready takes the flit",
-        "o.framing": "every output carries well-formed packets",
+        **output_rules("o"),
         "dispatch": "a DISPATCH for this switch with chiplet mask M goes to exactly the chiplet ports of M, each "
                     "taking each of its flits once: its own header replica (dst = that chiplet, one-hot mask, "
                     "length = route + token flits), its own route word, then the token; nothing else leaves",
