@@ -161,7 +161,7 @@ class Reducer(wiring.Component):
         result_hdr = Signal(header_layout(cfg))
         m.d.comb += [result_hdr.eq(hdr), result_hdr.src.eq(proto.topology.switch(self._group))]
 
-        is_head = head.first
+        is_head = self.i.valid & head.first  # an idle input's stale payload must not move the read address
         with m.If(is_head):
             m.d.comb += [
                 self.o.valid.eq(self.i.valid & emit_now),
