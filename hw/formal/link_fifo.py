@@ -38,7 +38,7 @@ class LinkFifoHarness(FormalHarness):
     def __init__(self, cfg, depth: int | None = None, block=LinkFifo, ready_every: int = 2, only=None):
         self.dut = block(cfg, depth)
         self.ready_every = ready_every
-        self.bound = self.dut.latency + self.dut.depth * (ready_every + 1)
+        self.bound = self.dut.contract.latency + self.dut.contract.depth * (ready_every + 1)
         self.depth = self.bound + 1  # the longest scenario: a flit that leaves at the liveness bound
         super().__init__(only)
 
@@ -55,7 +55,7 @@ class LinkFifoHarness(FormalHarness):
         m.d.sync += [flits_in.eq(flits_in + src.transfer), flits_out.eq(flits_out + out.transfer)]
         occupancy = flits_in - flits_out
         self.check(m, "conservation", flits_out <= flits_in)
-        self.check(m, "conservation", occupancy <= dut.depth)
+        self.check(m, "conservation", occupancy <= dut.contract.depth)
         with m.If(dut.o.valid):
             self.check(m, "conservation", occupancy > 0)
 

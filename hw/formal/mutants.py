@@ -119,7 +119,7 @@ class _WrappedFifo(_Wrapper, LinkFifo):
     """A LinkFifo whose ports go through a real LinkFifo; subclasses break one connection in :meth:`wire`."""
 
     def make_real(self):
-        return LinkFifo(self._cfg, self._depth)
+        return LinkFifo(self._cfg, self.contract.depth)
 
 
 class DroppingFifo(_WrappedFifo):
@@ -314,6 +314,9 @@ def _lowest_two(value, width):
 class _ReducerWith(Reducer):
     """The real Reducer with another free-entry picker (its elaborate looks ``lowest_one`` up in its module)."""
 
+    def __new__(cls, cfg, group, entries, picker):
+        return super().__new__(cls, cfg, group, entries)
+
     def __init__(self, cfg, group, entries, picker):
         self._picker = picker
         super().__init__(cfg, group, entries)
@@ -329,8 +332,9 @@ class _WrappedSwitch(_Wrapper, Switch):
     """A Switch whose ports go through a real one; subclasses break one connection in :meth:`wire`."""
 
     def make_real(self):
-        return Switch(self._cfg, self._group, buffer_depth=self._depth, reduction_entries=self._entries,
-                      voq=self._voq)
+        c = self.contract
+        return Switch(self._cfg, c.group, buffer_depth=c.buffer_depth, reduction_entries=c.reduction_entries,
+                      voq=c.voq)
 
 
 class MisroutingSwitch(_WrappedSwitch):

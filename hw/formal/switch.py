@@ -49,7 +49,7 @@ class SwitchHarness(FormalHarness):
         proto = Protocol(cfg)
         # A head through a queue and out, plus a cycle: deeper runs take the solver tens of minutes per step on
         # tiny (docs/formal.md, "What is not proved").
-        self.depth = self.dut.head_latency + 1
+        self.depth = self.dut.contract.head_latency + 1
         self.proto = proto
         super().__init__(only)
 
