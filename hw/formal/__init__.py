@@ -6,6 +6,7 @@ config (``build(cfg, only=None, block=None)``; ``block`` replaces the block unde
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ class FormalBlock:
     name: str
     summary: str
     make: Callable  #: make(cfg, **kwargs) -> FormalHarness
+    harness: str    #: the harness class, "module:Class" inside this package (its PROPERTIES, without building it)
 
     def build(self, cfg, only=None, block=None):
         kwargs = {"only": only}
@@ -27,11 +29,13 @@ class FormalBlock:
             kwargs["block"] = block
         return self.make(cfg, **kwargs)
 
+    def harness_class(self):
+        module, _, cls = self.harness.partition(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
     def properties(self, cfg, only=None) -> list[str]:
-        """The properties a run checks (``only`` validated: ValueError), without building anything to keep."""
-        harness = self.build(cfg, only=only)
-        harness.discard()
-        return harness.properties
+        """The properties a run checks (``only`` validated: ValueError), without building anything."""
+        return self.harness_class().select(only)
 
 
 def _fifo(cfg, **kw):
@@ -67,18 +71,20 @@ def _switch(cfg, **kw):
 
 
 FORMAL_BLOCKS: dict[str, FormalBlock] = {b.name: b for b in [
-    FormalBlock("fifo", "LinkFifo (buffer_depth): stream rules, conservation, order, liveness", _fifo),
+    FormalBlock("fifo", "LinkFifo (buffer_depth): stream rules, conservation, order, liveness", _fifo,
+                "link_fifo:LinkFifoHarness"),
     FormalBlock("arbiter", "PacketArbiter (switch_ports + 1 requesters): one owner, lock, round-robin fairness",
-                _arbiter),
-    FormalBlock("mux", "PacketMux (switch_ports + 1 inputs): stream rules, conservation, no interleaving", _mux),
+                _arbiter, "arbiter:ArbiterHarness"),
+    FormalBlock("mux", "PacketMux (switch_ports + 1 inputs): stream rules, conservation, no interleaving", _mux,
+                "packet_mux:PacketMuxHarness"),
     FormalBlock("switch_input", "SwitchInput on the up port: multicast to exactly the mask, table allocation, "
-                "liveness", _switch_input(0)),
+                "liveness", _switch_input(0), "switch_input:SwitchInputHarness"),
     FormalBlock("switch_input_chiplet", "SwitchInput on chiplet port 1: routing and reducing partials",
-                _switch_input(1)),
+                _switch_input(1), "switch_input:SwitchInputHarness"),
     FormalBlock("reducer", "Reducer (partial_bits 16, 2 entries): one saturated exact sum per tag, entries, "
-                "backpressure", _reducer),
+                "backpressure", _reducer, "reducer:ReducerHarness"),
     FormalBlock("switch", "the whole Switch: stream rules and framing on every port, a watched packet's delivery",
-                _switch),
+                _switch, "switch:SwitchHarness"),
 ]}
 
 

@@ -50,20 +50,23 @@ class FormalHarness(wiring.Component):
 
     PROPERTIES: dict[str, str] = {}
 
+    def __new__(cls, *args, only=None, **kwargs):
+        cls.select(only)   # an unknown property raises before any component exists (none is left unused)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, only=None):
-        unknown = sorted(set(only or ()) - set(self.PROPERTIES))
-        if unknown:
-            self.discard()
-            raise ValueError(f"property must be one of {', '.join(self.PROPERTIES)}, not {unknown[0]!r}")
-        self._only = frozenset(only) if only else frozenset(self.PROPERTIES)
+        self._only = frozenset(self.select(only))
         self._serial = 0
         super().__init__({})
 
-    def discard(self) -> None:
-        """This harness (and its block) will not be elaborated: no 'created but never used' warning."""
-        self._MustUse__silence = True
-        if hasattr(self, "dut"):
-            self.dut._MustUse__silence = True
+    @classmethod
+    def select(cls, only=None) -> list[str]:
+        """The properties a run with ``only`` checks, in declaration order (all without ``only``); an unknown name
+        is a ValueError."""
+        unknown = sorted(set(only or ()) - set(cls.PROPERTIES))
+        if unknown:
+            raise ValueError(f"property must be one of {', '.join(cls.PROPERTIES)}, not {unknown[0]!r}")
+        return [name for name in cls.PROPERTIES if not only or name in only]
 
     @property
     def properties(self) -> list[str]:
