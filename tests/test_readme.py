@@ -3,7 +3,7 @@
 The walk-through runs in document order in one temporary folder, as a new user would: shell blocks (```sh)
 line by line through :func:`mozart.sim.cli.main` (``> FILE`` redirects stdout), the example transcript
 (```text, ``$ mozart ...`` followed by its output) with its output compared, and Python blocks with
-``exec``. Co-simulations and Verilog of bigger presets run on ``tiny`` (``--config tiny`` substituted), and
+``exec``. Co-simulations, Verilog and proofs of bigger presets run on ``tiny`` (``--config tiny`` substituted), and
 the co-simulations are one ``cosim`` test of their own (Verilator builds; ``-m "not cosim"`` deselects it).
 A command the test cannot run fails it: the only other commands allowed are the set-up ones, which must be
 exactly what CI runs (``.ci/run``).
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: Set-up commands: not run here (they install the project and run this very suite); .ci/run runs them.
 SETUP = ("pip install -e '.[dev]'", "python3 -m pytest")
-#: Presets too big for a test's Verilator build: their co-simulations and Verilog run on tiny instead.
+#: Presets too big for a test's Verilator build or proof: their co-simulations, Verilog and proofs run on tiny.
 BIG_PRESETS = ("wafer4x4",)
 
 
@@ -47,7 +47,7 @@ def is_cosim(command: str) -> bool:
 
 
 def on_tiny(command: str) -> str:
-    if command.startswith(("mozart cosim", "mozart verilog")):
+    if command.startswith(("mozart cosim", "mozart verilog", "mozart formal")):
         for preset in BIG_PRESETS:
             command = command.replace(f"--config {preset}", "--config tiny")
     return command
