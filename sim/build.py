@@ -277,14 +277,15 @@ def compact_zero_init(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
-    """SHA-256 over every ``.py`` file of ``mozart.hw`` and ``mozart.model`` and the Amaranth version: what the
-    Verilog of any design can depend on. Computed once per process (about 10 ms)."""
+    """SHA-256 over every ``.py`` file of ``mozart.hw`` and ``mozart.model`` (but the formal harnesses, which no
+    design imports) and the Amaranth version: what the Verilog of any design can depend on. Computed once per
+    process (about 10 ms)."""
     import mozart.hw  # noqa: PLC0415
     import mozart.model  # noqa: PLC0415
     h = hashlib.sha256(importlib.metadata.version("amaranth").encode())
     for package in (mozart.hw, mozart.model):
         base = Path(package.__file__).parent
-        for path in sorted(base.rglob("*.py")):
+        for path in sorted(p for p in base.rglob("*.py") if "formal" not in p.relative_to(base).parts):
             h.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
