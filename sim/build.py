@@ -172,20 +172,38 @@ def _runner_class():
             return [verilate, [*make, *(f"{k}={v}" for k, v in self.profile.make_vars)]]
 
         def _execute_cmds(self, cmds, cwd, stdout=None):
-            # Verilating and compiling get a line each on the progress channel; make's compile steps are counted.
+            # Verilating and compiling get a line each on the progress channel; while make compiles, a bar counts
+            # the C++ files it has started (drawn only on a terminal).
             for i, cmd in enumerate(cmds):
+                compiling = len(cmds) == 2 and i == 1
                 if len(cmds) == 2:
                     self.progress("verilating" if i == 0 else f"compiling C++ ({_cpp_files(Path(cwd))} files)")
-                result = subprocess.run(cmd, cwd=cwd, env=self.env, check=False, stdout=stdout,
-                                        stderr=None if stdout is None else subprocess.STDOUT)
-                if result.returncode != 0:
-                    raise RuntimeError(f"Command failed with return code: {result.returncode}")
+                if compiling and stdout is not None:
+                    returncode = _run_counting_compiles(cmd, cwd, self.env, stdout, _cpp_files(Path(cwd)))
+                else:
+                    returncode = subprocess.run(cmd, cwd=cwd, env=self.env, check=False, stdout=stdout,
+                                                stderr=None if stdout is None else subprocess.STDOUT).returncode
+                if returncode != 0:
+                    raise RuntimeError(f"Command failed with return code: {returncode}")
 
     return ProfiledVerilator
 
 
 def _cpp_files(folder: Path) -> int:
     return sum(1 for _ in folder.glob("*.cpp"))
+
+
+def _run_counting_compiles(cmd, cwd, env, log, total: int) -> int:
+    """Run make with its output copied to ``log``, and a tqdm bar of the ``.cpp`` files it compiles (on stderr,
+    only when stderr is a terminal)."""
+    from tqdm import tqdm  # noqa: PLC0415 (only a build draws it)
+    with tqdm(total=total, desc="compiling C++", unit="file", file=sys.stderr, disable=None, leave=False) as bar:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            if " -c " in line and ".cpp" in line and bar.n < total:
+                bar.update(1)
+        return proc.wait()
 
 
 def _silent(_: str) -> None:
