@@ -82,6 +82,7 @@ __all__ = [
     "activation_table", "activate", "expert_hidden", "expert_ffn", "gate_products", "chiplet_partial",
     "moe_layer", "quantise", "dequantise", "moe_layer_float", "expert_image", "expert_image_flits",
     "hidden_flits", "activation_entry_words", "activation_addr", "activation_region_words", "save_packets",
+    "local_sum", "tree_combine",
 ]
 
 
@@ -275,12 +276,42 @@ def chiplet_partial(x, experts, mask, gates, cfg, *, return_hidden: bool = False
         raise ValueError(f"mask and gates must have {n_exp} entries (one per local expert), "
                          f"not {mask.shape[-1]} and {gates.shape[-1]}")
     y, h = expert_ffn(x[..., None, :], w1s, w2s, cfg, return_hidden=True)   # [.., E, d_model]
-    gy = gate_products(y, gates, cfg)
-    partial = np.zeros(x.shape, dtype=np.int64)
-    for e in range(n_exp):
-        partial = np.where(mask[..., e, None], saturating_add(partial, gy[..., e, :], cfg.numerics.partial_bits),
-                           partial)
+    partial = local_sum(gate_products(y, gates, cfg), mask, cfg.numerics.partial_bits)
     return (partial, h) if return_hidden else partial
+
+
+def local_sum(values, mask, bits: int) -> np.ndarray:
+    """A chiplet's local sum: ``values [..., E, n]`` of the selected local experts (``mask [..., E]``) added with
+    :func:`saturating_add` in ascending local order from 0 (the forward partial and the backward's input gradient)."""
+    values = np.asarray(values, dtype=np.int64)
+    mask = np.asarray(mask).astype(bool)
+    out = np.zeros(values.shape[:-2] + values.shape[-1:], dtype=np.int64)
+    for e in range(values.shape[-2]):
+        out = np.where(mask[..., e, None], saturating_add(out, values[..., e, :], bits), out)
+    return out
+
+
+def tree_combine(experts, expert_to_chiplet, cfg, width: int, chiplet_value) -> np.ndarray:
+    """What the root returns for every token: each chiplet's value, reduced in its switch and at the root.
+
+    ``experts [T, k]`` global ids, ``expert_to_chiplet [E]``; ``chiplet_value(local, hit)`` gives a chiplet's
+    ``[T, width]`` partial from its local experts' ids (ascending) and ``hit [T, len(local), k]`` (token ``t``'s
+    ``j``-th choice is local expert ``i``). Chiplets and groups a token does not reach contribute nothing; switches
+    and root take :func:`reduce_partials`."""
+    experts = np.asarray(experts, dtype=np.int64)
+    e2c = np.asarray(expert_to_chiplet, dtype=np.int64)
+    bits, zero = cfg.numerics.partial_bits, np.zeros((len(experts), width), dtype=np.int64)
+    group_results = []
+    for g in range(cfg.groups):
+        chiplet_partials = [zero]
+        for c in range(cfg.chiplets_per_group):
+            local = np.flatnonzero(e2c == g * cfg.chiplets_per_group + c)
+            hit = experts[:, None, :] == local[None, :, None]
+            reached = hit.any(axis=(1, 2))
+            if reached.any():
+                chiplet_partials.append(np.where(reached[:, None], chiplet_value(local, hit), 0))
+        group_results.append(reduce_partials(chiplet_partials, bits))
+    return reduce_partials(group_results, bits)
 
 
 def moe_layer(x, w1, w2, experts, gates, expert_to_chiplet, cfg) -> np.ndarray:
@@ -302,31 +333,15 @@ def moe_layer(x, w1, w2, experts, gates, expert_to_chiplet, cfg) -> np.ndarray:
     x = np.asarray(x, dtype=np.int64)
     w1 = np.asarray(w1, dtype=np.int64)
     w2 = np.asarray(w2, dtype=np.int64)
-    experts = np.asarray(experts, dtype=np.int64)
     gates = np.asarray(gates, dtype=np.int64)
     e2c = np.asarray(expert_to_chiplet, dtype=np.int64)
-    bits = cfg.numerics.partial_bits
     if e2c.shape != (cfg.moe.experts,):
         raise ValueError(f"expert_to_chiplet must have {cfg.moe.experts} entries, not shape {e2c.shape}")
-    group_results = []
-    for g in range(cfg.groups):
-        chiplet_partials = [np.zeros(x.shape, dtype=np.int64)]
-        for c in range(cfg.chiplets_per_group):
-            chiplet = g * cfg.chiplets_per_group + c
-            local = np.flatnonzero(e2c == chiplet)
-            mask = np.zeros((len(x), len(local)), dtype=bool)
-            gl = np.zeros((len(x), len(local)), dtype=np.int64)
-            for j, e in enumerate(local):
-                hit = experts == e
-                mask[:, j] = hit.any(axis=1)
-                gl[:, j] = (gates * hit).sum(axis=1)
-            reached = mask.any(axis=1)
-            if not reached.any():
-                continue
-            p = chiplet_partial(x, (w1[local], w2[local]), mask, gl, cfg)
-            chiplet_partials.append(np.where(reached[:, None], p, 0))
-        group_results.append(reduce_partials(chiplet_partials, bits))
-    return reduce_partials(group_results, bits)
+
+    def partial(local, hit):
+        mask, local_gates = hit.any(axis=2), (gates[:, None, :] * hit).sum(axis=2)
+        return chiplet_partial(x, (w1[local], w2[local]), mask, local_gates, cfg)
+    return tree_combine(experts, e2c, cfg, x.shape[1], partial)
 
 
 # -- quantisation and the float reference --------------------------------------------------------------------

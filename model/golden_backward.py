@@ -22,7 +22,7 @@ requantised ``W1 x`` before the activation, :func:`pre_activation`):
 
 1. ``dy = sat_a(rshift_round(g * dY, G))``: the gradient of the expert's output (``P = sum g_e y_e``).
 2. ``dh = sat_a(rshift_round(sat_acc(W2^T dy), output_shift))``: through ``W2``.
-3. ``dz = dh * [z > 0]`` for ReLU; for SiLU/GELU ``dz = sat_a(rshift_round(dh * D[z], DERIV_FRAC(a)))`` with the
+3. ``dz = dh * [z > 0]`` for ReLU; for SiLU/GELU ``dz = sat_a(rshift_round(dh * D[z], deriv_frac(a)))`` with the
    derivative table ``D`` (:func:`derivative_table`: ``f'`` at every ``a``-bit ``z``, signed ``a`` bits with
    ``a - 2`` fractional bits, rounded half away from zero).
 4. ``dx = sat_a(rshift_round(sat_acc(W1^T dz), hidden_shift))``: through ``W1``.
@@ -30,9 +30,8 @@ requantised ``W1 x`` before the activation, :func:`pre_activation`):
 6. ``dW2 += dy (x) h`` and ``dW1 += dz (x) x`` (outer products with ``h = act(z)``), summed exactly over the
    layer's tokens (int64; :func:`weight_gradients` checks the sum fits ``grad_bits(cfg, tokens)``).
 
-The token's input gradient is the backward combine: per chiplet the saturating sum of its experts' ``dx`` in
-ascending local order (``partial_bits``), then the exact sum of the chiplets' and groups' partials saturated once
-(:func:`mozart.model.golden.reduce_partials`), as the forward combine.
+The token's input gradient is the backward combine, the forward's (:func:`mozart.model.golden.local_sum` of its
+experts' ``dx`` per chiplet, then :func:`mozart.model.golden.tree_combine`).
 
 The update, with the learning rate ``2**-training.lr_shift``: ``W <- sat_w(W - rshift_round(dW, s))`` where
 ``s = F_dW + lr_shift - F_w`` converts the gradient's format to the weight's (:func:`update_shift`; rounding half
@@ -52,15 +51,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from .golden import _check_range, _matvec, activate, formats, reduce_partials, rshift_round, saturate, saturating_add
+from .golden import _check_range, _matvec, activate, formats, local_sum, rshift_round, saturate, tree_combine
 
-__all__ = ["DERIV_FRAC", "derivative_table", "pre_activation", "ExpertBackward", "expert_backward",
+__all__ = ["deriv_frac", "derivative_table", "pre_activation", "ExpertBackward", "expert_backward",
            "BackwardFormats", "backward_formats",
-           "chiplet_input_gradient", "weight_gradients", "grad_bits", "update_shift", "update_weights",
+           "weight_gradients", "grad_bits", "update_shift", "update_weights",
            "LayerBackward", "moe_backward", "moe_backward_float"]
 
 
-def DERIV_FRAC(act_bits: int) -> int:  # noqa: N802 (a format constant, named like one)
+def deriv_frac(act_bits: int) -> int:
     """Fractional bits of the activation-derivative table: range [-2, 2), enough for SiLU' and GELU'."""
     return act_bits - 2
 
@@ -82,14 +81,14 @@ def _deriv_table(kind: str, act_bits: int, frac_in: int) -> tuple[int, ...]:
     codes = np.arange(n, dtype=np.int64)
     values = np.where(codes >= n // 2, codes - n, codes)
     t = values.astype(np.float64) * 2.0 ** -frac_in
-    f = {"silu": _silu_deriv, "gelu": _gelu_deriv}[kind](t) * 2.0 ** DERIV_FRAC(act_bits)
+    f = {"silu": _silu_deriv, "gelu": _gelu_deriv}[kind](t) * 2.0 ** deriv_frac(act_bits)
     q = np.sign(f) * np.floor(np.abs(f) + 0.5)
     return tuple(int(v) for v in saturate(q, act_bits))
 
 
 def derivative_table(cfg) -> tuple[int, ...] | None:
     """``f'`` of the activation at every ``act_bits`` pattern of ``z`` (entry ``i`` for the pattern ``i``), in
-    ``DERIV_FRAC`` fractional bits; ``None`` for ReLU (its derivative is the sign test)."""
+    ``deriv_frac`` fractional bits; ``None`` for ReLU (its derivative is the sign test)."""
     num = cfg.numerics
     if num.activation == "relu":
         return None
@@ -144,22 +143,10 @@ def expert_backward(x, z, dY, gate, w1, w2, cfg) -> ExpertBackward:
         dz = np.where(z > 0, dh, 0)
     else:
         slope = np.asarray(table, dtype=np.int64)[z & ((1 << a) - 1)]
-        dz = saturate(rshift_round(dh * slope, DERIV_FRAC(a)), a)
+        dz = saturate(rshift_round(dh * slope, deriv_frac(a)), a)
     dx = saturate(rshift_round(_matvec_t(w1, dz, cfg), num.hidden_shift), a)
     dg = saturate(np.einsum("...n,...n->...", dY, y), num.acc_bits)
     return ExpertBackward(dy, dh, dz, dx, dg, h)
-
-
-def chiplet_input_gradient(contributions, mask, cfg) -> np.ndarray:
-    """A chiplet's backward partial: its selected experts' ``dx`` (``[..., E, d_model]``, local order) summed with
-    :func:`~mozart.model.golden.saturating_add` in ascending order from 0, like the forward partial."""
-    contributions = np.asarray(contributions, dtype=np.int64)
-    mask = np.asarray(mask).astype(bool)
-    out = np.zeros(contributions.shape[:-2] + contributions.shape[-1:], dtype=np.int64)
-    for e in range(contributions.shape[-2]):
-        out = np.where(mask[..., e, None], saturating_add(out, contributions[..., e, :], cfg.numerics.partial_bits),
-                       out)
-    return out
 
 
 def grad_bits(cfg, tokens: int) -> int:
@@ -169,14 +156,10 @@ def grad_bits(cfg, tokens: int) -> int:
     return 2 * a + max(0, math.ceil(math.log2(max(tokens, 1))))
 
 
-def weight_gradients(xs, grads: list[ExpertBackward], cfg) -> tuple[np.ndarray, np.ndarray]:
+def weight_gradients(xs, b: ExpertBackward, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Step 6: ``dW1 [d_ff, d_model]`` and ``dW2 [d_model, d_ff]`` of one expert, summed exactly over its tokens
-    (``xs [T, d_model]`` and one :class:`ExpertBackward` of shape ``[T, ...]``)."""
+    (``xs [T, d_model]`` and the expert's :class:`ExpertBackward` on them, ``[T, ...]``)."""
     xs = np.asarray(xs, dtype=np.int64)
-    if not grads:
-        d_ff, d_model = cfg.moe.d_ff, cfg.moe.d_model
-        return np.zeros((d_ff, d_model), dtype=np.int64), np.zeros((d_model, d_ff), dtype=np.int64)
-    (b,) = grads
     dw1 = np.einsum("tf,tm->fm", b.dz, xs)
     dw2 = np.einsum("tm,tf->mf", b.dy, b.h)
     bits = grad_bits(cfg, len(xs))
@@ -249,7 +232,7 @@ def moe_backward(x, dY, w1, w2, experts, gates, expert_to_chiplet, cfg) -> Layer
     experts, gates = np.asarray(experts, dtype=np.int64), np.asarray(gates, dtype=np.int64)
     e2c = np.asarray(expert_to_chiplet, dtype=np.int64)
     T, k = experts.shape
-    E, bits = cfg.moe.experts, cfg.numerics.partial_bits
+    E = cfg.moe.experts
     dx_of = np.zeros((T, k, x.shape[1]), dtype=np.int64)
     dg = np.zeros((T, k), dtype=np.int64)
     dw1, dw2 = np.zeros_like(w1), np.zeros_like(w2)
@@ -260,23 +243,11 @@ def moe_backward(x, dY, w1, w2, experts, gates, expert_to_chiplet, cfg) -> Layer
         z = pre_activation(x[tok], w1[e], cfg)
         b = expert_backward(x[tok], z, dY[tok], gates[tok, slot], w1[e], w2[e], cfg)
         dx_of[tok, slot], dg[tok, slot] = b.dx, b.dg
-        dw1[e], dw2[e] = weight_gradients(x[tok], [b], cfg)
-    group_results = []
-    for g in range(cfg.groups):
-        partials = [np.zeros(x.shape, dtype=np.int64)]
-        for c in range(cfg.chiplets_per_group):
-            local = np.flatnonzero(e2c == g * cfg.chiplets_per_group + c)
-            if not len(local):
-                continue
-            contributions = np.zeros((T, len(local), x.shape[1]), dtype=np.int64)
-            mask = np.zeros((T, len(local)), dtype=bool)
-            for j, e in enumerate(local):
-                hit = experts == e
-                mask[:, j] = hit.any(axis=1)
-                contributions[:, j] = (dx_of * hit[..., None]).sum(axis=1)
-            partials.append(np.where(mask.any(axis=1)[:, None], chiplet_input_gradient(contributions, mask, cfg), 0))
-        group_results.append(reduce_partials(partials, bits))
-    dx = reduce_partials(group_results, bits)
+        dw1[e], dw2[e] = weight_gradients(x[tok], b, cfg)
+    def input_gradient(local, hit):
+        contributions = (dx_of[:, None, :, :] * hit[..., None]).sum(axis=2)   # [T, local, d_model]
+        return local_sum(contributions, hit.any(axis=2), cfg.numerics.partial_bits)
+    dx = tree_combine(experts, e2c, cfg, x.shape[1], input_gradient)
     new_w1 = update_weights(w1, dw1, update_shift(cfg, "w1"), cfg)
     new_w2 = update_weights(w2, dw2, update_shift(cfg, "w2"), cfg)
     return LayerBackward(dx, dg, dw1, dw2, new_w1, new_w2)

@@ -62,7 +62,7 @@ def _loop_reference(x, z, dY, gate, w1, w2, cfg):
           for f in range(len(z))]
     deriv = gb.derivative_table(cfg)
     dz = [(dh[f] if z[f] > 0 else 0) if deriv is None
-          else sat(rnd(dh[f] * deriv[z[f] & ((1 << a) - 1)], gb.DERIV_FRAC(a)), a) for f in range(len(z))]
+          else sat(rnd(dh[f] * deriv[z[f] & ((1 << a) - 1)], gb.deriv_frac(a)), a) for f in range(len(z))]
     dx = [sat(rnd(sat(sum(w1[f][m] * dz[f] for f in range(len(z))), num.acc_bits), num.hidden_shift), a)
           for m in range(len(x))]
     dg = sat(sum(dY[m] * y[m] for m in range(len(x))), num.acc_bits)
