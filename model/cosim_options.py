@@ -66,10 +66,11 @@ class WaferOptions:
     def __post_init__(self):
         threshold(self.idle)
         threshold(self.backpressure)
-        for name in ("placement", "trace"):
-            value = getattr(self, name)
-            if value is not None and value.endswith((".json", ".npz", ".jsonl", ".npy")):
-                object.__setattr__(self, name, str(Path(value).absolute()))   # the testbench runs elsewhere
+        # The testbench runs in a folder of its own: files must reach it by absolute paths.
+        if self.trace is not None:
+            object.__setattr__(self, "trace", str(Path(self.trace).absolute()))
+        if self.placement is not None and self.placement.endswith(".json"):   # a file, not a method's name
+            object.__setattr__(self, "placement", str(Path(self.placement).absolute()))
 
     def to_env(self) -> dict[str, str]:
         return {ENV_WAFER: json.dumps(asdict(self))}
