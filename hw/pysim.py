@@ -46,9 +46,10 @@ def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: 
     async def bench(ctx):
         pin, pout = dut.port_in, dut.port_out
         i, cyc, quiet = 0, 0, 0
+        holding = False   # a flit offered and not yet taken stays valid (the stream rule): idle only between flits
         current: list[Flit] = []
         while cyc < max_cycles:
-            drive = i < len(flits) and not idle_draw[cyc]
+            drive = i < len(flits) and (holding or not idle_draw[cyc])
             if drive:
                 f = flits[i]
                 ctx.set(pin.payload, {"data": f.data, "first": f.first, "last": f.last})
@@ -56,6 +57,7 @@ def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: 
             ctx.set(pout.ready, not bp_draw[cyc])
             _, _, in_ready, o_valid, o_payload, mac = await ctx.tick().sample(
                 pin.ready, pout.valid, pout.payload, dut.mac_active)
+            holding = drive and not in_ready
             if drive and in_ready:
                 i += 1
                 if i == len(flits):
