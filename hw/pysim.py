@@ -1,22 +1,108 @@
-"""amaranth.sim helpers: run an :class:`~mozart.hw.chiplet.ExpertChiplet` on a :class:`ChipletProgram`.
+"""The amaranth.sim helpers every amaranth.sim test and benchmark uses (no Verilator build).
 
-For the fast unit tests and the benchmarks (no Verilator build). One async testbench drives ``port_in`` with
-seeded random idle cycles, drives ``port_out.ready`` with seeded random backpressure, reassembles the output
-packets, and counts cycles and MAC-active cycles.
+Streams (``amaranth.lib.stream`` interfaces), in the style of Glasgow's ``stream_put``/``stream_get``:
+
+- :func:`stream_put` offers one payload, after seeded random idle cycles, and holds ``valid`` until the
+  payload is taken (the stream rule: once offered, a payload is never withdrawn);
+- :func:`stream_get` takes one payload, with seeded random backpressure (``ready`` low on a cycle);
+- :func:`put_flits` and :func:`get_packet` do the same for the flits of packets (:class:`Flit` payloads of
+  :func:`mozart.hw.protocol.flit_layout`);
+- :func:`chance` turns a seeded generator and a probability into the per-cycle coin the others take.
+
+And :func:`run_pysim`: an :class:`~mozart.hw.chiplet.ExpertChiplet` on a :class:`ChipletProgram`, counting cycles
+and MAC-active cycles.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from amaranth.sim import Simulator
 
+from mozart.model.chiplet_program import ChipletProgram
 from mozart.model.protocol import Flit, Packet, Protocol
 
-from mozart.model.chiplet_program import ChipletProgram
+__all__ = ["chance", "never", "flit_payload", "flit_of", "stream_put", "stream_get", "put_flits", "get_packet",
+           "PysimResult", "run_pysim"]
 
-__all__ = ["PysimResult", "run_pysim"]
+Coin = Callable[[], bool]
+
+
+def never() -> bool:
+    """The coin that never comes up: no idle cycles, no backpressure."""
+    return False
+
+
+def chance(rng, probability: float) -> Coin:
+    """A coin that comes up with ``probability`` on each call, drawn from ``rng`` (``random.Random`` or a numpy
+    ``Generator``), so a seed reproduces every idle cycle and every stalled cycle."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], not {probability!r}")
+    return (lambda: rng.random() < probability) if probability > 0 else never
+
+
+def flit_payload(flit: Flit) -> dict:
+    """The value of a flit stream's payload for ``ctx.set`` (the layout's fields, not hand-packed bits)."""
+    return {"data": flit.data, "first": flit.first, "last": flit.last}
+
+
+def flit_of(payload) -> Flit:
+    """A sampled flit payload as a :class:`Flit`."""
+    return Flit(int(payload.data), bool(payload.first), bool(payload.last))
+
+
+async def stream_put(ctx, stream, payload, *, idle: Coin = never, limit: int | None = None) -> None:
+    """Offer ``payload`` on ``stream`` after idle cycles (one per ``idle()`` that comes up), keep it valid until
+    the clock edge that takes it, and return after that edge with ``valid`` low.
+
+    ``limit``: fail if the stream has not taken the payload within that many cycles of offering it."""
+    while idle():
+        await ctx.tick()
+    ctx.set(stream.payload, payload)
+    ctx.set(stream.valid, 1)
+    if limit is None:
+        await ctx.tick().until(stream.ready)
+    else:
+        for _ in range(limit):
+            _, _, ready = await ctx.tick().sample(stream.ready)
+            if ready:
+                break
+        else:
+            raise AssertionError(f"{stream} did not take a payload within {limit} cycles")
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream, *, stall: Coin = never):
+    """Take one payload from ``stream``: ``ready`` is low on each cycle on which ``stall()`` comes up; returns
+    the payload after the clock edge that took it, with ``ready`` low."""
+    while True:
+        ready = not stall()
+        ctx.set(stream.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        if valid and ready:
+            ctx.set(stream.ready, 0)
+            return payload
+
+
+async def put_flits(ctx, stream, flits: Iterable[Flit], *, idle: Coin = never, limit: int | None = None) -> None:
+    """:func:`stream_put` each flit in turn (idle cycles only between flits)."""
+    for flit in flits:
+        await stream_put(ctx, stream, flit_payload(flit), idle=idle, limit=limit)
+
+
+async def get_packet(ctx, stream, *, stall: Coin = never) -> list[Flit]:
+    """The flits of the next packet on ``stream``, head to tail; fails on a flit that breaks the framing."""
+    flits: list[Flit] = []
+    while True:
+        flit = flit_of(await stream_get(ctx, stream, stall=stall))
+        if flit.first != (not flits):
+            raise AssertionError(f"{stream}: a head flit must start a packet, and only a head flit "
+                                 f"(flit {len(flits)} has first={flit.first})")
+        flits.append(flit)
+        if flit.last:
+            return flits
 
 
 @dataclass
@@ -26,63 +112,58 @@ class PysimResult:
     mac_cycles: int              #: cycles in which the MAC lanes worked
     first_mac: int = -1          #: cycle of the first MAC-active cycle
     last_mac: int = -1           #: cycle of the last MAC-active cycle
-    input_done: int = -1         #: cycle at which the last input flit was accepted
     timed_out: bool = False
-    stall_waiting_input: list[int] = field(default_factory=list)   #: cycles a WEIGHT/DISPATCH head waited
 
 
 def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
               max_cycles: int = 200_000, quiet_cycles: int = 200) -> PysimResult:
-    """Simulate ``dut`` on ``program.inputs``; stop ``quiet_cycles`` after the input is drained and the
-    output has been silent (or at ``max_cycles``: ``timed_out``)."""
+    """Simulate ``dut`` on ``program.inputs`` (input idle cycles and output backpressure seeded by ``seed``);
+    stop ``quiet_cycles`` after the input is drained and the output has been silent (or at ``max_cycles``:
+    ``timed_out``).
+
+    The output side is a per-cycle loop rather than :func:`get_packet` because it also counts the cycles on which
+    the MAC lanes work."""
     proto = Protocol(program.cfg)
     flits = [f for p in program.inputs for f in proto.encode(p)]
-    rng = np.random.default_rng(seed)
-    idle_draw = rng.random(max_cycles + 1) < idle
-    bp_draw = rng.random(max_cycles + 1) < backpressure
+    idle_coin = chance(np.random.default_rng([seed, 0]), idle)
+    stall_coin = chance(np.random.default_rng([seed, 1]), backpressure)
     res = PysimResult([], 0, 0)
-    expected_out = len(program.expected)
+    input_drained = []
 
-    async def bench(ctx):
-        pin, pout = dut.port_in, dut.port_out
-        i, cyc, quiet = 0, 0, 0
-        holding = False   # a flit offered and not yet taken stays valid (the stream rule): idle only between flits
+    async def driver(ctx):
+        await put_flits(ctx, dut.port_in, flits, idle=idle_coin)
+        input_drained.append(True)
+
+    async def monitor(ctx):
+        cycle, quiet = 0, 0
         current: list[Flit] = []
-        while cyc < max_cycles:
-            drive = i < len(flits) and (holding or not idle_draw[cyc])
-            if drive:
-                f = flits[i]
-                ctx.set(pin.payload, {"data": f.data, "first": f.first, "last": f.last})
-            ctx.set(pin.valid, drive)
-            ctx.set(pout.ready, not bp_draw[cyc])
-            _, _, in_ready, o_valid, o_payload, mac = await ctx.tick().sample(
-                pin.ready, pout.valid, pout.payload, dut.mac_active)
-            holding = drive and not in_ready
-            if drive and in_ready:
-                i += 1
-                if i == len(flits):
-                    res.input_done = cyc
+        while cycle < max_cycles:
+            ready = not stall_coin()
+            ctx.set(dut.port_out.ready, ready)
+            _, _, valid, payload, mac = await ctx.tick().sample(dut.port_out.valid, dut.port_out.payload,
+                                                                dut.mac_active)
             if mac:
                 res.mac_cycles += 1
-                res.last_mac = cyc
+                res.last_mac = cycle
                 if res.first_mac < 0:
-                    res.first_mac = cyc
-            if o_valid and not bp_draw[cyc]:
-                current.append(Flit(int(o_payload.data), bool(o_payload.first), bool(o_payload.last)))
+                    res.first_mac = cycle
+            if valid and ready:
+                current.append(flit_of(payload))
                 quiet = 0
-                res.cycles = cyc + 1
+                res.cycles = cycle + 1
                 if current[-1].last:
                     res.outputs.append(proto.decode(current))
                     current = []
             else:
                 quiet += 1
-            cyc += 1
-            if i == len(flits) and len(res.outputs) >= expected_out and quiet >= quiet_cycles:
+            cycle += 1
+            if input_drained and len(res.outputs) >= len(program.expected) and quiet >= quiet_cycles:
                 return
         res.timed_out = True
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(bench)
+    sim.add_testbench(driver, background=True)
+    sim.add_testbench(monitor)
     sim.run()
     return res

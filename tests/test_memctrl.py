@@ -8,8 +8,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from mozart.hw.memctrl import MemoryController
+from mozart.hw.pysim import chance, flit_of, put_flits, stream_get
 from mozart.model.config import load_config, override
-from mozart.model.protocol import Flit, MemError, PacketKind, Protocol
+from mozart.model.protocol import COUNTER_BITS, Flit, MemError, PacketKind, Protocol
 from mozart.model.memctrl_reference import MemoryReference, RequestGenerator
 
 TINY = load_config("tiny")
@@ -36,6 +37,22 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
     rng = random.Random(seed)
     out: list[Flit] = []
     result = {}
+    clock = {"cycle": 0, "filled": False, "sent": False}
+    idle_coin = chance(rng, idle)
+
+    def stalled() -> bool:
+        in_window = stall is not None and stall[0] <= clock["cycle"] < stall[0] + stall[1]
+        return rng.random() < backpressure or in_window
+
+    async def driver(ctx):
+        while not clock["filled"]:   # the backdoor fills the DRAM first
+            await ctx.tick()
+        await put_flits(ctx, dut.port_in, flits, idle=idle_coin)
+        clock["sent"] = True
+
+    async def collector(ctx):
+        while True:
+            out.append(flit_of(await stream_get(ctx, dut.port_out, stall=stalled)))
 
     async def bench(ctx):
         for addr, word in enumerate(contents or []):
@@ -44,31 +61,18 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
             ctx.set(dut.backdoor.we, 1)
             await ctx.tick()
         ctx.set(dut.backdoor.we, 0)
-        sent, offered, cycle, quiet = 0, False, 0, 0
+        clock["filled"] = True
         limit = 2000 + 60 * len(flits) + 40 * sum(len(p.payload) + 1 for p in expected)
-        packets = 0
-        while cycle < limit:
-            if not offered and sent < len(flits) and rng.random() >= idle:
-                offered = True
-                f = flits[sent]
-                ctx.set(dut.port_in.payload, {"data": f.data, "first": f.first, "last": f.last})
-            ctx.set(dut.port_in.valid, offered)
-            ready = rng.random() >= backpressure and not (stall and stall[0] <= cycle < stall[0] + stall[1])
-            ctx.set(dut.port_out.ready, ready)
-            if offered and ctx.get(dut.port_in.ready):
-                sent += 1
-                offered = False
-            if ready and ctx.get(dut.port_out.valid):
-                out.append(Flit(ctx.get(dut.port_out.payload.data), bool(ctx.get(dut.port_out.payload.first)),
-                                bool(ctx.get(dut.port_out.payload.last))))
-                packets += out[-1].last
+        quiet = 0
+        while clock["cycle"] < limit:
             await ctx.tick()
-            cycle += 1
+            clock["cycle"] += 1
             # drained: everything sent and answered, then a quiet tail proves nothing more comes out
-            quiet = quiet + 1 if sent == len(flits) and packets >= len(expected) else 0
+            answered = sum(f.last for f in out) >= len(expected)
+            quiet = quiet + 1 if clock["sent"] and answered else 0
             if quiet > 100:
                 break
-        result["cycles"] = cycle
+        result["cycles"] = clock["cycle"]
         result["errors"] = ctx.get(dut.errors)
         memory = []
         for addr in range(cfg.dram.words):
@@ -79,6 +83,8 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
+    sim.add_testbench(driver, background=True)
+    sim.add_testbench(collector, background=True)
     sim.add_testbench(bench)
     sim.run()
     # reassemble packets and compare with the reference, in order
@@ -93,7 +99,7 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
         assert g == e, f"response {i} must be {e}, not {g}"
     assert len(packets) == len(expected), (f"the controller must send {len(expected)} packets (nothing lost or "
                                            f"duplicated), not {len(packets)}")
-    assert result["errors"] == ref.errors % (1 << 16), (f"errors must count {ref.errors} bad requests, "
+    assert result["errors"] == ref.errors % (1 << COUNTER_BITS), (f"errors must count {ref.errors} bad requests, "
                                                         f"not {result['errors']}")
     assert result["memory"] == ref.memory, "DRAM contents must equal the reference memory"
     return packets, result

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from mozart.hw.pysim import flit_of, put_flits, stream_get
 from mozart.hw.root import Root
 from mozart.model import golden
 from mozart.model.config import load_config
@@ -34,28 +35,17 @@ class Harness:
         self.outputs: list[Flit] = []
         self.cycle = 0
         for g in range(cfg.groups):
-            self.sim.add_process(self._collect(self.dut.down[g], self.down[g]))
-        self.sim.add_process(self._collect(self.dut.host_out, self.outputs))
+            self.sim.add_testbench(self._collect(self.dut.down[g], self.down[g]), background=True)
+        self.sim.add_testbench(self._collect(self.dut.host_out, self.outputs), background=True)
 
     def _collect(self, port, into):
         async def process(ctx):
-            ctx.set(port.ready, 1)
-            async for _, _, valid, payload in ctx.tick().sample(port.valid, port.payload):
-                if valid:
-                    into.append(Flit(payload.data, bool(payload.first), bool(payload.last)))
+            while True:
+                into.append(flit_of(await stream_get(ctx, port)))
         return process
 
     async def send(self, ctx, port, flits, limit=200):
-        for f in flits:
-            ctx.set(port.payload, {"data": f.data, "first": f.first, "last": f.last})
-            ctx.set(port.valid, 1)
-            for _ in range(limit):
-                _, _, ready = await ctx.tick().sample(port.ready)
-                if ready:
-                    break
-            else:
-                raise AssertionError(f"{port} did not take a flit in {limit} cycles")
-        ctx.set(port.valid, 0)
+        await put_flits(ctx, port, flits, limit=limit)
 
     def packets(self, flits):
         out, cur = [], []

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from mozart.hw.pysim import chance, flit_of, flit_payload, get_packet, put_flits, stream_get, stream_put
 from mozart.hw.switch import Switch
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError
@@ -92,41 +93,32 @@ class Bench:
             self.send(port, self.partial_for(pkt.tag, port - 1, self.values.get(port - 1)))
 
     def _driver(self, port: int):
-        stream = self.dut.port_in[port]
-        fb = self.proto.flit_bits
+        stream, queue = self.dut.port_in[port], self.queues[port]
+        idle = chance(self.rng, self.idle)
 
         async def run(ctx):
             while True:
-                if not self.queues[port] or self.rng.random() < self.idle:
+                if not queue:
                     await ctx.tick()
                     continue
-                flit = self.queues[port][0]
-                ctx.set(stream.payload.as_value(), flit.data | flit.first << fb | flit.last << (fb + 1))
-                ctx.set(stream.valid, 1)
-                await ctx.tick().until(stream.ready)
-                self.queues[port].popleft()
+                await stream_put(ctx, stream, flit_payload(queue[0]), idle=idle)
+                queue.popleft()
                 self.moved += 1
-                ctx.set(stream.valid, 0)
         return run
 
     def _monitor(self, port: int):
         stream = self.dut.port_out[port]
-        flits = []
+        stall = chance(self.rng, self.backpressure)
 
         async def run(ctx):
-            while True:
-                ready = self.rng.random() >= self.backpressure
-                ctx.set(stream.ready, ready)
-                _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
-                if not (valid and ready):
-                    continue
+            flits = []
+            while True:   # flit by flit, so that the watchdog sees every flit move
+                flits.append(flit_of(await stream_get(ctx, stream, stall=stall)))
                 self.moved += 1
                 self.first_out.setdefault(port, self.cycle)
-                flits.append(Flit(payload.data, bool(payload.first), bool(payload.last)))
-                if payload.last:
-                    pkt = self.proto.decode(flits)
-                    flits.clear()
-                    self._observed(port, pkt)
+                if flits[-1].last:
+                    self._observed(port, self.proto.decode(flits))
+                    flits = []
         return run
 
     def pending(self) -> bool:
@@ -345,10 +337,7 @@ def edges_to_leave(cfg, port_in: int, pkt: Packet, port_out: int, **switch_kw) -
     async def bench(ctx):
         src, dst = dut.port_in[port_in], dut.port_out[port_out]
         ctx.set(dst.ready, 1)
-        ctx.set(src.payload.as_value(), head.data | head.first << proto.flit_bits | head.last << (proto.flit_bits + 1))
-        ctx.set(src.valid, 1)
-        await ctx.tick().until(src.ready)  # the accepting edge
-        ctx.set(src.valid, 0)
+        await stream_put(ctx, src, flit_payload(head))  # returns after the accepting edge
         for edge in range(1, 20):
             *_, valid = await ctx.tick().sample(dst.valid)
             if valid:
@@ -422,7 +411,6 @@ def test_packet_mux_keeps_packets_whole_and_in_order_per_input():
     from mozart.hw.protocol import flit_layout
 
     cfg = cfg_of("tiny")
-    fb = cfg.hardware.flit_bits
     dut = PacketMux(flit_layout(cfg), 3)
     rng = np.random.default_rng(13)
     sent = {k: [[(k << 16) | (p << 4) | i for i in range(int(rng.integers(1, 6)))] for p in range(25)]
@@ -432,27 +420,13 @@ def test_packet_mux_keeps_packets_whole_and_in_order_per_input():
     def driver(k):
         async def run(ctx):
             for packet in sent[k]:
-                for i, word in enumerate(packet):
-                    while rng.random() < 0.3:
-                        await ctx.tick()
-                    ctx.set(dut.i[k].payload.as_value(), word | (i == 0) << fb | (i == len(packet) - 1) << (fb + 1))
-                    ctx.set(dut.i[k].valid, 1)
-                    await ctx.tick().until(dut.i[k].ready)
-                    ctx.set(dut.i[k].valid, 0)
+                await put_flits(ctx, dut.i[k], [Flit(word, i == 0, i == len(packet) - 1)
+                                                for i, word in enumerate(packet)], idle=chance(rng, 0.3))
         return run
 
     async def monitor(ctx):
-        current: list[int] = []
         while len(got) < sum(len(v) for v in sent.values()):
-            ready = rng.random() >= 0.3
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                assert bool(payload.first) == (not current), "a head must start a packet, and only a head"
-                current.append(payload.data)
-                if payload.last:
-                    got.append(current)
-                    current = []
+            got.append([f.data for f in await get_packet(ctx, dut.o, stall=chance(rng, 0.3))])
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
