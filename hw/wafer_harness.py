@@ -39,7 +39,7 @@ class WaferHarness(wiring.Component):
         The two coins (:mod:`mozart.model.lfsr`).
     program_sent : Out
         Host flits taken by the wafer so far.
-    output_flits, output_frames : Out(32)
+    output_flits, output_frames : Out(CYCLE_BITS)
         Output flits and frames recorded so far.
     output_addr, output_data, output_stamp_addr, output_stamp : recorder read backdoors.
     command_stamp_addr, command_stamp : the cycle at which host command ``addr``'s last flit was taken.

@@ -6,6 +6,8 @@ from amaranth import Module, Signal
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assume
 
+from mozart.model.protocol import index_bits
+
 from ..arbiter import PacketArbiter
 from .harness import FormalHarness, watched_index
 
@@ -59,7 +61,7 @@ class ArbiterHarness(FormalHarness):
         # A new grant is a grant that is not the continuation of a held packet.
         new_grant = Signal()
         m.d.comb += new_grant.eq(dut.grant.any() & ~held)
-        w, pick = watched_index(max(1, (n - 1).bit_length()), "watched")
+        w, pick = watched_index(index_bits(n), "watched")
         m.d.comb += [pick, Assume(w < n)]
         wants = dut.requests.bit_select(w, 1)
         waiting = Signal()    # w requested in an earlier cycle and has not been granted yet
