@@ -23,7 +23,7 @@ from mozart.model.placers.clustering import cluster_experts
 from mozart.model.placers.exact import optimal_clusters
 from mozart.model.placers.partition import repair_sizes
 from mozart.model.placers import refine as refine_module
-from mozart.model.placers.refine import _SwapSearch, refine_clusters
+from mozart.model.placers.refine import SwapSearch, refine_clusters
 from mozart.model.placers.subsets import best_partition, subset_masks
 from mozart.model.synth import synthesize, synthesize_for
 from mozart.model.trace import Trace
@@ -232,7 +232,7 @@ def test_incremental_deltas_equal_full_recomputation():
     trace = synthesize(12, 3, 1, 300, seed=5, groups_of=3)
     experts = trace.experts[0]
     labels = np.arange(12) % 4
-    search = _SwapSearch(experts, labels, 4)
+    search = SwapSearch(experts, labels, 4)
     deltas = search.all_deltas()
     base = replicas(experts, labels)
     for a, b in itertools.combinations(range(12), 2):
@@ -259,7 +259,7 @@ def test_refine_never_worsens_and_keeps_sizes(clusters, size, top_k, tokens, see
     assert np.bincount(refined, minlength=clusters).tolist() == [size] * clusters
     assert replicas(trace.experts[0], refined) <= replicas(trace.experts[0], start)
     # A local optimum: no single swap helps any more.
-    search = _SwapSearch(trace.experts[0], refined, clusters)
+    search = SwapSearch(trace.experts[0], refined, clusters)
     assert not (search.all_deltas() < 0).any()
 
 

@@ -9,6 +9,7 @@ Methods (see ``docs/placement.md``):
 
 ``mozart``         Algorithm 1 (expert clustering) + cluster-to-group allocation, as in the paper.
 ``mozart+refine``  ``mozart`` + pairwise-swap local search that never makes C_T worse (our addition).
+``mozart+balance`` ``mozart+refine`` + swaps that lighten the busiest chiplet, C_T within 2 % (our addition).
 ``contiguous``     experts ``0..n-1`` on chiplet 0, the next ``n`` on chiplet 1, ... (frameworks' default).
 ``round-robin``    expert ``e`` on chiplet ``e mod chiplets``.
 ``random``         a seeded random equal-size layout.
@@ -92,12 +93,14 @@ class Placer:
 
 def _registry() -> dict[str, Placer]:
     # Imported here so that each algorithm module can import LayerData from this package.
-    from . import baselines, exact, partition, refine
+    from . import balance, baselines, exact, partition, refine
     from .clustering import place_mozart
     return {p.name: p for p in (
         Placer("mozart", place_mozart, "Algorithm 1 clustering + cluster-to-group allocation (the paper)"),
         Placer("mozart+refine", refine.place_mozart_refined,
                "mozart + pairwise-swap local search that never makes C_T worse"),
+        Placer("mozart+balance", balance.place_mozart_balanced,
+               "mozart+refine + swaps that lighten the busiest chiplet, C_T within 2% of it"),
         Placer("contiguous", baselines.place_contiguous, "experts 0..n-1 on chiplet 0, ... (framework default)"),
         Placer("round-robin", baselines.place_round_robin, "expert e on chiplet e mod chiplets"),
         Placer("random", baselines.place_random, "seeded random equal-size layout"),

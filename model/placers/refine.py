@@ -31,7 +31,7 @@ import numpy as np
 from .allocation import clusters_to_chiplets
 from .clustering import cluster_experts
 
-__all__ = ["refine_clusters", "place_mozart_refined", "MAX_SWEEPS", "SAMPLE_TOKENS"]
+__all__ = ["refine_clusters", "place_mozart_refined", "MAX_SWEEPS", "SAMPLE_TOKENS", "SwapSearch"]
 
 #: Upper bound on delta-matrix recomputations; convergence usually takes far fewer.
 MAX_SWEEPS = 200
@@ -39,7 +39,7 @@ MAX_SWEEPS = 200
 SAMPLE_TOKENS = 8192
 
 
-class _SwapSearch:
+class SwapSearch:
     """The incremental state: per-token chiplet counts plus each expert's token list."""
 
     def __init__(self, experts: np.ndarray, labels: np.ndarray, clusters: int) -> None:
@@ -107,12 +107,21 @@ class _SwapSearch:
         ta, tb = self._exclusive(a, b)
         if self._change(ta, tb, ca, cb) >= 0:
             return False
+        self._apply(a, b, ta, tb)
+        return True
+
+    def swap(self, a: int, b: int) -> None:
+        """Swap ``a`` and ``b`` whatever it does to C_T (the caller decided it is worth it)."""
+        if self.labels[a] != self.labels[b]:
+            self._apply(a, b, *self._exclusive(a, b))
+
+    def _apply(self, a: int, b: int, ta: np.ndarray, tb: np.ndarray) -> None:
+        ca, cb = self.labels[a], self.labels[b]
         self.cnt[ta, ca] -= 1
         self.cnt[ta, cb] += 1
         self.cnt[tb, cb] -= 1
         self.cnt[tb, ca] += 1
         self.labels[a], self.labels[b] = cb, ca
-        return True
 
     def sweep(self, rows: np.ndarray | None = None) -> int:
         """One pass over the pairs that ``rows`` (default all tokens) say improve; returns the swaps made."""
@@ -142,7 +151,7 @@ def refine_clusters(experts: np.ndarray, labels: np.ndarray, clusters: int, *,
     """
     if len(labels) < 2 or clusters < 2 or np.asarray(experts).shape[0] == 0:
         return np.array(labels, dtype=np.int64)
-    search = _SwapSearch(experts, labels, clusters)
+    search = SwapSearch(experts, labels, clusters)
     tokens = search.experts.shape[0]
     sample = np.arange(0, tokens, tokens // SAMPLE_TOKENS) if tokens >= 2 * SAMPLE_TOKENS else None
     rows = sample
