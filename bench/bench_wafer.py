@@ -4,7 +4,8 @@ For the 2x2 (``tiny``) and 4x4 (``wafer4x4``) wafers:
 
 1. Build: Verilog conversion and Verilator build, wall time (``--cold`` uses a fresh build folder, so nothing is
    cached except ccache's objects, if ccache is installed).
-2. Baseline, A, B and C on the same synthetic trace (256 tokens, seed 1, no host idle, no backpressure):
+2. Baseline, A, B, C and C on the load-balanced placement (``mozart+balance``) on the same synthetic trace
+   (256 tokens, seed 1, no host idle, no backpressure):
    RTL cycles, the performance model's cycles and their error, the RTL speedup of each variant over Baseline
    next to the model's, and the simulator's speed (simulated cycles per second of wall time: of the whole run,
    and of the layer's simulation alone) and wall time per run.
@@ -43,21 +44,22 @@ def bench_config(name: str, cold: bool) -> None:
     print(f"clock-only (the simulator's limit): {limit['cycles_per_second']:.0f} cycles/s, "
           f"{limit['cycles_per_cpu_second']:.0f} cycles per CPU-s")
     results = []
-    for variant in ("baseline", "A", "B", "C"):
+    for variant, placement in wafer.compared_runs():
         t = time.perf_counter()
-        r = wafer.run_layer(cfg, variant=variant, built=built, tokens=256, seed=1)
+        r = wafer.run_layer(cfg, variant=variant, placement=placement, built=built, tokens=256, seed=1)
         wall = time.perf_counter() - t
         results.append(r)
         s = r.summary
         per_cpu = s['cycles'] / max(s['sim_cpu_seconds'], 1e-9)
-        print(f"  {variant:8s}: {wall:5.1f} s wall, {s['cycles']} cycles, {s['cycles'] / wall:6.0f} cycles/s "
+        print(f"  {variant:8s} {s['placement']:15s}: {wall:5.1f} s wall, {s['cycles']} cycles, "
+              f"{s['cycles'] / wall:6.0f} cycles/s "
               f"(whole run: simulator start, model, DRAM preload, checks), "
               f"{s['cycles'] / max(s['sim_seconds'], 1e-9):6.0f} cycles/s and {per_cpu:6.0f} per CPU-s (the "
               f"layer's simulation alone: {per_cpu / limit['cycles_per_cpu_second']:.2f} of clock-only); ok {r.ok}")
     print(wafer.format_compare(results))
-    base, c = results[0], results[-1]
+    base, c = results[0], results[3]
     print(f"C over Baseline: RTL {base.cycles / c.cycles:.2f}x, model {base.model_cycles / c.model_cycles:.2f}x")
-    print(f"build + one 256-token run (C): {build_s + results[-1].cosim.seconds:.0f} s")
+    print(f"build + one 256-token run (C): {build_s + c.cosim.seconds:.0f} s")
 
 
 def bench_area(names) -> None:

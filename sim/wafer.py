@@ -13,7 +13,8 @@ from mozart.model.cosim_options import WaferOptions
 from mozart.model.errors import MozartError
 from mozart.model.schedule import VARIANTS, Variant
 
-__all__ = ["LayerResult", "validate", "run_layer", "compare", "format_layer", "format_compare", "check_probability"]
+__all__ = ["LayerResult", "validate", "run_layer", "compare", "compared_runs", "BALANCED_PLACEMENT", "format_layer",
+           "format_compare", "check_probability"]
 
 
 @dataclass
@@ -80,17 +81,28 @@ def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = Non
     built = built or build("wafer", cfg, waves=waves, progress=progress)
     options = WaferOptions(variant=variant, placement=placement, trace=trace, tokens=tokens, layer=layer,
                            slots=slots, skew=skew, idle=idle, backpressure=backpressure, timeline=timeline)
-    result = cosim.run(built, seed=seed, extra_env=options.to_env(), check=False, timeout=timeout, label=variant,
+    label = str(variant) if placement is None else f"{variant}-{Path(placement).stem}"
+    result = cosim.run(built, seed=seed, extra_env=options.to_env(), check=False, timeout=timeout, label=label,
                        progress=progress)
     return LayerResult(variant, result, result.summary.get("test_layer", {}))
 
 
+#: The load-capped placement (``mozart+balance``) the comparison adds as a fifth run, of variant C.
+BALANCED_PLACEMENT = "mozart+balance"
+
+
 def compare(cfg, *, placement: str | None = None, **kwargs) -> list[LayerResult]:
     """Baseline, A, B and C on the same trace and seed (placements: ``placement``, else each variant's default:
-    ``mozart`` for C, ``contiguous`` for the others). One build serves all four."""
+    ``mozart`` for C, ``contiguous`` for the others), and without ``placement`` a fifth run: C on the
+    load-balanced placement (:data:`BALANCED_PLACEMENT`). One build serves them all."""
     from mozart.sim.build import build  # noqa: PLC0415
     built = kwargs.pop("built", None) or build("wafer", cfg, waves=kwargs.get("waves", False))
-    return [run_layer(cfg, variant=v, placement=placement, built=built, **kwargs) for v in VARIANTS]
+    return [run_layer(cfg, variant=v, placement=p, built=built, **kwargs) for v, p in compared_runs(placement)]
+
+
+def compared_runs(placement: str | None = None) -> list[tuple[Variant, str | None]]:
+    """(variant, placement) of each run of :func:`compare`."""
+    return [(v, placement) for v in VARIANTS] + ([(Variant.C, BALANCED_PLACEMENT)] if placement is None else [])
 
 
 def _pct(x: float) -> str:
@@ -119,9 +131,20 @@ def format_layer(cfg, r: LayerResult) -> str:
     return "\n".join(lines)
 
 
+def _paper_speedups(variant) -> str:
+    """The paper's speedup of ``variant`` over its Baseline (Table 4: 1 / normalised latency), per model."""
+    from mozart.model.perf.evaluation import PAPER_TABLE4  # noqa: PLC0415
+    index = {"A": 0, "B": 1, "C": 2}.get(str(variant))
+    if index is None:
+        return "1.00"
+    return "/".join(f"{1 / row['latency'][index]:.2f}" for row in PAPER_TABLE4.values())
+
+
 def format_compare(results: list[LayerResult]) -> str:
+    from mozart.model.perf.evaluation import PAPER_TABLE4  # noqa: PLC0415
     base = results[0]
-    lines = ["variant   placement    RTL cycles  model cycles   error  RTL speedup  model speedup  C_T root  ok"]
+    lines = ["variant   placement        RTL cycles  model cycles   error  RTL speedup  model speedup  C_T root  ok"
+             "  paper speedup"]
     for r in results:
         s = r.summary
         if not s:
@@ -129,9 +152,10 @@ def format_compare(results: list[LayerResult]) -> str:
             continue
         rtl_speed = base.cycles / r.cycles
         model_speed = base.model_cycles / r.model_cycles
-        lines.append(f"{r.variant:9s} {s['placement']:12s} {s['cycles']:10d} {s['model_cycles']:13.0f} "
+        lines.append(f"{r.variant:9s} {s['placement']:15s} {s['cycles']:10d} {s['model_cycles']:13.0f} "
                      f"{_pct(s['model_error']):>7s} {rtl_speed:11.2f}x {model_speed:13.2f}x "
-                     f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO'}")
+                     f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO ':3s} {_paper_speedups(r.variant)}")
     lines.append("speedup = Baseline cycles / variant cycles; model = the performance model on the RTL's timing "
-                 "(Baseline without store-and-forward, as the RTL runs it)")
+                 "(Baseline without store-and-forward, as the RTL runs it); paper = Table 4's full-size wafer, "
+                 f"{' / '.join(PAPER_TABLE4)}, for reference (a different machine and regime)")
     return "\n".join(lines)

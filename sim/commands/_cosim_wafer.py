@@ -36,7 +36,8 @@ def add_wafer_arguments(parser) -> None:
     options.add_argument("--backpressure", type=float, default=None, metavar="P",
                          help="host output backpressure probability (0)")
     options.add_argument("--compare", action="store_true",
-                         help="run baseline, A, B and C on the same trace; print RTL and model speedups")
+                         help="run baseline, A, B and C on the same trace, and C on mozart+balance; print RTL, model "
+                         "and paper speedups")
 
 
 _LAYER_OPTIONS = ("placement", "trace", "tokens", "layer", "slots", "skew", "idle", "backpressure")
