@@ -1,4 +1,4 @@
-"""Payload layouts of the streams between the expert chiplet's components (:mod:`mozart.hw.chiplet`).
+"""Payload layouts and small signatures between the expert chiplet's components (:mod:`mozart.hw.chiplet`).
 
 Every width comes from the config through :class:`mozart.model.protocol.Protocol`; each layout is written
 once here and used by both ends of its stream.
@@ -7,12 +7,31 @@ once here and used by both ends of its stream.
 from __future__ import annotations
 
 from amaranth import signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from mozart.model.protocol import Protocol, index_bits
 
 __all__ = ["token_layout", "loaded_layout", "job_layout", "partial_layout", "hidden_layout", "zero_layout",
-           "issue_layout"]
+           "issue_layout", "slot_lookup_signature", "ring_signature", "memory_write_signature"]
+
+
+def slot_lookup_signature(cfg) -> wiring.Signature:
+    """Asks which weight slot holds local expert ``expert`` completely (combinational answer)."""
+    proto = Protocol(cfg)
+    return wiring.Signature({"expert": Out(proto.expert_bits), "found": In(1), "slot": In(proto.slot_bits)})
+
+
+def ring_signature(token_slots: int) -> wiring.Signature:
+    """The token ring's free entry: where the next token goes (``entry``) and whether there is one (``room``)."""
+    return wiring.Signature({"entry": Out(range(token_slots)), "room": Out(1)})
+
+
+def memory_write_signature(depth: int, flit_bits: int) -> wiring.Signature:
+    """The write port of a ``lib.memory.Memory`` of ``depth`` flits, as its writer sees it (flip it)."""
+    return WritePort.Signature(addr_width=ceil_log2(depth), shape=flit_bits)
 
 
 def token_layout(cfg) -> data.StructLayout:

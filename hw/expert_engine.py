@@ -17,16 +17,26 @@ from .expert_engine_sequencer import EngineSequencer
 __all__ = ["ExpertEngine", "partial_layout", "hidden_layout"]
 
 
-def _clamp(v, bits: int):
+def _named(m, value, name: str):
+    """``value`` as a signal of its own: every use of a Python expression is written out again in the
+    Verilog, a signal once."""
+    signal = Signal(value.shape(), name=name)
+    m.d.comb += signal.eq(value)
+    return signal
+
+
+def _clamp(m, v, bits: int, name: str):
+    """``v`` saturated to a signed ``bits``-bit value."""
+    v = _named(m, v, f"{name}_unclamped")
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
 
-def _rshift_round(v, shift: int):
+def _rshift_round(m, v, shift: int, name: str):
     """Round half away from zero (golden.rshift_round): ``(v + 2**(s-1) - [v < 0]) >> s``."""
     if shift == 0:
         return v
-    return (v + (1 << (shift - 1)) - v[-1]) >> shift
+    return _named(m, (v + (1 << (shift - 1)) - v[-1]) >> shift, f"{name}_rounded")
 
 
 def _tree_sum(values):
@@ -148,14 +158,23 @@ class ExpertEngine(wiring.Component):
             m.d.sync += acc.eq(acc_next)
         return (v3, i3), sum3
 
+    @staticmethod
+    def _write_row(m, registers, row, value):
+        """``registers[row] <= value``, one comparison per register (an indexed Array as the target of an
+        assignment is written out as one case statement per register in the Verilog)."""
+        for index, register in enumerate(registers):
+            with m.If(row == index):
+                m.d.sync += register.eq(value)
+
     def _requantise(self, m, sequencer, row_info, row_sum, hidden, partial):
         """S3 and the hand-over of complete vectors to the output streams."""
         cfg, geo, num = self._cfg, self.geo, self._cfg.numerics
         ab, pb = num.act_bits, num.partial_bits
         valid, info = row_info
-        acc_sat = _clamp(row_sum, num.acc_bits) if geo.acc_width > num.acc_bits else row_sum
+        acc_sat = _clamp(m, row_sum, num.acc_bits, "row_sum") if geo.acc_width > num.acc_bits else row_sum
+        acc_sat = _named(m, acc_sat, "row_sum_saturated")
         hid = Signal(signed(ab))
-        m.d.comb += hid.eq(_clamp(_rshift_round(acc_sat, num.hidden_shift), ab))
+        m.d.comb += hid.eq(_clamp(m, _rshift_round(m, acc_sat, num.hidden_shift, "hidden"), ab, "hidden"))
         table = golden.activation_table(cfg)
         act = Signal(signed(ab))
         if table is None:
@@ -166,7 +185,8 @@ class ExpertEngine(wiring.Component):
             m.d.comb += [rd.addr.eq(hid.as_unsigned()), act.eq(rd.data)]
         y = Signal(signed(ab))
         gy = Signal(signed(pb))
-        m.d.comb += [y.eq(_clamp(_rshift_round(acc_sat, num.output_shift), ab)), gy.eq(_clamp(info.gate * y, pb))]
+        m.d.comb += [y.eq(_clamp(m, _rshift_round(m, acc_sat, num.output_shift, "output"), ab, "output")),
+                     gy.eq(_clamp(m, info.gate * y, pb, "gated"))]
 
         partial_ready, hidden_ready = Signal(), Signal()   # all rows of the vector are written
         partial_meta = Signal(data.StructLayout({"tag": info.tag.shape(), "reduce": 1}))
@@ -175,12 +195,13 @@ class ExpertEngine(wiring.Component):
             m.d.sync += [partial_ready.eq(1), partial_meta.eq(sequencer.zero.payload)]
             m.d.sync += [partial[i].eq(0) for i in range(geo.d_model)]
         with m.If(valid & ~info.p2):
-            m.d.sync += hidden[info.row].eq(act)
+            self._write_row(m, hidden, info.row, act)
             m.d.comb += sequencer.hidden_written.eq(1)
             with m.If(info.save & (info.row == geo.d_ff - 1)):
                 m.d.sync += [hidden_ready.eq(1), hidden_meta.tag.eq(info.tag), hidden_meta.expert.eq(info.expert)]
         with m.If(valid & info.p2):
-            m.d.sync += partial[info.row].eq(Mux(info.first, gy, _clamp(partial[info.row] + gy, pb)))
+            summed = _clamp(m, partial[info.row] + gy, pb, "partial_sum")
+            self._write_row(m, partial, info.row, _named(m, Mux(info.first, gy, summed), "partial_next"))
             with m.If(info.last & (info.row == geo.d_model - 1)):
                 m.d.sync += [partial_ready.eq(1), partial_meta.tag.eq(info.tag), partial_meta.reduce.eq(info.reduce)]
 
