@@ -25,6 +25,16 @@ class ExpertChiplet(wiring.Component):
     """An expert chiplet: weight SRAM slots, an activation buffer, the :class:`ExpertEngine` and the
     packet handling of its link, bit-exact with :func:`mozart.model.golden.chiplet_partial`.
 
+    Structure (one component per file, joined here by ``wiring.connect``)
+    -------------------------------------------------------------------
+    ``port_in`` -> :class:`~mozart.hw.chiplet_decoder.ChipletDecoder` (by packet kind) -> WEIGHT:
+    :class:`~mozart.hw.chiplet_weight_loader.ChipletWeightLoader` (weight SRAM write port, slot table),
+    DISPATCH: :class:`~mozart.hw.chiplet_token_receiver.ChipletTokenReceiver` (activation buffer write port)
+    -> :class:`~mozart.hw.chiplet_job_queue.ChipletJobQueue` (token ring, one job per selected expert) ->
+    :class:`~mozart.hw.expert_engine.ExpertEngine` (its sequencer and MAC datapath; reads both memories) ->
+    :class:`~mozart.hw.chiplet_output.ChipletOutput` (LOADED, COMBINE, MEM_WRITE) -> ``port_out``. The two
+    memories live here: each has one writer and the engine as its reader.
+
     What it does with each packet on ``port_in``
     ---------------------------------------------
     - **WEIGHT** (meta ``slot``, ``expert``, ``offset``, ``final``; from the group's memory controller): the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from amaranth import Array, Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model import golden
@@ -65,10 +65,12 @@ class ChipletOutput(wiring.Component):
         m = Module()
         cfg, proto, hw = self._cfg, self._proto, self._cfg.hardware
         slots = hw.sram_slots
-        reports = Array(Signal(loaded_layout(cfg), name=f"slot{s}_loaded") for s in range(slots))
+        event = self.loaded.payload
+        report_layout = data.StructLayout({"expert": event.expert.shape(), "tag": event.tag.shape()})
+        reports = Array(Signal(report_layout, name=f"slot{s}_loaded") for s in range(slots))
         with m.If(self.loaded.valid):
-            m.d.sync += [self.loaded_unsent.bit_select(self.loaded.payload.slot, 1).eq(1),
-                         reports[self.loaded.payload.slot].eq(self.loaded.payload)]
+            m.d.sync += [self.loaded_unsent.bit_select(event.slot, 1).eq(1),
+                         reports[event.slot].expert.eq(event.expert), reports[event.slot].tag.eq(event.tag)]
         any_report, lowest_report = lowest_index([self.loaded_unsent[s] for s in range(slots)])
         report_slot = Signal(proto.slot_bits)
 

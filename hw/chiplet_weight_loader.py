@@ -75,8 +75,9 @@ class ChipletWeightLoader(wiring.Component):
         w_end = Signal(range(slots * image + 1))   # a packet running past its slot must not write the next one
         busy = Array(self.expert_busy[e] for e in range(self._cfg.experts_per_chiplet))
         unsent = Array(self.loaded_unsent[s] for s in range(slots))
-        blocked = Signal()
-        m.d.comb += blocked.eq((slot_valid[head.slot] & busy[slot_expert[head.slot]]) | (head.final & unsent[head.slot]))
+        blocked = Signal()   # the slot's expert is still needed, or its last LOADED is unsent
+        m.d.comb += blocked.eq((slot_valid[head.slot] & busy[slot_expert[head.slot]])
+                               | (head.final & unsent[head.slot]))
 
         with m.If(~receiving):
             m.d.comb += [self.i.ready.eq(~blocked), self.loaded.payload.slot.eq(head.slot),

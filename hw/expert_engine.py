@@ -14,7 +14,7 @@ from mozart.model.protocol import Protocol
 from .chiplet_layouts import hidden_layout, job_layout, partial_layout
 from .expert_engine_sequencer import EngineSequencer
 
-__all__ = ["ExpertEngine", "partial_layout", "hidden_layout"]
+__all__ = ["ExpertEngine"]
 
 
 def _named(m, value, name: str):
