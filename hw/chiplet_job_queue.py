@@ -70,7 +70,8 @@ class ChipletJobQueue(wiring.Component):
         with m.If(arrived):
             m.d.sync += [tokens[write].eq(self.token.payload), write.eq(_next(write, entries))]
 
-        current = tokens[head]
+        current = Signal(self.token.payload.shape())   # the oldest token not yet fully handed to the engine
+        m.d.comb += current.eq(tokens[head])
         done = Signal(experts)          # experts of the head token already handed to the engine
         remaining = Signal(experts)
         m.d.comb += remaining.eq(current.experts & ~done)
