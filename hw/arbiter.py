@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PacketArbiter", "lowest_one"]
+__all__ = ["PacketArbiter", "lowest_one", "lowest_index"]
 
 
 def lowest_one(value, width: int):
     """The lowest set bit of ``value`` as a one-hot value of ``width`` bits (0 when none is set)."""
     return (value & (-value))[:width]
+
+
+def lowest_index(bits: list) -> tuple:
+    """``(any, index)`` of a list of 1-bit values: whether one is set, and the index of the lowest set one."""
+    index = Const(0, max(1, (len(bits) - 1).bit_length()))
+    for i in reversed(range(len(bits))):
+        index = Mux(bits[i], i, index)
+    return Cat(*bits).any(), index
 
 
 class PacketArbiter(wiring.Component):

@@ -2,40 +2,38 @@
 
 from __future__ import annotations
 
-import math
-
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In, Out, flipped
 
-from mozart.model import golden
 from mozart.model.blocks.chiplet import ChipletContract
-from mozart.model.protocol import Protocol, index_bits
+from mozart.model.protocol import Protocol
 
+from .chiplet_decoder import ChipletDecoder
+from .chiplet_job_queue import ChipletJobQueue
+from .chiplet_output import ChipletOutput
+from .chiplet_token_receiver import ChipletTokenReceiver
+from .chiplet_weight_loader import ChipletWeightLoader
 from .expert_engine import ExpertEngine
-from .protocol import PacketKind, header_layout, link_signature
+from .protocol import link_signature
 
 __all__ = ["ExpertChiplet"]
-
-
-
-def _next(p, n: int):
-    """Wrapping increment of a ring pointer over ``n`` entries (any ``n``)."""
-    return Mux(p == n - 1, 0, p + 1)
-
-
-def _lowest(bits: list) -> tuple:
-    """(any, index of the lowest set bit) of a list of 1-bit values."""
-    idx = Const(0, index_bits(len(bits)))
-    for i in reversed(range(len(bits))):
-        idx = Mux(bits[i], i, idx)
-    return Cat(*bits).any(), idx
 
 
 class ExpertChiplet(wiring.Component):
     """An expert chiplet: weight SRAM slots, an activation buffer, the :class:`ExpertEngine` and the
     packet handling of its link, bit-exact with :func:`mozart.model.golden.chiplet_partial`.
+
+    Structure (one component per file, joined here by ``wiring.connect``)
+    -------------------------------------------------------------------
+    ``port_in`` -> :class:`~mozart.hw.chiplet_decoder.ChipletDecoder` (by packet kind) -> WEIGHT:
+    :class:`~mozart.hw.chiplet_weight_loader.ChipletWeightLoader` (weight SRAM write port, slot table),
+    DISPATCH: :class:`~mozart.hw.chiplet_token_receiver.ChipletTokenReceiver` (activation buffer write port)
+    -> :class:`~mozart.hw.chiplet_job_queue.ChipletJobQueue` (token ring, one job per selected expert) ->
+    :class:`~mozart.hw.expert_engine.ExpertEngine` (its sequencer and MAC datapath; reads both memories) ->
+    :class:`~mozart.hw.chiplet_output.ChipletOutput` (LOADED, COMBINE, MEM_WRITE) -> ``port_out``. The two
+    memories live here: each has one writer and the engine as its reader.
 
     What it does with each packet on ``port_in``
     ---------------------------------------------
@@ -124,230 +122,40 @@ class ExpertChiplet(wiring.Component):
         super().__init__({"port_in": In(link_signature(cfg)), "port_out": Out(link_signature(cfg)),
                           "mac_active": Out(1)})
 
-    # -- hardware ----------------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
-        cfg, proto = self._cfg, self._proto
-        hw, num = cfg.hardware, cfg.numerics
-        S, E, N = hw.sram_slots, cfg.experts_per_chiplet, self.token_slots
-        TF, IMG, FB = proto.token_flits, proto.image_flits, hw.flit_bits
-        topo = proto.topology
+        cfg, proto, flit_bits = self._cfg, self._proto, self._cfg.hardware.flit_bits
+        weight_flits = cfg.hardware.sram_slots * proto.image_flits
+        token_flits = self.token_slots * proto.token_flits
+        m.submodules.weight_sram = weight_sram = Memory(shape=flit_bits, depth=weight_flits, init=[])
+        m.submodules.activation_buffer = activations = Memory(shape=flit_bits, depth=token_flits, init=[])
+        m.submodules.decoder = decoder = ChipletDecoder(cfg)
+        m.submodules.loader = loader = ChipletWeightLoader(cfg)
+        m.submodules.receiver = receiver = ChipletTokenReceiver(cfg, self.token_slots)
+        m.submodules.queue = queue = ChipletJobQueue(cfg, self.token_slots)
+        m.submodules.engine = engine = ExpertEngine(cfg, token_slots=self.token_slots, weight_depth=weight_flits,
+                                                    act_depth=token_flits)
+        m.submodules.output = output = ChipletOutput(cfg, self.group, self.index, self.node)
 
-        m.submodules.wmem = wmem = Memory(shape=FB, depth=S * IMG, init=[])
-        m.submodules.amem = amem = Memory(shape=FB, depth=N * TF, init=[])
-        w_wr, w_rd = wmem.write_port(), wmem.read_port()
-        a_wr, a_rd = amem.write_port(), amem.read_port()
-        m.submodules.engine = eng = ExpertEngine(cfg, token_slots=N, weight_depth=S * IMG, act_depth=N * TF)
-        m.d.comb += [w_rd.addr.eq(eng.w_addr), eng.w_data.eq(w_rd.data),
-                     a_rd.addr.eq(eng.x_addr), eng.x_data.eq(a_rd.data), self.mac_active.eq(eng.mac_active)]
-
-        # ---- state shared by input, job generator and output ------------------------------------------------
-        slot_valid = Array(Signal(name=f"slot{s}_valid") for s in range(S))
-        slot_expert = Array(Signal(proto.expert_bits, name=f"slot{s}_expert") for s in range(S))
-        lp = Array(Signal(name=f"slot{s}_loaded_pending") for s in range(S))      # LOADED to send
-        lp_tag = Array(Signal(hw.tag_bits, name=f"slot{s}_loaded_tag") for s in range(S))
-        lp_expert = Array(Signal(proto.expert_bits, name=f"slot{s}_loaded_expert") for s in range(S))
-        pend_w = index_bits(N + 1) + 1
-        pend = Array(Signal(pend_w, name=f"pending{e}") for e in range(E))
-        tok_mask = Array(Signal(E, name=f"tok{t}_mask") for t in range(N))
-        tok_gates = Array(Signal(E * num.gate_bits, name=f"tok{t}_gates") for t in range(N))
-        tok_tag = Array(Signal(hw.tag_bits, name=f"tok{t}_tag") for t in range(N))
-        tok_reduce = Array(Signal(name=f"tok{t}_reduce") for t in range(N))
-        tok_save = Array(Signal(name=f"tok{t}_save") for t in range(N))
-        wr = Signal(range(N))       # entry being received
-        gen = Signal(range(N))      # entry the job generator works on
-        n_tok = Signal(range(N + 1))   # entries committed and not yet released by the engine
-        n_gen = Signal(range(N + 1))   # entries committed and not yet fully handed to the engine
-
-        # ---- input parser -----------------------------------------------------------------------------------
-        pin = self.port_in
-        hdr = header_layout(cfg)(pin.payload.data)
-        cur_slot = Signal(proto.slot_bits)
-        cur_final = Signal()
-        cur_tag = Signal(hw.tag_bits)
-        cur_expert = Signal(proto.expert_bits)
-        w_ptr = Signal(range(S * IMG + 1))
-        w_end = Signal(range(S * IMG + 1))   # a packet running past its slot must not write the next one
-        cnt = Signal(range(proto.max_payload_flits + 1))
-        route = Signal(proto.route_flits * FB)
-        commit = Signal()           # the last token flit is written this cycle
-        d_reduce, d_save = Signal(), Signal()
-        mask_bits = route[:E]
-
-        wslot = hdr.meta.weight.slot
-        slot_ok = wslot < S
-        w_block = (slot_valid[wslot] & (pend[slot_expert[wslot]] != 0)) | (hdr.meta.weight.final & lp[wslot])
-        wpf = proto.words_per_flit
-        with m.FSM(name="rx"):
-            with m.State("HEAD"):
-                with m.If(pin.valid & pin.payload.first):
-                    with m.Switch(hdr.kind):
-                        with m.Case(PacketKind.WEIGHT):
-                            m.d.comb += pin.ready.eq(~slot_ok | ~w_block)
-                            with m.If(pin.ready & slot_ok):
-                                m.d.sync += [slot_valid[wslot].eq(0), slot_expert[wslot].eq(hdr.meta.weight.expert),
-                                             cur_slot.eq(wslot), cur_final.eq(hdr.meta.weight.final),
-                                             cur_tag.eq(hdr.tag), cur_expert.eq(hdr.meta.weight.expert),
-                                             w_ptr.eq(wslot * IMG + hdr.meta.weight.offset // wpf),
-                                             w_end.eq(wslot * IMG + IMG)]
-                                with m.If(pin.payload.last):
-                                    with m.If(hdr.meta.weight.final):   # a header-only final packet
-                                        m.d.sync += [slot_valid[wslot].eq(1), lp[wslot].eq(1),
-                                                     lp_tag[wslot].eq(hdr.tag),
-                                                     lp_expert[wslot].eq(hdr.meta.weight.expert)]
-                                with m.Else():
-                                    m.next = "WEIGHT"
-                            with m.Elif(pin.ready & ~pin.payload.last):
-                                m.next = "DROP"
-                        with m.Case(PacketKind.DISPATCH):
-                            m.d.comb += pin.ready.eq(n_tok < N)
-                            with m.If(pin.ready):
-                                m.d.sync += [cur_tag.eq(hdr.tag), d_reduce.eq(hdr.meta.dispatch.reduce),
-                                             d_save.eq(hdr.meta.dispatch.save), cnt.eq(0)]
-                                with m.If(~pin.payload.last):
-                                    m.next = "DISPATCH"
-                        with m.Default():
-                            m.d.comb += pin.ready.eq(1)
-                            with m.If(~pin.payload.last):
-                                m.next = "DROP"
-                with m.Elif(pin.valid):   # a stray payload flit outside a packet
-                    m.d.comb += pin.ready.eq(1)
-            with m.State("WEIGHT"):
-                m.d.comb += [pin.ready.eq(1), w_wr.addr.eq(w_ptr), w_wr.data.eq(pin.payload.data),
-                             w_wr.en.eq(pin.valid & (w_ptr < w_end))]
-                with m.If(pin.valid):
-                    m.d.sync += w_ptr.eq(w_ptr + 1)
-                    with m.If(pin.payload.last):
-                        m.next = "HEAD"
-                        with m.If(cur_final):
-                            m.d.sync += [slot_valid[cur_slot].eq(1), lp[cur_slot].eq(1),
-                                         lp_tag[cur_slot].eq(cur_tag), lp_expert[cur_slot].eq(cur_expert)]
-            with m.State("DISPATCH"):
-                m.d.comb += [pin.ready.eq(1), a_wr.addr.eq(wr * TF + cnt - proto.route_flits),
-                             a_wr.data.eq(pin.payload.data), a_wr.en.eq(pin.valid & (cnt >= proto.route_flits))]
-                with m.If(pin.valid):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    for i in range(proto.route_flits):
-                        with m.If(cnt == i):
-                            m.d.sync += route[i * FB:(i + 1) * FB].eq(pin.payload.data)
-                    with m.If(pin.payload.last):
-                        m.next = "HEAD"
-                        m.d.comb += commit.eq(1)
-            with m.State("DROP"):
-                m.d.comb += pin.ready.eq(1)
-                with m.If(pin.valid & pin.payload.last):
-                    m.next = "HEAD"
-
-        # A committed token: its route word is complete (route flits come before the last token flit).
-        with m.If(commit):
-            m.d.sync += [tok_mask[wr].eq(mask_bits), tok_gates[wr].eq(route[E:E + E * num.gate_bits]),
-                         tok_tag[wr].eq(cur_tag), tok_reduce[wr].eq(d_reduce), tok_save[wr].eq(d_save),
-                         wr.eq(_next(wr, N))]
-
-        # ---- job generator: the head token's next selected expert, on the slot that holds it ----------------
-        gen_done = Signal(E)
-        remaining = tok_mask[gen] & ~gen_done
-        _, e_sel = _lowest([remaining[e] for e in range(E)])
-        hits = [slot_valid[s] & (slot_expert[s] == e_sel) for s in range(S)]
-        resident, s_sel = _lowest(hits)
-        none = tok_mask[gen] == 0
-        is_last = (remaining & ~(Const(1, E) << e_sel)[:E]) == 0
-        job = eng.job.payload
+        wiring.connect(m, flipped(self.port_in), decoder.i)
+        wiring.connect(m, decoder.weight, loader.i)
+        wiring.connect(m, decoder.dispatch, receiver.i)
+        wiring.connect(m, loader.write, weight_sram.write_port())
+        wiring.connect(m, receiver.write, activations.write_port())
+        wiring.connect(m, queue.ring, receiver.ring)
+        wiring.connect(m, receiver.token, queue.token)
+        wiring.connect(m, queue.lookup, loader.lookup)
+        wiring.connect(m, queue.job, engine.job)
+        wiring.connect(m, loader.loaded, output.loaded)
+        wiring.connect(m, engine.partial, output.partial)
+        wiring.connect(m, engine.hidden, output.hidden)
+        wiring.connect(m, output.o, flipped(self.port_out))
+        weight_read, token_read = weight_sram.read_port(), activations.read_port()
         m.d.comb += [
-            eng.job.valid.eq((n_gen != 0) & (none | resident)),
-            job.tok.eq(gen), job.wslot.eq(s_sel), job.expert.eq(e_sel),
-            job.gate.eq(tok_gates[gen].word_select(e_sel, num.gate_bits)),
-            job.first.eq(gen_done == 0), job.last.eq(none | is_last), job.none.eq(none),
-            job.save.eq(tok_save[gen]), job.tag.eq(tok_tag[gen]), job.reduce.eq(tok_reduce[gen]),
+            weight_read.addr.eq(engine.w_addr), engine.w_data.eq(weight_read.data),
+            token_read.addr.eq(engine.x_addr), engine.x_data.eq(token_read.data),
+            loader.loaded_unsent.eq(output.loaded_unsent), loader.expert_busy.eq(queue.expert_busy),
+            queue.done_expert.eq(engine.done_expert), queue.done_token.eq(engine.done_token),
+            queue.done_local.eq(engine.done_local), self.mac_active.eq(engine.mac_active),
         ]
-        gen_step = eng.job.valid & eng.job.ready & job.last
-        with m.If(eng.job.valid & eng.job.ready):
-            with m.If(job.last):
-                m.d.sync += [gen.eq(_next(gen, N)), gen_done.eq(0)]
-            with m.Else():
-                m.d.sync += gen_done.eq(gen_done | (Const(1, E) << e_sel)[:E])
-        m.d.sync += n_gen.eq(n_gen + commit - gen_step)
-        m.d.sync += n_tok.eq(n_tok + commit - eng.done_token)
-        for e in range(E):
-            m.d.sync += pend[e].eq(pend[e] + (commit & mask_bits[e]) - (eng.done_expert & (eng.done_local == e)))
-
-        # ---- output: LOADED > COMBINE > MEM_WRITE, one whole packet at a time ------------------------------
-        pout = self.port_out
-        ohdr = Signal(header_layout(cfg))
-        any_lp, lp_sel = _lowest([lp[s] for s in range(S)])
-        lp_cur = Signal(proto.slot_bits)
-        part, hid = eng.partial.payload, eng.hidden.payload
-        o_cnt = Signal(range(max(proto.partial_flits, golden.hidden_flits(cfg)) + 1))
-        s_pkt = Signal(range(math.ceil(golden.hidden_flits(cfg) / hw.max_burst_flits) + 1))
-        HF, BURST = golden.hidden_flits(cfg), hw.max_burst_flits
-        p_per, a_per = FB // num.partial_bits, FB // num.act_bits
-
-        def flits_of(view, count, per):
-            # elements packed like Protocol.pack_elements: element 0 in the low bits, never split
-            return Array(Cat(*(view[j] for j in range(i * per, min(count, (i + 1) * per))))
-                         for i in range(math.ceil(count / per)))
-
-        comb_flits = flits_of(part.data, cfg.moe.d_model, p_per)
-        save_flits = flits_of(hid.data, cfg.moe.d_ff, a_per)
-        entry = (hid.tag * cfg.chiplets_per_group + self.index) * E + hid.expert
-        s_addr = proto.activation_base + entry * golden.activation_entry_words(cfg) + s_pkt * (BURST * wpf)
-        s_len = Mux(HF - s_pkt * BURST > BURST, BURST, HF - s_pkt * BURST)
-        m.d.comb += pout.payload.data.eq(ohdr.as_value()[:proto.header_bits])   # pad bits: zero-extended
-
-        def head(kind, dst, tag, length=0):
-            # src is set with the other fields, in the state: a field driven only by a constant becomes a
-            # sensitivity-less ``always @*`` in the Verilog, which Verilator never runs (ALWNEVER)
-            return [pout.valid.eq(1), pout.payload.first.eq(1), ohdr.kind.eq(kind), ohdr.dst.eq(dst),
-                    ohdr.src.eq(self.node), ohdr.tag.eq(tag), ohdr.length.eq(length)]
-
-        with m.FSM(name="tx"):
-            with m.State("IDLE"):
-                with m.If(any_lp):
-                    m.d.sync += lp_cur.eq(lp_sel)
-                    m.next = "LOADED"
-                with m.Elif(eng.partial.valid):
-                    m.d.sync += o_cnt.eq(0)
-                    m.next = "COMB_HDR"
-                with m.Elif(eng.hidden.valid):
-                    m.d.sync += [o_cnt.eq(0), s_pkt.eq(0)]
-                    m.next = "SAVE_HDR"
-            with m.State("LOADED"):
-                m.d.comb += head(PacketKind.LOADED, topo.root, lp_tag[lp_cur])
-                m.d.comb += [pout.payload.last.eq(1), ohdr.meta.loaded.slot.eq(lp_cur),
-                             ohdr.meta.loaded.expert.eq(lp_expert[lp_cur])]
-                with m.If(pout.ready):
-                    m.d.sync += lp[lp_cur].eq(0)
-                    m.next = "IDLE"
-            with m.State("COMB_HDR"):
-                m.d.comb += head(PacketKind.COMBINE, topo.root, part.tag, proto.partial_flits)
-                m.d.comb += ohdr.meta.combine.reduce.eq(part.reduce)
-                with m.If(pout.ready):
-                    m.next = "COMB_DATA"
-            with m.State("COMB_DATA"):
-                last = o_cnt == proto.partial_flits - 1
-                m.d.comb += [pout.valid.eq(1), pout.payload.last.eq(last),
-                             pout.payload.data.eq(comb_flits[o_cnt])]
-                with m.If(pout.ready):
-                    m.d.sync += o_cnt.eq(o_cnt + 1)
-                    with m.If(last):
-                        m.d.comb += eng.partial.ready.eq(1)
-                        m.next = "IDLE"
-            with m.State("SAVE_HDR"):
-                m.d.comb += head(PacketKind.MEM_WRITE, topo.memctrl(self.group), hid.tag, s_len)
-                m.d.comb += [ohdr.meta.mem_write.addr.eq(s_addr), ohdr.meta.mem_write.words.eq(s_len * wpf),
-                             ohdr.meta.mem_write.ack.eq(0)]
-                with m.If(pout.ready):
-                    m.next = "SAVE_DATA"
-            with m.State("SAVE_DATA"):
-                pkt_end = (o_cnt == HF - 1) | (o_cnt == (s_pkt + 1) * BURST - 1)
-                m.d.comb += [pout.valid.eq(1), pout.payload.last.eq(pkt_end),
-                             pout.payload.data.eq(save_flits[o_cnt])]
-                with m.If(pout.ready):
-                    m.d.sync += o_cnt.eq(o_cnt + 1)
-                    with m.If(o_cnt == HF - 1):
-                        m.d.comb += eng.hidden.ready.eq(1)
-                        m.next = "IDLE"
-                    with m.Elif(pkt_end):
-                        m.d.sync += s_pkt.eq(s_pkt + 1)
-                        m.next = "SAVE_HDR"
         return m

@@ -1,0 +1,104 @@
+"""Payload layouts and small signatures between the expert chiplet's components (:mod:`mozart.hw.chiplet`).
+
+Every width comes from the config through :class:`mozart.model.protocol.Protocol`; each layout is written
+once here and used by both ends of its stream.
+"""
+
+from __future__ import annotations
+
+from amaranth import signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from mozart.model.protocol import Protocol, index_bits
+
+__all__ = ["token_layout", "loaded_layout", "job_layout", "partial_layout", "hidden_layout", "zero_layout",
+           "issue_layout", "slot_lookup_signature", "ring_signature", "memory_write_signature"]
+
+
+def slot_lookup_signature(cfg) -> wiring.Signature:
+    """Asks which weight slot holds local expert ``expert`` completely (combinational answer)."""
+    proto = Protocol(cfg)
+    return wiring.Signature({"expert": Out(proto.expert_bits), "found": In(1), "slot": In(proto.slot_bits)})
+
+
+def ring_signature(token_slots: int) -> wiring.Signature:
+    """The token ring's free entry: where the next token goes (``entry``) and whether there is one (``room``)."""
+    return wiring.Signature({"entry": Out(range(token_slots)), "room": Out(1)})
+
+
+def memory_write_signature(depth: int, flit_bits: int) -> wiring.Signature:
+    """The write port of a ``lib.memory.Memory`` of ``depth`` flits, as its writer sees it (flip it)."""
+    return WritePort.Signature(addr_width=ceil_log2(depth), shape=flit_bits)
+
+
+def token_layout(cfg) -> data.StructLayout:
+    """A token received whole (DISPATCH): its local expert mask and gates (the route word), tag and flags."""
+    experts = cfg.experts_per_chiplet
+    return data.StructLayout({"experts": unsigned(experts), "gates": unsigned(experts * cfg.numerics.gate_bits),
+                              "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1, "save": 1})
+
+
+def loaded_layout(cfg) -> data.StructLayout:
+    """A weight slot now holds an expert completely: what its LOADED packet reports."""
+    proto = Protocol(cfg)
+    return data.StructLayout({"slot": unsigned(proto.slot_bits), "expert": unsigned(proto.expert_bits),
+                              "tag": unsigned(cfg.hardware.tag_bits)})
+
+
+def job_layout(cfg, token_slots: int) -> data.StructLayout:
+    """One (token, expert) job of the engine."""
+    proto = Protocol(cfg)
+    return data.StructLayout({
+        "tok": unsigned(index_bits(token_slots)),   # activation-buffer entry of the token
+        "wslot": unsigned(proto.slot_bits),     # resident weight slot of the expert
+        "expert": unsigned(proto.expert_bits),  # local expert index (saved-activation address, release)
+        "gate": unsigned(cfg.numerics.gate_bits),
+        "first": 1,                             # first selected expert of the token: the partial starts at 0
+        "last": 1,                              # last selected expert: the partial is complete after it
+        "none": 1,                              # the token selects no expert here: its partial is all zero
+        "save": 1,                              # also output the hidden vector (activation saving)
+        "tag": unsigned(cfg.hardware.tag_bits),
+        "reduce": 1,
+    })
+
+
+def partial_layout(cfg) -> data.StructLayout:
+    """One token's complete partial (the gate-weighted sum of its local experts' outputs)."""
+    return data.StructLayout({"tag": unsigned(cfg.hardware.tag_bits), "reduce": 1,
+                              "data": data.ArrayLayout(signed(cfg.numerics.partial_bits), cfg.moe.d_model)})
+
+
+def hidden_layout(cfg) -> data.StructLayout:
+    """One saved hidden vector ``act(W1 x)`` of a (token, expert) job."""
+    proto = Protocol(cfg)
+    return data.StructLayout({"tag": unsigned(cfg.hardware.tag_bits), "expert": unsigned(proto.expert_bits),
+                              "data": data.ArrayLayout(signed(cfg.numerics.act_bits), cfg.moe.d_ff)})
+
+
+def zero_layout(cfg) -> data.StructLayout:
+    """A token that selects no local expert: its partial is all zero."""
+    return data.StructLayout({"tag": unsigned(cfg.hardware.tag_bits), "reduce": 1})
+
+
+def issue_layout(cfg) -> data.StructLayout:
+    """One issued chunk of ``mac_lanes`` MACs: where its operands sit and what its result is for.
+
+    ``w_sub``/``x_sub`` select the lane chunk inside the weight/activation flit read in this cycle, ``chunk``
+    the chunk of hidden registers (W2 operands); ``info`` travels down the pipeline with the chunk.
+    """
+    proto, moe, lanes = Protocol(cfg), cfg.moe, cfg.hardware.mac_lanes
+    longest = max(moe.d_model, moe.d_ff)
+    info = data.StructLayout({"p2": 1, "row": unsigned(index_bits(longest)), "first_chunk": 1, "last_chunk": 1,
+                              "gate": unsigned(cfg.numerics.gate_bits), "first": 1, "last": 1, "save": 1,
+                              "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1,
+                              "expert": unsigned(proto.expert_bits)})
+    flit_bits = cfg.hardware.flit_bits
+    return data.StructLayout({
+        "w_sub": unsigned(index_bits(flit_bits // cfg.numerics.weight_bits // lanes)),
+        "x_sub": unsigned(index_bits(flit_bits // cfg.numerics.act_bits // lanes)),
+        "chunk": unsigned(index_bits(longest // lanes)),
+        "info": info,
+    })
