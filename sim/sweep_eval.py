@@ -1,8 +1,9 @@
 """The evaluation of one sweep point with the performance model, and the fingerprint of the code it runs.
 
 :func:`evaluate_point` is what every backend of :mod:`mozart.sim.sweep` calls for a point: config, traces,
-placement, schedules, one simulated training step, and the row's outputs (step time and its breakdown,
-C_T, per-link bytes and busy time). Each worker process keeps small caches of the intermediate results that
+placement, schedules (their loads ordered by the profiling trace, as ``mozart evaluate`` orders them), one
+simulated training step, and the row's outputs (step time and its breakdown, C_T, chip area, energy per step
+and power, per-link bytes and busy time). Each worker process keeps small caches of the intermediate results that
 neighbouring points share; they change run times, never rows.
 
 :func:`code_fingerprint` hashes the code and data those rows depend on, so that a sweep never mixes rows of
@@ -60,7 +61,8 @@ def evaluate_point(point: dict) -> dict:
 
     The point's config is its base config with the config-field axes applied
     (:func:`mozart.model.config.override`). Its traces are synthesised (or read; see :func:`_traces`), its
-    placement made with its method on the profiling trace, its schedules built for its variant, and one
+    placement made with its method on the profiling trace, its schedules built for its variant with their
+    loads ordered by that profile (never by the timed step's own routing), and one
     training step simulated on the step's trace. A full-size model (a preset
     with a parameter file: ``olmoe-1b-7b``, ...) is timed from its parameters, with the ``perf.*`` axes
     applied; any other config is timed from its own RTL fields (``hardware``, ``dram``), as the model's
