@@ -1,8 +1,9 @@
 """The evaluation of one sweep point with the performance model, and the fingerprint of the code it runs.
 
 :func:`evaluate_point` is what every backend of :mod:`mozart.sim.sweep` calls for a point: config, traces,
-placement, schedules, one simulated training step, and the row's outputs (step time and its breakdown,
-C_T, per-link bytes and busy time). Each worker process keeps small caches of the intermediate results that
+placement, schedules (their loads ordered by the profiling trace, as ``mozart evaluate`` orders them), one
+simulated training step, and the row's outputs (step time and its breakdown, C_T, chip area, energy per step
+and power, per-link bytes and busy time). Each worker process keeps small caches of the intermediate results that
 neighbouring points share; they change run times, never rows.
 
 :func:`code_fingerprint` hashes the code and data those rows depend on, so that a sweep never mixes rows of
@@ -60,7 +61,8 @@ def evaluate_point(point: dict) -> dict:
 
     The point's config is its base config with the config-field axes applied
     (:func:`mozart.model.config.override`). Its traces are synthesised (or read; see :func:`_traces`), its
-    placement made with its method on the profiling trace, its schedules built for its variant, and one
+    placement made with its method on the profiling trace, its schedules built for its variant with their
+    loads ordered by that profile (never by the timed step's own routing), and one
     training step simulated on the step's trace. A full-size model (a preset
     with a parameter file: ``olmoe-1b-7b``, ...) is timed from its parameters, with the ``perf.*`` axes
     applied; any other config is timed from its own RTL fields (``hardware``, ``dram``), as the model's
@@ -97,7 +99,9 @@ def evaluate_point(point: dict) -> dict:
     options = {name: values[0] for name, values in perf_options().items()}
     options.update({k: v for k, v in perf_settings.items() if k in options})
     params = {k: v for k, v in perf_settings.items() if k not in options}
-    timing, workload = _timing(perf, cfg, options["dram"] != perf_options()["dram"][0], options["dram"], params)
+    base_params = _full_size_params(perf, cfg, params)
+    timing, workload = _timing(perf, cfg, base_params, options["dram"] != perf_options()["dram"][0],
+                               options["dram"], params)
 
     # Each stage is cached on the config sections it reads (synth and placers: tree, moe; schedules: also
     # hardware and training), so axes that only change the timing reuse the trace, placement and schedules.
@@ -109,7 +113,7 @@ def evaluate_point(point: dict) -> dict:
     place_key = (trace_key, point["method"], point["placement_seed"])
     placement = _PLACEMENTS.get(place_key, lambda: place(profile, cfg, point["method"], seed=point["placement_seed"]))
     schedules = _SCHEDULES.get((place_key, _section_key(cfg_dict, "hardware", "training"), point["variant"]),
-                               lambda: perf.step_schedules(cfg, placement, trace, point["variant"]))
+                               lambda: perf.step_schedules(cfg, placement, trace, point["variant"], profile=profile))
     step = perf.simulate_step(schedules, trace, timing, workload, cfg, network=options["network"],
                               mode=options["mode"], record=True)
     outputs = {
@@ -117,6 +121,7 @@ def evaluate_point(point: dict) -> dict:
         "step_time_s": step.seconds, "step_cycles": step.cycles,
         "c_t": perf.placement_c_t(trace, placement), "replicas_per_token": step.replicas_per_token,
     }
+    outputs.update(_cost_columns(cfg, base_params, step, options["dram"]))
     outputs.update(_breakdown_columns(step, timing))
     outputs.update(_link_columns(step, timing))
     return outputs
@@ -219,9 +224,19 @@ def _perf_models() -> dict[str, str]:
     return {load_params(m).config: m for m in model_names()}
 
 
-def _timing(perf, cfg, other_dram: bool, dram: str, params: dict):
-    """The hardware timing and workload of ``cfg``: full size from its perf model's parameters, else scaled."""
+def _full_size_params(perf, cfg, params: dict):
+    """The full-size parameters of ``cfg`` with the point's ``perf.*`` axes applied; None for an RTL config."""
     base = perf.params_for(cfg)  # by the config's content (its expert shape), never its name
+    if base is None or not params:
+        return base
+    from mozart.model.perf.parameters import Param  # noqa: PLC0415
+    return replace(base, params={**base.params, **{k: Param(k, v, "sweep: an axis of the sweep spec")
+                                                   for k, v in params.items()}})
+
+
+def _timing(perf, cfg, base, other_dram: bool, dram: str, params: dict):
+    """The hardware timing and workload of ``cfg``: full size from its perf model's parameters ``base``, else
+    scaled."""
     if base is None:
         swept = [f"perf.{k}" for k in params] + (["perf.dram"] if other_dram else [])
         if swept:
@@ -229,11 +244,24 @@ def _timing(perf, cfg, other_dram: bool, dram: str, params: dict):
                              f"({', '.join(sorted(_perf_models()))}), not on {cfg.name!r}, which is timed from "
                              "its own config fields (hardware.*, dram.*)")
         return perf.HardwareTiming.scaled(cfg), perf.Workload.scaled(cfg)
-    if params:
-        from mozart.model.perf.parameters import Param  # noqa: PLC0415
-        base = replace(base, params={**base.params, **{k: Param(k, v, "sweep: an axis of the sweep spec")
-                                                       for k, v in params.items()}})
     return perf.HardwareTiming.full_size(base, cfg, dram), perf.Workload.full_size(base, cfg)
+
+
+def _cost_columns(cfg, base, step, dram: str) -> dict[str, float]:
+    """Chip area (silicon mm^2 by component and in total, wafer footprint) and the step's dynamic energy (J by
+    component and in total) and its average power (W), priced with the full-size parameters ``base`` or, for an
+    RTL config, the hardware file's (:mod:`mozart.model.perf.area`, :mod:`mozart.model.perf.energy`)."""
+    from mozart.model.perf.area import config_area  # noqa: PLC0415
+    from mozart.model.perf.energy import step_energy  # noqa: PLC0415
+    from mozart.model.perf.parameters import hardware_params  # noqa: PLC0415
+    area = config_area(cfg, base)
+    energy = step_energy(step.traffic, base or hardware_params(), dram)
+    out = {"area_mm2": area.total_mm2, "footprint_mm2": area.footprint_mm2}
+    out.update({f"area_{k}_mm2": v for k, v in area.components.items()})
+    out["energy_j"] = sum(energy.values())
+    out.update({f"energy_{k}_j": v for k, v in energy.items()})
+    out["power_w"] = out["energy_j"] / step.seconds if step.seconds > 0 else 0.0
+    return out
 
 
 def code_fingerprint() -> str:

@@ -21,8 +21,11 @@ def test_a_renamed_preset_is_timed_exactly_as_the_original():
     cfg = load_config("olmoe-1b-7b")
     renamed = dataclasses.replace(cfg, name="my-own-moe")
     assert params_for(renamed) == params_for(cfg)
-    original = sweep_eval._timing(perf, cfg, False, "hbm2", {})
-    assert sweep_eval._timing(perf, renamed, False, "hbm2", {}) == original
+    def timing(config):
+        return sweep_eval._timing(perf, config, sweep_eval._full_size_params(perf, config, {}), False, "hbm2", {})
+
+    original = timing(cfg)
+    assert timing(renamed) == original
     # The mutant, the pre-fix lookup by name, misses the renamed config (it was timed as a scaled RTL config).
     assert sweep_eval._perf_models().get(renamed.name) is None
     assert perf.HardwareTiming.scaled(renamed) != original[0]

@@ -56,3 +56,32 @@ def test_a_profile_of_another_shape_is_refused():
     other = Trace(np.concatenate([profile.experts] * 2), np.concatenate([profile.weights] * 2), profile.num_experts)
     with pytest.raises(ScheduleError, match="the profile must have the trace's 1 layers and 64 experts, not 2 and 64"):
         build_schedule(cfg, placement, step, 0, "B", profile=other)
+
+
+def test_sweep_orders_loads_by_the_profile_the_placement_was_built_from(tmp_path):
+    """``mozart sweep`` (sim/sweep_eval.py) as ``mozart evaluate``: its schedules' load order is the profile's
+    (step 0), the trace its placement was built from; the oracle order (the timed step's own routing) differs
+    on this point, so the test fails on a sweep that orders by the step."""
+    from mozart.model.sweep_spec import load_spec
+    from mozart.sim import sweep_eval
+    from mozart.sim.sweep import expand
+    (tmp_path / "s.toml").write_text("""
+[sweep]
+configs = ["olmoe-1b-7b"]
+methods = ["contiguous"]
+variants = ["B"]
+seed = 5
+[axes]
+"moe.layers" = [1]
+"training.sequences" = [4]
+""")
+    [point] = expand(load_spec(tmp_path / "s.toml"))
+    sweep_eval.evaluate_point(point)
+    profile, step = next(reversed(sweep_eval._TRACES.items.values()))
+    placement = next(reversed(sweep_eval._PLACEMENTS.items.values()))
+    [swept] = next(reversed(sweep_eval._SCHEDULES.items.values()))
+    cfg = override(load_config("olmoe-1b-7b"), {"moe.layers": 1, "training.sequences": 4})
+    honest = build_schedule(cfg, placement, step, 0, "B", profile=profile)
+    oracle = build_schedule(cfg, placement, step, 0, "B")
+    assert load_order(honest) != load_order(oracle)  # the point can tell the two apart
+    assert load_order(swept) == load_order(honest)

@@ -30,7 +30,8 @@ PRE_ISSUE_19 = {
     ("wafer4x4", "C"): (13829.0, 12478.609375, "e2bd3f513270e963"),
 }
 
-# Pre-issue-19 fields of HardwareTiming.scaled, rtl_timing (scaled + its overrides) and in_order_timing.
+# Pre-issue-19 fields of HardwareTiming.scaled, rtl_timing (scaled + its overrides) and in_order_timing, plus
+# the root's input port (issue 16 point 7: one flit per cycle), which leaves every prediction above unchanged.
 PRE_ISSUE_19_TIMING = {
     "tiny": (
         dict(clock_hz=1e9, flit_bytes=8, burst_flits=8, link_bytes_per_cycle=8, mesh_link_bytes_per_cycle=8.0,
@@ -39,9 +40,11 @@ PRE_ISSUE_19_TIMING = {
              dram_channels=1, attention_dram_bytes_per_cycle=8.0, act_bytes=1.0, partial_bytes=4.0,
              weight_bytes=1.0),
         dict(hop_cycles=2.0, reduce_bytes_per_cycle=6.4, token_overhead_cycles=0.0,
-             dram_bytes_per_cycle=7.111111111111111, dram_latency_cycles=9.0, cycles_per_expert=64),
+             dram_bytes_per_cycle=7.111111111111111, dram_latency_cycles=9.0, cycles_per_expert=64,
+             root_port_bytes_per_cycle=8.0),
         dict(cycles_per_expert=64, token_slots=4, queue_flits=13, reduction_entries=4, queue_latency=2.0,
-             hop_cycles=2.0, chiplet_input_flits=3, chiplet_output_flits=5, loaded_cycles=5.0),
+             hop_cycles=2.0, chiplet_input_flits=3, chiplet_output_flits=5, loaded_cycles=5.0,
+             port_flits_per_cycle=1.0),
     ),
     "wafer4x4": (
         dict(clock_hz=1e9, flit_bytes=8, burst_flits=16, link_bytes_per_cycle=8,
@@ -50,9 +53,11 @@ PRE_ISSUE_19_TIMING = {
              dram_bytes_per_cycle=8.0, dram_latency_cycles=12, dram_channels=1, attention_dram_bytes_per_cycle=8.0,
              act_bytes=1.0, partial_bytes=4.0, weight_bytes=1.0),
         dict(hop_cycles=2.0, reduce_bytes_per_cycle=7.111111111111111, token_overhead_cycles=0.0,
-             dram_bytes_per_cycle=7.529411764705882, dram_latency_cycles=13.0, cycles_per_expert=128),
+             dram_bytes_per_cycle=7.529411764705882, dram_latency_cycles=13.0, cycles_per_expert=128,
+             root_port_bytes_per_cycle=8.0),
         dict(cycles_per_expert=128, token_slots=4, queue_flits=25, reduction_entries=8, queue_latency=2.0,
-             hop_cycles=2.0, chiplet_input_flits=4, chiplet_output_flits=9, loaded_cycles=5.0),
+             hop_cycles=2.0, chiplet_input_flits=4, chiplet_output_flits=9, loaded_cycles=5.0,
+             port_flits_per_cycle=1.0),
     ),
 }
 

@@ -367,6 +367,45 @@ def test_real_rows_count_fewer_root_bytes_with_deduplication(real):
     assert compared == 2 * 2 * 2 * 4  # methods x seq_lens x (down, up) x 4 groups
 
 
+def test_real_rows_have_area_and_energy_as_costs(real):
+    """Each row's chip area (the config's, mozart.model.perf.area) and step energy (mozart.model.perf.energy)
+    add up from their components; the area follows the config, the energy the point."""
+    from mozart.model.config import load_config
+    from mozart.model.perf import load_params
+    from mozart.model.perf.area import config_area
+    rows = read_rows(real[1])
+    for r in rows:
+        assert r["area_mm2"] == pytest.approx(sum(v for k, v in r.items() if re.fullmatch(r"area_[a-z_]+_mm2", k)))
+        assert r["energy_j"] == pytest.approx(sum(v for k, v in r.items() if re.fullmatch(r"energy_[a-z]+_j", k)))
+        assert r["power_w"] == pytest.approx(r["energy_j"] / r["step_time_s"]) and r["energy_macs_j"] > 0
+        assert r["footprint_mm2"] > 0 and r["energy_ssd_j"] == 0  # HBM2 holds olmoe's weights
+    olmoe = load_params("olmoe-1b-7b")
+    expected = {"olmoe-1b-7b": config_area(load_config("olmoe-1b-7b"), olmoe).total_mm2,
+                "wafer4x4": config_area(load_config("wafer4x4")).total_mm2}
+    assert {r["config"]: r["area_mm2"] for r in rows} == pytest.approx(expected)
+    # B de-duplicates the dispatch: on the same point its links move fewer bytes, so spend less link energy.
+    by_point = {(r["config"], r["method"], r["training.seq_len"], r["perf.network"], r["variant"]): r for r in rows}
+    for (config, method, seq_len, network, variant), b in by_point.items():
+        if variant == "B" and config == "olmoe-1b-7b" and network == "tree":
+            assert b["energy_links_j"] < by_point[(config, method, seq_len, network, "baseline")]["energy_links_j"]
+
+
+def test_the_pareto_plot_defaults_to_the_area_and_takes_energy(real, tmp_path, monkeypatch):
+    from mozart.sim.commands import sweep as command
+    spec, out = real
+    rows = read_rows(out)
+    drawn = []
+    monkeypatch.setattr(command, "_plot_pareto", lambda ok, cost, folder, left_out: drawn.append(cost) or folder)
+    command.plot_results(spec, rows, tmp_path)
+    command.plot_results(spec, rows, tmp_path, cost="energy_j")
+    assert drawn == ["area_mm2", "energy_j"]
+    # Results without an area (an older file) fall back to the next cost the rows have.
+    command.plot_results(spec, [{k: v for k, v in r.items() if k != "area_mm2"} for r in rows], tmp_path)
+    assert drawn[-1] == "energy_j"
+    for column in ("area_mm2", "energy_j", "power_w", "area_pes_mm2", "energy_links_j", "footprint_mm2"):
+        command.check_cost(column, spec)  # accepted before the sweep runs
+
+
 def test_real_sweep_on_dask_gives_identical_rows(real, dask_scheduler, tmp_path):
     spec, pool = real
     out = tmp_path / "dask.parquet"

@@ -43,7 +43,7 @@ class Traffic:
             self.dram_bytes += nbytes
         elif kind == "ssd":
             self.ssd_bytes += nbytes
-        elif kind not in ("chip", "root", "reduce"):
+        elif kind not in ("chip", "root", "reduce", "root-port"):  # the root's input port is no hop
             self.link_byte_hops += nbytes
 
 

@@ -1,13 +1,13 @@
 """The event-driven executor: runs schedules command by command over timed, contended resources.
 
-Resources are links (per direction), each group DRAM's channels, each group's SSD-tier device (layers beyond
-the DRAM's capacity), every chiplet's compute, each switch's reducer, the root's compute and the root's DRAM. Each
-keeps its busy intervals
-(:class:`~mozart.model.perf.timeline.Timeline`). Commands are taken in the order they become ready (a heap on
-ready time); each places its work at the earliest gap that all the resources of a stage share, so a command
-processed later may still use a gap left before an earlier command's reservation. A command is ready when
-its ``deps`` completed and, per :mod:`mozart.model.schedule`, its micro-batch's input arrived (commands with
-a ``micro_batch``), or its slot was freed by the previous layer (``Load``).
+Resources are links (per direction), each group DRAM's channels, each group's SSD-tier device (layers beyond the
+DRAM's capacity), every chiplet's compute, each switch's reducer, the root's compute, the root's DRAM and, when the
+timing has one, the root's input port that all up links share (``root_port_bytes_per_cycle``: the RTL root's mux).
+Each keeps its busy intervals (:class:`~mozart.model.perf.timeline.Timeline`). Commands are taken in the order they
+become ready (a heap on ready time); each places its work at the earliest gap that all the resources of a stage
+share, so a command processed later may still use a gap left before an earlier command's reservation. A command is
+ready when its ``deps`` completed and, per :mod:`mozart.model.schedule`, its micro-batch's input arrived (commands
+with a ``micro_batch``), or its slot was freed by the previous layer (``Load``).
 
 A command is a chain of *stages*, each a set of resources busy for ``total`` cycles while ``items``
 (packets or tokens) pass through. Streaming commands overlap their stages item by item; bulk commands
@@ -22,7 +22,7 @@ resources for its own work from its start (work-conserving).
   on the scaled configs, at least weights / SRAM rate, plus tokens x overhead, on the chiplet), up
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
-  tokens).
+  tokens; every transfer into the root also through the root's input port, if any).
 - ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
   path and a DRAM channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
@@ -295,9 +295,10 @@ class Engine:
             stages.append(_Stage((("reduce", d.group),), red, tokens, 0.0, "dispatch",
                                  None if hits is None else np.full(tokens, red / max(tokens, 1))))
             stages.append(self._transfer(net.root_up(d.group), partials * share, partial_bytes,
-                                         None if hits is None else np.full(tokens, share), tokens))
+                                         None if hits is None else np.full(tokens, share), tokens, net.root_port))
         else:
-            stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens))
+            stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens,
+                                         net.root_port))
         run = self._pipeline_tokens if self.mode == "token" else self._pipeline
         ends = run(ready, stages, d.bulk)
         now.compute_end[d.id] = ends[compute_stage]  # SaveActivations of this dispatch starts here
@@ -312,16 +313,18 @@ class Engine:
             cache[d.id] = counts[list(d.experts)].tolist()
         return cache[d.id]
 
-    def _transfer(self, path: tuple, packets: float, packet_bytes: float, per_token_packets, tokens: int) -> _Stage:
-        """A transfer of ``packets`` packets over ``path``; in token mode each token sends its own count."""
+    def _transfer(self, path: tuple, packets: float, packet_bytes: float, per_token_packets, tokens: int,
+                  port: tuple = ()) -> _Stage:
+        """A transfer of ``packets`` packets over ``path``, and through ``port`` (the root's input port, which
+        adds no hop); in token mode each token sends its own count."""
         t = self.timing
-        rate = self._path_rate(path)
+        rate = self._path_rate(path + port)
         per_item = None
         if self.mode == "token":
             counts = np.ones(tokens) if per_token_packets is None else np.asarray(per_token_packets, dtype=float)
             per_item = counts * packet_bytes / rate
-        return _Stage(path, packets * packet_bytes / rate, max(int(round(packets)), 1), len(path) * t.hop_cycles,
-                      "dispatch", per_item, packets * packet_bytes)
+        return _Stage(path + port, packets * packet_bytes / rate, max(int(round(packets)), 1),
+                      len(path) * t.hop_cycles, "dispatch", per_item, packets * packet_bytes)
 
     # -- stage chains ----------------------------------------------------------------------------------------
     def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:

@@ -12,18 +12,23 @@ de-duplicated dispatch also needs an entry in its switch's reduction table (a fe
 rules, token by token, on the RTL's numbers (:class:`InOrderTiming`); the weight loads' durations come from
 the engine (``load_times``: the engine's ready and done times of each load), shifted to when the root issues
 them. It is a model of the RTL's issue and buffering only: it has no link contention beyond each root link's
-serialisation, no reduction throughput and no activation saving (the engine has those).
+serialisation and the root's one input port, no reduction throughput and no activation saving (the engine has
+those). The input port: the G up links merge in one packet mux at ``port_flits_per_cycle``, so each result
+packet (a COMBINE, or a switch's reduced result) takes the port's earliest free time after its head arrives,
+whole packets one after another.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..host import HostCommand, HostInterface, HostOp
+from .timeline import Timeline
 
 __all__ = ["InOrderTiming", "in_order_cycles"]
 
@@ -42,6 +47,8 @@ class InOrderTiming:
     chiplet_input_flits : flits of one dispatch replica at a chiplet's port
     chiplet_output_flits : flits of one COMBINE
     loaded_cycles : cycles from a load's last word to its LOADED at the root
+    port_flits_per_cycle : the root's input port, which every group's results share (default: none, each up
+        link has its own; ``in_order_timing`` sets the RTL's)
     """
 
     cycles_per_expert: int
@@ -53,6 +60,7 @@ class InOrderTiming:
     chiplet_input_flits: int
     chiplet_output_flits: int
     loaded_cycles: float
+    port_flits_per_cycle: float = math.inf
 
 
 def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndarray,
@@ -81,6 +89,8 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndar
     result: dict[int, float] = {}  # combine entry -> latest result at the root
     returned: list[tuple[int, float]] = []   # (entry, its results' time) in the order finals were sent
     back = t.chiplet_output_flits + 2 * t.hop_cycles   # chiplet engine done -> COMBINE at the root
+    port = Timeline()  # the root's input port: result packets of every group
+    port_cycles = t.chiplet_output_flits / t.port_flits_per_cycle
     for cmd in commands:
         op, a = HostOp(cmd.op), cmd.args
         if op is HostOp.TABLE:
@@ -132,6 +142,11 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndar
                     last_end[c] = start + n * t.cycles_per_expert
                     ends[c].append(last_end[c])
                     done = max(done, last_end[c] + back)
+                # the port passes the packet no sooner than its up link delivers it (tail at ``done``), in
+                # its next free time
+                start = port.earliest(done - port_cycles, port_cycles)
+                port.occupy(start, start + port_cycles)
+                done = start + port_cycles
                 if a["dedup"]:
                     heapq.heappush(table[g], done - t.hop_cycles)   # the reduced result leaves the switch
                 owed[g] = max(owed[g], done)

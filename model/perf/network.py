@@ -14,6 +14,10 @@ and group ``g``'s DRAM to the east end of row ``g``. Routing is dimension order 
 transfer starts and ends in one row, it only moves along X. There is no in-network reduction: every
 partial travels to the root. Mesh links carry ``mesh_link_bytes_per_cycle``: the tree's wire budget spread
 over the mesh's links.
+
+Both networks: when ``timing.root_port_bytes_per_cycle`` is set, every transfer into the root also takes the
+root's one input port (``root_port``: the resource ``("root-port",)`` at that rate, no hop of its own), so
+the groups' up links share it; otherwise ``root_port`` is empty.
 """
 
 from __future__ import annotations
@@ -23,16 +27,27 @@ Link = tuple
 __all__ = ["TreeNetwork", "MeshNetwork", "NETWORKS", "make_network"]
 
 
-class TreeNetwork:
+ROOT_PORT: Link = ("root-port",)
+
+
+class _Network:
+    """What both networks share: the per-link rate and the root's input port."""
+
+    def __init__(self, groups: int, chiplets_per_group: int, rate: float, timing):
+        self.groups, self.per_group, self.rate = groups, chiplets_per_group, rate
+        self.port_rate = timing.root_port_bytes_per_cycle
+        self.root_port = (ROOT_PORT,) if self.port_rate else ()
+
+    def link_rate(self, link: Link) -> float:
+        return self.port_rate if link == ROOT_PORT else self.rate
+
+
+class TreeNetwork(_Network):
     name = "tree"
     reduces = True
 
     def __init__(self, groups: int, chiplets_per_group: int, timing):
-        self.groups, self.per_group = groups, chiplets_per_group
-        self.rate = timing.link_bytes_per_cycle
-
-    def link_rate(self, link: Link) -> float:
-        return self.rate
+        super().__init__(groups, chiplets_per_group, timing.link_bytes_per_cycle, timing)
 
     def dispatch_path(self, chiplet: int) -> tuple[Link, ...]:
         return (("root-down", chiplet // self.per_group), ("leaf-down", chiplet))
@@ -53,16 +68,12 @@ class TreeNetwork:
         return (("leaf-up", chiplet),)
 
 
-class MeshNetwork:
+class MeshNetwork(_Network):
     name = "mesh"
     reduces = False
 
     def __init__(self, groups: int, chiplets_per_group: int, timing):
-        self.groups, self.per_group = groups, chiplets_per_group
-        self.rate = timing.mesh_link_bytes_per_cycle
-
-    def link_rate(self, link: Link) -> float:
-        return self.rate
+        super().__init__(groups, chiplets_per_group, timing.mesh_link_bytes_per_cycle, timing)
 
     def _where(self, chiplet: int) -> tuple[int, int]:
         return divmod(chiplet, self.per_group)

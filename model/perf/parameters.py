@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["Param", "PerfParams", "load_params", "model_names", "params_for"]
+__all__ = ["Param", "PerfParams", "load_params", "hardware_params", "model_names", "params_for"]
 
 _PACKAGE = "mozart.model.perf"
 _SOURCES = ("paper:", "assumption:")
@@ -85,6 +85,12 @@ def load_params(model: str) -> PerfParams:
         raise ConfigError(f"perf params {model}.toml must name its wafer config (config = \"<preset>\")")
     merged = _params("hardware", _read("hardware")) | _params(model, data)
     return PerfParams(model, data["config"], merged)
+
+
+def hardware_params() -> PerfParams:
+    """The hardware file alone: the per-operation energies and per-unit areas that price a config with no
+    parameter file of its own (the RTL configs, timed from their own fields)."""
+    return PerfParams("hardware", "", _params("hardware", _read("hardware")))
 
 
 def _expert_shape(cfg) -> tuple[int, int, int]:

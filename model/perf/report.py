@@ -110,7 +110,8 @@ def _speedup(cells: list[Cell], model: str, dram: str, seq_len: int = 256, netwo
 
 
 def energy_table(cells: list[Cell]) -> list[str]:
-    """Dynamic energy of one step by component (seq 256, NoP-Tree), per model, configuration and DRAM."""
+    """Dynamic energy of one step by component (seq 256, NoP-Tree), per model, configuration and DRAM, then each
+    model's chip area by component."""
     lines = ["Energy per step by component, J (seq 256, NoP-Tree; dynamic energy, model/perf/energy.py)",
              f"{'model':18s} {'config':8s} {'DRAM':5s} " + " ".join(f"{k:>8s}" for k in COMPONENTS) + f" {'total':>8s}"]
     for model in _models(cells):
@@ -121,7 +122,17 @@ def energy_table(cells: list[Cell]) -> list[str]:
                     continue
                 lines.append(f"{model:18s} {VARIANT_LABELS[variant]:8s} {dram:5s} "
                              + " ".join(f"{j:8.3f}" for j in cell.energy) + f" {sum(cell.energy):8.3f}")
+    lines.append("Chip area per model's wafer (model/perf/area.py; the same for every configuration and DRAM):")
+    lines += [f"  {model:18s} {_area(model).line()}" for model in _models(cells)]
     return lines
+
+
+def _area(model: str):
+    from ..config import load_config  # noqa: PLC0415
+    from .area import config_area  # noqa: PLC0415
+    from .parameters import load_params  # noqa: PLC0415
+    params = load_params(model)
+    return config_area(load_config(params.config), params)
 
 
 def mesh_table(cells: list[Cell]) -> list[str]:

@@ -50,6 +50,9 @@ hbm_expert_layers : int or None
     stream from the slow tier at ``overflow_bytes_per_cycle`` on its own channel. None: everything fits.
 overflow_bytes_per_cycle : float
     The slow (SSD) tier's bandwidth per group.
+root_port_bytes_per_cycle : float
+    The root's one input port that every up link merges into (the RTL root's PacketMux), shared by all
+    groups' results; 0 (the full-size and scaled timings): each up link has a port of its own.
 expert_arrays, root_arrays : SystolicArrays or None
     The systolic arrays of an expert chiplet and of the attention chiplet (:mod:`.systolic`); None (the
     scaled RTL timing) keeps the MAC-rate formulas.
@@ -108,6 +111,7 @@ class HardwareTiming:
     root_arrays: SystolicArrays | None = None
     hbm_expert_layers: int | None = None
     overflow_bytes_per_cycle: float = 0.0
+    root_port_bytes_per_cycle: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("clock_hz", "link_bytes_per_cycle", "mesh_link_bytes_per_cycle", "reduce_bytes_per_cycle",

@@ -16,12 +16,15 @@ from mozart.sim.sweep import STEP_TIME_COLUMN, run_sweep, read_rows
 
 from ._common import add_out_argument, check_output_folder, positive
 
-#: Cost axes of the Pareto plot, in order of preference: the first one the results have is the default.
-COST_COLUMNS = ("area_mm2", "power_w", "chiplets")
+#: Cost axes of the Pareto plot, in order of preference: the first one the results have is the default (every
+#: row of mozart.sim.sweep_eval has the chip area; ``chiplets`` is for results without it).
+COST_COLUMNS = ("area_mm2", "energy_j", "power_w", "chiplets")
 #: Numeric output columns of every point (mozart.sim.sweep_eval.evaluate_point), for checking --cost up front.
 _NUMERIC_OUTPUTS = ("tokens", "chiplets", "experts_per_chiplet", "step_time_s", "step_cycles", "c_t",
-                    "replicas_per_token", "idle_s", "link_busy_max_s", "link_utilisation_max")
-_NUMERIC_OUTPUT_PATTERN = re.compile(r"(exposed|hidden)_[a-z]+_s|link_(bytes|busy_s)\..+")
+                    "replicas_per_token", "area_mm2", "footprint_mm2", "energy_j", "power_w", "idle_s",
+                    "link_busy_max_s", "link_utilisation_max")
+_NUMERIC_OUTPUT_PATTERN = re.compile(r"(exposed|hidden)_[a-z]+_s|link_(bytes|busy_s)\..+|area_[a-z_]+_mm2"
+                                     r"|energy_[a-z]+_j")
 #: How many distinct errors of failed points the summary lists.
 _ERRORS_LISTED = 5
 
