@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.protocol import COUNTER_BITS, MEM_ERROR_BITS, Protocol
 from mozart.model.topology import Topology
 
-from .dram import command_layout
+from .dram_interface import command_layout
 from .memctrl_request import ResponseOp, payload_flits, request_layout
 from .memctrl_write import write_flit_layout
 from .protocol import MemError, PacketKind, header_layout, link_signature
@@ -133,13 +133,8 @@ class RequestDecoder(wiring.Component):
             self.write_flits.payload.words.eq(Mux(write_words_left > words_per_flit, words_per_flit,
                                                   write_words_left)),
         ]
-        with m.FSM(name="parse"):
+        with m.FSM(name="parse") as fsm:
             with m.State("HEADER"):
-                m.d.comb += [
-                    self.requests.valid.eq(port_in.valid & Mux(needs_burst, self.bursts.ready, 1)),
-                    self.bursts.valid.eq(port_in.valid & self.requests.ready & needs_burst),
-                    port_in.ready.eq(self.requests.ready & Mux(needs_burst, self.bursts.ready, 1)),
-                ]
                 with m.If(port_in.valid & port_in.ready):
                     with m.If(bad):
                         m.d.sync += self.errors.eq(self.errors + 1)
@@ -150,14 +145,22 @@ class RequestDecoder(wiring.Component):
                         m.next = "WRITE"
             with m.State("WRITE"):
                 # the header checked that the payload is exactly ceil(words / words_per_flit) flits
-                m.d.comb += [self.write_flits.valid.eq(port_in.valid), port_in.ready.eq(self.write_flits.ready)]
                 with m.If(port_in.valid & port_in.ready):
                     m.d.sync += write_words_left.eq(Mux(write_words_left > words_per_flit,
                                                         write_words_left - words_per_flit, 0))
                     with m.If(port_in.payload.last):
                         m.next = "HEADER"
             with m.State("DISCARD"):
-                m.d.comb += port_in.ready.eq(1)
                 with m.If(port_in.valid & port_in.payload.last):
                     m.next = "HEADER"
+        # a header is taken only if the request queue and, for a burst, the DRAM take it in the same cycle
+        in_header, in_write = fsm.ongoing("HEADER"), fsm.ongoing("WRITE")
+        header_ready = self.requests.ready & Mux(needs_burst, self.bursts.ready, 1)
+        m.d.comb += [
+            self.requests.valid.eq(in_header & port_in.valid & Mux(needs_burst, self.bursts.ready, 1)),
+            self.bursts.valid.eq(in_header & port_in.valid & self.requests.ready & needs_burst),
+            self.write_flits.valid.eq(in_write & port_in.valid),
+            port_in.ready.eq(Mux(in_header, header_ready, Mux(in_write, self.write_flits.ready,
+                                                              fsm.ongoing("DISCARD")))),
+        ]
         return m

@@ -6,7 +6,7 @@ from amaranth.lib import data, enum
 
 from mozart.model.protocol import MEM_ERROR_BITS, Protocol
 
-from .dram import burst_bits
+from .dram_interface import burst_bits
 
 __all__ = ["ResponseOp", "payload_flits", "request_layout"]
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.protocol import Protocol
 from mozart.model.topology import Topology
 
-from .dram import burst_bits
+from .dram_interface import burst_bits
 from .memctrl_packer import FlitPacker
 from .memctrl_request import ResponseOp, payload_flits, request_layout
 from .protocol import PacketKind, header_layout, link_signature
@@ -65,7 +65,7 @@ class ResponseSender(wiring.Component):
                     port_out.valid.eq(self.read_words.valid), port_out.payload.first.eq(1),
                 ]
                 with m.If(port_out.ready & self.read_words.valid):
-                    m.d.comb += [packer.start.eq(1), packer.count.eq(record.size)]
+                    m.d.comb += packer.start.eq(1)
                     m.next = "PAYLOAD"
             with m.Case(ResponseOp.ERROR):
                 m.d.comb += [
@@ -91,14 +91,14 @@ class ResponseSender(wiring.Component):
         proto, record, port_out = self.proto, self.requests.payload, self.port_out
         max_burst_words = proto.max_burst_words
         m.submodules.packer = packer = FlitPacker(self.cfg)
-        m.d.comb += packer.words.payload.eq(self.read_words.payload)
 
         # write completions: one token per write burst, taken in order by the WRITE records
         write_tokens = Signal(range(self.cfg.dram.max_outstanding + 2))
         take_token = Signal()
         m.d.sync += write_tokens.eq(write_tokens + self.write_done - take_token)
 
-        header = Signal(header_layout(self.cfg))
+        # a View over plain bits: a Signal of the layout would add a debug alias per field to the Verilog
+        header = data.View(header_layout(self.cfg), Signal(header_layout(self.cfg).size, name="header"))
         image_offset = Signal(burst_bits(self.cfg))   # of the LOAD's next WEIGHT packet
         image_left = Signal(burst_bits(self.cfg))     # words of the LOAD not yet in a WEIGHT header
         chunk = Signal(proto.words_bits)              # words of the next WEIGHT packet
@@ -108,7 +108,7 @@ class ResponseSender(wiring.Component):
         m.d.comb += [header.tag.eq(record.tag), header.dst.eq(record.dst)]
         m.d.comb += port_out.payload.data.eq(header)  # the PAYLOAD state sends words instead
 
-        with m.FSM(name="respond"):
+        with m.FSM(name="respond") as fsm:
             with m.State("IDLE"):
                 with m.If(self.requests.valid):
                     self._send_one(m, header, packer, write_tokens, take_token)
@@ -123,13 +123,12 @@ class ResponseSender(wiring.Component):
                     port_out.valid.eq(self.read_words.valid), port_out.payload.first.eq(1),
                 ]
                 with m.If(port_out.ready & self.read_words.valid):
-                    m.d.comb += [packer.start.eq(1), packer.count.eq(chunk)]
+                    m.d.comb += packer.start.eq(1)
                     m.d.sync += [image_offset.eq(image_offset + chunk), image_left.eq(image_left - chunk)]
                     m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 m.d.comb += [
-                    packer.words.valid.eq(self.read_words.valid), self.read_words.ready.eq(packer.words.ready),
-                    port_out.valid.eq(packer.flits.valid), packer.flits.ready.eq(port_out.ready),
+                    port_out.valid.eq(packer.flits.valid),
                     port_out.payload.data.eq(packer.flits.payload.data),
                     port_out.payload.last.eq(packer.flits.payload.last),
                 ]
@@ -139,4 +138,13 @@ class ResponseSender(wiring.Component):
                     with m.Else():
                         m.d.comb += self.requests.ready.eq(1)
                         m.next = "IDLE"
+        # the packer sees the read words only while it sends a payload
+        in_payload = fsm.ongoing("PAYLOAD")
+        m.d.comb += [
+            packer.words.payload.eq(self.read_words.payload),
+            packer.words.valid.eq(self.read_words.valid & in_payload),
+            self.read_words.ready.eq(packer.words.ready & in_payload),
+            packer.flits.ready.eq(port_out.ready & in_payload),
+            packer.count.eq(Mux(fsm.ongoing("WEIGHT"), chunk, record.size)),
+        ]
         return m
