@@ -92,12 +92,9 @@ class DramModel(wiring.Component):
         backdoor_write, backdoor_read = mem.write_port(), mem.read_port()
 
         wiring.connect(m, wiring.flipped(self.cmd), scheduler.cmd)
-        for segment in ("active_valid", "active_bank", "active_row",
-                        "lookahead_valid", "lookahead_bank", "lookahead_row"):
-            m.d.comb += getattr(banks, segment).eq(getattr(scheduler, segment))
+        wiring.connect(m, scheduler.rows, banks.rows)
         wiring.connect(m, read_path.rdata, wiring.flipped(self.rdata))
         m.d.comb += [
-            scheduler.active_row_open.eq(banks.active_row_open),
             scheduler.write_word_valid.eq(self.wdata.valid), self.wdata.ready.eq(scheduler.write_word_ready),
             scheduler.read_space.eq(read_path.space),
             column_write.addr.eq(scheduler.column_addr), column_write.data.eq(self.wdata.payload),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from mozart.model.protocol import index_bits
+
+from .dram_interface import RowRequestSignature
 
 __all__ = ["BankTracker"]
 
@@ -22,12 +24,9 @@ class BankTracker(wiring.Component):
 
     Members
     -------
-    active_valid, active_bank, active_row : In
-        The row the active burst's next column is in.
-    lookahead_valid, lookahead_bank, lookahead_row : In
-        The next row the scheduler will need (the active burst's next row, else the next burst's first).
-    active_row_open : Out(1)
-        The active burst may issue a column this cycle: its row is open (or opens this cycle) and no refresh.
+    rows : In(RowRequestSignature(cfg))
+        The rows the scheduler needs next; ``active_row_open`` is 1 when the active row is open (or opens this
+        cycle) and no refresh runs.
 
     Latency and throughput
     ----------------------
@@ -41,9 +40,7 @@ class BankTracker(wiring.Component):
         self.bank_shape = unsigned(index_bits(dram.banks))
         self.row_shape = unsigned(index_bits(dram.rows))
         super().__init__({
-            "active_valid": In(1), "active_bank": In(self.bank_shape), "active_row": In(self.row_shape),
-            "lookahead_valid": In(1), "lookahead_bank": In(self.bank_shape), "lookahead_row": In(self.row_shape),
-            "active_row_open": Out(1),
+            "rows": In(RowRequestSignature(cfg)),
         })
 
     def _refresh(self, m):
@@ -77,9 +74,9 @@ class BankTracker(wiring.Component):
         active_open = Signal()
         lookahead_open = Signal()
         m.d.comb += [
-            active_open.eq(is_open(self.active_bank, self.active_row)),
-            lookahead_open.eq(is_open(self.lookahead_bank, self.lookahead_row)),
-            self.active_row_open.eq(self.active_valid & ~refresh & active_open),
+            active_open.eq(is_open(self.rows.active_bank, self.rows.active_row)),
+            lookahead_open.eq(is_open(self.rows.lookahead_bank, self.rows.lookahead_row)),
+            self.rows.active_row_open.eq(self.rows.active_valid & ~refresh & active_open),
         ]
         # the engine's next row: the active burst's, else the lookahead's unless it is in the active bank
         free = Signal()
@@ -89,11 +86,11 @@ class BankTracker(wiring.Component):
         target_bank = Signal(self.bank_shape)
         m.d.comb += [
             free.eq(~refresh & (~opening | opened)),
-            for_active.eq(free & self.active_valid & ~active_open),
-            for_lookahead.eq(free & ~for_active & self.lookahead_valid & ~lookahead_open
-                             & ~(self.active_valid & (self.lookahead_bank == self.active_bank))),
+            for_active.eq(free & self.rows.active_valid & ~active_open),
+            for_lookahead.eq(free & ~for_active & self.rows.lookahead_valid & ~lookahead_open
+                             & ~(self.rows.active_valid & (self.rows.lookahead_bank == self.rows.active_bank))),
             target.eq(for_active | for_lookahead),
-            target_bank.eq(Mux(for_active, self.active_bank, self.lookahead_bank)),
+            target_bank.eq(Mux(for_active, self.rows.active_bank, self.rows.lookahead_bank)),
         ]
         target_open = open_valid.bit_select(target_bank, 1) | (opened & (opening_bank == target_bank))
         opened_mask = Mux(opened, 1 << opening_bank, 0)
@@ -112,7 +109,7 @@ class BankTracker(wiring.Component):
                 miss_wait = max(1, dram.t_rcd) - 1
                 m.d.sync += [
                     opening.eq(1), opening_bank.eq(target_bank),
-                    opening_row.eq(Mux(for_active, self.active_row, self.lookahead_row)),
+                    opening_row.eq(Mux(for_active, self.rows.active_row, self.rows.lookahead_row)),
                     opening_wait.eq(Mux(target_open, conflict_wait, miss_wait)),
                 ]
         return m

@@ -6,9 +6,9 @@ from amaranth.hdl import unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import Protocol, index_bits
 
-__all__ = ["BackdoorSignature", "burst_bits", "command_layout"]
+__all__ = ["BackdoorSignature", "RowRequestSignature", "burst_bits", "command_layout"]
 
 
 def burst_bits(cfg) -> int:
@@ -35,3 +35,19 @@ class BackdoorSignature(wiring.Signature):
         proto = Protocol(cfg)
         super().__init__({"addr": Out(proto.addr_bits), "we": Out(1), "wdata": Out(cfg.dram.word_bits),
                           "rdata": In(cfg.dram.word_bits)})
+
+
+class RowRequestSignature(wiring.Signature):
+    """From the burst scheduler to the bank tracker: the rows it needs, and whether the first is open.
+
+    ``active_*``: the row of the active burst's next column; ``lookahead_*``: the next row after it (the active
+    burst's following row, else the next burst's first); ``active_row_open`` (back): the active burst may issue
+    a column this cycle."""
+
+    def __init__(self, cfg):
+        bank_shape, row_shape = unsigned(index_bits(cfg.dram.banks)), unsigned(index_bits(cfg.dram.rows))
+        super().__init__({
+            "active_valid": Out(1), "active_bank": Out(bank_shape), "active_row": Out(row_shape),
+            "lookahead_valid": Out(1), "lookahead_bank": Out(bank_shape), "lookahead_row": Out(row_shape),
+            "active_row_open": In(1),
+        })

@@ -50,15 +50,17 @@ class FlitPacker(wiring.Component):
         words_left = Signal(self.proto.words_bits)
         word_index = Signal(range(words_per_flit))  # 0 at a payload's start: its previous flit ended at 0
         held = [Signal(word_bits, name=f"held{i}") for i in range(words_per_flit - 1)]
+        last_word = Signal()       # this word is the payload's last
         flit_complete = Signal()   # this word completes a flit
         taken = Signal()
         m.d.comb += [
-            flit_complete.eq((word_index == words_per_flit - 1) | (words_left == 1)),
+            last_word.eq(words_left == 1),
+            flit_complete.eq((word_index == words_per_flit - 1) | last_word),
             self.flits.valid.eq(self.words.valid & flit_complete),
-            self.flits.payload.last.eq(words_left == 1),
+            self.flits.payload.last.eq(last_word),
             self.words.ready.eq(~flit_complete | self.flits.ready),
             taken.eq(self.words.valid & self.words.ready),
-            self.done.eq(taken & (words_left == 1)),
+            self.done.eq(taken & last_word),
         ]
         # the first words of a flit wait in held, the last one passes through
         packed = []

@@ -53,7 +53,7 @@ class ResponseSender(wiring.Component):
             "port_out": Out(link_signature(cfg)),
         })
 
-    def _send_one(self, m, header, packer, write_tokens, take_token):
+    def _send_one(self, m, header, packer, write_done_here, take_token):
         """The IDLE state: the response of the record at the head of ``requests``."""
         record, port_out, words_per_flit = self.requests.payload, self.port_out, self.proto.words_per_flit
         with m.Switch(record.op):
@@ -78,9 +78,9 @@ class ResponseSender(wiring.Component):
                 m.d.comb += [
                     header.kind.eq(PacketKind.MEM_ACK), header.src.eq(self.node), header.length.eq(0),
                     header.meta.mem_ack.addr.eq(record.addr), header.meta.mem_ack.words.eq(record.size),
-                    port_out.valid.eq(record.ack & (write_tokens != 0)), port_out.payload.first.eq(1),
+                    port_out.valid.eq(record.ack & write_done_here), port_out.payload.first.eq(1),
                     port_out.payload.last.eq(1),
-                    take_token.eq((write_tokens != 0) & (~record.ack | port_out.ready)),
+                    take_token.eq(write_done_here & (~record.ack | port_out.ready)),
                     self.requests.ready.eq(take_token),
                 ]
             with m.Case(ResponseOp.LOAD):
@@ -95,6 +95,8 @@ class ResponseSender(wiring.Component):
         # write completions: one token per write burst, taken in order by the WRITE records
         write_tokens = Signal(range(self.cfg.dram.max_outstanding + 2))
         take_token = Signal()
+        write_done_here = Signal()   # the write at the head of the records has finished
+        m.d.comb += write_done_here.eq(write_tokens != 0)
         m.d.sync += write_tokens.eq(write_tokens + self.write_done - take_token)
 
         # a View over plain bits: a Signal of the layout would add a debug alias per field to the Verilog
@@ -111,7 +113,7 @@ class ResponseSender(wiring.Component):
         with m.FSM(name="respond") as fsm:
             with m.State("IDLE"):
                 with m.If(self.requests.valid):
-                    self._send_one(m, header, packer, write_tokens, take_token)
+                    self._send_one(m, header, packer, write_done_here, take_token)
                     with m.If(record.op == ResponseOp.LOAD):
                         m.d.sync += [image_offset.eq(0), image_left.eq(record.size)]
             with m.State("WEIGHT"):
