@@ -31,6 +31,11 @@ class DramModel(wiring.Component):
     activated while the current one streams. The exact rules (two-deep command pipeline, one activation
     engine with one segment of lookahead, refresh) are in :mod:`mozart.model.dram_timing`.
 
+    Parts: :class:`~mozart.hw.dram_scheduler.BurstScheduler` (takes ``cmd``, issues one column per cycle),
+    :class:`~mozart.hw.dram_banks.BankTracker` (open rows, activation, refresh; asked through
+    :class:`~mozart.hw.dram_interface.RowRequestSignature`), :class:`~mozart.hw.dram_read_path.ReadPath`
+    (``t_cl`` and the read buffer) and the storage.
+
     Contents live in a ``lib.memory.Memory`` initialised to zero; the quantised weight image is loaded
     through ``backdoor`` (or through ordinary writes), so one Verilator build serves any contents.
 
@@ -68,12 +73,10 @@ class DramModel(wiring.Component):
         self.proto = Protocol(cfg)
         #: hit, miss and conflict latencies, peak rate (plain Python, :class:`mozart.model.dram_timing.DramTiming`)
         self.timing = DramTiming(cfg)
-        self.rbuf_depth = MemoryControllerContract(cfg).read_buffer_words
-        d = cfg.dram
         super().__init__({
             "cmd": In(stream.Signature(command_layout(cfg))),
-            "wdata": In(stream.Signature(d.word_bits)),
-            "rdata": Out(stream.Signature(d.word_bits)),
+            "wdata": In(stream.Signature(cfg.dram.word_bits)),
+            "rdata": Out(stream.Signature(cfg.dram.word_bits)),
             "write_done": Out(1),
             "backdoor": In(BackdoorSignature(cfg)),
             "access_valid": Out(1),

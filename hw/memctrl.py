@@ -8,8 +8,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks.memctrl import MemoryControllerContract
-from mozart.model.protocol import COUNTER_BITS, Protocol
-from mozart.model.topology import Topology
+from mozart.model.protocol import COUNTER_BITS
 
 from .dram import BackdoorSignature, DramModel
 from .memctrl_decoder import RequestDecoder
@@ -27,6 +26,11 @@ class MemoryController(wiring.Component):
     Requests are served **strictly in arrival order** (no row-hit-first reordering): the DRAM sees their
     bursts in order, responses leave in order, so per-address order holds for every requester and the
     output order is the input order. Bank parallelism comes from the DRAM model's lookahead instead.
+
+    Parts: :class:`~mozart.hw.memctrl_decoder.RequestDecoder` (checks headers, issues DRAM bursts),
+    :class:`~mozart.hw.memctrl_write.WriteGearbox` (write payload to DRAM words), the queue of requests in
+    service (``request_layout`` records), :class:`~mozart.hw.memctrl_responder.ResponseSender` (one response per
+    record, in order) and the :class:`~mozart.hw.dram.DramModel`.
 
     - MEM_READ (``addr``, ``words``): MEM_DATA to the request's ``src`` with ``tag``, ``addr`` and ``words``
       echoed and the words packed ``words_per_flit`` to a flit (word 0 lowest, unused words 0). Its header
@@ -77,8 +81,6 @@ class MemoryController(wiring.Component):
     def __init__(self, cfg, group: int = 0):
         self.contract = MemoryControllerContract(cfg, group)
         self.cfg, self.group = cfg, group
-        self.proto = Protocol(cfg)
-        self.topology = Topology.of(cfg)
         self.node = self.contract.node
         self.dram = DramModel(cfg)
         super().__init__({
