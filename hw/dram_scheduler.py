@@ -40,9 +40,10 @@ class BurstScheduler(wiring.Component):
 
     Latency and throughput
     ----------------------
-    A command taken in cycle ``c`` into an idle scheduler is active in ``c + 1``; its first column issues as
-    soon as its row is open. One column per cycle; the next burst follows the last column of the active one
-    without a gap. ``cmd`` takes a command whenever the next register is free or moves up this cycle.
+    A command taken in cycle ``c`` into an idle scheduler is in the next register in ``c + 1`` and active in
+    ``c + 2``, when its first column issues if its row is open. One column per cycle; the next burst follows
+    the last column of the active one without a gap. ``cmd`` takes a command whenever the next register is
+    free or moves up this cycle.
     """
 
     def __init__(self, cfg):
