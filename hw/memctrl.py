@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import data, enum, wiring
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks.memctrl import MemoryControllerContract
-from mozart.model.protocol import COUNTER_BITS, MEM_ERROR_BITS, Protocol
-from mozart.model.topology import Topology
+from mozart.model.protocol import COUNTER_BITS
 
-from .dram import BackdoorSignature, DramModel, burst_bits
-from .protocol import MemError, PacketKind, header_layout, link_signature
+from .dram import BackdoorSignature, DramModel
+from .memctrl_decoder import RequestDecoder
+from .memctrl_request import request_layout
+from .memctrl_responder import ResponseSender
+from .memctrl_write import WriteGearbox
+from .protocol import link_signature
 
 __all__ = ["MemoryController"]
-
-
-class _Op(enum.Enum, shape=2):
-    """What the output side sends for one accepted request."""
-
-    DATA = 0   #: MEM_DATA with the read words
-    WRITE = 1  #: wait for the write to finish; MEM_ACK if asked
-    ERROR = 2  #: MEM_ERROR
-    LOAD = 3   #: WEIGHT packets of an expert image
 
 
 class MemoryController(wiring.Component):
@@ -32,6 +26,11 @@ class MemoryController(wiring.Component):
     Requests are served **strictly in arrival order** (no row-hit-first reordering): the DRAM sees their
     bursts in order, responses leave in order, so per-address order holds for every requester and the
     output order is the input order. Bank parallelism comes from the DRAM model's lookahead instead.
+
+    Parts: :class:`~mozart.hw.memctrl_decoder.RequestDecoder` (checks headers, issues DRAM bursts),
+    :class:`~mozart.hw.memctrl_write.WriteGearbox` (write payload to DRAM words), the queue of requests in
+    service (``request_layout`` records), :class:`~mozart.hw.memctrl_responder.ResponseSender` (one response per
+    record, in order) and the :class:`~mozart.hw.dram.DramModel`.
 
     - MEM_READ (``addr``, ``words``): MEM_DATA to the request's ``src`` with ``tag``, ``addr`` and ``words``
       echoed and the words packed ``words_per_flit`` to a flit (word 0 lowest, unused words 0). Its header
@@ -82,8 +81,6 @@ class MemoryController(wiring.Component):
     def __init__(self, cfg, group: int = 0):
         self.contract = MemoryControllerContract(cfg, group)
         self.cfg, self.group = cfg, group
-        self.proto = Protocol(cfg)
-        self.topology = Topology.of(cfg)
         self.node = self.contract.node
         self.dram = DramModel(cfg)
         super().__init__({
@@ -95,226 +92,21 @@ class MemoryController(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, proto = self.cfg, self.proto
         m.submodules.dram = dram = self.dram
+        m.submodules.decoder = decoder = RequestDecoder(self.cfg, self.group)
+        m.submodules.write_gearbox = write_gearbox = WriteGearbox(self.cfg)
+        m.submodules.requests = requests = SyncFIFOBuffered(width=request_layout(self.cfg).size,
+                                                            depth=self.contract.max_outstanding)
+        m.submodules.responder = responder = ResponseSender(self.cfg, self.group)
+
+        wiring.connect(m, wiring.flipped(self.port_in), decoder.port_in)
+        wiring.connect(m, decoder.bursts, dram.cmd)
+        wiring.connect(m, decoder.write_flits, write_gearbox.flits)
+        wiring.connect(m, write_gearbox.words, dram.wdata)
+        wiring.connect(m, decoder.requests, requests.w_stream)
+        wiring.connect(m, requests.r_stream, responder.requests)
+        wiring.connect(m, dram.rdata, responder.read_words)
+        wiring.connect(m, responder.port_out, wiring.flipped(self.port_out))
         wiring.connect(m, wiring.flipped(self.backdoor), dram.backdoor)
-
-        wpf, wb = proto.words_per_flit, cfg.dram.word_bits
-        maxw = proto.max_burst_words
-        total = cfg.dram.words
-        chiplets = cfg.tree.chiplets_per_group
-        chiplet0 = self.topology.chiplet(self.group, 0)
-        size_bits = burst_bits(cfg)
-
-        # -- the queue of accepted requests (the outstanding slots) ---------------------------------------------
-        desc_layout = data.StructLayout({
-            "op": _Op, "ack": 1, "code": 2, "dst": proto.node_bits, "tag": proto.tag_bits,
-            "addr": proto.addr_bits, "size": size_bits, "slot": proto.slot_bits, "expert": proto.expert_bits,
-        })
-        m.submodules.desc = desc = SyncFIFOBuffered(width=desc_layout.size, depth=cfg.dram.max_outstanding)
-        din = Signal(desc_layout)
-        dout = data.View(desc_layout, desc.r_data)
-        m.d.comb += desc.w_data.eq(din)
-
-        # -- input side: parse, check, issue DRAM bursts ------------------------------------------------------
-        hin = data.View(header_layout(cfg), self.port_in.payload.data)
-        kind = hin.kind
-        rd, wr, ld = hin.meta.mem_read, hin.meta.mem_write, hin.meta.load
-        code = Signal(MEM_ERROR_BITS)  # a MemError value (the enum has no 0, so no Signal of it)
-        bad = Signal()
-        has_payload = ~self.port_in.payload.last
-
-        def check(addr_bad, length_bad):
-            # ADDRESS before LENGTH: an address past the end is the more specific fault
-            with m.If(addr_bad):
-                m.d.comb += [bad.eq(1), code.eq(MemError.ADDRESS)]
-            with m.Elif(length_bad):
-                m.d.comb += [bad.eq(1), code.eq(MemError.LENGTH)]
-
-        def out_of_range(addr, words, limit):
-            return (words == 0) | (words > limit) | (addr + words > total)
-
-        write_flits = (wr.words + (wpf - 1)) // wpf if wpf > 1 else wr.words
-        with m.Switch(kind):
-            with m.Case(PacketKind.MEM_READ):
-                check(rd.addr >= total, out_of_range(rd.addr, rd.words, maxw) | has_payload)
-            with m.Case(PacketKind.MEM_WRITE):
-                check(wr.addr >= total, out_of_range(wr.addr, wr.words, maxw) | (hin.length != write_flits))
-            with m.Case(PacketKind.LOAD):
-                check((ld.addr >= total) | (ld.chiplet >= chiplets),
-                      out_of_range(ld.addr, ld.image_words, proto.image_words) | has_payload)
-            with m.Default():
-                m.d.comb += [bad.eq(1), code.eq(MemError.KIND)]
-
-        m.d.comb += [
-            din.code.eq(code), din.tag.eq(hin.tag), din.dst.eq(hin.src),
-            din.slot.eq(ld.slot), din.expert.eq(ld.expert),
-        ]
-        with m.If(bad):
-            m.d.comb += din.op.eq(_Op.ERROR)
-            m.d.comb += din.addr.eq(Mux(kind == PacketKind.MEM_READ, rd.addr,
-                                        Mux(kind == PacketKind.MEM_WRITE, wr.addr,
-                                            Mux(kind == PacketKind.LOAD, ld.addr, 0))))
-        with m.Elif(kind == PacketKind.MEM_READ):
-            m.d.comb += [din.op.eq(_Op.DATA), din.addr.eq(rd.addr), din.size.eq(rd.words)]
-        with m.Elif(kind == PacketKind.MEM_WRITE):
-            m.d.comb += [din.op.eq(_Op.WRITE), din.addr.eq(wr.addr), din.size.eq(wr.words), din.ack.eq(wr.ack)]
-        with m.Else():
-            m.d.comb += [din.op.eq(_Op.LOAD), din.addr.eq(ld.addr), din.size.eq(ld.image_words),
-                         din.dst.eq(chiplet0 + ld.chiplet)]
-
-        # write payload gearbox: one flit in, its words out one per cycle. The buffer drains on its own, so the
-        # parser returns to HEADER as soon as the last flit is in it and the next header overlaps that drain.
-        wbuf = Signal(proto.flit_bits)
-        wbuf_valid = Signal()
-        wsub = Signal(range(wpf))
-        wn = Signal(range(wpf + 1))             # words of the write in the buffered flit
-        wleft = Signal(proto.words_bits)        # words of the write not yet in the buffer
-        wbuf_last = Signal()
-        whs = Signal()
-        wload = Signal()
-        m.d.comb += [
-            wbuf_last.eq(wsub == wn - 1),
-            dram.wdata.valid.eq(wbuf_valid),
-            dram.wdata.payload.eq(wbuf.word_select(wsub, wb)),
-            whs.eq(dram.wdata.valid & dram.wdata.ready),
-        ]
-        with m.If(whs):
-            m.d.sync += wsub.eq(wsub + 1)
-            with m.If(wbuf_last):
-                m.d.sync += wbuf_valid.eq(0)
-        with m.If(wload):
-            m.d.sync += [wbuf.eq(self.port_in.payload.data), wbuf_valid.eq(1), wsub.eq(0),
-                         wn.eq(Mux(wleft > wpf, wpf, wleft)), wleft.eq(Mux(wleft > wpf, wleft - wpf, 0))]
-
-        # reads, writes and LOADs each go to the DRAM as one burst (a LOAD's burst is the whole image)
-        need_cmd = Signal()
-        m.d.comb += need_cmd.eq(~bad & ((kind == PacketKind.MEM_READ) | (kind == PacketKind.MEM_WRITE)
-                                        | (kind == PacketKind.LOAD)))
-        with m.FSM(name="parse"):
-            with m.State("HEADER"):
-                m.d.comb += [
-                    desc.w_en.eq(self.port_in.valid & Mux(need_cmd, dram.cmd.ready, 1)),
-                    dram.cmd.valid.eq(self.port_in.valid & desc.w_rdy & need_cmd),
-                    dram.cmd.payload.addr.eq(din.addr),
-                    dram.cmd.payload.words.eq(din.size),
-                    dram.cmd.payload.write.eq(kind == PacketKind.MEM_WRITE),
-                    self.port_in.ready.eq(desc.w_rdy & Mux(need_cmd, dram.cmd.ready, 1)),
-                ]
-                with m.If(self.port_in.valid & self.port_in.ready):
-                    with m.If(bad):
-                        m.d.sync += self.errors.eq(self.errors + 1)
-                        with m.If(has_payload):
-                            m.next = "DISCARD"
-                    with m.Elif(kind == PacketKind.MEM_WRITE):
-                        m.d.sync += wleft.eq(wr.words)
-                        m.next = "WRITE"
-            with m.State("WRITE"):
-                # the header checked that the payload is exactly ceil(words / words_per_flit) flits
-                m.d.comb += [
-                    self.port_in.ready.eq(~wbuf_valid | (whs & wbuf_last)),
-                    wload.eq(self.port_in.valid & self.port_in.ready),
-                ]
-                with m.If(wload & self.port_in.payload.last):
-                    m.next = "HEADER"
-            with m.State("DISCARD"):
-                m.d.comb += self.port_in.ready.eq(1)
-                with m.If(self.port_in.valid & self.port_in.payload.last):
-                    m.next = "HEADER"
-
-        # -- write completions: one token per write burst, consumed in order by the output side -------------------
-        tokens = Signal(range(cfg.dram.max_outstanding + 2))
-        take_token = Signal()
-        m.d.sync += tokens.eq(tokens + dram.write_done - take_token)
-
-        # -- output side: one response per request, in order ---------------------------------------------------
-        hout = Signal(header_layout(cfg))
-        flit_last = Signal()   # this word completes a flit
-        oleft = Signal(proto.words_bits)
-        osub = Signal(range(wpf))
-        acc = [Signal(wb, name=f"acc{i}") for i in range(wpf - 1)]
-        ooff = Signal(size_bits)
-        oleft_img = Signal(size_bits)
-        chunk = Signal(proto.words_bits)
-        m.d.comb += chunk.eq(Mux(oleft_img > maxw, maxw, oleft_img))
-        # hout.src is set in each header branch, not here: a constant-only comb assignment becomes an
-        # `always @*` with an empty sensitivity list, which Verilator never evaluates (src would read 0).
-        m.d.comb += [hout.tag.eq(dout.tag), hout.dst.eq(dout.dst)]
-        m.d.comb += self.port_out.payload.data.eq(hout)  # the PAYLOAD state overrides this with words
-
-        def flits(words):
-            return (words + (wpf - 1)) // wpf if wpf > 1 else words
-
-        with m.FSM(name="respond"):
-            with m.State("IDLE"):
-                with m.If(desc.r_rdy):
-                    with m.Switch(dout.op):
-                        with m.Case(_Op.DATA):
-                            m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_DATA), hout.src.eq(self.node),
-                                hout.length.eq(flits(dout.size)),
-                                hout.meta.mem_data.addr.eq(dout.addr), hout.meta.mem_data.words.eq(dout.size),
-                                self.port_out.valid.eq(dram.rdata.valid), self.port_out.payload.first.eq(1),
-                            ]
-                            with m.If(self.port_out.ready & dram.rdata.valid):
-                                m.d.sync += [oleft.eq(dout.size), osub.eq(0)]
-                                m.next = "PAYLOAD"
-                        with m.Case(_Op.ERROR):
-                            m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_ERROR), hout.src.eq(self.node), hout.length.eq(0),
-                                hout.meta.mem_error.code.eq(dout.code), hout.meta.mem_error.addr.eq(dout.addr),
-                                self.port_out.valid.eq(1), self.port_out.payload.first.eq(1),
-                                self.port_out.payload.last.eq(1),
-                                desc.r_en.eq(self.port_out.ready),
-                            ]
-                        with m.Case(_Op.WRITE):
-                            m.d.comb += [
-                                hout.kind.eq(PacketKind.MEM_ACK), hout.src.eq(self.node), hout.length.eq(0),
-                                hout.meta.mem_ack.addr.eq(dout.addr), hout.meta.mem_ack.words.eq(dout.size),
-                                self.port_out.valid.eq(dout.ack & (tokens != 0)), self.port_out.payload.first.eq(1),
-                                self.port_out.payload.last.eq(1),
-                                take_token.eq((tokens != 0) & (~dout.ack | self.port_out.ready)),
-                                desc.r_en.eq(take_token),
-                            ]
-                        with m.Case(_Op.LOAD):
-                            m.d.sync += [ooff.eq(0), oleft_img.eq(dout.size)]
-                            m.next = "WEIGHT"
-            with m.State("WEIGHT"):
-                m.d.comb += [
-                    hout.kind.eq(PacketKind.WEIGHT), hout.src.eq(self.node), hout.length.eq(flits(chunk)),
-                    hout.meta.weight.slot.eq(dout.slot), hout.meta.weight.expert.eq(dout.expert),
-                    hout.meta.weight.offset.eq(ooff), hout.meta.weight.final.eq(oleft_img == chunk),
-                    self.port_out.valid.eq(dram.rdata.valid), self.port_out.payload.first.eq(1),
-                ]
-                with m.If(self.port_out.ready & dram.rdata.valid):
-                    m.d.sync += [oleft.eq(chunk), osub.eq(0), ooff.eq(ooff + chunk), oleft_img.eq(oleft_img - chunk)]
-                    m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                # words_per_flit words per flit: the first ones wait in acc, the last one passes through
-                m.d.comb += [
-                    flit_last.eq((osub == wpf - 1) | (oleft == 1)),
-                    self.port_out.valid.eq(dram.rdata.valid & flit_last),
-                    self.port_out.payload.last.eq(oleft == 1),
-                    dram.rdata.ready.eq(~flit_last | self.port_out.ready),
-                ]
-                words = []
-                for j in range(wpf):
-                    mine = dram.rdata.payload if j == wpf - 1 else Mux(osub == j, dram.rdata.payload, acc[j])
-                    words.append(Mux(osub >= j, mine, 0))
-                m.d.comb += self.port_out.payload.data.eq(Cat(*words))
-                with m.If(dram.rdata.valid & dram.rdata.ready):
-                    m.d.sync += oleft.eq(oleft - 1)
-                    with m.If(flit_last):
-                        m.d.sync += osub.eq(0)
-                    with m.Else():
-                        m.d.sync += osub.eq(osub + 1)
-                        for j in range(wpf - 1):
-                            with m.If(osub == j):
-                                m.d.sync += acc[j].eq(dram.rdata.payload)
-                    with m.If(oleft == 1):
-                        with m.If((dout.op == _Op.LOAD) & (oleft_img != 0)):
-                            m.next = "WEIGHT"
-                        with m.Else():
-                            m.d.comb += desc.r_en.eq(1)
-                            m.next = "IDLE"
+        m.d.comb += [responder.write_done.eq(dram.write_done), self.errors.eq(decoder.errors)]
         return m
