@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks.root import RootContract
-from mozart.model.protocol import COUNTER_BITS, Protocol
+from mozart.model.protocol import COUNTER_BITS
 
 from .protocol import link_signature
 from .root_combine import RootCombineTracker
@@ -34,9 +34,8 @@ class Root(wiring.Component):
       DISPATCH per selected expert (``reduce=0``, one chiplet, one mask bit: the Baseline). The packets to
       different groups are written in parallel, each group's one after the other, into a per-group queue of
       ``hardware.root_queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is
-      backed up
-      does not stop the others until its queue is full. Its tag is the token's combine
-      entry (``token``); a first dispatch waits until that entry is free, so tags in flight are unique.
+      backed up does not stop the others until its queue is full. Its tag is the token's combine entry
+      (``token``); a first dispatch waits until that entry is free, so tags in flight are unique.
     - **Combine**: every COMBINE arriving from a switch is added element-wise into the token's entry, in
       ``partial_bits + guard_bits`` (:attr:`HostInterface.guard_bits`) bits, so the sum is exact; the output
       is saturated once (:func:`mozart.model.golden.reduce_partials`). The root counts the results it expects
@@ -45,15 +44,21 @@ class Root(wiring.Component):
     - **Return**: entries leave in ring order (token order) once their final dispatch was sent and every
       result arrived; each output is ``partial_flits`` flits on ``host_out``.
 
+    Structure (``docs/wafer.md`` section 1): the :class:`~mozart.hw.root_sequencer.RootSequencer` executes the
+    commands and hands each TOKEN as a stream to the :class:`~mozart.hw.root_dispatcher.RootDispatcher` (expert
+    table), which starts one :class:`~mozart.hw.root_emitter.RootGroupEmitter` per group and books the dispatch on
+    the :class:`~mozart.hw.root_combine.RootCombineTracker`; the :class:`~mozart.hw.root_receiver.RootReceiver`
+    feeds it the COMBINE flits and the :class:`~mozart.hw.root_output.RootOutputStreamer` returns its entries.
+
     Members
     -------
     host_in : In(link_signature(cfg))
         Host commands (always drained: a WAIT holds ``ready`` low, nothing else does for long).
     host_out : Out(link_signature(cfg))
         Outputs, one ``first``..``last`` frame of ``partial_flits`` flits per token, in token order.
-    down : Out(link_signature(cfg)).array(G)
+    down : Out(link_signature(cfg)).array(groups)
         To switch ``g``'s up port.
-    up : In(link_signature(cfg)).array(G)
+    up : In(link_signature(cfg)).array(groups)
         From switch ``g``'s up port. Always ready: the root sinks everything (``docs/protocol.md``).
     busy : Out(1)
         A command, dispatch, result or output is outstanding.
@@ -71,22 +76,19 @@ class Root(wiring.Component):
     A TOKEN takes ``1 + route_flits + token_flits`` host flits, then ``Protocol.dispatch_flits`` cycles to write
     its packets (the longest group's) into the queues, then one cycle back to the command state. A packet leaves
     on ``down[g]`` two cycles after it entered an empty queue (``contract.queue.latency``; ``.contract`` is a
-    :class:`mozart.model.blocks.RootContract`). Results are
-    absorbed one flit per cycle (one of the G up links at a time, round-robin by packet); an output leaves
-    ``partial_flits`` cycles after its last result flit at the earliest.
+    :class:`mozart.model.blocks.RootContract`). Results are absorbed one flit per cycle (one of the up links at a
+    time, round-robin by packet); an output leaves ``partial_flits`` cycles after its last result flit at the
+    earliest. The components' own figures are in their docstrings.
     """
 
     def __init__(self, cfg):
         self.cfg = cfg
         self.contract = RootContract(cfg)
-        self.proto = Protocol(cfg)
-        self.host = self.contract.host
-        G = cfg.groups
         super().__init__({
             "host_in": In(link_signature(cfg)),
             "host_out": Out(link_signature(cfg)),
-            "down": Out(link_signature(cfg)).array(G),
-            "up": In(link_signature(cfg)).array(G),
+            "down": Out(link_signature(cfg)).array(cfg.groups),
+            "up": In(link_signature(cfg)).array(cfg.groups),
             "busy": Out(1),
             "errors": Out(COUNTER_BITS),
         })

@@ -10,8 +10,7 @@ from mozart.model.host import HostOp
 from mozart.model.protocol import index_bits
 
 from .protocol import fields_layout
-from .root_emitter import expert_route_layout
-from .root_interfaces import bits, elements, issue_layout, named, token_layout
+from .root_interfaces import bits, elements, expert_route_layout, issue_layout, named, token_layout
 
 __all__ = ["RootDispatcher"]
 

@@ -11,15 +11,9 @@ from mozart.model.protocol import index_bits
 
 from .link_fifo import LinkFifo
 from .protocol import PacketKind, fields_layout, header_layout, link_signature, route_layout
-from .root_interfaces import bits, elements, named, token_layout
+from .root_interfaces import bits, elements, expert_route_layout, named, token_layout
 
-__all__ = ["RootGroupEmitter", "expert_route_layout"]
-
-
-def expert_route_layout(contract) -> data.StructLayout:
-    """Where one of a token's experts is: in this group (``here``, valid experts only), its chiplet, local index."""
-    proto = contract.host.proto
-    return data.StructLayout({"here": 1, "chiplet": proto.chiplet_bits, "local": proto.expert_bits})
+__all__ = ["RootGroupEmitter"]
 
 
 class RootGroupEmitter(wiring.Component):
@@ -107,6 +101,31 @@ class RootGroupEmitter(wiring.Component):
             destinations = named(m, destinations + chiplet_mask[c], f"destinations{c}", count_bits)
         return words, chiplet_mask, position, destinations
 
+    def _scan(self, m, dedup, expert, here):
+        """The SCAN state: the next packet to send, or back to IDLE. With ``dedup`` the group's one packet if any
+        expert is here; without it the next expert here, one cycle per expert looked at."""
+        top_k = self.contract.cfg.moe.top_k
+        with m.If(dedup):
+            with m.If((expert == 0) & Cat(*here).any()):
+                m.next = "HEAD"
+            with m.Else():
+                m.next = "IDLE"
+        with m.Elif(expert == top_k):
+            m.next = "IDLE"
+        with m.Else():
+            with m.Switch(expert):
+                for i in range(top_k):
+                    with m.Case(i):
+                        with m.If(here[i]):
+                            m.next = "HEAD"
+                        with m.Else():
+                            m.d.sync += expert.eq(expert + 1)
+
+    def _load_meta(self, meta, load):
+        """A LOAD packet's meta fields from the host's LOAD arguments."""
+        return [meta.addr.eq(load.addr), meta.image_words.eq(self.contract.host.proto.image_words),
+                meta.chiplet.eq(load.chiplet), meta.slot.eq(load.slot), meta.expert.eq(load.local)]
+
     def elaborate(self, platform):
         m = Module()
         cfg, proto = self.contract.cfg, self.contract.host.proto
@@ -142,21 +161,7 @@ class RootGroupEmitter(wiring.Component):
                 with m.Elif(self.load.valid):
                     m.next = "LOAD"
             with m.State("SCAN"):
-                with m.If(token_header.dedup):
-                    with m.If((expert == 0) & Cat(*here).any()):
-                        m.next = "HEAD"
-                    with m.Else():
-                        m.next = "IDLE"
-                with m.Elif(expert == top_k):
-                    m.next = "IDLE"
-                with m.Else():
-                    with m.Switch(expert):
-                        for i in range(top_k):
-                            with m.Case(i):
-                                with m.If(here[i]):
-                                    m.next = "HEAD"
-                                with m.Else():
-                                    m.d.sync += expert.eq(expert + 1)
+                self._scan(m, token_header.dedup, expert, here)
             with m.State("HEAD"):
                 m.d.comb += [out.valid.eq(1), out.payload.first.eq(1), header.kind.eq(PacketKind.DISPATCH),
                              header.dst.eq(topo.switch(self.group)), header.src.eq(topo.root),
@@ -196,11 +201,7 @@ class RootGroupEmitter(wiring.Component):
                 m.d.comb += [out.valid.eq(1), out.payload.first.eq(1), out.payload.last.eq(1),
                              header.kind.eq(PacketKind.LOAD), header.dst.eq(topo.memctrl(self.group)),
                              header.src.eq(topo.root), header.tag.eq(0), header.length.eq(0),
-                             header.meta.load.addr.eq(load_arguments.addr),
-                             header.meta.load.image_words.eq(proto.image_words),
-                             header.meta.load.chiplet.eq(load_arguments.chiplet),
-                             header.meta.load.slot.eq(load_arguments.slot),
-                             header.meta.load.expert.eq(load_arguments.local)]
+                             self._load_meta(header.meta.load, load_arguments)]
                 with m.If(out.ready):
                     m.next = "IDLE"
         return m

@@ -19,8 +19,8 @@ from mozart.model.host import HostOp
 
 from .protocol import fields_layout
 
-__all__ = ["bits", "named", "elements", "token_layout", "issue_layout", "result_layout", "accumulator_layout", "result_count_shape",
-           "entry_probe_signature", "release_signature"]
+__all__ = ["bits", "named", "elements", "token_layout", "expert_route_layout", "issue_layout", "result_layout",
+           "accumulator_layout", "result_count_shape", "entry_probe_signature", "release_signature"]
 
 
 def bits(layout) -> int:
@@ -48,6 +48,12 @@ def token_layout(contract) -> data.StructLayout:
         "route": data.ArrayLayout(flit_bits, host.route_flits),
         "flits": data.ArrayLayout(flit_bits, host.token_flits),
     })
+
+
+def expert_route_layout(contract) -> data.StructLayout:
+    """Where one of a token's experts is: in this group (``here``, valid experts only), its chiplet, local index."""
+    proto = contract.host.proto
+    return data.StructLayout({"here": 1, "chiplet": proto.chiplet_bits, "local": proto.expert_bits})
 
 
 def result_count_shape(contract) -> range:
