@@ -1,0 +1,108 @@
+"""The root's dispatcher: the expert table, and which group gets what of a token."""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mozart.model.host import HostOp
+from mozart.model.protocol import index_bits
+
+from .protocol import fields_layout
+from .root_interfaces import bits, elements, expert_route_layout, issue_layout, named, token_layout
+
+__all__ = ["RootDispatcher"]
+
+
+class RootDispatcher(wiring.Component):
+    """Looks a token's experts up in the expert table and starts every group's emitter on it.
+
+    The table maps each expert to ``(group, chiplet, local)``. A token on ``token`` is taken when every group's
+    :class:`~mozart.hw.root_emitter.RootGroupEmitter` is idle (``emitters_idle``); ``start`` then tells them all
+    to write their packets in parallel, each from its ``experts[g]`` (where the token's experts are, and which
+    of them are in group ``g``). The transfer is booked on ``issued``: the token's combine entry,
+    ``first``/``final`` and the results each group will send back (with ``dedup`` one per group it dispatches to,
+    without it one per selected expert there).
+
+    Members
+    -------
+    table : In(stream.Signature(TABLE arguments, always_ready=True))
+        Expert table writes.
+    token : In(stream.Signature(token_layout))
+        Tokens to dispatch; ``ready`` is high exactly when every emitter is idle, and the payload must hold until
+        ``ready`` is high again after the transfer (the emitters read it while they send).
+    emitters_idle : In(groups)
+        Bit ``g``: group ``g``'s emitter is idle.
+    start : Out(1)
+        The emitters' start (the cycle of the transfer).
+    experts : Out(data.ArrayLayout(expert_route_layout, top_k)).array(groups)
+        Group ``g``'s view of the token's experts (combinational from the payload).
+    issued : Out(stream.Signature(issue_layout, always_ready=True))
+        One transfer per token taken, in the cycle it is taken.
+
+    Latency and throughput
+    ----------------------
+    Combinational from ``token`` to ``start``, ``experts`` and ``issued``: one token per cycle when the emitters
+    are idle (they then take a few cycles per packet, :class:`~mozart.hw.root_emitter.RootGroupEmitter`). A table
+    write takes effect the next cycle.
+    """
+
+    def __init__(self, contract):
+        cfg, host = contract.cfg, contract.host
+        self.contract = contract
+        self.experts_layout = data.ArrayLayout(expert_route_layout(contract), cfg.moe.top_k)
+        super().__init__({
+            "table": In(stream.Signature(bits(fields_layout(host.fields[HostOp.TABLE])), always_ready=True)),
+            "token": In(stream.Signature(bits(token_layout(contract)))),
+            "emitters_idle": In(cfg.groups),
+            "start": Out(1),
+            "experts": Out(bits(self.experts_layout)).array(cfg.groups),
+            "issued": Out(stream.Signature(bits(issue_layout(contract)), always_ready=True)),
+        })
+
+    def _look_up(self, m):
+        """The expert table and, per expert of the token, its group, chiplet and local index."""
+        cfg, host, proto = self.contract.cfg, self.contract.host, self.contract.host.proto
+        experts = range(cfg.moe.experts)
+        table_group = Array(Signal(host.group_bits, name=f"table{e}_group") for e in experts)
+        table_chiplet = Array(Signal(proto.chiplet_bits, name=f"table{e}_chiplet") for e in experts)
+        table_local = Array(Signal(proto.expert_bits, name=f"table{e}_local") for e in experts)
+        write = fields_layout(host.fields[HostOp.TABLE])(self.table.payload)
+        with m.If(self.table.valid):
+            m.d.sync += [table_group[write.expert].eq(write.group), table_chiplet[write.expert].eq(write.chiplet),
+                         table_local[write.expert].eq(write.local)]
+        routing = fields_layout(host.route_fields)
+        route = routing(token_layout(self.contract)(self.token.payload).route.as_value()[:routing.size])
+        top_k = cfg.moe.top_k
+        valid, chosen = elements(route.valid, top_k), elements(route.experts, top_k)
+        # each lookup in its own signal (an Array read used many times is a mux each time)
+        group = [Signal(host.group_bits, name=f"token_group{j}") for j in range(top_k)]
+        chiplet = [Signal(proto.chiplet_bits, name=f"token_chiplet{j}") for j in range(top_k)]
+        local = [Signal(proto.expert_bits, name=f"token_local{j}") for j in range(top_k)]
+        for j in range(top_k):
+            m.d.comb += [group[j].eq(table_group[chosen[j]]), chiplet[j].eq(table_chiplet[chosen[j]]),
+                         local[j].eq(table_local[chosen[j]])]
+        return valid, group, chiplet, local
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.contract.cfg
+        top_k, header = cfg.moe.top_k, token_layout(self.contract)(self.token.payload).header
+        issued = issue_layout(self.contract)(self.issued.payload)
+        valid, group, chiplet, local = self._look_up(m)
+        m.d.comb += [self.token.ready.eq(self.emitters_idle.all()), self.start.eq(self.token.valid & self.token.ready)]
+        for g in range(cfg.groups):
+            here = [named(m, valid[j] & (group[j] == g), f"here{g}_{j}") for j in range(top_k)]
+            experts = self.experts_layout(self.experts[g])
+            for j in range(top_k):
+                m.d.comb += [experts[j].here.eq(here[j]), experts[j].chiplet.eq(chiplet[j]),
+                             experts[j].local.eq(local[j])]
+            # results from this group: with dedup one if any expert is here, else one per expert here
+            per_expert = Const(0, index_bits(top_k + 1) + 1)
+            for bit in here:
+                per_expert = per_expert + bit
+            m.d.comb += issued.results[g].eq(Mux(header.dedup, Cat(*here).any(), per_expert))
+        m.d.comb += [self.issued.valid.eq(self.start), issued.entry.eq(header.token), issued.first.eq(header.first),
+                     issued.final.eq(header.final)]
+        return m

@@ -1,0 +1,98 @@
+"""Layouts and signatures shared by the root's components (:class:`mozart.hw.root.Root`).
+
+Each is derived from the root's contract (:class:`mozart.model.blocks.RootContract`): the TOKEN a sequencer hands
+to the dispatcher, the dispatch record the combine tracker books, the result flits the receiver feeds it, and the
+two ports through which the sequencer and the output streamer look at the tracker's combine entries.
+
+Ports between the root's components carry a layout's bits as a plain value (:func:`bits`) and each side views them
+with the layout: a layout-shaped port adds a Verilog wire and an assignment per field in every module it passes
+through, which would make the split root larger than the one-module root it replaces.
+"""
+
+from __future__ import annotations
+
+from amaranth import Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from mozart.model.host import HostOp
+
+from .protocol import fields_layout
+
+__all__ = ["bits", "named", "elements", "token_layout", "expert_route_layout", "issue_layout", "result_layout",
+           "accumulator_layout", "result_count_shape", "entry_probe_signature", "release_signature"]
+
+
+def bits(layout) -> int:
+    """The width a port carrying ``layout`` has (see the module docstring); view it with ``layout(port)``."""
+    return data.Layout.cast(layout).size
+
+
+def named(m, value, name: str, shape=None) -> Signal:
+    """``value`` in a signal of its own: a Python expression used several times would be emitted each time."""
+    signal = Signal(shape if shape is not None else value.shape(), name=name)
+    m.d.comb += signal.eq(value)
+    return signal
+
+
+def elements(view, count: int):
+    """A field of ``count`` elements as a list (a count-1 field is a plain value)."""
+    return [view[i] for i in range(count)] if count > 1 else [view]
+
+
+def token_layout(contract) -> data.StructLayout:
+    """A TOKEN command: its header fields, its ``route_flits`` routing flits and its ``token_flits`` flits."""
+    host, flit_bits = contract.host, contract.cfg.hardware.flit_bits
+    return data.StructLayout({
+        "header": fields_layout(host.fields[HostOp.TOKEN]),
+        "route": data.ArrayLayout(flit_bits, host.route_flits),
+        "flits": data.ArrayLayout(flit_bits, host.token_flits),
+    })
+
+
+def expert_route_layout(contract) -> data.StructLayout:
+    """Where one of a token's experts is: in this group (``here``, valid experts only), its chiplet, local index."""
+    proto = contract.host.proto
+    return data.StructLayout({"here": 1, "chiplet": proto.chiplet_bits, "local": proto.expert_bits})
+
+
+def result_count_shape(contract) -> range:
+    """Results one dispatch makes per group: at most one per selected expert."""
+    return range(contract.cfg.moe.top_k + 1)
+
+
+def issue_layout(contract) -> data.StructLayout:
+    """A dispatch the dispatcher accepted: its combine entry, ``first``/``final`` and the results per group."""
+    return data.StructLayout({
+        "entry": contract.cfg.hardware.tag_bits, "first": 1, "final": 1,
+        "results": data.ArrayLayout(result_count_shape(contract), contract.cfg.groups),
+    })
+
+
+def result_layout(contract) -> data.StructLayout:
+    """One flit of a COMBINE: its entry (the tag), its index in the packet, its source group, data, ``last``."""
+    cfg = contract.cfg
+    return data.StructLayout({
+        "entry": cfg.hardware.tag_bits, "flit": range(contract.host.output_flits + 1), "group": range(cfg.groups),
+        "data": cfg.hardware.flit_bits, "last": 1,
+    })
+
+
+def accumulator_layout(contract) -> data.ArrayLayout:
+    """One accumulator word: the elements of one output flit, each ``partial_bits + guard_bits`` wide."""
+    numerics = contract.cfg.numerics
+    return data.ArrayLayout(numerics.partial_bits + contract.host.guard_bits,
+                            contract.cfg.hardware.flit_bits // numerics.partial_bits)
+
+
+def entry_probe_signature(contract) -> wiring.Signature:
+    """Asks whether combine entry ``entry`` is occupied (the answer is combinational)."""
+    return wiring.Signature({"entry": Out(contract.cfg.hardware.tag_bits), "occupied": In(1)})
+
+
+def release_signature(contract) -> wiring.Signature:
+    """The output side of the combine entries: is ``entry`` complete, its accumulator word ``flit``, ``done``."""
+    return wiring.Signature({
+        "entry": Out(range(contract.entries)), "flit": Out(range(contract.host.output_flits)),
+        "complete": In(1), "data": In(bits(accumulator_layout(contract))), "done": Out(1),
+    })

@@ -1,0 +1,98 @@
+"""The root's receiver: merges the groups' up links and sorts what arrives (COMBINE, LOADED, unexpected)."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .packet_mux import PacketMux
+from .protocol import PacketKind, flit_layout, header_layout, link_signature
+from .root_interfaces import bits, result_layout
+
+__all__ = ["RootReceiver"]
+
+
+class RootReceiver(wiring.Component):
+    """Sinks every packet from the switches (``docs/protocol.md``: the root is always ready).
+
+    The G up links share one :class:`~mozart.hw.packet_mux.PacketMux` (round-robin by packet). A COMBINE's data
+    flits go out on ``results`` with its tag (the combine entry), their index and the source group (the switch's
+    or one of its chiplets'); a LOADED reports its slot on ``loaded``; any other kind pulses ``error`` and is
+    dropped.
+
+    Members
+    -------
+    up : In(link_signature(cfg)).array(groups)
+        From switch ``g``'s up port; always ready.
+    results : Out(stream.Signature(result_layout, always_ready=True))
+        The data flits of COMBINE packets.
+    loaded : Out(stream.Signature(range(groups * chiplets_per_group * sram_slots), always_ready=True))
+        A LOADED for slot ``(group * chiplets_per_group + chiplet) * sram_slots + slot``.
+    error : Out(1)
+        Pulses on a packet of another kind.
+
+    Latency and throughput
+    ----------------------
+    One flit per cycle of one up link at a time; a header is decoded in its own cycle and a data flit leaves on
+    ``results`` in the cycle it arrives (combinational).
+    """
+
+    def __init__(self, contract):
+        cfg = contract.cfg
+        self.contract = contract
+        self.slots = cfg.groups * cfg.chiplets_per_group * cfg.hardware.sram_slots
+        super().__init__({
+            "up": In(link_signature(cfg)).array(cfg.groups),
+            "results": Out(stream.Signature(bits(result_layout(self.contract)), always_ready=True)),
+            "loaded": Out(stream.Signature(range(self.slots), always_ready=True)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, topo = self.contract.cfg, self.contract.host.proto.topology
+        m.submodules.up_mux = merge = PacketMux(flit_layout(cfg), cfg.groups)
+        for g in range(cfg.groups):
+            wiring.connect(m, wiring.flipped(self.up[g]), merge.i[g])
+        flit = merge.o
+        m.d.comb += flit.ready.eq(1)
+        header = header_layout(cfg)(flit.payload.data)
+        source_group = Signal(range(cfg.groups))
+        for g in range(cfg.groups):
+            nodes = [topo.switch(g)] + [topo.chiplet(g, c) for c in range(cfg.chiplets_per_group)]
+            with m.If(Cat(*(header.src == n for n in nodes)).any()):
+                m.d.comb += source_group.eq(g)
+        result = result_layout(self.contract)(self.results.payload)
+        entry, index, group = (Signal(result_layout(self.contract)[name].shape, name=name)
+                               for name in ("entry", "flit", "group"))
+        m.d.comb += [result.entry.eq(entry), result.flit.eq(index), result.group.eq(group),
+                     result.data.eq(flit.payload.data), result.last.eq(flit.payload.last),
+                     self.loaded.payload.eq((header.src - topo.chiplet(0, 0)) * cfg.hardware.sram_slots
+                                            + header.meta.loaded.slot)]
+        with m.FSM(name="rx"):
+            with m.State("HEAD"):
+                with m.If(flit.valid & flit.payload.first):
+                    with m.Switch(header.kind):
+                        with m.Case(PacketKind.COMBINE):
+                            m.d.sync += [entry.eq(header.tag), group.eq(source_group), index.eq(0)]
+                            with m.If(~flit.payload.last):
+                                m.next = "DATA"
+                        with m.Case(PacketKind.LOADED):
+                            m.d.comb += self.loaded.valid.eq(1)
+                            with m.If(~flit.payload.last):
+                                m.next = "DROP"
+                        with m.Default():
+                            m.d.comb += self.error.eq(1)
+                            with m.If(~flit.payload.last):
+                                m.next = "DROP"
+            with m.State("DATA"):
+                m.d.comb += self.results.valid.eq(flit.valid)
+                with m.If(flit.valid):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(flit.payload.last):
+                        m.next = "HEAD"
+            with m.State("DROP"):
+                with m.If(flit.valid & flit.payload.last):
+                    m.next = "HEAD"
+        return m

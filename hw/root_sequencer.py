@@ -1,0 +1,153 @@
+"""The root's host command sequencer: decodes ``host_in`` and executes the commands strictly in order."""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from mozart.model.host import OP_BITS, HostOp
+
+from .protocol import fields_layout, link_signature
+from .root_interfaces import bits, entry_probe_signature, token_layout
+
+__all__ = ["RootSequencer"]
+
+
+class RootSequencer(wiring.Component):
+    """Executes the host commands in order (``docs/wafer.md`` section 1); a WAIT holds ``host_in.ready`` low.
+
+    - **TABLE** is passed on ``table`` (one cycle, always taken).
+    - **LOAD** is offered on ``load[group]``; the command is taken when that group's emitter takes it, and it
+      clears the slot's LOADED bit. A ``loaded`` report sets the bit (a report wins over a clear in one cycle).
+    - **WAIT_LOADED** holds until the slot's LOADED bit is set; **WAIT_COMBINED** until every masked group is
+      drained (``groups_drained``).
+    - **TOKEN**: its header and flits are stored, then offered on ``token`` once its combine entry is free (a
+      ``first`` dispatch asks ``entry`` whether the entry is still occupied). ``token.payload`` holds from the
+      transfer until the next TOKEN, and the sequencer takes no command before ``token.ready`` is high again (the
+      dispatcher is ready exactly when it is idle), so the dispatcher reads the token while it sends.
+    - An unknown op or a flit outside a command pulses ``error`` (an unknown op's remaining flits are dropped).
+
+    Members
+    -------
+    host_in : In(link_signature(cfg))
+        Host commands.
+    table : Out(stream.Signature(TABLE arguments, always_ready=True))
+        Expert table writes.
+    load : Out(stream.Signature(LOAD arguments)).array(groups)
+        LOAD commands, to group ``g``'s emitter.
+    loaded : In(stream.Signature(range(groups * chiplets_per_group * sram_slots), always_ready=True))
+        A LOADED packet arrived for slot ``(group * chiplets_per_group + chiplet) * sram_slots + slot``.
+    groups_drained : In(groups)
+        Bit ``g``: no result of group ``g`` outstanding.
+    entry : Out(entry_probe_signature)
+        The combine entry of the stored TOKEN, and whether it is occupied.
+    token : Out(stream.Signature(token_layout))
+        The stored TOKEN (see above for how long its payload holds).
+    idle : Out(1)
+        Waiting for a command (no TOKEN stored or being sent).
+    error : Out(1)
+        Pulses on an unknown op or a stray flit.
+
+    Latency and throughput
+    ----------------------
+    TABLE, LOAD and the WAITs take one cycle each when not held. A TOKEN takes its ``1 + route_flits +
+    token_flits`` host flits at one per cycle, is offered on ``token`` the cycle after its last flit, and the next
+    command is taken the cycle after ``token.ready`` is high again following the transfer.
+    """
+
+    def __init__(self, contract):
+        cfg, host = contract.cfg, contract.host
+        self.contract = contract
+        self.slots = cfg.groups * cfg.chiplets_per_group * cfg.hardware.sram_slots
+        super().__init__({
+            "host_in": In(link_signature(cfg)),
+            "table": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.TABLE])), always_ready=True)),
+            "load": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.LOAD])))).array(cfg.groups),
+            "loaded": In(stream.Signature(range(self.slots), always_ready=True)),
+            "groups_drained": In(cfg.groups),
+            "entry": Out(entry_probe_signature(contract)),
+            "token": Out(stream.Signature(bits(token_layout(contract)))),
+            "idle": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, host = self.contract.cfg, self.contract.host
+        command = self.host_in
+        op = command.payload.data[:OP_BITS]
+        arguments = command.payload.data[OP_BITS:]
+
+        def arguments_of(kind):
+            layout = fields_layout(host.fields[kind])
+            return layout(arguments[:layout.size])
+
+        # the stored TOKEN: header, then its flits (routing first), written one per cycle at flit_count
+        header_layout = fields_layout(host.fields[HostOp.TOKEN])
+        token_header = header_layout(Signal(header_layout.size, name="token_header"))
+        token_flits = Array(Signal(cfg.hardware.flit_bits, name=f"token_flit{i}")
+                            for i in range(host.route_flits + host.token_flits))
+        flit_count = Signal(range(len(token_flits) + 1))
+        m.d.comb += [self.token.payload.eq(Cat(token_header, *token_flits)),
+                     self.entry.entry.eq(token_header.token)]
+
+        slots_per_chiplet = cfg.hardware.sram_slots
+        loaded = Array(Signal(name=f"loaded{i}") for i in range(self.slots))
+
+        def slot_index(a):
+            return (a.group * cfg.chiplets_per_group + a.chiplet) * slots_per_chiplet + a.slot
+
+        with m.FSM(name="cmd"):
+            with m.State("CMD"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(command.valid & command.payload.first):
+                    with m.Switch(op):
+                        with m.Case(HostOp.TABLE):
+                            m.d.comb += [command.ready.eq(1), self.table.valid.eq(1),
+                                         self.table.payload.eq(arguments_of(HostOp.TABLE))]
+                        with m.Case(HostOp.LOAD):
+                            a = arguments_of(HostOp.LOAD)
+                            for group, load in enumerate(self.load):
+                                m.d.comb += load.payload.eq(a)
+                                with m.If(a.group == group):
+                                    m.d.comb += [command.ready.eq(load.ready), load.valid.eq(1)]
+                            with m.If(command.ready):
+                                m.d.sync += loaded[slot_index(a)].eq(0)
+                        with m.Case(HostOp.WAIT_LOADED):
+                            m.d.comb += command.ready.eq(loaded[slot_index(arguments_of(HostOp.WAIT_LOADED))])
+                        with m.Case(HostOp.WAIT_COMBINED):
+                            waited = Cat(arguments_of(HostOp.WAIT_COMBINED).groups)
+                            m.d.comb += command.ready.eq((self.groups_drained | ~waited).all())
+                        with m.Case(HostOp.TOKEN):
+                            m.d.comb += command.ready.eq(1)
+                            m.d.sync += [token_header.eq(arguments_of(HostOp.TOKEN)), flit_count.eq(0)]
+                            with m.If(~command.payload.last):
+                                m.next = "PAYLOAD"
+                        with m.Default():
+                            m.d.comb += [command.ready.eq(1), self.error.eq(1)]
+                            with m.If(~command.payload.last):
+                                m.next = "DROP"
+                with m.Elif(command.valid):   # a stray flit outside a command
+                    m.d.comb += [command.ready.eq(1), self.error.eq(1)]
+            with m.State("PAYLOAD"):
+                m.d.comb += command.ready.eq(1)
+                with m.If(command.valid):
+                    m.d.sync += [token_flits[flit_count].eq(command.payload.data), flit_count.eq(flit_count + 1)]
+                    with m.If(command.payload.last):
+                        m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                # a first dispatch waits for its entry: tags in flight are unique
+                m.d.comb += self.token.valid.eq(~token_header.first | ~self.entry.occupied)
+                with m.If(self.token.ready & self.token.valid):
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(self.token.ready):
+                    m.next = "CMD"
+            with m.State("DROP"):
+                m.d.comb += command.ready.eq(1)
+                with m.If(command.valid & command.payload.last):
+                    m.next = "CMD"
+        with m.If(self.loaded.valid):
+            m.d.sync += loaded[self.loaded.payload].eq(1)
+        return m
