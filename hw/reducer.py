@@ -65,7 +65,7 @@ class Reducer(wiring.Component):
         0: a result's head leaves in the cycle the last partial's head arrives (if ``o`` is ready).
     flits_per_cycle : float
         1.0 flit of partials taken in per cycle, so ``1 / (n * (partial_flits + 1))`` tokens per cycle for
-        ``n`` partials per token (``Switch.reduction_rate``).
+        ``n`` partials per token (``SwitchContract.reduction_rate``).
     """
 
     latency = 0
@@ -80,14 +80,14 @@ class Reducer(wiring.Component):
         entries = self._switch.reduction_entries
         self._cfg, self._group, self._entries = cfg, group, entries
         self._proto = proto = Protocol(cfg)
-        C = proto.topology.chiplets_per_group
+        chiplets = proto.topology.chiplets_per_group
         super().__init__({
             "i": In(link_signature(cfg)),
             "o": Out(link_signature(cfg)),
             "alloc_free": Out(1),
             "alloc": In(1),
             "alloc_tag": In(proto.tag_bits),
-            "alloc_count": In(range(C + 1)),
+            "alloc_count": In(range(chiplets + 1)),
             "live": Out(range(entries + 1)),
         })
 
@@ -131,14 +131,14 @@ class Reducer(wiring.Component):
         """The table's registers; ``alloc_free``, ``live`` and the free entry an allocation takes."""
         entries, count_shape = self._entries, range(self._proto.topology.chiplets_per_group + 1)
         table = _Table(valid=Signal(entries, name="valid"),
-                       tags=[Signal(self._proto.tag_bits, name=f"tag{e}") for e in range(entries)],
-                       expected=[Signal(count_shape, name=f"expected{e}") for e in range(entries)],
-                       received=[Signal(count_shape, name=f"received{e}") for e in range(entries)],
+                       tags=[Signal(self._proto.tag_bits, name=f"tag{entry}") for entry in range(entries)],
+                       expected=[Signal(count_shape, name=f"expected{entry}") for entry in range(entries)],
+                       received=[Signal(count_shape, name=f"received{entry}") for entry in range(entries)],
                        free_onehot=Signal(entries, name="free_onehot"))
         m.d.comb += [
             table.free_onehot.eq(lowest_one(~table.valid, entries)),
             self.alloc_free.eq(~table.valid.all()),
-            self.live.eq(sum(table.valid[e] for e in range(entries))),
+            self.live.eq(sum(table.valid[entry] for entry in range(entries))),
         ]
         return table
 
@@ -146,16 +146,16 @@ class Reducer(wiring.Component):
         """The entry of a head flit's tag (a CAM), and what its arrival means for it."""
         entries = self._entries
         match = Signal(entries)
-        for e in range(entries):
-            m.d.comb += match[e].eq(table.valid[e] & (table.tags[e] == hdr.tag))
+        for entry in range(entries):
+            m.d.comb += match[entry].eq(table.valid[entry] & (table.tags[entry] == hdr.tag))
         hit_now = Signal()
         m.d.comb += hit_now.eq(match.any() & (hdr.length == self._proto.partial_flits))
         entry_now = Signal(range(entries))
         index, last_now, first_now = 0, 0, 0  # tags are unique among live entries: at most one match
-        for e in range(entries):
-            index = index | Mux(match[e], e, 0)
-            last_now = last_now | (match[e] & (table.received[e] + 1 == table.expected[e]))
-            first_now = first_now | (match[e] & (table.received[e] == 0))
+        for entry in range(entries):
+            index = index | Mux(match[entry], entry, 0)
+            last_now = last_now | (match[entry] & (table.received[entry] + 1 == table.expected[entry]))
+            first_now = first_now | (match[entry] & (table.received[entry] == 0))
         m.d.comb += entry_now.eq(index)
         emit_now = Signal()
         m.d.comb += emit_now.eq(~hit_now | last_now)
@@ -169,11 +169,11 @@ class Reducer(wiring.Component):
         sum_flit = Signal(element)
         out_data = Signal(self._proto.flit_bits)
         elements = []
-        for k in range(self._elements_per_flit):
-            incoming = incoming_flit[k * bits:(k + 1) * bits].as_signed()
-            m.d.comb += sum_flit[k].eq(Mux(first, 0, stored[k]) + incoming)
-            clipped = Mux(sum_flit[k] > hi, Const(hi, signed(bits)),
-                          Mux(sum_flit[k] < lo, Const(lo, signed(bits)), sum_flit[k][:bits]))
+        for lane in range(self._elements_per_flit):
+            incoming = incoming_flit[lane * bits:(lane + 1) * bits].as_signed()
+            m.d.comb += sum_flit[lane].eq(Mux(first, 0, stored[lane]) + incoming)
+            clipped = Mux(sum_flit[lane] > hi, Const(hi, signed(bits)),
+                          Mux(sum_flit[lane] < lo, Const(lo, signed(bits)), sum_flit[lane][:bits]))
             elements.append(clipped.as_unsigned()[:bits])
         m.d.comb += out_data.eq(Cat(*elements))
         return sum_flit, out_data
@@ -225,14 +225,14 @@ class Reducer(wiring.Component):
         with m.Elif(fire):
             m.d.sync += packet.addr.eq(packet.addr + 1)
 
-        for e in range(self._entries):
-            with m.If(fire & is_head & lookup.hit_now & lookup.match[e]):
-                m.d.sync += table.received[e].eq(table.received[e] + 1)
-            with m.If(fire & ~is_head & head.last & packet.hit & packet.emit & (packet.entry == e)):
-                m.d.sync += table.valid[e].eq(0)
-            with m.If(self.alloc & table.free_onehot[e]):
-                m.d.sync += [table.valid[e].eq(1), table.tags[e].eq(self.alloc_tag),
-                             table.expected[e].eq(self.alloc_count), table.received[e].eq(0)]
+        for entry in range(self._entries):
+            with m.If(fire & is_head & lookup.hit_now & lookup.match[entry]):
+                m.d.sync += table.received[entry].eq(table.received[entry] + 1)
+            with m.If(fire & ~is_head & head.last & packet.hit & packet.emit & (packet.entry == entry)):
+                m.d.sync += table.valid[entry].eq(0)
+            with m.If(self.alloc & table.free_onehot[entry]):
+                m.d.sync += [table.valid[entry].eq(1), table.tags[entry].eq(self.alloc_tag),
+                             table.expected[entry].eq(self.alloc_count), table.received[entry].eq(0)]
 
 
 class _Table(NamedTuple):

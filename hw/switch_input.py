@@ -61,6 +61,8 @@ class SwitchInput(wiring.Component):
         self._group, self._port = group, port
         self._chiplets = topo.chiplets_per_group
         self._ports = topo.switch_ports
+        # chiplet c's output is this + c (the topology numbers the ports: up, the chiplets, the memory controller)
+        self._first_chiplet_port = topo.switch_port_of(group, topo.chiplet(group, 0))
         super().__init__({
             "i": In(link_signature(cfg)),
             "o": Out(link_signature(cfg)).array(self._ports + 1),
@@ -89,7 +91,7 @@ class SwitchInput(wiring.Component):
         m.d.comb += [
             self.alloc.eq(fire & head.first & decision.needs_alloc),
             self.alloc_tag.eq(hdr.tag),
-            self.alloc_count.eq(sum(decision.chiplet_mask[c] for c in range(self._chiplets))),
+            self.alloc_count.eq(sum(decision.chiplet_mask[chiplet] for chiplet in range(self._chiplets))),
         ]
         if self._port == self._proto.topology.UP_PORT:
             self._rewrite_replica_headers(m, hdr, decision)
@@ -101,7 +103,7 @@ class SwitchInput(wiring.Component):
         first_chiplet = topo.chiplet(self._group, 0)
         route_port = Signal(range(self._ports))
         with m.If((dst >= first_chiplet) & (dst < first_chiplet + self._chiplets)):
-            m.d.comb += route_port.eq(1 + (dst - first_chiplet))
+            m.d.comb += route_port.eq(self._first_chiplet_port + (dst - first_chiplet))
         with m.Elif(dst == topo.memctrl(self._group)):
             m.d.comb += route_port.eq(topo.memctrl_port)
         with m.Else():
@@ -121,11 +123,11 @@ class SwitchInput(wiring.Component):
                 mcast_now.eq((hdr.kind == PacketKind.DISPATCH) & (hdr.dst == topo.switch(self._group))),
                 chiplet_mask.eq(hdr.meta.dispatch.chiplets.as_value()),
             ]
-        if 1 <= self._port <= self._chiplets:
+        if self._first_chiplet_port <= self._port < self._first_chiplet_port + self._chiplets:
             m.d.comb += reduce_now.eq((hdr.kind == PacketKind.COMBINE) & hdr.meta.combine.reduce)
         target_now = Signal(self._ports + 1)
         with m.If(mcast_now):
-            m.d.comb += target_now.eq(chiplet_mask << 1)
+            m.d.comb += target_now.eq(chiplet_mask << self._first_chiplet_port)
         with m.Elif(reduce_now):
             m.d.comb += target_now.eq(1 << self._reducer_output)
         with m.Else():
@@ -148,7 +150,7 @@ class SwitchInput(wiring.Component):
             m.d.comb += want.eq(Mux(~decision.needs_alloc | self.alloc_free, decision.target_now, 0))
         with m.Elif(packet.mcast & packet.remaining.any()):
             # the route word of the lowest chiplet left
-            m.d.comb += want.eq(lowest_one(packet.remaining, self._chiplets) << 1)
+            m.d.comb += want.eq(lowest_one(packet.remaining, self._chiplets) << self._first_chiplet_port)
         with m.Else():
             m.d.comb += want.eq(packet.target)
         return want
@@ -159,11 +161,11 @@ class SwitchInput(wiring.Component):
         head = self.i.payload
         targets = self._ports + 1
         took = Signal(targets)
-        for k in range(targets):
+        for target in range(targets):
             m.d.comb += [
-                self.o[k].valid.eq(self.i.valid & want[k] & ~packet.sent[k]),
-                took[k].eq(self.o[k].valid & self.o[k].ready),
-                self.o[k].payload.eq(head),
+                self.o[target].valid.eq(self.i.valid & want[target] & ~packet.sent[target]),
+                took[target].eq(self.o[target].valid & self.o[target].ready),
+                self.o[target].payload.eq(head),
             ]
         all_took = Signal()
         m.d.comb += [
@@ -195,16 +197,16 @@ class SwitchInput(wiring.Component):
         """Each chiplet output of a multicast gets its own replica header (its chiplet, a one-hot mask, one
         route word and the token)."""
         proto, topo = self._proto, self._proto.topology
-        for c in range(self._chiplets):
-            replica = Signal(header_layout(self._cfg), name=f"replica{c}")
+        for chiplet in range(self._chiplets):
+            replica = Signal(header_layout(self._cfg), name=f"replica{chiplet}")
             m.d.comb += [
                 replica.eq(hdr),
-                replica.dst.eq(topo.chiplet(self._group, c)),
+                replica.dst.eq(topo.chiplet(self._group, chiplet)),
                 replica.length.eq(proto.route_flits + proto.token_flits),
-                replica.meta.dispatch.chiplets.as_value().eq(1 << c),
+                replica.meta.dispatch.chiplets.as_value().eq(1 << chiplet),
             ]
             with m.If(self.i.payload.first & decision.mcast_now):
-                m.d.comb += self.o[1 + c].payload.data.eq(replica)
+                m.d.comb += self.o[self._first_chiplet_port + chiplet].payload.data.eq(replica)
 
 
 class _Decision(NamedTuple):
