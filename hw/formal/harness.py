@@ -19,10 +19,9 @@ from amaranth.hdl import Assert, Assume
 from amaranth.lib import wiring
 
 __all__ = ["FormalHarness", "output_rules", "StreamMonitor", "FairReady", "check_stream_output",
-           "drive_stream_source", "assume_packet_lengths", "cycles_waiting", "counter_bits", "watched_index",
-           "PROPERTY_LOCATION_PREFIX"]
+           "drive_stream_source", "stream_in_stream_out", "assume_packet_lengths", "cycles_waiting", "counter_bits",
+           "watched_index", "PROPERTY_LOCATION_PREFIX"]
 
-#: Source-location prefix of every property assertion: ``prop:NAME:SERIAL``.
 #: Source-location prefix of every property assertion: ``prop:NAME:SERIAL`` (the runner parses it).
 PROPERTY_LOCATION_PREFIX = "prop:"
 
@@ -133,6 +132,18 @@ def drive_stream_source(m: Module, stream, name: str, framed: bool = True) -> St
         with m.If(stream.valid):
             m.d.comb += Assume(mon.framing_ok())
     return mon
+
+
+def stream_in_stream_out(harness: FormalHarness, m: Module, sink, source, ready_every: int):
+    """The environment of a block with one input stream and one output stream: free flits in on ``sink`` (named
+    ``i``; stream rules and framing assumed), a free ``ready`` on ``source`` (named ``o``) tracked by a
+    :class:`FairReady` of ``ready_every`` cycles, and ``source``'s stream rules checked as ``o.stream`` and
+    ``o.framing``. Returns the input's monitor, the output's monitor and the FairReady."""
+    src = drive_stream_source(m, sink, "i")
+    out = StreamMonitor(m, source, "o")
+    ready = FairReady(m, [source], ready_every, "o")
+    check_stream_output(harness, m, out, "o.stream", "o.framing")
+    return src, out, ready
 
 
 class FairReady:

@@ -14,8 +14,7 @@ from mozart.model.switch_model import SwitchModel
 
 from ..protocol import PacketKind, header_layout
 from ..reducer import Reducer
-from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits,
-                      cycles_waiting, drive_stream_source, output_rules)
+from .harness import FormalHarness, counter_bits, cycles_waiting, output_rules, stream_in_stream_out
 
 __all__ = ["ReducerHarness"]
 
@@ -71,10 +70,7 @@ class ReducerHarness(FormalHarness):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = dut = self.dut
-        src = drive_stream_source(m, dut.i, "i")
-        out = StreamMonitor(m, dut.o, "o")
-        ready = FairReady(m, [dut.o], self.ready_every, "o")
-        check_stream_output(self, m, out, "o.stream", "o.framing")
+        src, out, ready = stream_in_stream_out(self, m, dut.i, dut.o, self.ready_every)
         chiplets = self.proto.topology.chiplets_per_group
         m.d.comb += [dut.alloc.eq(AnySeq(1)), dut.alloc_tag.eq(AnySeq(self.proto.tag_bits)),
                      dut.alloc_count.eq(AnySeq(len(dut.alloc_count)))]
