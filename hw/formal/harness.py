@@ -199,7 +199,7 @@ def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, nam
     from ..protocol import PacketKind, header_layout  # noqa: PLC0415
 
     proto = Protocol(cfg)
-    C = proto.topology.chiplets_per_group
+    chiplets = proto.topology.chiplets_per_group
     hdr = Signal(header_layout(cfg), name=f"{name}_header")
     m.d.comb += hdr.eq(stream.payload.data)
     index = Signal(range(proto.max_payload_flits + 2), name=f"{name}_index")
@@ -210,7 +210,7 @@ def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, nam
         if dispatch_node is not None:
             mask = hdr.meta.dispatch.chiplets.as_value()
             with m.If((hdr.kind == PacketKind.DISPATCH) & (hdr.dst == dispatch_node)):
-                m.d.comb += Assume(hdr.length == sum(mask[c] for c in range(C)) * proto.route_flits
+                m.d.comb += Assume(hdr.length == sum(mask[chiplet] for chiplet in range(chiplets)) * proto.route_flits
                                    + proto.token_flits)
     with m.Elif(stream.valid):
         m.d.comb += Assume(stream.payload.last == (index == length))

@@ -61,10 +61,10 @@ class ReducerHarness(FormalHarness):
         self.cfg = override(cfg, {"numerics.partial_bits": partial_bits})
         self.dut = block(self.cfg, 0, entries)
         self.proto = Protocol(self.cfg)
-        C = self.proto.topology.chiplets_per_group
-        # The longest scenario: an allocation, then C partials of (1 + partial_flits) flits for it, then a cycle
-        # (filling the table takes only `entries` cycles).
-        self.depth = max(entries, C * (self.proto.partial_flits + 1)) + 2
+        chiplets = self.proto.topology.chiplets_per_group
+        # The longest scenario: an allocation, then one partial of (1 + partial_flits) flits per chiplet for it,
+        # then a cycle (filling the table takes only `entries` cycles).
+        self.depth = max(entries, chiplets * (self.proto.partial_flits + 1)) + 2
         super().__init__(only)
 
     def elaborate(self, platform):
