@@ -105,10 +105,10 @@ class Reducer(wiring.Component):
 
         packet = _Packet(hit=Signal(name="hit"), emit=Signal(name="emit"), first=Signal(name="first"),
                          entry=Signal(range(self._entries), name="entry"),
-                         addr=Signal(range(self._entries * self._proto.partial_flits), name="addr"))
+                         addr=Signal(range(self._accumulator_words), name="addr"))
 
         element = data.ArrayLayout(signed(self._accumulator_bits), self._elements_per_flit)
-        m.submodules.acc = acc = Memory(shape=element, depth=self._entries * self._proto.partial_flits, init=[])
+        m.submodules.acc = acc = Memory(shape=element, depth=self._accumulator_words, init=[])
         read_port = acc.read_port()
         write_port = acc.write_port()
         sum_flit, out_data = self._adders(m, element, packet.first, read_port.data, head.data)
@@ -117,6 +117,11 @@ class Reducer(wiring.Component):
         self._steer(m, lookup, packet, read_port, write_port, sum_flit, out_data, is_head, self._result_header(m, hdr))
         self._update(m, table, lookup, packet, is_head)
         return m
+
+    @property
+    def _accumulator_words(self) -> int:
+        """One accumulator word per payload flit of a partial, per entry."""
+        return self._entries * self._proto.partial_flits
 
     @property
     def _elements_per_flit(self) -> int:
