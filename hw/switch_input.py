@@ -65,7 +65,7 @@ class SwitchInput(wiring.Component):
         self._first_chiplet_port = topo.switch_port_of(group, topo.chiplet(group, 0))
         super().__init__({
             "i": In(link_signature(cfg)),
-            "o": Out(link_signature(cfg)).array(self._ports + 1),
+            "o": Out(link_signature(cfg)).array(self._targets),
             "alloc_free": In(1),
             "alloc": Out(1),
             "alloc_tag": Out(proto.tag_bits),
@@ -80,7 +80,7 @@ class SwitchInput(wiring.Component):
         m.d.comb += hdr.eq(head.data)
         decision = self._decode(m, hdr)
 
-        targets = self._ports + 1
+        targets = self._targets
         packet = _Packet(target=Signal(targets, name="target"), mcast=Signal(name="mcast"),
                          remaining=Signal(self._chiplets, name="remaining"),
                          word_flit=Signal(range(max(self._proto.route_flits, 2)), name="word_flit"),
@@ -125,7 +125,7 @@ class SwitchInput(wiring.Component):
             ]
         if self._first_chiplet_port <= self._port < self._first_chiplet_port + self._chiplets:
             m.d.comb += reduce_now.eq((hdr.kind == PacketKind.COMBINE) & hdr.meta.combine.reduce)
-        target_now = Signal(self._ports + 1)
+        target_now = Signal(self._targets)
         with m.If(mcast_now):
             m.d.comb += target_now.eq(chiplet_mask << self._first_chiplet_port)
         with m.Elif(reduce_now):
@@ -141,11 +141,16 @@ class SwitchInput(wiring.Component):
         """The output towards the reduction unit: the one after the switch's ports."""
         return self._ports
 
+    @property
+    def _targets(self) -> int:
+        """Outputs of the unit: one per switch port, and the reduction unit."""
+        return self._reducer_output + 1
+
     def _wanted_outputs(self, m, decision: _Decision, packet: _Packet):
         """The outputs of the current flit: a head's targets (none while a reducing one waits for a table
         entry), a multicast route word's own chiplet, else the packet's targets."""
         head = self.i.payload
-        want = Signal(self._ports + 1)
+        want = Signal(self._targets)
         with m.If(head.first):
             m.d.comb += want.eq(Mux(~decision.needs_alloc | self.alloc_free, decision.target_now, 0))
         with m.Elif(packet.mcast & packet.remaining.any()):
@@ -159,7 +164,7 @@ class SwitchInput(wiring.Component):
         """The eager fork: the flit is offered to each wanted output that has not taken it yet; it leaves the
         input when every one of them has it (a reducing header also needs an entry). Returns that strobe."""
         head = self.i.payload
-        targets = self._ports + 1
+        targets = self._targets
         took = Signal(targets)
         for target in range(targets):
             m.d.comb += [
