@@ -70,24 +70,24 @@ class PacketArbiter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = self._n
-        owner = Signal(n)          # one-hot, valid while locked
-        last = Signal(range(n))    # index of the last winner: the priority pointer
-        pick = Signal(n)
+        requesters = self._n
+        owner = Signal(requesters)         # one-hot, valid while locked
+        last = Signal(range(requesters))   # index of the last winner: the priority pointer
+        pick = Signal(requesters)
 
         # Requesters after the last winner go first; if none, wrap around to the lowest.
-        above = Signal(n)
-        for k in range(n):
-            m.d.comb += above[k].eq(last < k)
-        high = Signal(n)
+        above = Signal(requesters)
+        for requester in range(requesters):
+            m.d.comb += above[requester].eq(last < requester)
+        high = Signal(requesters)
         m.d.comb += [
             high.eq(self.requests & above),
-            pick.eq(Mux(high.any(), lowest_one(high, n), lowest_one(self.requests, n))),
+            pick.eq(Mux(high.any(), lowest_one(high, requesters), lowest_one(self.requests, requesters))),
             self.grant.eq(Mux(self.locked, owner, pick)),
         ]
 
         with m.If(~self.locked & pick.any()):
-            m.d.sync += last.eq(_index(m, pick, n))
+            m.d.sync += last.eq(_index(m, pick, requesters))
         # Lock at grant; unlock after the tail (a one-flit packet granted and done in one cycle never locks).
         with m.If(self.done):
             m.d.sync += self.locked.eq(0)
@@ -96,11 +96,11 @@ class PacketArbiter(wiring.Component):
         return m
 
 
-def _index(m: Module, onehot, n: int):
+def _index(m: Module, onehot, requesters: int):
     """The index of a one-hot value (OR of the indices of its set bits)."""
-    index = Signal(range(n), name="onehot_index")
+    index = Signal(range(requesters), name="onehot_index")
     value = 0
-    for k in range(1, n):
-        value = value | Mux(onehot[k], k, 0)
+    for requester in range(1, requesters):
+        value = value | Mux(onehot[requester], requester, 0)
     m.d.comb += index.eq(value)
     return index

@@ -62,20 +62,20 @@ class PacketMux(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.arbiter = arb = PacketArbiter(self._n)
+        m.submodules.arbiter = arbiter = PacketArbiter(self._n)
         valid = 0
         payload = 0
-        for k, src in enumerate(self.i):
+        for index, source in enumerate(self.i):
             m.d.comb += [
-                arb.requests[k].eq(src.valid),
-                src.ready.eq(arb.grant[k] & self.o.ready),
+                arbiter.requests[index].eq(source.valid),
+                source.ready.eq(arbiter.grant[index] & self.o.ready),
             ]
-            valid = valid | (src.valid & arb.grant[k])
-            bits = src.payload.as_value()
-            payload = payload | (bits & arb.grant[k].replicate(len(bits)))  # AND-OR mux: grant is one-hot
+            valid = valid | (source.valid & arbiter.grant[index])
+            bits = source.payload.as_value()
+            payload = payload | (bits & arbiter.grant[index].replicate(len(bits)))  # AND-OR mux: grant is one-hot
         m.d.comb += [
             self.o.valid.eq(valid),
             self.o.payload.eq(payload),
-            arb.done.eq(self.o.valid & self.o.ready & self.o.payload.last),
+            arbiter.done.eq(self.o.valid & self.o.ready & self.o.payload.last),
         ]
         return m

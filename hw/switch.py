@@ -92,69 +92,89 @@ class Switch(wiring.Component):
                  reduction_entries: int | None = None, voq: bool = True):
         self.contract = SwitchContract(cfg, group, buffer_depth, reduction_entries, voq)
         self._cfg, self._proto = cfg, Protocol(cfg)
-        P = self.contract.ports
-        super().__init__({"port_in": In(link_signature(cfg)).array(P),
-                          "port_out": Out(link_signature(cfg)).array(P)})
+        ports = self.contract.ports
+        super().__init__({"port_in": In(link_signature(cfg)).array(ports),
+                          "port_out": Out(link_signature(cfg)).array(ports)})
+
+    @property
+    def _chiplet_ports(self) -> range:
+        """The switch ports of this group's chiplets (``Topology.switch_port_of`` numbers them)."""
+        topo = self._proto.topology
+        first = topo.switch_port_of(self.contract.group, topo.chiplet(self.contract.group, 0))
+        return range(first, first + topo.chiplets_per_group)
+
+    @property
+    def _reducer_target(self) -> int:
+        """The input units' output towards the reduction unit: the one after the switch's ports."""
+        return self.contract.ports
 
     def _voq_targets(self, port: int) -> list[int]:
-        """Outputs (and the reducer, index P) that input ``port`` can send to: one queue each."""
-        topo = self._proto.topology
-        chiplet = 1 <= port <= topo.chiplets_per_group
-        return list(range(topo.switch_ports)) + ([topo.switch_ports] if chiplet else [])
+        """Outputs (and the reducer) that input ``port`` can send to: one queue each."""
+        reducer = [self._reducer_target] if port in self._chiplet_ports else []
+        return list(range(self.contract.ports)) + reducer
 
     # -- structure ------------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
-        cfg, topo = self._cfg, self._proto.topology
-        P, C = topo.switch_ports, topo.chiplets_per_group
-        reducer_index = P
+        inputs, sources = self._inputs(m)
+        reducer = self._reducer(m, inputs[self._proto.topology.UP_PORT], sources)
+        self._outputs(m, sources, reducer)
+        return m
 
+    def _inputs(self, m):
+        """Each port's input unit and its queues. Returns the units and, per input port, the stream it offers
+        to each output (and to the reducer)."""
         # Each input's route decoder feeds one buffer per output (virtual output queues), so a packet waiting
         # for a busy output does not block the packets behind it that go elsewhere (no head-of-line blocking,
         # except when that one queue is full). With voq=False: one buffer per input, decoder after it.
-        inputs, sources = [], []  # sources[p][k]: the stream input p offers to output k (reducer: k = P)
-        for p in range(P):
-            unit = m.submodules[f"input{p}"] = SwitchInput(cfg, self.contract.group, p)
+        cfg, depth = self._cfg, self.contract.buffer_depth
+        inputs, sources = [], []  # sources[port][target]: the stream input `port` offers to `target`
+        for port in range(self.contract.ports):
+            unit = m.submodules[f"input{port}"] = SwitchInput(cfg, self.contract.group, port)
             inputs.append(unit)
             if self.contract.voq:
-                wiring.connect(m, wiring.flipped(self.port_in[p]), unit.i)
-                outs = []
-                for k in self._voq_targets(p):
-                    fifo = m.submodules[f"voq{p}_{k}"] = LinkFifo(cfg, self.contract.buffer_depth)
-                    wiring.connect(m, unit.o[k], fifo.i)
-                    outs.append((k, fifo.o))
-                sources.append(dict(outs))
+                wiring.connect(m, wiring.flipped(self.port_in[port]), unit.i)
+                queues = {}
+                for target in self._voq_targets(port):
+                    fifo = m.submodules[f"voq{port}_{target}"] = LinkFifo(cfg, depth)
+                    wiring.connect(m, unit.o[target], fifo.i)
+                    queues[target] = fifo.o
+                sources.append(queues)
             else:
-                fifo = m.submodules[f"buffer{p}"] = LinkFifo(cfg, self.contract.buffer_depth)
-                wiring.connect(m, wiring.flipped(self.port_in[p]), fifo.i)
+                fifo = m.submodules[f"buffer{port}"] = LinkFifo(cfg, depth)
+                wiring.connect(m, wiring.flipped(self.port_in[port]), fifo.i)
                 wiring.connect(m, fifo.o, unit.i)
-                sources.append({k: unit.o[k] for k in range(P + 1)})
+                sources.append({target: unit.o[target] for target in range(self._reducer_target + 1)})
+        return inputs, sources
 
-        m.submodules.reducer = reducer = Reducer(cfg, self.contract.group, self.contract.reduction_entries)
-        up = inputs[topo.UP_PORT]
+    def _reducer(self, m, up_input, sources):
+        """The reduction unit, its table allocated by the up port's input unit, behind its own multiplexer over
+        the chiplet ports' partials."""
+        m.submodules.reducer = reducer = Reducer(self._cfg, self.contract.group, self.contract.reduction_entries)
         m.d.comb += [
-            up.alloc_free.eq(reducer.alloc_free),
-            reducer.alloc.eq(up.alloc),
-            reducer.alloc_tag.eq(up.alloc_tag),
-            reducer.alloc_count.eq(up.alloc_count),
+            up_input.alloc_free.eq(reducer.alloc_free),
+            reducer.alloc.eq(up_input.alloc),
+            reducer.alloc_tag.eq(up_input.alloc_tag),
+            reducer.alloc_count.eq(up_input.alloc_count),
         ]
-
-        # The reduction unit takes partials from the chiplet ports only.
-        chiplet_sources = [sources[p][reducer_index] for p in range(1, 1 + C)]
-        m.submodules.reduce_mux = reduce_mux = PacketMux(flit_layout(cfg), C)
-        for k, src in enumerate(chiplet_sources):
-            wiring.connect(m, src, reduce_mux.i[k])
+        chiplet_sources = [sources[port][self._reducer_target] for port in self._chiplet_ports]
+        m.submodules.reduce_mux = reduce_mux = PacketMux(flit_layout(self._cfg), len(chiplet_sources))
+        for index, source in enumerate(chiplet_sources):
+            wiring.connect(m, source, reduce_mux.i[index])
         wiring.connect(m, reduce_mux.o, reducer.i)
+        return reducer
 
-        for out in range(P):
-            offered = [sources[p][out] for p in range(P)]
-            if out == topo.UP_PORT:
+    def _outputs(self, m, sources, reducer) -> None:
+        """One packet multiplexer per output over the streams offered to it; the up port's also takes the
+        reducer's results."""
+        for output in range(self.contract.ports):
+            offered = [sources[port][output] for port in range(self.contract.ports)]
+            if output == self._proto.topology.UP_PORT:
                 offered.append(reducer.o)
-            mux = m.submodules[f"output{out}"] = PacketMux(flit_layout(cfg), len(offered))
-            for k, src in enumerate(offered):
-                wiring.connect(m, src, mux.i[k])
-            wiring.connect(m, mux.o, wiring.flipped(self.port_out[out]))
-        return m
+            mux = m.submodules[f"output{output}"] = PacketMux(flit_layout(self._cfg), len(offered))
+            for index, source in enumerate(offered):
+                wiring.connect(m, source, mux.i[index])
+            wiring.connect(m, mux.o, wiring.flipped(self.port_out[output]))
 
 
 def input_queued_switch(cfg, group: int = 0) -> Switch:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -59,9 +61,11 @@ class SwitchInput(wiring.Component):
         self._group, self._port = group, port
         self._chiplets = topo.chiplets_per_group
         self._ports = topo.switch_ports
+        # chiplet c's output is this + c (the topology numbers the ports: up, the chiplets, the memory controller)
+        self._first_chiplet_port = topo.switch_port_of(group, topo.chiplet(group, 0))
         super().__init__({
             "i": In(link_signature(cfg)),
-            "o": Out(link_signature(cfg)).array(self._ports + 1),
+            "o": Out(link_signature(cfg)).array(self._targets),
             "alloc_free": In(1),
             "alloc": Out(1),
             "alloc_tag": Out(proto.tag_bits),
@@ -71,106 +75,157 @@ class SwitchInput(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        proto, topo = self._proto, self._proto.topology
-        C, P, port = self._chiplets, self._ports, self._port
-        targets = P + 1
-        reducer = P
-        can_multicast = port == topo.UP_PORT
-        can_reduce = 1 <= port <= C
-
         head = self.i.payload
         hdr = Signal(header_layout(self._cfg))
         m.d.comb += hdr.eq(head.data)
+        decision = self._decode(m, hdr)
 
-        # -- route decode of a head flit ---------------------------------------------------------------
+        targets = self._targets
+        packet = _Packet(target=Signal(targets, name="target"), mcast=Signal(name="mcast"),
+                         remaining=Signal(self._chiplets, name="remaining"),
+                         word_flit=Signal(range(max(self._proto.route_flits, 2)), name="word_flit"),
+                         sent=Signal(targets, name="sent"))
+        want = self._wanted_outputs(m, decision, packet)
+        fire = self._fork(m, decision, packet, want)
+        self._advance(m, decision, packet, fire)
+        m.d.comb += [
+            self.alloc.eq(fire & head.first & decision.needs_alloc),
+            self.alloc_tag.eq(hdr.tag),
+            self.alloc_count.eq(sum(decision.chiplet_mask[chiplet] for chiplet in range(self._chiplets))),
+        ]
+        if self._port == self._proto.topology.UP_PORT:
+            self._rewrite_replica_headers(m, hdr, decision)
+        return m
+
+    def _route_port(self, m, dst):
+        """The switch port towards node ``dst``: its chiplet's, the memory controller's, else up."""
+        topo = self._proto.topology
         first_chiplet = topo.chiplet(self._group, 0)
-        dst = hdr.dst
-        route_port = Signal(range(P))
-        with m.If((dst >= first_chiplet) & (dst < first_chiplet + C)):
-            m.d.comb += route_port.eq(1 + (dst - first_chiplet))
+        route_port = Signal(range(self._ports))
+        with m.If((dst >= first_chiplet) & (dst < first_chiplet + self._chiplets)):
+            m.d.comb += route_port.eq(self._first_chiplet_port + (dst - first_chiplet))
         with m.Elif(dst == topo.memctrl(self._group)):
             m.d.comb += route_port.eq(topo.memctrl_port)
         with m.Else():
             m.d.comb += route_port.eq(topo.UP_PORT)
+        return route_port
 
+    def _decode(self, m, hdr) -> _Decision:
+        """Where a head flit's packet goes (combinational; only multicast on the up port, only reduction on a
+        chiplet port)."""
+        topo = self._proto.topology
+        route_port = self._route_port(m, hdr.dst)
         mcast_now = Signal()
         reduce_now = Signal()
-        chiplet_mask = Signal(C)
-        if can_multicast:
+        chiplet_mask = Signal(self._chiplets)
+        if self._port == topo.UP_PORT:
             m.d.comb += [
                 mcast_now.eq((hdr.kind == PacketKind.DISPATCH) & (hdr.dst == topo.switch(self._group))),
                 chiplet_mask.eq(hdr.meta.dispatch.chiplets.as_value()),
             ]
-        if can_reduce:
+        if self._first_chiplet_port <= self._port < self._first_chiplet_port + self._chiplets:
             m.d.comb += reduce_now.eq((hdr.kind == PacketKind.COMBINE) & hdr.meta.combine.reduce)
-        target_now = Signal(targets)
+        target_now = Signal(self._targets)
         with m.If(mcast_now):
-            m.d.comb += target_now.eq(chiplet_mask << 1)
+            m.d.comb += target_now.eq(chiplet_mask << self._first_chiplet_port)
         with m.Elif(reduce_now):
-            m.d.comb += target_now.eq(1 << reducer)
+            m.d.comb += target_now.eq(1 << self._reducer_output)
         with m.Else():
             m.d.comb += target_now.eq(1 << route_port)
         needs_alloc = Signal()
         m.d.comb += needs_alloc.eq(mcast_now & hdr.meta.dispatch.reduce & chiplet_mask.any())
+        return _Decision(target_now, mcast_now, chiplet_mask, needs_alloc)
 
-        # -- per-packet state --------------------------------------------------------------------------
-        target = Signal(targets)   # outputs of the current packet
-        mcast = Signal()           # the current packet is a multicast dispatch
-        remaining = Signal(C)      # multicast: chiplets whose route word has not passed yet
-        word_flit = Signal(range(max(proto.route_flits, 2)))  # flit index inside the current route word
-        sent = Signal(targets)     # outputs that already took the current flit
+    @property
+    def _reducer_output(self) -> int:
+        """The output towards the reduction unit: the one after the switch's ports."""
+        return self._ports
 
-        want = Signal(targets)     # outputs of the current flit
+    @property
+    def _targets(self) -> int:
+        """Outputs of the unit: one per switch port, and the reduction unit."""
+        return self._reducer_output + 1
+
+    def _wanted_outputs(self, m, decision: _Decision, packet: _Packet):
+        """The outputs of the current flit: a head's targets (none while a reducing one waits for a table
+        entry), a multicast route word's own chiplet, else the packet's targets."""
+        head = self.i.payload
+        want = Signal(self._targets)
         with m.If(head.first):
-            m.d.comb += want.eq(Mux(~needs_alloc | self.alloc_free, target_now, 0))
-        with m.Elif(mcast & remaining.any()):
-            m.d.comb += want.eq(lowest_one(remaining, C) << 1)  # the route word of the lowest chiplet left
+            m.d.comb += want.eq(Mux(~decision.needs_alloc | self.alloc_free, decision.target_now, 0))
+        with m.Elif(packet.mcast & packet.remaining.any()):
+            # the route word of the lowest chiplet left
+            m.d.comb += want.eq(lowest_one(packet.remaining, self._chiplets) << self._first_chiplet_port)
         with m.Else():
-            m.d.comb += want.eq(target)
+            m.d.comb += want.eq(packet.target)
+        return want
 
+    def _fork(self, m, decision: _Decision, packet: _Packet, want):
+        """The eager fork: the flit is offered to each wanted output that has not taken it yet; it leaves the
+        input when every one of them has it (a reducing header also needs an entry). Returns that strobe."""
+        head = self.i.payload
+        targets = self._targets
         took = Signal(targets)
-        for k in range(targets):
+        for target in range(targets):
             m.d.comb += [
-                self.o[k].valid.eq(self.i.valid & want[k] & ~sent[k]),
-                took[k].eq(self.o[k].valid & self.o[k].ready),
-                self.o[k].payload.eq(head),
+                self.o[target].valid.eq(self.i.valid & want[target] & ~packet.sent[target]),
+                took[target].eq(self.o[target].valid & self.o[target].ready),
+                self.o[target].payload.eq(head),
             ]
-        # A flit leaves the buffer when every output it goes to has it; a reducing header also needs an entry.
         all_took = Signal()
         m.d.comb += [
-            all_took.eq(((sent | took) & want) == want),
-            self.i.ready.eq(all_took & (~head.first | ~needs_alloc | self.alloc_free)),
+            all_took.eq(((packet.sent | took) & want) == want),
+            self.i.ready.eq(all_took & (~head.first | ~decision.needs_alloc | self.alloc_free)),
         ]
         fire = self.i.valid & self.i.ready
         with m.If(fire):
-            m.d.sync += sent.eq(0)
+            m.d.sync += packet.sent.eq(0)
         with m.Elif(self.i.valid):
-            m.d.sync += sent.eq(sent | took)
+            m.d.sync += packet.sent.eq(packet.sent | took)
+        return fire
 
+    def _advance(self, m, decision: _Decision, packet: _Packet, fire) -> None:
+        """Keep a head's decision for the packet; step a multicast through its route words, one per chiplet."""
+        head = self.i.payload
+        route_flits = self._proto.route_flits
         with m.If(fire & head.first):
-            m.d.sync += [target.eq(target_now), mcast.eq(mcast_now), remaining.eq(chiplet_mask), word_flit.eq(0)]
-        with m.Elif(fire & mcast & remaining.any()):
-            with m.If(word_flit == proto.route_flits - 1):
-                m.d.sync += [word_flit.eq(0), remaining.eq(remaining & ~lowest_one(remaining, C))]
+            m.d.sync += [packet.target.eq(decision.target_now), packet.mcast.eq(decision.mcast_now),
+                         packet.remaining.eq(decision.chiplet_mask), packet.word_flit.eq(0)]
+        with m.Elif(fire & packet.mcast & packet.remaining.any()):
+            with m.If(packet.word_flit == route_flits - 1):
+                m.d.sync += [packet.word_flit.eq(0),
+                             packet.remaining.eq(packet.remaining & ~lowest_one(packet.remaining, self._chiplets))]
             with m.Else():
-                m.d.sync += word_flit.eq(word_flit + 1)
+                m.d.sync += packet.word_flit.eq(packet.word_flit + 1)
 
-        m.d.comb += [
-            self.alloc.eq(fire & head.first & needs_alloc),
-            self.alloc_tag.eq(hdr.tag),
-            self.alloc_count.eq(sum(chiplet_mask[c] for c in range(C))),
-        ]
+    def _rewrite_replica_headers(self, m, hdr, decision: _Decision) -> None:
+        """Each chiplet output of a multicast gets its own replica header (its chiplet, a one-hot mask, one
+        route word and the token)."""
+        proto, topo = self._proto, self._proto.topology
+        for chiplet in range(self._chiplets):
+            replica = Signal(header_layout(self._cfg), name=f"replica{chiplet}")
+            m.d.comb += [
+                replica.eq(hdr),
+                replica.dst.eq(topo.chiplet(self._group, chiplet)),
+                replica.length.eq(proto.route_flits + proto.token_flits),
+                replica.meta.dispatch.chiplets.as_value().eq(1 << chiplet),
+            ]
+            with m.If(self.i.payload.first & decision.mcast_now):
+                m.d.comb += self.o[self._first_chiplet_port + chiplet].payload.data.eq(replica)
 
-        # -- multicast header rewrite: each chiplet output gets its own replica header -------------------
-        if can_multicast:
-            for c in range(C):
-                replica = Signal(header_layout(self._cfg), name=f"replica{c}")
-                m.d.comb += [
-                    replica.eq(hdr),
-                    replica.dst.eq(topo.chiplet(self._group, c)),
-                    replica.length.eq(proto.route_flits + proto.token_flits),
-                    replica.meta.dispatch.chiplets.as_value().eq(1 << c),
-                ]
-                with m.If(head.first & mcast_now):
-                    m.d.comb += self.o[1 + c].payload.data.eq(replica)
-        return m
+
+class _Decision(NamedTuple):
+    """Where a head flit's packet goes, decoded combinationally from its header."""
+    target_now: Signal    # one bit per output
+    mcast_now: Signal     # a DISPATCH for this switch (up port only)
+    chiplet_mask: Signal  # its destination chiplets
+    needs_alloc: Signal   # it reduces: it needs a table entry
+
+
+class _Packet(NamedTuple):
+    """The decision for the packet in flight, kept from its head to its tail."""
+    target: Signal     # outputs of the current packet
+    mcast: Signal      # the current packet is a multicast dispatch
+    remaining: Signal  # multicast: chiplets whose route word has not passed yet
+    word_flit: Signal  # flit index inside the current route word
+    sent: Signal       # outputs that already took the current flit

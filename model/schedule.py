@@ -151,14 +151,21 @@ class Command:
 
 
 @dataclass(eq=False)
-class Load(Command):
-    """Stream ``expert``'s weights from ``group``'s DRAM into ``(chiplet, slot)`` (global chiplet id)."""
+class SlotCommand(Command):
+    """Base of the commands that move ``expert``'s weights between ``group``'s DRAM and ``(chiplet, slot)``
+    (global chiplet id)."""
 
-    KIND: ClassVar[str] = "Load"
     group: int = 0
     chiplet: int = 0
     slot: int = 0
     expert: int = 0
+
+
+@dataclass(eq=False)
+class Load(SlotCommand):
+    """Stream ``expert``'s weights from ``group``'s DRAM into ``(chiplet, slot)`` (global chiplet id)."""
+
+    KIND: ClassVar[str] = "Load"
 
 
 @dataclass(eq=False)
@@ -230,14 +237,10 @@ class SaveActivations(Command):
 
 
 @dataclass(eq=False)
-class WriteBack(Command):
+class WriteBack(SlotCommand):
     """Write the updated weights of ``expert`` in ``(chiplet, slot)`` back to ``group``'s DRAM."""
 
     KIND: ClassVar[str] = "WriteBack"
-    group: int = 0
-    chiplet: int = 0
-    slot: int = 0
-    expert: int = 0
 
 
 @dataclass(eq=False)

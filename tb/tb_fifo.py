@@ -57,28 +57,30 @@ class FifoBench:
                 "flit_bits": self.proto.flit_bits, "depth": self.fifo.depth, **extra}
 
 
+async def pass_random_packets(dut, test: str, stream: str, packets: int, *, idle: float, backpressure: float):
+    """``packets`` random packets of every kind (drawn from the seeded stream ``stream``) through the FIFO with
+    ``idle`` and ``backpressure``; every one must come out unchanged and in order. The summary goes under
+    ``test``."""
+    bench = FifoBench(dut, idle=idle, backpressure=backpressure)
+    await bench.start()
+    gen = rng(stream)
+    for _ in range(packets):
+        bench.send(random_packet(bench.proto, gen))
+    await bench.drain()
+    write_summary(bench.summary(idle=idle, backpressure=backpressure), test=test)
+
+
 @cocotb.test()
 async def test_random_packets(dut):
     """Random packets of every kind with random idle cycles and backpressure."""
-    bench = FifoBench(dut, idle=0.3, backpressure=0.3)
-    await bench.start()
-    gen = rng("packets")
-    for _ in range(env_int("MOZART_PACKETS", 300)):
-        bench.send(random_packet(bench.proto, gen))
-    await bench.drain()
-    write_summary(bench.summary(idle=0.3, backpressure=0.3), test="test_random_packets")
+    await pass_random_packets(dut, "test_random_packets", "packets", env_int("MOZART_PACKETS", 300), idle=0.3,
+                              backpressure=0.3)
 
 
 @cocotb.test()
 async def test_heavy_backpressure(dut):
     """A full FIFO most of the time: back-to-back input, 80% backpressure."""
-    bench = FifoBench(dut, idle=0.0, backpressure=0.8)
-    await bench.start()
-    gen = rng("heavy")
-    for _ in range(60):
-        bench.send(random_packet(bench.proto, gen))
-    await bench.drain()
-    write_summary(bench.summary(idle=0.0, backpressure=0.8), test="test_heavy_backpressure")
+    await pass_random_packets(dut, "test_heavy_backpressure", "heavy", 60, idle=0.0, backpressure=0.8)
 
 
 @cocotb.test()

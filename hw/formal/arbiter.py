@@ -43,8 +43,8 @@ class ArbiterHarness(FormalHarness):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = dut = self.dut
-        n = self.n
-        m.d.comb += [dut.requests.eq(AnySeq(n)), dut.done.eq(AnySeq(1))]
+        requesters = self.n
+        m.d.comb += [dut.requests.eq(AnySeq(requesters)), dut.done.eq(AnySeq(1))]
         m.d.comb += Assume(~dut.done | dut.grant.any())
 
         self.check(m, "grant.onehot", (dut.grant & (dut.grant - 1)) == 0)
@@ -52,7 +52,7 @@ class ArbiterHarness(FormalHarness):
             self.check(m, "grant.requested", (dut.grant & ~dut.requests) == 0)
             self.check(m, "grant.requested", dut.grant.any() == dut.requests.any())
 
-        owner = Signal(n)     # the grant of the last cycle, if its packet did not end then
+        owner = Signal(requesters)  # the grant of the last cycle, if its packet did not end then
         held = Signal()
         m.d.sync += [owner.eq(dut.grant), held.eq(dut.grant.any() & ~dut.done)]
         with m.If(held):
@@ -61,19 +61,19 @@ class ArbiterHarness(FormalHarness):
         # A new grant is a grant that is not the continuation of a held packet.
         new_grant = Signal()
         m.d.comb += new_grant.eq(dut.grant.any() & ~held)
-        w, pick = watched_index(index_bits(n), "watched")
-        m.d.comb += [pick, Assume(w < n)]
-        wants = dut.requests.bit_select(w, 1)
-        waiting = Signal()    # w requested in an earlier cycle and has not been granted yet
-        others = Signal(range(n + 1))
-        granted_w = dut.grant.bit_select(w, 1)
-        with m.If(waiting & ~granted_w):
+        watched, pick = watched_index(index_bits(requesters), "watched")
+        m.d.comb += [pick, Assume(watched < requesters)]
+        wants = dut.requests.bit_select(watched, 1)
+        waiting = Signal()    # watched requested in an earlier cycle and has not been granted yet
+        others = Signal(range(requesters + 1))
+        granted_watched = dut.grant.bit_select(watched, 1)
+        with m.If(waiting & ~granted_watched):
             m.d.comb += Assume(wants)  # a requester keeps its head flit until it is granted
-        with m.If(granted_w):
+        with m.If(granted_watched):
             m.d.sync += [waiting.eq(0), others.eq(0)]
         with m.Elif(wants):
             m.d.sync += waiting.eq(1)
-            with m.If(new_grant & (others < n)):
+            with m.If(new_grant & (others < requesters)):
                 m.d.sync += others.eq(others + 1)
-        self.check(m, "fairness", others <= n - 1)
+        self.check(m, "fairness", others <= requesters - 1)
         return m

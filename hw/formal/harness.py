@@ -19,10 +19,9 @@ from amaranth.hdl import Assert, Assume
 from amaranth.lib import wiring
 
 __all__ = ["FormalHarness", "output_rules", "StreamMonitor", "FairReady", "check_stream_output",
-           "drive_stream_source", "assume_packet_lengths", "cycles_waiting", "counter_bits", "watched_index",
-           "PROPERTY_LOCATION_PREFIX"]
+           "drive_stream_source", "stream_in_stream_out", "assume_packet_lengths", "cycles_waiting", "counter_bits",
+           "watched_index", "PROPERTY_LOCATION_PREFIX"]
 
-#: Source-location prefix of every property assertion: ``prop:NAME:SERIAL``.
 #: Source-location prefix of every property assertion: ``prop:NAME:SERIAL`` (the runner parses it).
 PROPERTY_LOCATION_PREFIX = "prop:"
 
@@ -135,6 +134,18 @@ def drive_stream_source(m: Module, stream, name: str, framed: bool = True) -> St
     return mon
 
 
+def stream_in_stream_out(harness: FormalHarness, m: Module, sink, source, ready_every: int):
+    """The environment of a block with one input stream and one output stream: free flits in on ``sink`` (named
+    ``i``; stream rules and framing assumed), a free ``ready`` on ``source`` (named ``o``) tracked by a
+    :class:`FairReady` of ``ready_every`` cycles, and ``source``'s stream rules checked as ``o.stream`` and
+    ``o.framing``. Returns the input's monitor, the output's monitor and the FairReady."""
+    src = drive_stream_source(m, sink, "i")
+    out = StreamMonitor(m, source, "o")
+    ready = FairReady(m, [source], ready_every, "o")
+    check_stream_output(harness, m, out, "o.stream", "o.framing")
+    return src, out, ready
+
+
 class FairReady:
     """Drives the ``ready`` of a block's outputs freely and tracks whether each has so far been high at least one
     cycle in every ``every`` cycles (``fair``). Liveness assertions are guarded by ``fair`` instead of assuming
@@ -188,7 +199,7 @@ def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, nam
     from ..protocol import PacketKind, header_layout  # noqa: PLC0415
 
     proto = Protocol(cfg)
-    C = proto.topology.chiplets_per_group
+    chiplets = proto.topology.chiplets_per_group
     hdr = Signal(header_layout(cfg), name=f"{name}_header")
     m.d.comb += hdr.eq(stream.payload.data)
     index = Signal(range(proto.max_payload_flits + 2), name=f"{name}_index")
@@ -199,7 +210,7 @@ def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, nam
         if dispatch_node is not None:
             mask = hdr.meta.dispatch.chiplets.as_value()
             with m.If((hdr.kind == PacketKind.DISPATCH) & (hdr.dst == dispatch_node)):
-                m.d.comb += Assume(hdr.length == sum(mask[c] for c in range(C)) * proto.route_flits
+                m.d.comb += Assume(hdr.length == sum(mask[chiplet] for chiplet in range(chiplets)) * proto.route_flits
                                    + proto.token_flits)
     with m.Elif(stream.valid):
         m.d.comb += Assume(stream.payload.last == (index == length))

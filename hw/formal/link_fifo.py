@@ -5,8 +5,7 @@ from __future__ import annotations
 from amaranth import Module, Signal
 
 from ..link_fifo import LinkFifo
-from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits,
-                      drive_stream_source, output_rules, watched_index)
+from .harness import FormalHarness, counter_bits, output_rules, stream_in_stream_out, watched_index
 
 __all__ = ["LinkFifoHarness"]
 
@@ -45,10 +44,7 @@ class LinkFifoHarness(FormalHarness):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = dut = self.dut
-        src = drive_stream_source(m, dut.i, "i")
-        out = StreamMonitor(m, dut.o, "o")
-        ready = FairReady(m, [dut.o], self.ready_every, "o")
-        check_stream_output(self, m, out, "o.stream", "o.framing")
+        src, out, ready = stream_in_stream_out(self, m, dut.i, dut.o, self.ready_every)
 
         bits = counter_bits(self.depth)
         flits_in, flits_out = Signal(bits), Signal(bits)

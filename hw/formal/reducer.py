@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed
+from typing import NamedTuple
+
+from amaranth import Const, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assume
 
@@ -12,8 +14,7 @@ from mozart.model.switch_model import SwitchModel
 
 from ..protocol import PacketKind, header_layout
 from ..reducer import Reducer
-from .harness import (FairReady, FormalHarness, StreamMonitor, check_stream_output, counter_bits,
-                      cycles_waiting, drive_stream_source, output_rules)
+from .harness import FormalHarness, counter_bits, cycles_waiting, output_rules, stream_in_stream_out
 
 __all__ = ["ReducerHarness"]
 
@@ -60,69 +61,86 @@ class ReducerHarness(FormalHarness):
         self.cfg = override(cfg, {"numerics.partial_bits": partial_bits})
         self.dut = block(self.cfg, 0, entries)
         self.proto = Protocol(self.cfg)
-        C = self.proto.topology.chiplets_per_group
-        # The longest scenario: an allocation, then C partials of (1 + partial_flits) flits for it, then a cycle
-        # (filling the table takes only `entries` cycles).
-        self.depth = max(entries, C * (self.proto.partial_flits + 1)) + 2
+        chiplets = self.proto.topology.chiplets_per_group
+        # The longest scenario: an allocation, then one partial of (1 + partial_flits) flits per chiplet for it,
+        # then a cycle (filling the table takes only `entries` cycles).
+        self.depth = max(entries, chiplets * (self.proto.partial_flits + 1)) + 2
         super().__init__(only)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = dut = self.dut
-        cfg, proto = self.cfg, self.proto
-        topo = proto.topology
-        C, PF, E = topo.chiplets_per_group, proto.partial_flits, dut.entries
-        bits = cfg.numerics.partial_bits
-        per_flit = proto.flit_bits // bits
-        switch_node = topo.switch(0)
-
-        src = drive_stream_source(m, dut.i, "i")
-        out = StreamMonitor(m, dut.o, "o")
-        ready = FairReady(m, [dut.o], self.ready_every, "o")
-        check_stream_output(self, m, out, "o.stream", "o.framing")
-        m.d.comb += [dut.alloc.eq(AnySeq(1)), dut.alloc_tag.eq(AnySeq(proto.tag_bits)),
+        src, out, ready = stream_in_stream_out(self, m, dut.i, dut.o, self.ready_every)
+        chiplets = self.proto.topology.chiplets_per_group
+        m.d.comb += [dut.alloc.eq(AnySeq(1)), dut.alloc_tag.eq(AnySeq(self.proto.tag_bits)),
                      dut.alloc_count.eq(AnySeq(len(dut.alloc_count)))]
-        m.d.comb += Assume(~dut.alloc | (dut.alloc_free & (dut.alloc_count >= 1) & (dut.alloc_count <= C)))
+        m.d.comb += Assume(~dut.alloc | (dut.alloc_free & (dut.alloc_count >= 1) & (dut.alloc_count <= chiplets)))
 
-        # -- the partials' framing -------------------------------------------------------------------------
-        hdr = Signal(header_layout(cfg))
+        hdr = self._assume_partials(m, src)
+        out_hdr, result_head, result_tail = self._check_entries(m, out)
+        watched = self._check_watched_tag(m, src, out, hdr, out_hdr, result_head, result_tail)
+        self._check_sum(m, src, out, watched)
+
+        with m.If(ready.fair):
+            self.check(m, "liveness", cycles_waiting(m, dut.i, self.ready_every, "i") < self.ready_every)
+        return m
+
+    @property
+    def _switch_node(self) -> int:
+        return self.proto.topology.switch(0)
+
+    def _assume_partials(self, m, src):
+        """The partials' framing: COMBINEs with reduce=1 from a chiplet, ``length`` flits after the header, at
+        most ``partial_flits`` of them, and no allocation of the tag of a partial that waits. Returns the
+        header of the flit on ``i``."""
+        dut = self.dut
+        hdr = Signal(header_layout(self.cfg))
         m.d.comb += hdr.eq(dut.i.payload.data)
         left = Signal(len(hdr.length))  # flits still to come in the open input packet
         with m.If(dut.i.valid & dut.i.payload.first):
             m.d.comb += [Assume(hdr.kind == PacketKind.COMBINE), Assume(hdr.meta.combine.reduce),
-                         Assume(hdr.src != switch_node), Assume(hdr.length <= PF + 1),
+                         Assume(hdr.src != self._switch_node), Assume(hdr.length <= self.proto.partial_flits + 1),
                          Assume(dut.i.payload.last == (hdr.length == 0)),
                          Assume(~dut.alloc | (dut.alloc_tag != hdr.tag))]
         with m.Elif(dut.i.valid):
             m.d.comb += Assume(dut.i.payload.last == (left == 1))
         with m.If(src.transfer):
             m.d.sync += left.eq(Mux(dut.i.payload.first, hdr.length, left - 1))
+        return hdr
 
-        # -- the table's accounting --------------------------------------------------------------------------
+    def _check_entries(self, m, out):
+        """The table's accounting (``entry``, ``backpressure``). Returns the output flit's header, whether it is
+        a result's head (src = the switch) and whether a result's tail leaves."""
+        dut = self.dut
         cbits = counter_bits(self.depth)
         allocations, completed = Signal(cbits), Signal(cbits)
-        out_hdr = Signal(header_layout(cfg))
+        out_hdr = Signal(header_layout(self.cfg))
         m.d.comb += out_hdr.eq(dut.o.payload.data)
-        result_head = dut.o.payload.first & (out_hdr.src == switch_node)
+        result_head = dut.o.payload.first & (out_hdr.src == self._switch_node)
         in_result = Signal()  # the open output packet is a result
         with m.If(out.transfer & dut.o.payload.first):
             m.d.sync += in_result.eq(result_head & ~dut.o.payload.last)
         result_tail = out.transfer & dut.o.payload.last & Mux(dut.o.payload.first, result_head, in_result)
         m.d.sync += [allocations.eq(allocations + dut.alloc), completed.eq(completed + result_tail)]
         self.check(m, "entry", dut.live == (allocations - completed)[:len(dut.live)])
-        self.check(m, "entry", (allocations - completed) <= E)
-        self.check(m, "backpressure", dut.alloc_free == (dut.live < E))
+        self.check(m, "entry", (allocations - completed) <= dut.entries)
+        self.check(m, "backpressure", dut.alloc_free == (dut.live < dut.entries))
+        return out_hdr, result_head, result_tail
 
-        # -- the watched tag -----------------------------------------------------------------------------------
-        tag = Signal(proto.tag_bits)
-        m.d.comb += tag.eq(AnyConst(proto.tag_bits))
+    def _check_watched_tag(self, m, src, out, hdr, out_hdr, result_head, result_tail) -> _Watched:
+        """``result.once`` for a tag the solver picks: one result per allocation, when its last partial comes."""
+        dut, tag_bits = self.dut, self.proto.tag_bits
+        chiplets = self.proto.topology.chiplets_per_group
+        tag = Signal(tag_bits)
+        m.d.comb += tag.eq(AnyConst(tag_bits))
         opened, result_sent = Signal(), Signal()
-        expected, received = Signal(range(C + 1)), Signal(range(C + 1))
+        expected, received = Signal(range(chiplets + 1)), Signal(range(chiplets + 1))
         with m.If(dut.alloc & (dut.alloc_tag == tag)):
             m.d.comb += Assume(~opened)
             m.d.sync += [opened.eq(1), result_sent.eq(0), expected.eq(dut.alloc_count), received.eq(0)]
 
-        is_partial_head = (src.transfer & dut.i.payload.first & (hdr.tag == tag) & (hdr.length == PF) & opened)
+        is_partial_head = (src.transfer & dut.i.payload.first & (hdr.tag == tag)
+                           & (hdr.length == self.proto.partial_flits) & opened)
         is_last = is_partial_head & (received + 1 == expected)
         is_result_head = out.transfer & result_head & (out_hdr.tag == tag)
         with m.If(is_partial_head):
@@ -137,18 +155,24 @@ class ReducerHarness(FormalHarness):
             m.d.sync += in_watched_result.eq(~dut.o.payload.last)
         with m.If(result_tail & (is_result_head | in_watched_result)):
             m.d.sync += [opened.eq(0), in_watched_result.eq(0)]
+        return _Watched(tag, is_partial_head, is_last)
 
-        # -- the sum of one element ----------------------------------------------------------------------------
-        wide = bits + SwitchModel.guard_bits(C) + 1
-        element = Signal(range(PF * per_flit))
-        m.d.comb += [element.eq(AnyConst(len(element))), Assume(element < PF * per_flit)]
+    def _check_sum(self, m, src, out, watched: _Watched) -> None:
+        """``result.sum``: one element (the solver picks it) of the watched tag's result is the exact sum of its
+        partials' elements, saturated to ``partial_bits``."""
+        dut, proto = self.dut, self.proto
+        bits = self.cfg.numerics.partial_bits
+        partial_flits, per_flit = proto.partial_flits, proto.flit_bits // bits
+        wide = bits + SwitchModel.guard_bits(proto.topology.chiplets_per_group) + 1
+        element = Signal(range(partial_flits * per_flit))
+        m.d.comb += [element.eq(AnyConst(len(element))), Assume(element < partial_flits * per_flit)]
         in_partial, in_last = Signal(), Signal()   # the open input packet is a partial (the last) of the tag
-        flit_index = Signal(range(PF + 1))
+        flit_index = Signal(range(partial_flits + 1))
         total = Signal(signed(wide))
-        with m.If(dut.alloc & (dut.alloc_tag == tag)):
+        with m.If(dut.alloc & (dut.alloc_tag == watched.tag)):
             m.d.sync += total.eq(0)
-        with m.If(is_partial_head):
-            m.d.sync += [in_partial.eq(~dut.i.payload.last), in_last.eq(is_last), flit_index.eq(0)]
+        with m.If(watched.is_partial_head):
+            m.d.sync += [in_partial.eq(~dut.i.payload.last), in_last.eq(watched.is_last), flit_index.eq(0)]
         mine = Signal()
         m.d.comb += mine.eq(element // per_flit == flit_index)
         incoming = dut.i.payload.data.word_select(element % per_flit, bits).as_signed()
@@ -166,6 +190,9 @@ class ReducerHarness(FormalHarness):
             self.check(m, "result.sum",
                        dut.o.payload.data.word_select(element % per_flit, bits) == saturated.as_unsigned()[:bits])
 
-        with m.If(ready.fair):
-            self.check(m, "liveness", cycles_waiting(m, dut.i, self.ready_every, "i") < self.ready_every)
-        return m
+
+class _Watched(NamedTuple):
+    """The watched tag, and its partials' heads as they are taken on ``i``."""
+    tag: Signal
+    is_partial_head: Value  # a partial of the tag (of the right length, while it is open) starts
+    is_last: Value          # ... and it is the last one the allocation expects

@@ -57,58 +57,59 @@ class SwitchHarness(FormalHarness):
         m = Module()
         m.submodules.dut = dut = self.dut
         cfg, topo = self.cfg, self.proto.topology
-        P, C = topo.switch_ports, topo.chiplets_per_group
+        ports, chiplets = topo.switch_ports, topo.chiplets_per_group
         tag_bits = self.proto.tag_bits
 
         outs = []
-        for q in range(P):
-            m.d.comb += dut.port_out[q].ready.eq(AnySeq(1))
-            mon = StreamMonitor(m, dut.port_out[q], f"out{q}")
+        for output in range(ports):
+            m.d.comb += dut.port_out[output].ready.eq(AnySeq(1))
+            mon = StreamMonitor(m, dut.port_out[output], f"out{output}")
             check_stream_output(self, m, mon, "port_out.stream", "port_out.framing")
             outs.append(mon)
 
         watched, second = Signal(tag_bits), Signal(tag_bits)
         m.d.comb += [watched.eq(AnyConst(tag_bits)), second.eq(AnyConst(tag_bits)), Assume(watched != second)]
-        watched_port = Signal(range(P))  # the only port a packet with the watched tag comes in on
-        m.d.comb += [watched_port.eq(AnyConst(len(watched_port))), Assume(watched_port < P)]
+        watched_port = Signal(range(ports))  # the only port a packet with the watched tag comes in on
+        m.d.comb += [watched_port.eq(AnyConst(len(watched_port))), Assume(watched_port < ports)]
         entered = Signal()           # the watched packet's head went in
         second_entered = Signal()
-        due = Signal(P)              # output ports the watched packet is due on
-        second_due = Signal(P)
-        for p in range(P):
-            src = drive_stream_source(m, dut.port_in[p], f"in{p}")
-            hdr, _ = assume_packet_lengths(m, dut.port_in[p], cfg, topo.switch(0) if p == 0 else None, f"in{p}")
-            head = dut.port_in[p].valid & dut.port_in[p].payload.first
-            mcast = (p == topo.UP_PORT) & (hdr.kind == PacketKind.DISPATCH) & (hdr.dst == topo.switch(0))
+        due = Signal(ports)          # output ports the watched packet is due on
+        second_due = Signal(ports)
+        for port in range(ports):
+            src = drive_stream_source(m, dut.port_in[port], f"in{port}")
+            dispatch_node = topo.switch(0) if port == topo.UP_PORT else None
+            hdr, _ = assume_packet_lengths(m, dut.port_in[port], cfg, dispatch_node, f"in{port}")
+            head = dut.port_in[port].valid & dut.port_in[port].payload.first
+            mcast = (port == topo.UP_PORT) & (hdr.kind == PacketKind.DISPATCH) & (hdr.dst == topo.switch(0))
             reduces = (((hdr.kind == PacketKind.DISPATCH) & hdr.meta.dispatch.reduce)
                        | ((hdr.kind == PacketKind.COMBINE) & hdr.meta.combine.reduce))
-            route = Signal(P, name=f"in{p}_route")
+            route = Signal(ports, name=f"in{port}_route")
             first_chiplet = topo.chiplet(0, 0)
             with m.If(mcast):
                 m.d.comb += route.eq(hdr.meta.dispatch.chiplets.as_value() << 1)
-            with m.Elif((hdr.dst >= first_chiplet) & (hdr.dst < first_chiplet + C)):
+            with m.Elif((hdr.dst >= first_chiplet) & (hdr.dst < first_chiplet + chiplets)):
                 m.d.comb += route.eq(2 << (hdr.dst - first_chiplet)[:len(hdr.dst)])
             with m.Elif(hdr.dst == topo.memctrl(0)):
                 m.d.comb += route.eq(1 << topo.memctrl_port)
             with m.Else():
                 m.d.comb += route.eq(1 << topo.UP_PORT)
             with m.If(head & (hdr.tag == watched)):
-                m.d.comb += [Assume(~entered), Assume(~reduces), Assume(watched_port == p)]
+                m.d.comb += [Assume(~entered), Assume(~reduces), Assume(watched_port == port)]
                 with m.If(src.transfer):
                     m.d.sync += [entered.eq(1), due.eq(route)]
             with m.If(head & (hdr.tag == second)):
-                m.d.comb += [Assume(~second_entered), Assume(~reduces), Assume(entered & (watched_port == p))]
+                m.d.comb += [Assume(~second_entered), Assume(~reduces), Assume(entered & (watched_port == port))]
                 with m.If(src.transfer):
                     m.d.sync += [second_entered.eq(1), second_due.eq(route)]
 
-        left = Signal(P)  # ports the watched packet's head has left on
-        for q, mon in enumerate(outs):
-            out_hdr = Signal(header_layout(cfg), name=f"out{q}_header")
-            m.d.comb += out_hdr.eq(dut.port_out[q].payload.data)
-            head_out = mon.transfer & dut.port_out[q].payload.first
+        left = Signal(ports)  # ports the watched packet's head has left on
+        for output, mon in enumerate(outs):
+            out_hdr = Signal(header_layout(cfg), name=f"out{output}_header")
+            m.d.comb += out_hdr.eq(dut.port_out[output].payload.data)
+            head_out = mon.transfer & dut.port_out[output].payload.first
             with m.If(head_out & (out_hdr.tag == watched)):
-                self.check(m, "delivery", entered & due[q] & ~left[q])
-                m.d.sync += left[q].eq(1)
-            with m.If(head_out & (out_hdr.tag == second) & second_due[q] & due[q]):
-                self.check(m, "flow_order", left[q])
+                self.check(m, "delivery", entered & due[output] & ~left[output])
+                m.d.sync += left[output].eq(1)
+            with m.If(head_out & (out_hdr.tag == second) & second_due[output] & due[output]):
+                self.check(m, "flow_order", left[output])
         return m

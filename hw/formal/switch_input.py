@@ -63,13 +63,9 @@ class SwitchInputHarness(FormalHarness):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = dut = self.dut
-        cfg, proto = self.cfg, self.proto
-        topo = proto.topology
-        C, P, RF, TF = topo.chiplets_per_group, topo.switch_ports, proto.route_flits, proto.token_flits
-        targets = P + 1
-
+        topo = self.proto.topology
         src = drive_stream_source(m, dut.i, "i")
-        outs = [StreamMonitor(m, dut.o[k], f"o{k}") for k in range(targets)]
+        outs = [StreamMonitor(m, dut.o[k], f"o{k}") for k in range(self._targets)]
         ready = FairReady(m, list(dut.o), self.ready_every, "o")
         for mon in outs:
             check_stream_output(self, m, mon, "o.stream", "o.framing")
@@ -81,48 +77,96 @@ class SwitchInputHarness(FormalHarness):
 
         # -- input packets: well framed, length as the header says ---------------------------------------
         dispatch_node = topo.switch(0) if self.port == topo.UP_PORT else None
-        hdr, flit = assume_packet_lengths(m, dut.i, cfg, dispatch_node, "i")
+        hdr, flit = assume_packet_lengths(m, dut.i, self.cfg, dispatch_node, "i")
         mask_now = hdr.meta.dispatch.chiplets.as_value()
         mcast_now = (self.port == topo.UP_PORT) & (hdr.kind == PacketKind.DISPATCH) & (hdr.dst == topo.switch(0))
 
-        # -- what the open packet is -------------------------------------------------------------------------
-        header = Signal(header_layout(cfg))  # the open packet's header (the current flit's, at a head)
-        saved = Signal(header_layout(cfg))
-        with m.If(src.transfer & dut.i.payload.first):
+        header, mask, mcast, route = self._open_packet(m, src, hdr)
+        wanted = self._wanted_outputs(m, mask, mcast, route, flit)
+        self._check_copies(m, src, outs, hdr, flit, mcast, wanted)
+
+        # -- the reduction table ---------------------------------------------------------------------------
+        needs_entry = mcast_now & hdr.meta.dispatch.reduce & (mask_now != 0) & dut.i.payload.first
+        self.check(m, "alloc", dut.alloc == (src.transfer & needs_entry))
+        with m.If(dut.alloc):
+            self.check(m, "alloc", dut.alloc_free & (dut.alloc_tag == hdr.tag)
+                       & (dut.alloc_count == popcount(mask_now, topo.chiplets_per_group)))
+
+        # -- liveness --------------------------------------------------------------------------------------------
+        free_so_far = Signal(init=1)
+        m.d.sync += free_so_far.eq(free_so_far & dut.alloc_free)
+        waited = cycles_waiting(m, dut.i, self.ready_every, "i")
+        with m.If(ready.fair & free_so_far & dut.alloc_free):
+            self.check(m, "liveness", waited < self.ready_every)
+        return m
+
+    @property
+    def _targets(self) -> int:
+        """The unit's outputs: the switch's ports and the reduction unit."""
+        return self.proto.topology.switch_ports + 1
+
+    def _open_packet(self, m, src, hdr):
+        """What the open packet is (the current flit's header at a head, else the saved one): its header, its
+        chiplet mask, whether it is a multicast dispatch, and the output a unicast takes."""
+        topo = self.proto.topology
+        chiplets = topo.chiplets_per_group
+        header = Signal(header_layout(self.cfg))  # the open packet's header (the current flit's, at a head)
+        saved = Signal(header_layout(self.cfg))
+        with m.If(src.transfer & self.dut.i.payload.first):
             m.d.sync += saved.eq(hdr)
         m.d.comb += header.eq(saved)
-        with m.If(dut.i.payload.first):
+        with m.If(self.dut.i.payload.first):
             m.d.comb += header.eq(hdr)
         mask = header.meta.dispatch.chiplets.as_value()
         mcast = Signal()
         m.d.comb += mcast.eq((self.port == topo.UP_PORT) & (header.kind == PacketKind.DISPATCH)
                              & (header.dst == topo.switch(0)))
-        reducing = (1 <= self.port <= C) & (header.kind == PacketKind.COMBINE) & header.meta.combine.reduce
-        route = Signal(range(targets))
+        reducing = (1 <= self.port <= chiplets) & (header.kind == PacketKind.COMBINE) & header.meta.combine.reduce
+        route = Signal(range(self._targets))
         first_chiplet = topo.chiplet(0, 0)
         with m.If(reducing):
-            m.d.comb += route.eq(P)
-        with m.Elif((header.dst >= first_chiplet) & (header.dst < first_chiplet + C)):
+            m.d.comb += route.eq(topo.switch_ports)
+        with m.Elif((header.dst >= first_chiplet) & (header.dst < first_chiplet + chiplets)):
             m.d.comb += route.eq(1 + header.dst - first_chiplet)
         with m.Elif(header.dst == topo.memctrl(0)):
             m.d.comb += route.eq(topo.memctrl_port)
         with m.Else():
             m.d.comb += route.eq(topo.UP_PORT)
+        return header, mask, mcast, route
 
-        # Outputs that must take the current flit: a chiplet of M gets the header, its own route word
-        # (route words in ascending chiplet order) and the token.
-        wanted = Signal(targets)
-        token_start = 1 + popcount(mask, C) * RF
-        for c in range(C):
+    def _wanted_outputs(self, m, mask, mcast, route, flit):
+        """Outputs that must take the current flit: a chiplet of M gets the header, its own route word (route
+        words in ascending chiplet order) and the token; a unicast goes to its route."""
+        chiplets, route_flits = self.proto.topology.chiplets_per_group, self.proto.route_flits
+        wanted = Signal(self._targets)
+        token_start = 1 + popcount(mask, chiplets) * route_flits
+        for c in range(chiplets):
             rank = popcount(mask[:c], c) if c else 0
-            own_word = (flit >= 1 + rank * RF) & (flit < 1 + (rank + 1) * RF)
+            own_word = (flit >= 1 + rank * route_flits) & (flit < 1 + (rank + 1) * route_flits)
             with m.If(mcast):
                 m.d.comb += wanted[1 + c].eq(mask[c] & ((flit == 0) | own_word | (flit >= token_start)))
         with m.If(~mcast):
             m.d.comb += wanted.eq(1 << route)
+        return wanted
 
-        # -- each output takes each flit it should, once, and nothing else ---------------------------------
-        took = Signal(targets)  # outputs that took the current flit in earlier cycles
+    def _replica_ok(self, m, k: int, hdr):
+        """Output ``k`` (a chiplet port) carries the replica header of the current dispatch header ``hdr``."""
+        dut, proto = self.dut, self.proto
+        replica = Signal(header_layout(self.cfg), name=f"replica{k}")
+        m.d.comb += replica.eq(dut.o[k].payload.data)
+        return ((replica.dst == proto.topology.chiplet(0, k - 1))
+                & (replica.meta.dispatch.chiplets.as_value() == (1 << (k - 1)))
+                & (replica.length == proto.route_flits + proto.token_flits) & (replica.kind == hdr.kind)
+                & (replica.src == hdr.src) & (replica.tag == hdr.tag)
+                & (replica.meta.dispatch.reduce == hdr.meta.dispatch.reduce)
+                & (replica.meta.dispatch.save == hdr.meta.dispatch.save)
+                & (dut.o[k].payload.first == 1) & (dut.o[k].payload.last == dut.i.payload.last))
+
+    def _check_copies(self, m, src, outs, hdr, flit, mcast, wanted) -> None:
+        """Each output takes each flit it should, once, and nothing else; a copy is the input flit unchanged, but
+        a dispatch header on a chiplet port, which is that chiplet's replica."""
+        dut, chiplets = self.dut, self.proto.topology.chiplets_per_group
+        took = Signal(self._targets)  # outputs that took the current flit in earlier cycles
         with m.If(src.transfer):
             m.d.sync += took.eq(0)
         with m.Else():
@@ -134,16 +178,8 @@ class SwitchInputHarness(FormalHarness):
                 with m.Else():
                     self.check(m, "unicast", wanted[k] & ~took[k])
                 unchanged = dut.o[k].payload.as_value() == dut.i.payload.as_value()
-                if 1 <= k <= C:  # a chiplet port: a dispatch's header arrives rewritten
-                    replica = Signal(header_layout(cfg), name=f"replica{k}")
-                    m.d.comb += replica.eq(dut.o[k].payload.data)
-                    rewrite_ok = ((replica.dst == topo.chiplet(0, k - 1))
-                                  & (replica.meta.dispatch.chiplets.as_value() == (1 << (k - 1)))
-                                  & (replica.length == RF + TF) & (replica.kind == hdr.kind)
-                                  & (replica.src == hdr.src) & (replica.tag == hdr.tag)
-                                  & (replica.meta.dispatch.reduce == hdr.meta.dispatch.reduce)
-                                  & (replica.meta.dispatch.save == hdr.meta.dispatch.save)
-                                  & (dut.o[k].payload.first == 1) & (dut.o[k].payload.last == dut.i.payload.last))
+                if 1 <= k <= chiplets:  # a chiplet port: a dispatch's header arrives rewritten
+                    rewrite_ok = self._replica_ok(m, k, hdr)
                     with m.If(mcast):
                         self.check(m, "dispatch", Mux(flit == 0, rewrite_ok, unchanged))
                 else:
@@ -157,18 +193,3 @@ class SwitchInputHarness(FormalHarness):
                 self.check(m, "dispatch", (taken & wanted) == wanted)
             with m.Else():
                 self.check(m, "unicast", (taken & wanted) == wanted)
-
-        # -- the reduction table ---------------------------------------------------------------------------
-        needs_entry = mcast_now & hdr.meta.dispatch.reduce & (mask_now != 0) & dut.i.payload.first
-        self.check(m, "alloc", dut.alloc == (src.transfer & needs_entry))
-        with m.If(dut.alloc):
-            self.check(m, "alloc", dut.alloc_free & (dut.alloc_tag == hdr.tag)
-                       & (dut.alloc_count == popcount(mask_now, C)))
-
-        # -- liveness --------------------------------------------------------------------------------------------
-        free_so_far = Signal(init=1)
-        m.d.sync += free_so_far.eq(free_so_far & dut.alloc_free)
-        waited = cycles_waiting(m, dut.i, self.ready_every, "i")
-        with m.If(ready.fair & free_so_far & dut.alloc_free):
-            self.check(m, "liveness", waited < self.ready_every)
-        return m
