@@ -77,21 +77,24 @@ class ChipletBench:
 @cocotb.test()
 async def test_random_traffic(dut):
     """Random weights, tokens, masks, gates and saves; reloads interleaved with compute; idle and backpressure."""
-    bench = ChipletBench(dut, idle=0.3, backpressure=0.3, stream="random")
-    bench.program.random_program(env_int("MOZART_TOKENS", 2000), extreme=0.05)
-    await bench.start()
-    await bench.run()
-    write_summary(bench.summary(idle=0.3, backpressure=0.3), test="test_random_traffic")
+    await _random_program(dut, "test_random_traffic", "random", idle=0.3, backpressure=0.3,
+                          tokens=env_int("MOZART_TOKENS", 2000), extreme=0.05)
 
 
 @cocotb.test()
 async def test_extreme_values(dut):
     """Weights, tokens and gates at the rails (+max, -min, mixed): saturation at every stage."""
-    bench = ChipletBench(dut, idle=0.1, backpressure=0.1, stream="extreme")
-    bench.program.random_program(env_int("MOZART_EXTREME_TOKENS", 150), extreme=1.0, reload_every=4.0)
+    await _random_program(dut, "test_extreme_values", "extreme", idle=0.1, backpressure=0.1,
+                          tokens=env_int("MOZART_EXTREME_TOKENS", 150), extreme=1.0, reload_every=4.0)
+
+
+async def _random_program(dut, test: str, stream: str, *, idle: float, backpressure: float, tokens: int,
+                          **program) -> None:
+    bench = ChipletBench(dut, idle=idle, backpressure=backpressure, stream=stream)
+    bench.program.random_program(tokens, **program)
     await bench.start()
     await bench.run()
-    write_summary(bench.summary(idle=0.1, backpressure=0.1), test="test_extreme_values")
+    write_summary(bench.summary(idle=idle, backpressure=backpressure), test=test)
 
 
 @cocotb.test()
