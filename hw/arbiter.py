@@ -66,8 +66,6 @@ class PacketArbiter(wiring.Component):
     def n(self) -> int:
         return self._n
 
-    latency = 0
-
     def elaborate(self, platform):
         m = Module()
         requesters = self._n

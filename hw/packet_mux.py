@@ -43,9 +43,6 @@ class PacketMux(wiring.Component):
         tail to the next packet's head.
     """
 
-    latency = 0
-    flits_per_cycle = 1.0
-
     def __init__(self, layout, n: int):
         layout = data.Layout.cast(layout)
         if not isinstance(layout, data.StructLayout) or "last" not in layout.members:

@@ -68,9 +68,6 @@ class Reducer(wiring.Component):
         ``n`` partials per token (``SwitchContract.reduction_rate``).
     """
 
-    latency = 0
-    flits_per_cycle = 1.0
-
     def __new__(cls, cfg, group: int = 0, entries: int | None = None):
         SwitchContract(cfg, group, reduction_entries=entries)   # rejects before a component exists
         return super().__new__(cls, src_loc_at=1)

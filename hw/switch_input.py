@@ -53,8 +53,6 @@ class SwitchInput(wiring.Component):
         0 cycles (combinational decode and fork).
     """
 
-    latency = 0
-
     def __init__(self, cfg, group: int, port: int):
         self._proto = proto = Protocol(cfg)
         topo = proto.topology
