@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.host import HostOp
@@ -64,25 +65,26 @@ class RootDispatcher(wiring.Component):
     def _look_up(self, m):
         """The expert table and, per expert of the token, its group, chiplet and local index."""
         cfg, host, proto = self.contract.cfg, self.contract.host, self.contract.host.proto
-        experts = range(cfg.moe.experts)
-        table_group = Array(Signal(host.group_bits, name=f"table{e}_group") for e in experts)
-        table_chiplet = Array(Signal(proto.chiplet_bits, name=f"table{e}_chiplet") for e in experts)
-        table_local = Array(Signal(proto.expert_bits, name=f"table{e}_local") for e in experts)
+        entry = data.StructLayout({"group": host.group_bits, "chiplet": proto.chiplet_bits, "local": proto.expert_bits})
+        # A memory, not registers behind multiplexers: written once per TABLE command, read by every token.
+        m.submodules.table = table = Memory(shape=entry, depth=cfg.moe.experts, init=[])
         write = fields_layout(host.fields[HostOp.TABLE])(self.table.payload)
-        with m.If(self.table.valid):
-            m.d.sync += [table_group[write.expert].eq(write.group), table_chiplet[write.expert].eq(write.chiplet),
-                         table_local[write.expert].eq(write.local)]
+        table_write = table.write_port()
+        m.d.comb += [table_write.addr.eq(write.expert), table_write.en.eq(self.table.valid),
+                     table_write.data.group.eq(write.group), table_write.data.chiplet.eq(write.chiplet),
+                     table_write.data.local.eq(write.local)]
         routing = fields_layout(host.route_fields)
         route = routing(token_layout(self.contract)(self.token.payload).route.as_value()[:routing.size])
         top_k = cfg.moe.top_k
         valid, chosen = elements(route.valid, top_k), elements(route.experts, top_k)
-        # each lookup in its own signal (an Array read used many times is a mux each time)
+        # one asynchronous read port per expert of the token: combinational, as the registers were
         group = [Signal(host.group_bits, name=f"token_group{j}") for j in range(top_k)]
         chiplet = [Signal(proto.chiplet_bits, name=f"token_chiplet{j}") for j in range(top_k)]
         local = [Signal(proto.expert_bits, name=f"token_local{j}") for j in range(top_k)]
         for j in range(top_k):
-            m.d.comb += [group[j].eq(table_group[chosen[j]]), chiplet[j].eq(table_chiplet[chosen[j]]),
-                         local[j].eq(table_local[chosen[j]])]
+            lookup = table.read_port(domain="comb")
+            m.d.comb += [lookup.addr.eq(chosen[j]), group[j].eq(lookup.data.group),
+                         chiplet[j].eq(lookup.data.chiplet), local[j].eq(lookup.data.local)]
         return valid, group, chiplet, local
 
     def elaborate(self, platform):

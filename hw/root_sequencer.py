@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -83,17 +83,21 @@ class RootSequencer(wiring.Component):
             layout = fields_layout(host.fields[kind])
             return layout(arguments[:layout.size])
 
-        # the stored TOKEN: header, then its flits (routing first), written one per cycle at flit_count
+        # the stored TOKEN: header, then its flits (routing first)
         header_layout = fields_layout(host.fields[HostOp.TOKEN])
         token_header = header_layout(Signal(header_layout.size, name="token_header"))
-        token_flits = Array(Signal(cfg.hardware.flit_bits, name=f"token_flit{i}")
-                            for i in range(host.route_flits + host.token_flits))
-        flit_count = Signal(range(len(token_flits) + 1))
+        # a shift register, not an indexed register file: every TOKEN has the same number of flits, so after the
+        # last one the first sits in token_flits[0] (a write by index is a decoder and a mux per register)
+        token_flits = [Signal(cfg.hardware.flit_bits, name=f"token_flit{i}")
+                       for i in range(host.route_flits + host.token_flits)]
         m.d.comb += [self.token.payload.eq(Cat(token_header, *token_flits)),
                      self.entry.entry.eq(token_header.token)]
 
         slots_per_chiplet = cfg.hardware.sram_slots
-        loaded = Array(Signal(name=f"loaded{i}") for i in range(self.slots))
+        # one bit per slot, updated by masks (an indexed write is a case statement per bit)
+        loaded, cleared = Signal(self.slots), Signal(self.slots)
+        reported = Mux(self.loaded.valid, Const(1, self.slots) << self.loaded.payload, 0)
+        m.d.sync += loaded.eq(loaded & ~cleared | reported)   # a report wins over a clear in one cycle
 
         def slot_index(a):
             return (a.group * cfg.chiplets_per_group + a.chiplet) * slots_per_chiplet + a.slot
@@ -113,15 +117,16 @@ class RootSequencer(wiring.Component):
                                 with m.If(a.group == group):
                                     m.d.comb += [command.ready.eq(load.ready), load.valid.eq(1)]
                             with m.If(command.ready):
-                                m.d.sync += loaded[slot_index(a)].eq(0)
+                                m.d.comb += cleared.eq(Const(1, self.slots) << slot_index(a))
                         with m.Case(HostOp.WAIT_LOADED):
-                            m.d.comb += command.ready.eq(loaded[slot_index(arguments_of(HostOp.WAIT_LOADED))])
+                            waited_slot = slot_index(arguments_of(HostOp.WAIT_LOADED))
+                            m.d.comb += command.ready.eq(loaded.bit_select(waited_slot, 1))
                         with m.Case(HostOp.WAIT_COMBINED):
                             waited = Cat(arguments_of(HostOp.WAIT_COMBINED).groups)
                             m.d.comb += command.ready.eq((self.groups_drained | ~waited).all())
                         with m.Case(HostOp.TOKEN):
                             m.d.comb += command.ready.eq(1)
-                            m.d.sync += [token_header.eq(arguments_of(HostOp.TOKEN)), flit_count.eq(0)]
+                            m.d.sync += token_header.eq(arguments_of(HostOp.TOKEN))
                             with m.If(~command.payload.last):
                                 m.next = "PAYLOAD"
                         with m.Default():
@@ -133,7 +138,8 @@ class RootSequencer(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += command.ready.eq(1)
                 with m.If(command.valid):
-                    m.d.sync += [token_flits[flit_count].eq(command.payload.data), flit_count.eq(flit_count + 1)]
+                    m.d.sync += [older.eq(newer) for older, newer in zip(token_flits, token_flits[1:])]
+                    m.d.sync += token_flits[-1].eq(command.payload.data)
                     with m.If(command.payload.last):
                         m.next = "DISPATCH"
             with m.State("DISPATCH"):
@@ -148,6 +154,4 @@ class RootSequencer(wiring.Component):
                 m.d.comb += command.ready.eq(1)
                 with m.If(command.valid & command.payload.last):
                     m.next = "CMD"
-        with m.If(self.loaded.valid):
-            m.d.sync += loaded[self.loaded.payload].eq(1)
         return m
