@@ -72,6 +72,14 @@ class RootSequencer(wiring.Component):
             "error": Out(1),
         })
 
+    def _loaded_bits(self, m):
+        """The LOADED bit of every slot, and the mask of bits a LOAD clears this cycle (one vector updated by
+        masks: an indexed write is a case statement per bit)."""
+        loaded, cleared = Signal(self.slots), Signal(self.slots)
+        reported = Mux(self.loaded.valid, Const(1, self.slots) << self.loaded.payload, 0)
+        m.d.sync += loaded.eq(loaded & ~cleared | reported)   # a report wins over a clear in one cycle
+        return loaded, cleared
+
     def elaborate(self, platform):
         m = Module()
         cfg, host = self.contract.cfg, self.contract.host
@@ -93,14 +101,10 @@ class RootSequencer(wiring.Component):
         m.d.comb += [self.token.payload.eq(Cat(token_header, *token_flits)),
                      self.entry.entry.eq(token_header.token)]
 
-        slots_per_chiplet = cfg.hardware.sram_slots
-        # one bit per slot, updated by masks (an indexed write is a case statement per bit)
-        loaded, cleared = Signal(self.slots), Signal(self.slots)
-        reported = Mux(self.loaded.valid, Const(1, self.slots) << self.loaded.payload, 0)
-        m.d.sync += loaded.eq(loaded & ~cleared | reported)   # a report wins over a clear in one cycle
+        loaded, cleared = self._loaded_bits(m)
 
         def slot_index(a):
-            return (a.group * cfg.chiplets_per_group + a.chiplet) * slots_per_chiplet + a.slot
+            return (a.group * cfg.chiplets_per_group + a.chiplet) * cfg.hardware.sram_slots + a.slot
 
         with m.FSM(name="cmd"):
             with m.State("CMD"):
