@@ -187,11 +187,6 @@ class SwitchModel:
             out.append(sum((v & mask) << (i * bits) for i, v in enumerate(summed)))
         return tuple(out)
 
-    # -- analytic numbers the performance model and the benchmarks use -------------------------------
-    def reduction_flits(self, contributions: int) -> int:
-        """Flits the reduction unit takes in for one token of ``contributions`` partials."""
-        return contributions * (self.protocol.partial_flits + 1)
-
     @staticmethod
     def guard_bits(chiplets: int) -> int:
         """Extra accumulator bits so that the sum of ``chiplets`` partials cannot overflow."""
