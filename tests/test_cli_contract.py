@@ -129,6 +129,9 @@ BAD = [
      "--plot-layer: must be a non-negative"),
     ("config show", "name", "config show nope", "config must be a preset name"),
     ("config check", "name", "config check /no/such.toml", "or an existing TOML file, not '/no/such.toml'"),
+    ("config regime", "names", "config regime nope", "config must be a preset name"),
+    ("config regime", "--dram", "config regime tiny --dram flash", "invalid choice"),
+    ("config regime", "--layer", "config regime tiny --layer -1", "--layer: must be a non-negative integer"),
     *[row for block in ("chiplet", "fifo", "memctrl", "root", "switch", "wafer") for row in [
         (f"cosim {block}", "--config", f"cosim {block} --config nope", "config must be a preset name"),
         (f"cosim {block}", "--seed", f"cosim {block} --seed -1", "--seed: must be a non-negative integer"),

@@ -1,4 +1,4 @@
-"""``mozart config list|show|check``: the shipped presets and config validation."""
+"""``mozart config list|show|check|regime``: the shipped presets, config validation and a config's regime."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import argparse
 from mozart.model.config import load_config, preset_names, preset_text, to_toml
 from mozart.model.errors import ConfigError
 from mozart.model.hardware_rules import check_hardware, hardware_problems
+from mozart.model.perf.regime import format_regimes, regime
+from mozart.model.perf.timing import DRAM_KINDS
 from mozart.model.protocol import Protocol
+
+from ._common import non_negative
 
 
 def add_config_argument(parser: argparse.ArgumentParser, default: str | None = "tiny") -> None:
@@ -37,6 +41,18 @@ def register(sub) -> None:
                        help="skip the hardware's rules: the config is for the reference and performance models "
                        "only (like the full-size presets)")
     check.set_defaults(func=_check)
+    regime = actions.add_parser("regime", help="which resource sets a layer's time: busy cycles over expert compute",
+                                description="For each config, one forward layer's busy cycles per resource "
+                                "(weight streaming, root links, the root's combine port, the root's token feed) "
+                                "over one chiplet's expert compute, the weight rounds, tokens per expert per "
+                                "micro-batch and the de-duplication saving; full-size models on the performance "
+                                "model's timing, the others on the RTL blocks' (docs/regime.md).")
+    regime.add_argument("names", nargs="+", metavar="PRESET|FILE")
+    regime.add_argument("--dram", choices=DRAM_KINDS, default="hbm2", help="full-size models' DRAM (default: hbm2)")
+    regime.add_argument("--layer", type=non_negative, default=0, metavar="L",
+                        help="the layer (full-size models: beyond the HBM2 stack's capacity its weights come from "
+                        "the SSD tier; default: 0)")
+    regime.set_defaults(func=_regime)
 
 
 def _list(args) -> int:
@@ -68,4 +84,11 @@ def _check(args) -> int:
           f"{proto.max_dispatch_flits + 1} flits, combine {proto.partial_flits + 1}")
     print(f"  dram      {cfg.dram.bytes} bytes; weight images {proto.activation_base} words, "
           f"activations from word {proto.activation_base}")
+    return 0
+
+
+def _regime(args) -> int:
+    configs = [load_config(name) for name in args.names]
+    regimes = [regime(cfg, dram=args.dram, layer=args.layer) for cfg in configs]   # every check before printing
+    print("\n".join(format_regimes(regimes)))
     return 0
