@@ -2,9 +2,10 @@
 ``paper4x4``; the full-size presets are for the performance model and break the hardware's rules,
 ``mozart config check``).
 
-Short runs: the long ones per block live in the block's own test module. The wafer on both presets is
-``tests/test_wafer_cosim.py``'s; the switch and the chiplet on both presets are their modules' too, so this module
-covers the rest.
+Short runs: the long ones per block live in the block's own test module. The wafer on ``tiny`` and ``wafer4x4``
+is ``tests/test_wafer_cosim.py``'s; the switch and the chiplet on those two are their modules' too, so this module
+covers the rest. The wafer on ``paper4x4`` (a 15-minute run, most of it the build) is not in CI: the multi-layer
+runs on it are the next issue's.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ pytestmark = pytest.mark.cosim
 HARDWARE_PRESETS = [name for name in preset_names() if not hardware_problems(load_config(name))]
 #: Blocks whose own modules already run them on both presets.
 COVERED = {("switch", p) for p in ("tiny", "wafer4x4")} | {("chiplet", p) for p in ("tiny", "wafer4x4")} \
-    | {("wafer", p) for p in ("tiny", "wafer4x4")} | {("fifo", "tiny")} \
-    | {("root", "paper4x4")}  # not run: its standalone build compiled one C++ file for over 35 CPU minutes
-#                               without finishing (2026-12-06); `mozart cosim wafer --config paper4x4` ran this root
+    | {("wafer", p) for p in ("tiny", "wafer4x4")} | {("fifo", "tiny")}
 SHORT = {"MOZART_PACKETS": "200", "MOZART_REQUESTS": "500", "MOZART_TOKENS": "200"}
 
 
@@ -30,7 +29,8 @@ def test_the_hardware_presets_are_the_scaled_ones():
     assert HARDWARE_PRESETS == ["paper4x4", "tiny", "wafer4x4"]
 
 
-@pytest.mark.parametrize("block,preset", [(b, p) for b in ("fifo", "memctrl", "root") for p in HARDWARE_PRESETS
+@pytest.mark.parametrize("block,preset", [(b, p) for b in ("fifo", "memctrl", "root", "switch", "chiplet")
+                                          for p in HARDWARE_PRESETS
                                           if (b, p) not in COVERED])
 def test_block_testbench_runs_on_preset(block, preset):
     from mozart.sim.build import build
