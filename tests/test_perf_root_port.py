@@ -1,4 +1,4 @@
-"""The root's input port (issue 16, point 7): the RTL root merges the G up links into one packet mux that passes
+"""The root's input port: the RTL root merges the G up links into one packet mux that passes
 one flit per cycle, so every result packet of every group goes through it one after another. The event engine
 (``root_port_bytes_per_cycle``) and the in-order replay (``port_flits_per_cycle``) both charge it."""
 

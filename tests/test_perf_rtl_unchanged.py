@@ -1,8 +1,8 @@
-"""Issue 19's hard constraint: the RTL-timed mode does not move.
+"""A hard constraint on the performance model's full-size features: the RTL-timed mode does not move.
 
-The expected numbers below are the pre-issue-19 values, computed with the code of commit af336b5 before any
-change of issue 19: ``predict_cycles`` of ``build_run(cfg, seed=1, variant=v)`` with the in-order replay and
-with the engine alone, a digest of the schedule ``build_run`` built (the RTL co-simulation's cycle counts
+The expected numbers below were computed with the code of commit af336b5, before the systolic compute model and
+the other full-size features: ``predict_cycles`` of ``build_run(cfg, seed=1, variant=v)`` with the in-order
+replay and with the engine alone, a digest of the schedule ``build_run`` built (the RTL co-simulation's cycle counts
 depend on it), and the scaled and RTL timings' fields. New performance-model features (systolic compute,
 attention on the attention chiplet, the micro-batch reading, energy) apply to the full-size evaluation only.
 """
@@ -31,7 +31,7 @@ PRE_ISSUE_19 = {
 }
 
 # Pre-issue-19 fields of HardwareTiming.scaled, rtl_timing (scaled + its overrides) and in_order_timing, plus
-# the root's input port (issue 16 point 7: one flit per cycle), which leaves every prediction above unchanged.
+# the root's input port (one flit per cycle), which leaves every prediction above unchanged.
 PRE_ISSUE_19_TIMING = {
     "tiny": (
         dict(clock_hz=1e9, flit_bytes=8, burst_flits=8, link_bytes_per_cycle=8, mesh_link_bytes_per_cycle=8.0,
