@@ -73,7 +73,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError
 from .protocol import Packet, PacketKind, Protocol, pack_elements
 
 __all__ = [
@@ -433,13 +432,8 @@ def activation_addr(cfg, chiplet: int, tag: int, expert: int) -> int:
 
 def check_activation_region(cfg) -> None:
     """Raise :class:`ConfigError` unless the group DRAM holds the weight images and the activation region."""
-    proto = Protocol(cfg)
-    need = proto.activation_base + activation_region_words(cfg)
-    if need > cfg.dram.words:
-        raise ConfigError(f"dram.words must hold the weight images and saved activations ({need} words: "
-                          f"{1 << cfg.hardware.tag_bits} tags x {cfg.chiplets_per_group} chiplets x "
-                          f"{cfg.experts_per_chiplet} experts x {activation_entry_words(cfg)} words), "
-                          f"not {cfg.dram.words}")
+    from .hardware_rules import activation_region_problems, raise_first  # noqa: PLC0415
+    raise_first(activation_region_problems(cfg))
 
 
 def save_packets(cfg, group: int, chiplet: int, tag: int, expert: int, h) -> list[Packet]:

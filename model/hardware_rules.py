@@ -15,14 +15,16 @@ functions, so there is one statement of each rule):
   works in lane chunks that never straddle a row or a flit.
 - ``dram.t_cl`` is at least 2: the RTL DRAM model spends one cycle reading its memory and one in its read
   buffer.
+- ``dram.words`` holds the group's weight images and the chiplets' saved-activation region (every combine tag x
+  chiplet x expert; :func:`mozart.model.golden.activation_addr`).
 """
 
 from __future__ import annotations
 
 from .errors import ConfigError
 
-__all__ = ["hardware_problems", "check_hardware", "lane_problems", "dram_model_problems", "raise_first",
-           "MIN_RTL_T_CL"]
+__all__ = ["hardware_problems", "check_hardware", "lane_problems", "dram_model_problems",
+           "activation_region_problems", "raise_first", "MIN_RTL_T_CL"]
 
 #: Cycles of CAS latency the RTL DRAM model needs at least (memory read, then the read buffer).
 MIN_RTL_T_CL = 2
@@ -48,9 +50,21 @@ def dram_model_problems(cfg) -> list[str]:
     return []
 
 
+def activation_region_problems(cfg) -> list[str]:
+    """The DRAM capacity rule (the chiplets save activations at :func:`mozart.model.golden.activation_addr`)."""
+    from .golden import activation_entry_words, activation_region_words  # noqa: PLC0415 (golden imports the protocol)
+    from .protocol import Protocol  # noqa: PLC0415
+    need = Protocol(cfg).activation_base + activation_region_words(cfg)
+    if need <= cfg.dram.words:
+        return []
+    return [f"dram.words must hold the weight images and saved activations ({need} words: "
+            f"{1 << cfg.hardware.tag_bits} tags x {cfg.chiplets_per_group} chiplets x {cfg.experts_per_chiplet} "
+            f"experts x {activation_entry_words(cfg)} words), not {cfg.dram.words}"]
+
+
 def hardware_problems(cfg) -> list[str]:
     """Every hardware rule ``cfg`` breaks, one message each ("<field> must be <rule>, not <value>")."""
-    return lane_problems(cfg) + dram_model_problems(cfg)
+    return lane_problems(cfg) + dram_model_problems(cfg) + activation_region_problems(cfg)
 
 
 def raise_first(problems: list[str]) -> None:

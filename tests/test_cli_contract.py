@@ -329,6 +329,11 @@ def test_config_check_applies_the_hardwares_rules(work, capsys):
     # every rule catches its mutant; the co-simulation presets keep them all
     assert hardware_problems(override(load_config("tiny"), {"dram.t_cl": 1}))[0].startswith("dram.t_cl must be")
     assert len(hardware_problems(override(load_config("tiny"), {"hardware.mac_lanes": 16}))) == 3
+    small_dram = override(load_config("tiny"), {"dram.rows": 16})   # the weight images fit, the activations not
+    assert hardware_problems(small_dram)[0].startswith("dram.words must hold the weight images and saved activations")
+    (work / "small.toml").write_text(to_toml(small_dram))
+    code, _, err = run(["config", "check", "small.toml"], capsys)
+    assert_one_line_error(code, err, "dram.words must hold the weight images and saved activations")
     for preset in ("tiny", "wafer4x4"):
         check_hardware(load_config(preset))
     with pytest.raises(ConfigError, match="qwen3-30b-a3b: hardware.mac_lanes must divide"):
