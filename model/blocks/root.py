@@ -19,7 +19,13 @@ class RootContract:
     queue : LinkFifoContract
         Each group's output queue: ``hardware.root_queue_packets`` maximum-length dispatches plus one flit (a group
         whose switch is backed up stops the others only when its queue is full).
+    up_port_flits_per_cycle : float
+        The root's one input port: the ``G`` up links merge in one packet mux (``hw/root_receiver.py``) that
+        passes one flit per cycle, whole packets at a time; the receiver behind it is always ready.
     """
+
+    #: The packet mux behind the up links passes one flit per cycle.
+    up_port_flits_per_cycle = 1.0
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -32,16 +32,17 @@ class RtlTiming(HardwareTiming):
 def rtl_timing(cfg) -> RtlTiming:
     """The scaled timing of ``cfg`` with the RTL blocks' numbers: switch hop latency and reduction rate, the
     chiplet's cycles per expert, the DRAM model's miss latency and the memory controller's weight-stream
-    efficiency, and the root's one input port: the G up links merge in one packet mux that passes one flit per
-    cycle, the rate of the switch's up queue that feeds it (the root is always ready, ``hw/root.py``)."""
+    efficiency, and the root's one input port: the G up links merge in one packet mux
+    (``RootContract.up_port_flits_per_cycle``), fed by the switches' up queues."""
     switch, memctrl, chiplet = SwitchContract(cfg), MemoryControllerContract(cfg), ChipletContract(cfg)
+    port_flits_per_cycle = min(RootContract.up_port_flits_per_cycle, switch.flits_per_cycle)
     base = HardwareTiming.scaled(cfg)
     partial_bytes = cfg.moe.d_model * cfg.numerics.partial_bits / 8
     link_bytes_per_cycle = base.link_bytes_per_cycle * switch.flits_per_cycle
     return RtlTiming(**{f: getattr(base, f) for f in base.__dataclass_fields__} | dict(
         hop_cycles=float(switch.head_latency),
         link_bytes_per_cycle=link_bytes_per_cycle,
-        root_port_bytes_per_cycle=link_bytes_per_cycle,
+        root_port_bytes_per_cycle=base.link_bytes_per_cycle * port_flits_per_cycle,
         reduce_bytes_per_cycle=switch.reduction_rate(1) * partial_bytes,
         dram_latency_cycles=float(memctrl.dram.miss_latency),
         dram_bytes_per_cycle=memctrl.peak_words_per_cycle * cfg.dram.word_bits / 8 * memctrl.load_efficiency,
@@ -52,15 +53,15 @@ def rtl_timing(cfg) -> RtlTiming:
 def in_order_timing(cfg) -> InOrderTiming:
     """The RTL numbers of the root's in-order issue and the blocks' buffers (:class:`InOrderTiming`): the
     chiplet's ``token_slots`` and cycles per expert, the root's queue per group (depth in flits, latency), the
-    switch's head latency and reduction table, and the root's input port (one flit per cycle, as the switch's up
-    queue that feeds it)."""
+    switch's head latency and reduction table, and the root's input port (its packet mux, fed by the switches' up
+    queues)."""
     switch, root, chiplet = SwitchContract(cfg), RootContract(cfg), ChipletContract(cfg)
     return InOrderTiming(cycles_per_expert=chiplet.cycles_per_expert, token_slots=chiplet.token_slots,
                          queue_flits=root.queue.depth, reduction_entries=switch.reduction_entries,
                          queue_latency=float(root.queue.latency), hop_cycles=float(switch.head_latency),
                          chiplet_input_flits=chiplet.input_flits, chiplet_output_flits=chiplet.output_flits,
                          loaded_cycles=1 + 2 * float(switch.head_latency),
-                         port_flits_per_cycle=switch.flits_per_cycle)
+                         port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle))
 
 
 def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> float:
