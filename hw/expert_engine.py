@@ -11,23 +11,16 @@ from mozart.model import golden
 from mozart.model.blocks.chiplet import EngineGeometry
 from mozart.model.protocol import Protocol
 
+from .expressions import named
 from .chiplet_layouts import hidden_layout, job_layout, partial_layout
 from .expert_engine_sequencer import EngineSequencer
 
 __all__ = ["ExpertEngine"]
 
 
-def _named(m, value, name: str):
-    """``value`` as a signal of its own: every use of a Python expression is written out again in the
-    Verilog, a signal once."""
-    signal = Signal(value.shape(), name=name)
-    m.d.comb += signal.eq(value)
-    return signal
-
-
 def _clamp(m, v, bits: int, name: str):
     """``v`` saturated to a signed ``bits``-bit value."""
-    v = _named(m, v, f"{name}_unclamped")
+    v = named(m, v, f"{name}_unclamped")
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
@@ -36,7 +29,7 @@ def _rshift_round(m, v, shift: int, name: str):
     """Round half away from zero (golden.rshift_round): ``(v + 2**(s-1) - [v < 0]) >> s``."""
     if shift == 0:
         return v
-    return _named(m, (v + (1 << (shift - 1)) - v[-1]) >> shift, f"{name}_rounded")
+    return named(m, (v + (1 << (shift - 1)) - v[-1]) >> shift, f"{name}_rounded")
 
 
 def _tree_sum(values):
@@ -172,7 +165,7 @@ class ExpertEngine(wiring.Component):
         ab, pb = num.act_bits, num.partial_bits
         valid, info = row_info
         acc_sat = _clamp(m, row_sum, num.acc_bits, "row_sum") if geo.acc_width > num.acc_bits else row_sum
-        acc_sat = _named(m, acc_sat, "row_sum_saturated")
+        acc_sat = named(m, acc_sat, "row_sum_saturated")
         hid = Signal(signed(ab))
         m.d.comb += hid.eq(_clamp(m, _rshift_round(m, acc_sat, num.hidden_shift, "hidden"), ab, "hidden"))
         table = golden.activation_table(cfg)
@@ -201,7 +194,7 @@ class ExpertEngine(wiring.Component):
                 m.d.sync += [hidden_ready.eq(1), hidden_meta.tag.eq(info.tag), hidden_meta.expert.eq(info.expert)]
         with m.If(valid & info.p2):
             summed = _clamp(m, partial[info.row] + gy, pb, "partial_sum")
-            self._write_row(m, partial, info.row, _named(m, Mux(info.first, gy, summed), "partial_next"))
+            self._write_row(m, partial, info.row, named(m, Mux(info.first, gy, summed), "partial_next"))
             with m.If(info.last & (info.row == geo.d_model - 1)):
                 m.d.sync += [partial_ready.eq(1), partial_meta.tag.eq(info.tag), partial_meta.reduce.eq(info.reduce)]
 

@@ -11,7 +11,8 @@ from mozart.model.host import HostOp
 from mozart.model.protocol import index_bits
 
 from .protocol import fields_layout
-from .root_interfaces import bits, elements, expert_route_layout, issue_layout, named, token_layout
+from .expressions import named
+from .root_interfaces import bits, elements, expert_route_layout, issue_layout, token_layout
 
 __all__ = ["RootDispatcher"]
 

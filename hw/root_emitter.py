@@ -11,7 +11,8 @@ from mozart.model.protocol import index_bits
 
 from .link_fifo import LinkFifo
 from .protocol import PacketKind, fields_layout, header_layout, link_signature, route_layout
-from .root_interfaces import bits, elements, expert_route_layout, named, token_layout
+from .expressions import named
+from .root_interfaces import bits, elements, expert_route_layout, token_layout
 
 __all__ = ["RootGroupEmitter"]
 

@@ -11,7 +11,6 @@ through, which would make the split root larger than the one-module root it repl
 
 from __future__ import annotations
 
-from amaranth import Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,20 +18,13 @@ from mozart.model.host import HostOp
 
 from .protocol import fields_layout
 
-__all__ = ["bits", "named", "elements", "token_layout", "expert_route_layout", "issue_layout", "result_layout",
+__all__ = ["bits", "elements", "token_layout", "expert_route_layout", "issue_layout", "result_layout",
            "accumulator_layout", "result_count_shape", "entry_probe_signature", "release_signature"]
 
 
 def bits(layout) -> int:
     """The width a port carrying ``layout`` has (see the module docstring); view it with ``layout(port)``."""
     return data.Layout.cast(layout).size
-
-
-def named(m, value, name: str, shape=None) -> Signal:
-    """``value`` in a signal of its own: a Python expression used several times would be emitted each time."""
-    signal = Signal(shape if shape is not None else value.shape(), name=name)
-    m.d.comb += signal.eq(value)
-    return signal
 
 
 def elements(view, count: int):
