@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -31,12 +31,19 @@ class StreamPlayer(wiring.Component):
         Gives the flit layout.
     depth : int
         Flits the memory holds.
+    releases : int
+        Largest release count a flit may wait for (0: no gate).
 
     Members
     -------
     o : Out(link_signature(cfg))
     load_addr, load_data, load_en : In
         The backdoor write port.
+    load_release : In(range(releases + 1))
+        Written with each flit: the flit is offered only once ``released`` has reached it (a frame's flits all
+        carry its first flit's value, so a frame is never held in the middle).
+    released : In(range(releases + 1))
+        Releases so far (must never fall), e.g. :class:`~mozart.hw.host_attention.HostAttention`'s.
     length : In(range(depth + 1))
         Flits to play.
     start : In(1)
@@ -52,11 +59,12 @@ class StreamPlayer(wiring.Component):
     Latency and throughput: one flit per cycle; ``valid`` does not depend combinationally on ``o.ready``.
     """
 
-    def __init__(self, cfg, depth: int):
-        self._cfg, self.depth = cfg, depth
+    def __init__(self, cfg, depth: int, releases: int = 0):
+        self._cfg, self.depth, self.releases = cfg, depth, releases
         super().__init__({
             "o": Out(link_signature(cfg)),
             "load_addr": In(range(depth)), "load_data": In(flit_layout(cfg)), "load_en": In(1),
+            "load_release": In(range(releases + 1)), "released": In(range(releases + 1)),
             "length": In(range(depth + 1)), "start": In(1),
             "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
             "now": In(CYCLE_BITS), "sent": Out(range(depth + 1)),
@@ -65,21 +73,25 @@ class StreamPlayer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.flits = flits = Memory(shape=flit_layout(self._cfg), depth=self.depth, init=[])
+        # each entry: the flit and the release count it waits for (one memory: a second would double the Verilog)
+        entry = data.StructLayout({"flit": flit_layout(self._cfg), "release": range(self.releases + 1)})
+        m.submodules.flits = flits = Memory(shape=entry, depth=self.depth, init=[])
         m.submodules.stamps = stamps = Memory(shape=CYCLE_BITS, depth=self.depth, init=[])
         coin = XorshiftCoin.driven(m, seed=self.idle_seed, threshold=self.idle_threshold, run=self.start)
 
         load = flits.write_port()
-        m.d.comb += [load.addr.eq(self.load_addr), load.data.eq(self.load_data), load.en.eq(self.load_en)]
+        m.d.comb += [load.addr.eq(self.load_addr), load.data.flit.eq(self.load_data),
+                     load.data.release.eq(self.load_release), load.en.eq(self.load_en)]
 
         valid, taken, frames = Signal(), Signal(range(self.depth + 1)), Signal(range(self.depth + 1))
-        take = valid & self.o.ready
+        take = self.o.valid & self.o.ready
         following = Signal(range(self.depth + 1))   # the flit on o from the next cycle on
         m.d.comb += following.eq(taken + take)
         # The read port's address runs one cycle ahead, so its data is always the flit at index 'taken'.
         read = flits.read_port()
-        m.d.comb += [read.addr.eq(following), self.o.payload.eq(read.data), self.o.valid.eq(valid),
-                     self.sent.eq(taken)]
+        m.d.comb += [read.addr.eq(following), self.o.payload.eq(read.data.flit), self.sent.eq(taken),
+                     # released only grows, so a flit once offered stays offered
+                     self.o.valid.eq(valid & (read.data.release <= self.released))]
         m.d.sync += taken.eq(following)
         with m.If(self.start & (~valid | self.o.ready)):
             m.d.sync += valid.eq((following < self.length) & ~coin.heads)

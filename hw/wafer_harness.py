@@ -6,11 +6,12 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from mozart.model.harness import OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.harness import ATTENTION_STEPS, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.lfsr import COIN_BITS, STATE_BITS
 from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS
 
 from .dram import BackdoorSignature
+from .host_attention import HostAttention, attention_step_layout
 from .protocol import flit_layout
 from .stream_player import StreamPlayer
 from .stream_recorder import StreamRecorder
@@ -31,8 +32,12 @@ class WaferHarness(wiring.Component):
     -------
     backdoor : In(BackdoorSignature(cfg)).array(G)
         The wafer's DRAM backdoors.
-    program_addr, program_data, program_en, program_length : In
-        The player's load port and the program's length in flits.
+    program_addr, program_data, program_release, program_en, program_length : In
+        The player's load port (with each flit, the attention steps it waits for) and the program's length.
+    attention_addr, attention_data, attention_en, attention_count : In
+        The host's attention stand-in (:class:`~mozart.hw.host_attention.HostAttention`): its load port and its
+        number of steps (0: none); ``attention_released`` counts the steps that ended, ``attention_busy_cycles``
+        the cycles a step was running (progress, for the watchdog).
     start : In(1)
         Level: play and record from the next edge on; the cycle counter counts from it.
     idle_seed, idle_threshold, backpressure_seed, backpressure_threshold : In
@@ -58,6 +63,10 @@ class WaferHarness(wiring.Component):
             "backdoor": In(BackdoorSignature(cfg)).array(G),
             "program_addr": In(range(PROGRAM_FLITS)), "program_data": In(flit_layout(cfg)),
             "program_en": In(1), "program_length": In(range(PROGRAM_FLITS + 1)),
+            "program_release": In(range(ATTENTION_STEPS + 1)),
+            "attention_addr": In(range(ATTENTION_STEPS)), "attention_data": In(attention_step_layout),
+            "attention_en": In(1), "attention_count": In(range(ATTENTION_STEPS + 1)),
+            "attention_released": Out(range(ATTENTION_STEPS + 1)), "attention_busy_cycles": Out(CYCLE_BITS),
             "start": In(1),
             "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
             "backpressure_seed": In(STATE_BITS), "backpressure_threshold": In(COIN_BITS),
@@ -74,7 +83,8 @@ class WaferHarness(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.wafer = wafer = self.wafer
-        m.submodules.player = player = StreamPlayer(self.cfg, PROGRAM_FLITS)
+        m.submodules.player = player = StreamPlayer(self.cfg, PROGRAM_FLITS, ATTENTION_STEPS)
+        m.submodules.attention = attention = HostAttention(ATTENTION_STEPS)
         m.submodules.recorder = recorder = StreamRecorder(self.cfg, OUTPUT_FLITS)
         wiring.connect(m, player.o, wafer.host_in)
         wiring.connect(m, wafer.host_out, recorder.i)
@@ -83,7 +93,12 @@ class WaferHarness(wiring.Component):
 
         m.d.comb += [
             player.load_addr.eq(self.program_addr), player.load_data.eq(self.program_data),
-            player.load_en.eq(self.program_en), player.length.eq(self.program_length), player.start.eq(self.start),
+            player.load_en.eq(self.program_en), player.load_release.eq(self.program_release),
+            player.released.eq(attention.released), self.attention_released.eq(attention.released),
+            attention.load_addr.eq(self.attention_addr), attention.load_data.eq(self.attention_data),
+            attention.load_en.eq(self.attention_en), attention.count.eq(self.attention_count),
+            attention.start.eq(self.start), attention.outputs.eq(recorder.frames),
+            player.length.eq(self.program_length), player.start.eq(self.start),
             player.idle_seed.eq(self.idle_seed), player.idle_threshold.eq(self.idle_threshold),
             player.now.eq(self.cycle), self.program_sent.eq(player.sent),
             player.stamp_addr.eq(self.command_stamp_addr), self.command_stamp.eq(player.stamp_data),
@@ -95,6 +110,7 @@ class WaferHarness(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += self.cycle.eq(self.cycle + 1)
+        m.d.sync += self.attention_busy_cycles.eq(self.attention_busy_cycles + attention.busy)
         started = Signal()
         with m.If(wafer.host_in.valid & wafer.host_in.ready & ~started):
             m.d.sync += [started.eq(1), self.first_command_cycle.eq(self.cycle)]

@@ -27,7 +27,7 @@ ENV_WAFER = "MOZART_WAFER"      #: :class:`WaferOptions` as JSON
 
 @dataclass(frozen=True)
 class WaferOptions:
-    """One MoE layer on the wafer (``tb/tb_wafer.py``; ``tb/tb_root.py`` reads ``variant`` and ``tokens``).
+    """MoE layers on the wafer (``tb/tb_wafer.py``; ``tb/tb_root.py`` reads ``variant`` and ``tokens``).
 
     Members
     -------
@@ -37,8 +37,10 @@ class WaferOptions:
         A placement method or an ``allocate`` placement file (absolute path); None: the variant's default.
     trace : str or None
         A trace file (absolute path); None: a synthetic trace of the run's seed.
-    tokens, layer : int
-        Tokens of the layer, and the trace's layer.
+    tokens, layer, layers : int
+        Tokens per layer, the trace's first layer, and how many consecutive layers run.
+    attention : bool or None
+        The host stands in for attention between layers (None: when ``layers > 1``).
     slots : int or None
         Weight slots the schedule uses per chiplet (fewer than its experts: reloads mid-layer).
     skew : float or None
@@ -56,6 +58,8 @@ class WaferOptions:
     trace: str | None = None
     tokens: int = 256
     layer: int = 0
+    layers: int = 1
+    attention: bool | None = None
     slots: int | None = None
     skew: float | None = None
     idle: float = 0.2

@@ -343,6 +343,20 @@ def moe_layer(x, w1, w2, experts, gates, expert_to_chiplet, cfg) -> np.ndarray:
     return tree_combine(experts, e2c, cfg, x.shape[1], partial)
 
 
+def next_layer_tokens(outputs, cfg) -> np.ndarray:
+    """The tokens of the next MoE layer from this layer's outputs: the combined partials ``P`` (``F_P``
+    fractional bits, ``partial_bits``) requantised to the token format, ``sat_a(rshift_round(P, F_P - F_x))``.
+
+    This is what the host does between two MoE layers in a multi-layer co-simulation, where it stands in for
+    the attention block: an identity on the values (no residual, no attention arithmetic), only the change of
+    format the next layer's input needs."""
+    f = Formats(cfg)
+    shift = f.partial - f.x
+    if shift < 0:
+        raise ValueError(f"the partial format must have at least the token's fractional bits ({f.x}), not {f.partial}")
+    return saturate(rshift_round(np.asarray(outputs, dtype=np.int64), shift), cfg.numerics.act_bits)
+
+
 # -- quantisation and the float reference --------------------------------------------------------------------
 def quantise(values, bits: int, frac: int, signed: bool = True) -> np.ndarray:
     """Float -> integer fixed point: ``round_half_away(v * 2**frac)``, saturated to ``bits``."""

@@ -54,13 +54,19 @@ class HostOp(enum.IntEnum):
 
 @dataclass(frozen=True)
 class HostCommand:
+    """One host command. ``release`` is the host's, not the root's: the host sends the command only once that
+    many of its attention stand-ins have ended (:class:`mozart.model.wafer_run.AttentionStandIn`); it is not
+    encoded on ``host_in``."""
+
     op: HostOp
     args: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
     payload: tuple[int, ...] = ()
+    release: int = 0
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={list(v) if isinstance(v, (tuple, list)) else v}" for k, v in self.args.items())
-        return f"{HostOp(self.op).name}({args})"
+        held = f" after attention {self.release}" if self.release else ""
+        return f"{HostOp(self.op).name}({args}){held}"
 
 
 class HostInterface:

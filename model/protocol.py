@@ -335,17 +335,23 @@ class Protocol:
                       tuple(payload + self.pack_token(token)))
 
     # -- memory map of a group's DRAM ----------------------------------------------------------------------
-    def expert_image_base(self, slot_in_group: int) -> int:
-        """Word address of the weight image of the group's ``slot_in_group``-th expert.
+    def expert_image_base(self, slot_in_group: int, layer: int = 0) -> int:
+        """Word address of the weight image of the group's ``slot_in_group``-th expert of MoE layer ``layer``.
 
-        The image is W1 (d_ff x d_model, row-major) then W2 (d_model x d_ff, row-major), ``weight_bits``
+        A group's DRAM holds every layer's images (``moe.layers`` regions of ``layer_image_words``), layer by
+        layer. The image is W1 (d_ff x d_model, row-major) then W2 (d_model x d_ff, row-major), ``weight_bits``
         elements packed as :func:`pack_elements` packs them, each matrix starting on a fresh flit."""
-        return slot_in_group * self.image_words
+        return layer * self.layer_image_words + slot_in_group * self.image_words
+
+    @property
+    def layer_image_words(self) -> int:
+        """Words of one layer's weight images in a group's DRAM."""
+        return self.cfg.experts_per_group * self.image_words
 
     @property
     def activation_base(self) -> int:
-        """First word after the weight images: the region where saved activations go."""
-        return self.cfg.experts_per_group * self.image_words
+        """First word after every layer's weight images: the region where saved activations go."""
+        return self.cfg.moe.layers * self.layer_image_words
 
 
 def check_fits(cfg) -> None:
@@ -362,7 +368,8 @@ def check_fits(cfg) -> None:
         raise ConfigError(f"hardware.flit_bits must hold the {proto.header_bits}-bit packet header of this config, "
                           f"not {hw.flit_bits!r}")
     if dram.words < proto.activation_base:
-        raise ConfigError(f"dram must hold the weight images of a group's {cfg.experts_per_group} experts "
-                          f"({proto.activation_base} words of {dram.word_bits} bits): dram.rows must be at least "
+        raise ConfigError(f"dram must hold the weight images of a group's {cfg.experts_per_group} experts in each "
+                          f"of moe.layers ({cfg.moe.layers}) layers ({proto.activation_base} words of {dram.word_bits} "
+                          f"bits): dram.rows must be at least "
                           f"{math.ceil(proto.activation_base / (dram.banks * dram.row_words))}, not {dram.rows!r}")
     proto.topology.check_deadlock_free()

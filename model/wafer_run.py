@@ -1,30 +1,42 @@
-"""One end-to-end MoE layer for the RTL wafer: everything the model says before the hardware runs.
+"""End-to-end MoE layers for the RTL wafer: everything the model says before the hardware runs.
 
-:func:`build_run` takes a config, a trace (or a seed for a synthetic one), a placement method and a variant,
-and returns a :class:`WaferRun`:
+:func:`build_run` takes a config, a trace (or a seed for a synthetic one), a placement method, a variant and a
+number of consecutive layers, and returns a :class:`WaferRun`:
 
-- the quantised weights (seeded) and each group's DRAM image (:func:`mozart.model.golden.expert_image` at
-  :meth:`Protocol.expert_image_base` of the expert's place in its group);
-- the tokens (seeded), the quantised gates, and the expected outputs (:func:`mozart.model.golden.moe_layer`);
-- the forward schedule (:func:`mozart.model.schedule.build_schedule`) translated into host commands
-  (:mod:`mozart.model.host`);
-- the DISPATCH packets the model expects on every link (the hardware's C_T, per link).
+- per layer (:class:`RunLayer`): its placement, the quantised weights (seeded, a stream per layer) and each
+  group's DRAM image (:func:`mozart.model.golden.expert_image` at :meth:`Protocol.expert_image_base` of the
+  expert's place in its group and its layer), the tokens (seeded for the first layer; for the next,
+  :func:`mozart.model.golden.next_layer_tokens` of the previous layer's outputs), the quantised gates, the
+  expected outputs (:func:`mozart.model.golden.moe_layer`), the forward schedule
+  (:func:`mozart.model.schedule.build_schedule`) and the DISPATCH packets the model expects on every link (the
+  hardware's C_T, per link);
+- the host program: every layer's schedule translated into host commands (:mod:`mozart.model.host`), layer
+  after layer;
+- the host's attention stand-ins (:class:`AttentionStandIn`; by default only with several layers): one per
+  Attention command of each layer's schedule, which starts once the host holds the outputs the micro-batch's
+  tokens come from (none for the first layer) and the previous stand-in has ended, and lasts
+  :func:`mozart.model.perf.regime.host_attention_cycles_per_token` per token. The host holds each TOKEN of the
+  micro-batch (and, in the Baseline, the layer's loads) until then (:attr:`HostCommand.release`): the stand-in
+  for the attention block that produces the next layer's tokens, so that the overlap of the next layer's loads
+  with attention is measured, not assumed.
 
-How a schedule becomes host commands (the root executes them in order): the expert table; then per weight
-round ``r``: the round's LOADs in the schedule's order (a reload of a group's slots is preceded by
-``WAIT_COMBINED`` of that group, and by the ``WAIT_LOADED`` of the slot's previous load if nothing waited for
-it yet); then the round's token dispatches micro-batch by micro-batch, tokens ascending, each token with its
-experts of round ``r`` (one TOKEN command, which the root turns into one DISPATCH per group, or one per expert
-without de-duplication); before a token, ``WAIT_LOADED`` of each slot it needs that nothing waited for yet.
-The schedule's per-chiplet dispatches of one (micro-batch, round) thus become one host TOKEN per token: the
-root merges the chiplets of a group into one packet. Coarser than the schedule: the reload waits for the
-whole group (the root counts results per group), and commands run in one order. The Baseline's barriers become
-WAIT_LOADED of every load of a round before the round's first dispatch, and a reload waits for every group's
-results.
+How a layer's schedule becomes host commands (the root executes them in order): the layer's expert table;
+then per weight round ``r``: the round's LOADs in the schedule's order (a reload of a group's slots, which
+includes a later layer's first round, is preceded by ``WAIT_COMBINED`` of that group, and by the
+``WAIT_LOADED`` of the slot's previous load if nothing waited for it yet); then the round's token dispatches
+micro-batch by micro-batch, tokens ascending, each token with its experts of round ``r`` (one TOKEN command,
+which the root turns into one DISPATCH per group, or one per expert without de-duplication); before a token,
+``WAIT_LOADED`` of each slot it needs that nothing waited for yet. The schedule's per-chiplet dispatches of one
+(micro-batch, round) thus become one host TOKEN per token: the root merges the chiplets of a group into one
+packet. Coarser than the schedule: the reload waits for the whole group (the root counts results per group),
+and commands run in one order. The Baseline's barriers become WAIT_LOADED of every load of a round before the
+round's first dispatch, a reload that waits for every group's results, and (with attention) loads held until
+the layer's attention has ended: no prefetch across attention.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,9 +45,9 @@ from . import golden
 from .errors import ConfigError, ScheduleError
 from .host import HostCommand, HostInterface, HostOp
 from .protocol import Protocol
-from .schedule import Dispatch, Load, Schedule, Variant, build_schedule
+from .schedule import Attention, Dispatch, Load, Schedule, Variant, build_schedule
 
-__all__ = ["WaferRun", "build_run", "default_placement", "FAULTS"]
+__all__ = ["WaferRun", "RunLayer", "AttentionStandIn", "build_run", "default_placement", "FAULTS"]
 
 #: Deliberate faults for testing the testbench's watchdog: ``drop-load`` removes the first LOAD but keeps its
 #: WAIT_LOADED, so the root waits forever.
@@ -48,30 +60,72 @@ def default_placement(variant: str) -> str:
 
 
 @dataclass
+class AttentionStandIn:
+    """One attention step the host stands in for: it starts once the host holds ``outputs`` outputs (counted over
+    every layer, in order) and the previous step has ended, and lasts ``cycles``. A command with ``release = n``
+    waits for the end of step ``n`` (:attr:`HostCommand.release`)."""
+
+    outputs: int
+    cycles: int
+
+
+@dataclass
+class RunLayer:
+    """One MoE layer of a run: its placement, data, expected outputs, schedule and link counts."""
+
+    index: int                      # the trace's (and the DRAM's) layer
+    expert_to_chiplet: np.ndarray   # [E] global chiplet
+    local: np.ndarray               # [E] index on its chiplet (ascending global id)
+    image_index: np.ndarray         # [E] place in its group's DRAM region of the layer
+    w1: np.ndarray                  # [E, d_ff, d_model]
+    w2: np.ndarray                  # [E, d_model, d_ff]
+    x: np.ndarray                   # [T, d_model]: seeded (first layer) or the previous layer's outputs requantised
+    experts: np.ndarray             # [T, k]
+    gates: np.ndarray               # [T, k] raw unsigned
+    expected: np.ndarray            # [T, d_model] golden outputs
+    schedule: Schedule
+    link_dispatches: dict = field(default_factory=dict)  # (a, b) -> DISPATCH packets expected
+
+    @property
+    def rounds(self) -> int:
+        return int(max((d.round for d in self.schedule.of_kind(Dispatch, "forward")), default=0)) + 1
+
+
+@dataclass
 class WaferRun:
     cfg: object
     variant: str
     placement: str
     trace_source: str
-    expert_to_chiplet: np.ndarray   # [E] global chiplet
-    w1: np.ndarray                  # [E, d_ff, d_model]
-    w2: np.ndarray                  # [E, d_model, d_ff]
-    x: np.ndarray                   # [T, d_model]
-    experts: np.ndarray             # [T, k]
-    gates: np.ndarray               # [T, k] raw unsigned
-    expected: np.ndarray            # [T, d_model] golden outputs
+    layers: list                    # RunLayer, in run order
     dram: list                      # per group: list of (word address, words)
-    schedule: Schedule
     commands: list = field(default_factory=list)     # HostCommand, in order
-    link_dispatches: dict = field(default_factory=dict)  # (a, b) -> DISPATCH packets expected
+    attention: list = field(default_factory=list)    # AttentionStandIn, in order (empty: none)
 
     @property
     def tokens(self) -> int:
-        return len(self.x)
+        """Tokens per layer."""
+        return len(self.layers[0].x)
+
+    @property
+    def outputs(self) -> int:
+        """Outputs the host receives: every layer's tokens, layer after layer."""
+        return self.tokens * len(self.layers)
+
+    @property
+    def expected(self) -> np.ndarray:
+        """``[outputs, d_model]``: every layer's golden outputs, in the order the root returns them."""
+        return np.concatenate([layer.expected for layer in self.layers])
 
     @property
     def rounds(self) -> int:
-        return int(max((d.round for d in self.schedule.of_kind(Dispatch, "forward")), default=0)) + 1
+        return max(layer.rounds for layer in self.layers)
+
+    @property
+    def link_dispatches(self) -> dict:
+        """DISPATCH packets expected per link over the whole run."""
+        first = self.layers[0].link_dispatches
+        return {link: sum(layer.link_dispatches[link] for layer in self.layers) for link in first}
 
     def link_label(self, link: tuple[int, int]) -> str:
         topo = Protocol(self.cfg).topology
@@ -80,23 +134,24 @@ class WaferRun:
     def replicas_per_token(self) -> dict[str, float]:
         """DISPATCH packets per token on the root links and on the chiplet links (the hardware's C_T)."""
         topo = Protocol(self.cfg).topology
-        root = sum(n for (a, _), n in self.link_dispatches.items() if a == topo.root)
-        leaf = sum(n for (a, b), n in self.link_dispatches.items() if a != topo.root)
-        return {"root": root / self.tokens, "chiplet": leaf / self.tokens}
+        links = self.link_dispatches
+        root = sum(n for (a, _), n in links.items() if a == topo.root)
+        leaf = sum(n for (a, b), n in links.items() if a != topo.root)
+        return {"root": root / self.outputs, "chiplet": leaf / self.outputs}
 
 
 def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, variant: str = "C",
-              tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
-              fault: str = "none") -> WaferRun:
-    """Everything the testbench needs for one layer; see the module doc.
+              tokens: int = 256, layer: int = 0, layers: int = 1, slots: int | None = None,
+              skew: float | None = None, attention: bool | None = None, fault: str = "none") -> WaferRun:
+    """Everything the testbench needs for ``layers`` consecutive MoE layers from ``layer`` on; see the module doc.
 
     ``placement``: a method name, or the path of a placement file (``.json``, as ``mozart allocate`` writes;
-    its row ``layer`` is used). ``trace`` None: a synthetic trace of ``tokens`` tokens from ``seed``
-    (:func:`mozart.model.synth.synthesize_for`,
-    with Zipf popularity exponent ``skew`` if given: 1.5 makes a few hot experts take most tokens). ``slots``:
-    weight slots the schedule uses per chiplet (default ``hardware.sram_slots``); fewer slots than experts per
-    chiplet make the schedule reload slots mid-layer."""
-    from .placers import place  # noqa: PLC0415 (the placers import networkx and scipy)
+    its rows ``layer..layer + layers - 1`` are used). ``trace`` None: a synthetic trace of ``tokens`` tokens from
+    ``seed`` (:func:`mozart.model.synth.synthesize_for`, with Zipf popularity exponent ``skew`` if given: 1.5
+    makes a few hot experts take most tokens). ``slots``: weight slots the schedule uses per chiplet (default
+    ``hardware.sram_slots``); fewer slots than experts per chiplet make the schedule reload slots mid-layer.
+    ``attention``: the host stands in for the attention block between layers (default: when ``layers > 1``)."""
+    from .placement import Placement  # noqa: PLC0415
     from .synth import synthesize_for  # noqa: PLC0415
 
     if fault not in FAULTS:
@@ -107,74 +162,145 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     if not golden.reduction_is_exact(cfg):
         raise ConfigError(f"numerics.partial_bits must make the reduction exact for the end-to-end check "
                           f"(no partial sum may saturate), not {cfg.numerics.partial_bits!r}")
-    host = HostInterface(cfg)
-    proto = host.proto
-    placement = placement or default_placement(variant)
-    if trace is None:
-        trace = synthesize_for(cfg, tokens, seed, **({} if skew is None else {"skew": skew}))
-    trace.check_fits(cfg)
-    if not 0 <= layer < trace.layers:
-        raise ConfigError(f"layer must be in 0..{trace.layers - 1} (the trace's layers), not {layer!r}")
-    if trace.tokens < tokens:
-        raise ConfigError(f"tokens must be at most the trace's {trace.tokens} tokens, not {tokens}")
-    trace = trace.layer(layer).head(tokens)
-    if placement.endswith(".json"):  # a file from `mozart allocate`: its row for this layer
-        from .placement import Placement  # noqa: PLC0415
-        from .placement_io import load_placement  # noqa: PLC0415
-        given = load_placement(placement, cfg)
-        if not 0 <= layer < given.layers:
-            raise ConfigError(f"layer must be in 0..{given.layers - 1} (the placement file's layers), not {layer!r}")
-        plc = Placement(given.expert_to_chiplet[layer:layer + 1], cfg.chiplets_per_group, given.method)
-    else:
-        plc = place(trace, cfg, placement, seed=seed)
-    e2c = plc.expert_to_chiplet[0].astype(np.int64)
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= cfg.moe.layers:
+        raise ConfigError(f"layers must be between 1 and moe.layers ({cfg.moe.layers}: the DRAM holds that many "
+                          f"layers' weights), not {layers!r}")
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= cfg.moe.layers - layers:
+        raise ConfigError(f"layer must be in 0..{cfg.moe.layers - layers} (the first of {layers} layer(s) of "
+                          f"moe.layers = {cfg.moe.layers}), not {layer!r}")
     if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
                               or not 1 <= slots <= cfg.hardware.sram_slots):
         raise ConfigError(f"slots must be between 1 and hardware.sram_slots ({cfg.hardware.sram_slots}), "
                           f"not {slots!r}")
-    schedule = build_schedule(cfg, plc, trace, 0, variant, slots=slots)
+    host = HostInterface(cfg)
+    placement = placement or default_placement(variant)
+    if trace is None:
+        trace = synthesize_for(cfg, tokens, seed, **({} if skew is None else {"skew": skew}))
+    trace.check_fits(cfg)
+    if layer + layers > trace.layers:
+        raise ConfigError(f"layer + layers must be at most the trace's {trace.layers} layers, not "
+                          f"{layer} + {layers}")
+    if trace.tokens < tokens:
+        raise ConfigError(f"tokens must be at most the trace's {trace.tokens} tokens, not {tokens}")
+    plc = _placement(cfg, trace, placement, layer, layers, seed)
 
-    # -- data (seeded, independent streams) ------------------------------------------------------------------
     num, moe = cfg.numerics, cfg.moe
-    gen = np.random.default_rng([seed, 7])
-    wlo, whi = -(1 << (num.weight_bits - 1)), 1 << (num.weight_bits - 1)
-    w1 = gen.integers(wlo, whi, size=(moe.experts, moe.d_ff, moe.d_model))
-    w2 = gen.integers(wlo, whi, size=(moe.experts, moe.d_model, moe.d_ff))
-    alo, ahi = -(1 << (num.act_bits - 1)), 1 << (num.act_bits - 1)
-    x = np.random.default_rng([seed, 8]).integers(alo, ahi, size=(tokens, moe.d_model))
-    experts = trace.experts[0].astype(np.int64)
-    gates = golden.quantise(trace.weights[0], num.gate_bits, num.gate_bits, signed=False)
-    expected = golden.moe_layer(x, w1, w2, experts, gates, e2c, cfg)
-
-    C, G = cfg.chiplets_per_group, cfg.groups
-    local = plc.local_index(0).astype(np.int64)
-    image_index = (e2c % C) * cfg.experts_per_chiplet + local   # the expert's place in its group's DRAM
-    dram = [[] for _ in range(G)]
-    for e in range(moe.experts):
-        dram[int(e2c[e]) // C].append((proto.expert_image_base(int(image_index[e])),
-                                       golden.expert_image(w1[e], w2[e], cfg)))
-
-    run = WaferRun(cfg, variant, placement, trace.source, e2c, w1, w2, x, experts, gates, expected, dram, schedule)
-    _translate(run, host, local, image_index)
+    x = np.random.default_rng([seed, 8]).integers(-(1 << (num.act_bits - 1)), 1 << (num.act_bits - 1),
+                                                  size=(tokens, moe.d_model))
+    run_layers, dram = [], [[] for _ in range(cfg.groups)]
+    for i in range(layers):
+        one = trace.layer(layer + i).head(tokens)
+        row = Placement(plc.expert_to_chiplet[i:i + 1], cfg.chiplets_per_group, plc.method)
+        run_layers.append(_run_layer(cfg, one, row, layer + i, x, seed, variant, slots, dram))
+        x = golden.next_layer_tokens(run_layers[-1].expected, cfg)
+    run = WaferRun(cfg, variant, placement, trace.source, run_layers, dram)
+    if attention if attention is not None else layers > 1:
+        run.attention = _attention_steps(run)
+    _translate(run, host)
     if fault == "drop-load":
         first = next(i for i, c in enumerate(run.commands) if c.op is HostOp.LOAD)
         del run.commands[first]
     return run
 
 
-def _translate(run: WaferRun, host: HostInterface, local: np.ndarray, image_index: np.ndarray) -> None:
-    """The forward schedule as host commands, and the DISPATCH packets expected per link."""
-    cfg, proto = run.cfg, host.proto
-    topo = proto.topology
+def _placement(cfg, trace, placement: str, layer: int, layers: int, seed: int):
+    """The placement of the run's layers (one row each), from a method or a placement file."""
+    from .placement import Placement  # noqa: PLC0415
+    from .placers import place  # noqa: PLC0415 (the placers import networkx and scipy)
+    if placement.endswith(".json"):  # a file from `mozart allocate`: its rows for these layers
+        from .placement_io import load_placement  # noqa: PLC0415
+        given = load_placement(placement, cfg)
+        if layer + layers > given.layers:
+            raise ConfigError(f"layer + layers must be at most the placement file's {given.layers} layers, not "
+                              f"{layer} + {layers}")
+        return Placement(given.expert_to_chiplet[layer:layer + layers], cfg.chiplets_per_group, given.method)
+    rows = [place(trace.layer(layer + i), cfg, placement, seed=seed).expert_to_chiplet[0] for i in range(layers)]
+    return Placement(np.stack(rows), cfg.chiplets_per_group, placement)
+
+
+def _run_layer(cfg, trace, plc, index: int, x, seed: int, variant: str, slots, dram) -> RunLayer:
+    """One layer: its schedule, seeded weights (a stream per layer), golden outputs and DRAM images."""
+    num, moe = cfg.numerics, cfg.moe
+    proto = Protocol(cfg)
+    e2c = plc.expert_to_chiplet[0].astype(np.int64)
+    schedule = dataclasses.replace(build_schedule(cfg, plc, trace, 0, variant, slots=slots), layer=index)
+    gen = np.random.default_rng([seed, 7] if index == 0 else [seed, 7, index])
+    wlo, whi = -(1 << (num.weight_bits - 1)), 1 << (num.weight_bits - 1)
+    w1 = gen.integers(wlo, whi, size=(moe.experts, moe.d_ff, moe.d_model))
+    w2 = gen.integers(wlo, whi, size=(moe.experts, moe.d_model, moe.d_ff))
+    experts = trace.experts[0].astype(np.int64)
+    gates = golden.quantise(trace.weights[0], num.gate_bits, num.gate_bits, signed=False)
+    expected = golden.moe_layer(x, w1, w2, experts, gates, e2c, cfg)
     C = cfg.chiplets_per_group
-    e2c = run.expert_to_chiplet
-    cmds = run.commands
-    for e in range(cfg.moe.experts):
-        c = int(e2c[e])
-        cmds.append(HostCommand(HostOp.TABLE, {"expert": e, "group": c // C, "chiplet": c % C,
-                                               "local": int(local[e])}))
-    loads = run.schedule.of_kind(Load, "forward")
-    dispatches = run.schedule.of_kind(Dispatch, "forward")
+    local = plc.local_index(0).astype(np.int64)
+    image_index = (e2c % C) * cfg.experts_per_chiplet + local   # the expert's place in its group's DRAM
+    for e in range(moe.experts):
+        dram[int(e2c[e]) // C].append((proto.expert_image_base(int(image_index[e]), index),
+                                       golden.expert_image(w1[e], w2[e], cfg)))
+    return RunLayer(index, e2c, local, image_index, w1, w2, x, experts, gates, expected, schedule)
+
+
+def _attention_steps(run: WaferRun) -> list[AttentionStandIn]:
+    """The host's attention stand-ins, one per Attention command of each layer's schedule (per micro-batch, or one
+    for all micro-batches in the Baseline): each waits for its tokens' outputs of the previous layer (none for
+    the first) and takes :func:`~mozart.model.perf.regime.host_attention_cycles_per_token` per token."""
+    from .perf.regime import host_attention_cycles_per_token  # noqa: PLC0415
+    per_token = host_attention_cycles_per_token(run.cfg)
+    steps = []
+    for i, layer in enumerate(run.layers):
+        for att in layer.schedule.of_kind(Attention, "forward"):
+            last = run.tokens if att.micro_batch < 0 else _mb_end(layer.schedule, run.tokens, att.micro_batch)
+            steps.append(AttentionStandIn((i - 1) * run.tokens + last if i else 0, round(att.tokens * per_token)))
+    return steps
+
+
+def _mb_end(schedule: Schedule, tokens: int, micro_batch: int) -> int:
+    """One past the last token of ``micro_batch`` (the schedule's split of the tokens)."""
+    return (micro_batch + 1) * tokens // schedule.micro_batches
+
+
+class _Program:
+    """The host program being written: commands, the loads so far and which LOADED were waited for."""
+
+    def __init__(self, run: WaferRun, host: HostInterface):
+        self.run, self.host, self.proto = run, host, host.proto
+        self.cmds = run.commands
+        self.loads: list = []        # (Load, layer) of the whole run, in program order
+        self.waited: set[int] = set()
+        self.pending_load: dict[tuple[int, int], int] = {}   # (chiplet, slot) -> index of its latest load
+        self.release = 0             # attention steps the next commands wait for
+        self.reloads = False         # a load now reloads a slot (not the run's first round)
+
+    def add(self, op: HostOp, args: dict, payload: tuple = ()) -> None:
+        self.cmds.append(HostCommand(op, args, payload, self.release))
+
+    def wait_loaded(self, i: int) -> None:
+        if i not in self.waited:
+            ld = self.loads[i][0]
+            self.add(HostOp.WAIT_LOADED, {"group": ld.group, "chiplet": ld.chiplet % self.run.cfg.chiplets_per_group,
+                                          "slot": ld.slot})
+            self.waited.add(i)
+
+
+def _translate(run: WaferRun, host: HostInterface) -> None:
+    """Every layer's forward schedule as host commands, one after another, and the DISPATCH packets expected
+    per link of each layer."""
+    program = _Program(run, host)
+    attention = iter(range(1, len(run.attention) + 1))
+    for layer in run.layers:
+        _translate_layer(program, layer, attention if run.attention else None)
+    for i in range(len(program.loads)):
+        program.wait_loaded(i)
+
+
+def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
+    """One layer's commands (the module doc's rules): per round its loads, then its tokens; the expert table
+    before the first token; the layer's attention steps gate its tokens (the Baseline: its loads too)."""
+    run, host, proto = program.run, program.host, program.proto
+    cfg, topo, C = run.cfg, proto.topology, run.cfg.chiplets_per_group
+    e2c = layer.expert_to_chiplet
+    loads = layer.schedule.of_kind(Load, "forward")
+    dispatches = layer.schedule.of_kind(Dispatch, "forward")
     # the round of each load: the n-th load of a (chiplet, slot) is round n
     seen: dict[tuple[int, int], int] = {}
     load_round = []
@@ -182,98 +308,102 @@ def _translate(run: WaferRun, host: HostInterface, local: np.ndarray, image_inde
         load_round.append(seen.get((ld.chiplet, ld.slot), 0))
         seen[(ld.chiplet, ld.slot)] = load_round[-1] + 1
     rounds = max([d.round for d in dispatches] + load_round + [0]) + 1
-    slot_of = {ld.expert: ld.slot for ld in loads}     # experts loaded once each in the forward pass
     round_of = {ld.expert: r for ld, r in zip(loads, load_round)}
-    if len(slot_of) != len(loads):
+    if len(round_of) != len(loads):
         raise ScheduleError("each expert must be loaded exactly once in the forward pass of the schedule")
     per_expert = {d.per_expert for d in dispatches}
     if len(per_expert) > 1:
         raise ScheduleError("a schedule's dispatches must all be per-expert or all de-duplicated")
     dedup = not per_expert.pop() if per_expert else True
     save = any(d.save for d in dispatches)
-    bulk = any(d.bulk for d in dispatches)
+    barriers = not layer.schedule.variant.streaming
     micro_batches = sorted({d.micro_batch for d in dispatches})
+    mb_steps = {}
+    if attention is not None:   # the layer's attention steps, in the schedule's order
+        for att in layer.schedule.of_kind(Attention, "forward"):
+            mb_steps[att.micro_batch] = next(attention)
 
     # the dispatch units: per round, per micro-batch, tokens ascending, each with its experts of the round
     tok_of_mb = {mb: sorted({int(t) for d in dispatches if d.micro_batch == mb for t in d.tokens})
                  for mb in micro_batches}
-    units = []   # (round, token, [positions j in the token's top-k])
+    units = []   # (round, micro-batch, token, [positions j in the token's top-k])
     for r in range(rounds):
         for mb in micro_batches:
             for t in tok_of_mb[mb]:
-                js = [j for j, e in enumerate(run.experts[t]) if round_of[int(e)] == r]
+                js = [j for j, e in enumerate(layer.experts[t]) if round_of[int(e)] == r]
                 if js:
-                    units.append((r, t, js))
+                    units.append((r, mb, t, js))
     first_unit, last_unit = {}, {}
-    for i, (_, t, _) in enumerate(units):
+    for i, (_, _, t, _) in enumerate(units):
         first_unit.setdefault(t, i)
         last_unit[t] = i
-    _check_entries(units, first_unit, last_unit, host.entries)
+    _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host.entries)
 
-    waited: set[int] = set()     # load indices whose LOADED was waited for
-    pending_load: dict[tuple[int, int], int] = {}   # (chiplet, slot) -> index of its latest load
-    load_of_expert = {ld.expert: i for i, ld in enumerate(loads)}
-
-    def wait_loaded(i: int) -> None:
-        if i not in waited:
-            ld = loads[i]
-            cmds.append(HostCommand(HostOp.WAIT_LOADED, {"group": ld.group, "chiplet": ld.chiplet % C,
-                                                         "slot": ld.slot}))
-            waited.add(i)
-
+    offset = len(program.loads)
+    program.loads += [(ld, layer.index) for ld in loads]
+    load_of_expert = {ld.expert: offset + i for i, ld in enumerate(loads)}
     links = {link: 0 for link in topo.links}
     unit_index = 0
+    if barriers and mb_steps:   # the Baseline loads only after the layer's attention
+        program.release = max(mb_steps.values())
+    for e in range(cfg.moe.experts):   # the layer's expert table: the previous layer's tokens are all dispatched
+        c = int(e2c[e])
+        program.add(HostOp.TABLE, {"expert": e, "group": c // C, "chiplet": c % C, "local": int(layer.local[e])})
     for r in range(rounds):
         combined_groups: set[int] = set()
         for i, ld in enumerate(loads):
             if load_round[i] != r:
                 continue
-            if r and ld.group not in combined_groups:
+            if program.reloads and ld.group not in combined_groups:
                 # the Baseline's barrier waits for every group's results, the streaming variants for the group's
-                groups = [1 if bulk or g == ld.group else 0 for g in range(cfg.groups)]
-                cmds.append(HostCommand(HostOp.WAIT_COMBINED, {"groups": groups}))
+                groups = [1 if barriers or g == ld.group else 0 for g in range(cfg.groups)]
+                program.add(HostOp.WAIT_COMBINED, {"groups": groups})
                 combined_groups.update(g for g in range(cfg.groups) if groups[g])
-            previous = pending_load.get((ld.chiplet, ld.slot))
+            previous = program.pending_load.get((ld.chiplet, ld.slot))
             if previous is not None:
-                wait_loaded(previous)
-            pending_load[(ld.chiplet, ld.slot)] = i
-            cmds.append(HostCommand(HostOp.LOAD, {"group": ld.group, "chiplet": ld.chiplet % C, "slot": ld.slot,
-                                                  "local": int(local[ld.expert]),
-                                                  "addr": proto.expert_image_base(int(image_index[ld.expert]))}))
-        if bulk:   # the Baseline's barrier: every load of the round is in before any dispatch
+                program.wait_loaded(previous)
+            program.pending_load[(ld.chiplet, ld.slot)] = offset + i
+            program.add(HostOp.LOAD, {"group": ld.group, "chiplet": ld.chiplet % C, "slot": ld.slot,
+                                      "local": int(layer.local[ld.expert]),
+                                      "addr": proto.expert_image_base(int(layer.image_index[ld.expert]), layer.index)})
+        program.reloads = True
+        if barriers:   # the Baseline's barrier: every load of the round is in before any dispatch
             for i in range(len(loads)):
                 if load_round[i] == r:
-                    wait_loaded(i)
+                    program.wait_loaded(offset + i)
         while unit_index < len(units) and units[unit_index][0] == r:
-            _, t, js = units[unit_index]
+            _, mb, t, js = units[unit_index]
+            if mb_steps:
+                program.release = max(program.release, mb_steps[mb])
             for j in js:
-                wait_loaded(load_of_expert[int(run.experts[t][j])])
+                program.wait_loaded(load_of_expert[int(layer.experts[t][j])])
             k = cfg.moe.top_k
-            valid = [1 if j in js else 0 for j in range(k)]
-            cmds.append(HostCommand(HostOp.TOKEN, {
+            program.add(HostOp.TOKEN, {
                 "token": t % host.entries, "first": int(first_unit[t] == unit_index),
                 "final": int(last_unit[t] == unit_index), "dedup": int(dedup), "save": int(save),
-                "valid": valid, "experts": [int(e) for e in run.experts[t]],
-                "gates": [int(g) for g in run.gates[t]]}, tuple(proto.pack_token(run.x[t]))))
-            chips = [int(e2c[run.experts[t][j]]) for j in js]
-            if dedup:
-                for g in sorted({c // C for c in chips}):
-                    links[(topo.root, topo.switch(g))] += 1
-                for c in sorted(set(chips)):
-                    links[(topo.switch(c // C), topo.chiplet(c // C, c % C))] += 1
-            else:
-                for c in chips:
-                    links[(topo.root, topo.switch(c // C))] += 1
-                    links[(topo.switch(c // C), topo.chiplet(c // C, c % C))] += 1
+                "valid": [1 if j in js else 0 for j in range(k)], "experts": [int(e) for e in layer.experts[t]],
+                "gates": [int(g) for g in layer.gates[t]]}, tuple(proto.pack_token(layer.x[t])))
+            _count_links(links, topo, C, [int(e2c[layer.experts[t][j]]) for j in js], dedup)
             unit_index += 1
-    for i in range(len(loads)):
-        wait_loaded(i)
-    run.link_dispatches = links
+    layer.link_dispatches = links
     # The model's two counts must agree: replicas on the chiplet links are the schedule's replicas.
     leaf = sum(n for (a, _), n in links.items() if a != topo.root)
     if leaf != sum(d.replicas for d in dispatches):
         raise ScheduleError(f"host program sends {leaf} replicas to chiplets but the schedule counts "
                             f"{sum(d.replicas for d in dispatches)}")
+
+
+def _count_links(links: dict, topo, C: int, chips: list[int], dedup: bool) -> None:
+    """The DISPATCH packets one TOKEN puts on each link: per group and chiplet (de-duplicated) or per expert."""
+    if dedup:
+        for g in sorted({c // C for c in chips}):
+            links[(topo.root, topo.switch(g))] += 1
+        for c in sorted(set(chips)):
+            links[(topo.switch(c // C), topo.chiplet(c // C, c % C))] += 1
+    else:
+        for c in chips:
+            links[(topo.root, topo.switch(c // C))] += 1
+            links[(topo.switch(c // C), topo.chiplet(c // C, c % C))] += 1
 
 
 def _check_entries(units, first_unit, last_unit, entries: int) -> None:

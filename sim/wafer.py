@@ -43,7 +43,8 @@ def check_probability(name: str, p: float) -> float:
 
 
 def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
-             tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
+             tokens: int = 256, layer: int = 0, layers: int = 1, attention: bool | None = None,
+             slots: int | None = None, skew: float | None = None,
              idle: float = 0.0, backpressure: float = 0.0) -> None:
     """Raise :class:`MozartError` (one line) for bad arguments before anything is built or simulated."""
     from mozart.model.placers import method_names  # noqa: PLC0415
@@ -64,23 +65,26 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
         raise MozartError(f"--seed must be a non-negative integer, not {seed!r}")
     # the model's own checks (trace shape, tokens, slots, entries)
     build_run(cfg, trace=load_trace(trace) if trace else None, seed=seed, placement=placement, variant=variant,
-              tokens=tokens, layer=layer, slots=slots, skew=skew)
+              tokens=tokens, layer=layer, layers=layers, attention=attention, slots=slots, skew=skew)
 
 
 def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
-              tokens: int = 256, layer: int = 0, slots: int | None = None, skew: float | None = None,
+              tokens: int = 256, layer: int = 0, layers: int = 1, attention: bool | None = None,
+             slots: int | None = None, skew: float | None = None,
               idle: float = 0.0, backpressure: float = 0.0, waves: bool = False, built=None,
               timeout: float | None = None, progress=None, timeline: bool = False) -> LayerResult:
-    """One layer of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s. ``progress``:
+    """``layers`` MoE layers of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s.
+    ``progress``:
     see :func:`mozart.sim.cosim.run`."""
     from mozart.sim import cosim  # noqa: PLC0415
     from mozart.sim.build import build  # noqa: PLC0415
 
     validate(cfg, variant=variant, seed=seed, trace=trace, placement=placement, tokens=tokens, layer=layer,
-             slots=slots, skew=skew, idle=idle, backpressure=backpressure)
+             layers=layers, attention=attention, slots=slots, skew=skew, idle=idle, backpressure=backpressure)
     built = built or build("wafer", cfg, waves=waves, progress=progress)
     options = WaferOptions(variant=variant, placement=placement, trace=trace, tokens=tokens, layer=layer,
-                           slots=slots, skew=skew, idle=idle, backpressure=backpressure, timeline=timeline)
+                           layers=layers, attention=attention, slots=slots, skew=skew, idle=idle,
+                           backpressure=backpressure, timeline=timeline)
     label = str(variant) if placement is None else f"{variant}-{Path(placement).stem}"
     result = cosim.run(built, seed=seed, extra_env=options.to_env(), check=False, timeout=timeout, label=label,
                        progress=progress)
@@ -114,7 +118,8 @@ def format_layer(cfg, r: LayerResult) -> str:
     lines = [r.cosim.report(waveform=False)]   # the command prints the waveform's path last
     if not s:
         return "\n".join(lines)
-    lines.append(f"variant {r.variant}, placement {s['placement']}, {s['tokens']} tokens, {s['rounds']} weight "
+    lines.append(f"variant {r.variant}, placement {s['placement']}, {s.get('layers', 1)} layer(s) of {s['tokens']} "
+                 f"tokens, host attention steps {s.get('attention_steps', 0)}, {s['rounds']} weight "
                  f"round(s), host idle {s['idle']:g}, output backpressure {s['backpressure']:g}")
     lines.append(f"outputs bit-exact with the golden model: {'yes' if s['bit_exact'] else 'NO'}")
     lines.append(f"DISPATCH packets on every link equal the model's: {'yes' if s['links_match'] else 'NO'}")

@@ -1,12 +1,15 @@
-"""cocotb testbench of the whole wafer (design ``wafer``): one MoE layer end to end against the model.
+"""cocotb testbench of the whole wafer (design ``wafer``): MoE layers end to end against the model.
 
-The model (:func:`mozart.model.wafer_run.build_run`) gives the DRAM images, the host commands, the expected
-outputs and the DISPATCH packets expected on every link. The testbench preloads every group's DRAM through its
-backdoor, drives the commands on ``host_in`` with seeded random idle cycles, takes the outputs from
+The model (:func:`mozart.model.wafer_run.build_run`) gives the DRAM images of every layer, the host commands,
+the host's attention stand-ins, the expected outputs and the DISPATCH packets expected on every link. The
+testbench preloads every group's DRAM through its backdoor, drives the commands on ``host_in`` with seeded random
+idle cycles (each held until its attention step has ended, by the harness's stand-in), takes the outputs from
 ``host_out`` with seeded random backpressure, and checks:
 
-- every output bit-exact against :func:`mozart.model.golden.moe_layer`, in token order;
-- the DISPATCH packets counted by the hardware on every link equal the model's counts (C_T per link);
+- every output of every layer bit-exact against :func:`mozart.model.golden.moe_layer` (a layer's tokens are the
+  previous layer's outputs, :func:`mozart.model.golden.next_layer_tokens`), in token order;
+- the DISPATCH packets counted by the hardware on every link equal the model's counts (C_T per link), summed
+  over the layers (the counters run through the whole run, and layers overlap on the links by design);
 - everything drained at the end: no link holds a flit, the root is idle, no unexpected packet or bad memory
   request was seen;
 - the cycles from the first command to the last output flit, next to the performance model's prediction
@@ -17,8 +20,8 @@ A watchdog fails a hang and names the stuck node: links blocked at their receive
 root is stuck on.
 
 Options (set by ``mozart cosim wafer`` and the tests): one :class:`mozart.model.cosim_options.WaferOptions` (variant,
-placement, trace, tokens, layer, slots, skew, idle, backpressure, fault, timeline), passed as JSON in
-``MOZART_WAFER``.
+placement, trace, tokens, layer, layers, attention, slots, skew, idle, backpressure, fault, timeline), passed as
+JSON in ``MOZART_WAFER``.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from cocotb.triggers import FallingEdge, Timer
 
 from mozart.model.blocks import ChipletContract
 from mozart.model import lfsr
-from mozart.model.harness import BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.harness import ATTENTION_STEPS, BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.cosim_options import WaferOptions
 from mozart.model.host import HostInterface
-from mozart.model.protocol import Protocol
+from mozart.model.protocol import CYCLE_BITS, Protocol
 
 from .env import clock_and_reset, test_config, test_seed, write_summary
 from .stream import FlitCodec
@@ -59,7 +62,8 @@ class LinkActivity:
     @property
     def transfers(self) -> int:
         dut = self.dut
-        return int(dut.moved.value) + int(dut.program_sent.value) + int(dut.output_flits.value)
+        return (int(dut.moved.value) + int(dut.program_sent.value) + int(dut.output_flits.value)
+                + int(dut.attention_busy_cycles.value))
 
     def blocked(self) -> list[str]:
         valid = self.dut.link_valid.value.to_unsigned()
@@ -96,16 +100,20 @@ class WaferBench:
         self.options = opt = WaferOptions.from_env()
         self.run = build_run(cfg, trace=load_trace(opt.trace) if opt.trace else None, seed=test_seed(),
                              placement=opt.placement, variant=opt.variant, tokens=opt.tokens, layer=opt.layer,
-                             slots=opt.slots, skew=opt.skew, fault=opt.fault)
+                             layers=opt.layers, attention=opt.attention, slots=opt.slots, skew=opt.skew,
+                             fault=opt.fault)
         self.idle, self.backpressure = opt.idle, opt.backpressure
         self.program = [self.host.encode(cmd) for cmd in self.run.commands]
         self.command_ends = list(itertools.accumulate(len(flits) for flits in self.program))
         if self.command_ends[-1] > PROGRAM_FLITS:
             raise ValueError(f"host program must fit the harness's {PROGRAM_FLITS} flits, not "
                              f"{self.command_ends[-1]}: run fewer tokens")
-        if self.run.tokens * self.proto.partial_flits > OUTPUT_FLITS:
+        if self.run.outputs * self.proto.partial_flits > OUTPUT_FLITS:
             raise ValueError(f"outputs must fit the harness's {OUTPUT_FLITS} flits, not "
-                             f"{self.run.tokens * self.proto.partial_flits}: run fewer tokens")
+                             f"{self.run.outputs * self.proto.partial_flits}: run fewer tokens or layers")
+        if len(self.run.attention) > ATTENTION_STEPS:
+            raise ValueError(f"attention steps must fit the harness's {ATTENTION_STEPS}, not "
+                             f"{len(self.run.attention)}: run fewer layers")
 
     def commands_done(self) -> int:
         return bisect.bisect_right(self.command_ends, int(self.dut.program_sent.value))
@@ -113,12 +121,18 @@ class WaferBench:
     def pending(self) -> str:
         run = self.run
         outputs = int(self.dut.output_frames.value)
-        if outputs >= run.tokens:
+        if outputs >= run.outputs:
             return ""
         done = self.commands_done()
-        where = (f"root stuck on host command {done} of {len(run.commands)}: {run.commands[done].describe()}"
-                 if done < len(run.commands) else "all host commands taken")
-        return f"{run.tokens - outputs} of {run.tokens} outputs outstanding; {where}"
+        released = int(self.dut.attention_released.value)
+        if done < len(run.commands) and run.commands[done].release > released:
+            where = (f"the host holds command {done} ({run.commands[done].describe()}) until attention step "
+                     f"{run.commands[done].release} ends ({released} ended)")
+        elif done < len(run.commands):
+            where = f"root stuck on host command {done} of {len(run.commands)}: {run.commands[done].describe()}"
+        else:
+            where = "all host commands taken"
+        return f"{run.outputs - outputs} of {run.outputs} outputs outstanding; {where}"
 
     # -- phases ----------------------------------------------------------------------------------------------
     async def preload(self) -> None:
@@ -126,7 +140,8 @@ class WaferBench:
         the player's load port, one word per cycle each."""
         dut = self.dut
         streams = [[(base + i, w) for base, words in group for i, w in enumerate(words)] for group in self.run.dram]
-        flits = [f for command in self.program for f in command]
+        flits = [(f, command.release) for command, encoded in zip(self.run.commands, self.program) for f in encoded]
+        steps = self.run.attention
         for step in range(max(len(flits), *(len(s) for s in streams))):
             await FallingEdge(dut.clk)
             for g, s in enumerate(streams):
@@ -139,15 +154,24 @@ class WaferBench:
                     getattr(dut, bd + "we").value = 0
             if step < len(flits):
                 dut.program_addr.value = step
-                dut.program_data.value = self.codec.pack(flits[step])
+                dut.program_data.value = self.codec.pack(flits[step][0])
+                dut.program_release.value = flits[step][1]
                 dut.program_en.value = 1
             else:
                 dut.program_en.value = 0
+            if step < len(steps):
+                dut.attention_addr.value = step
+                dut.attention_data.value = steps[step].outputs | steps[step].cycles << CYCLE_BITS
+                dut.attention_en.value = 1
+            else:
+                dut.attention_en.value = 0
         await FallingEdge(dut.clk)
         for g in range(len(streams)):
             getattr(dut, f"backdoor__{g}__we").value = 0
         dut.program_en.value = 0
+        dut.attention_en.value = 0
         dut.program_length.value = len(flits)
+        dut.attention_count.value = len(steps)
 
     async def run_layer(self) -> None:
         dut, run = self.dut, self.run
@@ -155,6 +179,7 @@ class WaferBench:
             getattr(dut, f"backdoor__{g}__we").value = 0
         dut.start.value = 0
         dut.program_en.value = 0
+        dut.attention_en.value = 0
         seed = test_seed()
         dut.idle_seed.value = lfsr.seed_for(seed, IDLE_STREAM)
         dut.idle_threshold.value = lfsr.threshold(self.idle)
@@ -171,11 +196,11 @@ class WaferBench:
         wall, cpu = time.perf_counter(), time.process_time()
         dut.start.value = 1
         poll = Timer(self.POLL_CYCLES * self.PERIOD_NS, unit="ns")
-        while int(dut.output_frames.value) < run.tokens:
+        while int(dut.output_frames.value) < run.outputs:
             await poll
         self.sim_seconds = time.perf_counter() - wall   # simulation of the layer only (no model, no preload)
         self.sim_cpu_seconds = time.process_time() - cpu   # the simulator process's CPU: robust on a loaded machine
-        self.cycles = int(dut.last_output_cycle.value) - int(dut.first_command_cycle.value) + 1
+        self.cycles = int(dut.last_output_cycle.value) - self.first_cycle() + 1
         while int(dut.program_sent.value) < self.command_ends[-1]:
             await poll
         await Timer(64 * self.PERIOD_NS, unit="ns")   # anything still moving now would be traffic nobody expects
@@ -183,6 +208,11 @@ class WaferBench:
         self.outputs = await self.read_outputs()
         self.timeline = await self.read_timeline() if self.options.timeline else None
         self.check(links)
+
+    def first_cycle(self) -> int:
+        """Where the run's cycles start: the first host command, or with an attention stand-in the host's first
+        attention step (cycle 0 of the harness: the model's time 0 too, where the first step starts)."""
+        return 0 if self.run.attention else int(self.dut.first_command_cycle.value)
 
     async def read_back(self, addr, data, count: int) -> list[int]:
         """``count`` words of a harness read backdoor (combinational: set the address, let one time step pass)."""
@@ -209,19 +239,27 @@ class WaferBench:
         return frames
 
     # -- checks ----------------------------------------------------------------------------------------------
+    def output_problems(self) -> list[str]:
+        """Every output against the golden model, layer by layer, in token order."""
+        run, problems = self.run, []
+        if len(self.outputs) != run.outputs:
+            problems.append(f"outputs: expected {run.outputs}, got {len(self.outputs)}")
+        for i, layer in enumerate(run.layers):
+            frames = self.outputs[i * run.tokens:(i + 1) * run.tokens]
+            got = np.array([self.proto.unpack_partial(f) for f in frames]).reshape(-1, layer.expected.shape[1])
+            bad = [t for t in range(len(got)) if (got[t] != layer.expected[t]).any()]
+            if bad:
+                t = bad[0]
+                problems.append(f"layer {layer.index}: {len(bad)} of {run.tokens} outputs differ from the golden "
+                                f"model; first: token {t} expected {layer.expected[t].tolist()} got {got[t].tolist()}")
+        return problems
+
     def check(self, links: LinkActivity) -> None:
         from mozart.model.perf.rtl import predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
         problems = []
-        got = np.array([self.proto.unpack_partial(f) for f in self.outputs[:run.tokens]])
-        bad = np.flatnonzero((got != run.expected).any(axis=1))
-        if len(self.outputs) != run.tokens:
-            problems.append(f"outputs: expected {run.tokens}, got {len(self.outputs)}")
-        if len(bad):
-            t = int(bad[0])
-            problems.append(f"{len(bad)} of {run.tokens} outputs differ from the golden model; first: token {t} "
-                            f"expected {run.expected[t].tolist()} got {got[t].tolist()}")
+        problems += self.output_problems()
         measured, wrong = {}, []
         for i, link in enumerate(topo.links):
             n = int(getattr(dut, f"dispatches__{i}").value)
@@ -241,8 +279,9 @@ class WaferBench:
         error = (self.cycles - model) / model
         summary = {"cycles": self.cycles, "model_cycles": round(model, 1), "model_error": round(error, 4),
                    "model_cycles_engine": round(engine, 1),
-                   "tokens": run.tokens, "variant": run.variant, "placement": run.placement,
-                   "bit_exact": not len(bad) and len(self.outputs) == run.tokens,
+                   "tokens": run.tokens, "layers": len(run.layers), "attention_steps": len(run.attention),
+                   "variant": run.variant, "placement": run.placement,
+                   "bit_exact": not self.output_problems(),
                    "replicas_root_per_token": run.replicas_per_token()["root"],
                    "replicas_chiplet_per_token": run.replicas_per_token()["chiplet"],
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,
@@ -255,15 +294,16 @@ class WaferBench:
         if run.variant == "baseline":
             summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
         write_summary(summary, test="test_layer")
-        self.dut._log.info(f"{run.variant}: {self.cycles} cycles, model {model:.0f} ({100 * error:+.1f}%), "
+        self.dut._log.info(f"{run.variant}, {len(run.layers)} layer(s): {self.cycles} cycles, model {model:.0f} "
+                           f"({100 * error:+.1f}%), "
                            f"bit-exact {summary['bit_exact']}, links match {not wrong}")
         assert not problems, "; ".join(problems)
 
 
     async def read_timeline(self) -> dict[str, list[int]]:
-        """The cycle each host command and each output was taken, counted from the first command (``cycles``
+        """The cycle each host command and each output was taken, counted from :meth:`first_cycle` (``cycles``
         counts both ends: the last output's entry is ``cycles - 1``)."""
-        dut, first = self.dut, int(self.dut.first_command_cycle.value)
+        dut, first = self.dut, self.first_cycle()
         commands = await self.read_back(dut.command_stamp_addr, dut.command_stamp, len(self.program))
         outputs = await self.read_back(dut.output_stamp_addr, dut.output_stamp, int(dut.output_frames.value))
         return {"commands": [c - first for c in commands], "outputs": [c - first for c in outputs]}
@@ -271,5 +311,5 @@ class WaferBench:
 
 @cocotb.test()
 async def test_layer(dut):
-    """One MoE layer end to end: bit-exact outputs, replica counts per link, drained, cycles vs model."""
+    """MoE layers end to end: bit-exact outputs, replica counts per link, drained, cycles vs model."""
     await WaferBench(dut).run_layer()

@@ -19,7 +19,8 @@ LINK_HEAVY = {"moe.d_ff": 8}
 
 def result_packets(run) -> int:
     """Result packets that reach the root: one per token and group with de-duplication, else one per pair."""
-    chiplets = run.expert_to_chiplet[run.experts]
+    layer = run.layers[0]
+    chiplets = layer.expert_to_chiplet[layer.experts]
     if run.variant in ("baseline", "A"):
         return chiplets.size
     groups = chiplets // run.cfg.chiplets_per_group
@@ -28,7 +29,8 @@ def result_packets(run) -> int:
 
 def without_port(monkeypatch):
     """The pre-issue mutant: every up link has a root port of its own (the engine and the replay)."""
-    monkeypatch.setattr(rtl, "rtl_timing", lambda cfg: replace(rtl_timing(cfg), root_port_bytes_per_cycle=0.0))
+    monkeypatch.setattr(rtl, "rtl_timing",
+                        lambda cfg, **kw: replace(rtl_timing(cfg, **kw), root_port_bytes_per_cycle=0.0))
     monkeypatch.setattr(rtl, "in_order_timing",
                         lambda cfg: replace(in_order_timing(cfg), port_flits_per_cycle=float("inf")))
 

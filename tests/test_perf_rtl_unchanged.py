@@ -66,7 +66,7 @@ PRE_ISSUE_19_TIMING = {
 def test_predict_cycles_and_schedule_are_the_pre_issue_19_ones(name, variant):
     in_order, engine, digest = PRE_ISSUE_19[name, variant]
     run = build_run(load_config(name), seed=1, variant=variant)
-    assert hashlib.sha256(run.schedule.to_json().encode()).hexdigest()[:16] == digest
+    assert hashlib.sha256(run.layers[0].schedule.to_json().encode()).hexdigest()[:16] == digest
     assert predict_cycles(run, bulk=False) == pytest.approx(in_order, rel=1e-12)
     assert predict_cycles(run, bulk=False, in_order=False) == pytest.approx(engine, rel=1e-12)
 

@@ -8,6 +8,7 @@ import pytest
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError, ProtocolError, ScheduleError
 from mozart.model.host import HostCommand, HostInterface, HostOp
+from mozart.model.protocol import Protocol
 from mozart.model.wafer_run import build_run
 
 
@@ -28,34 +29,46 @@ def test_host_codec_round_trip():
 
 
 @pytest.mark.parametrize("variant", ["baseline", "A", "B", "C"])
-@pytest.mark.parametrize("slots", [None, 1])
-def test_program_serves_every_pair_once_after_its_load(variant, slots):
+@pytest.mark.parametrize("slots,layers", [(None, 1), (1, 1), (1, 2)])
+def test_program_serves_every_pair_once_after_its_load(variant, slots, layers):
+    """Every (token, expert) pair of every layer is dispatched once, after the LOADED of a slot of its chiplet
+    that holds that layer's expert; a layer's tokens follow its expert table."""
     cfg = load_config("tiny")
-    run = build_run(cfg, variant=variant, tokens=64, seed=3, slots=slots, skew=1.0)
+    run = build_run(cfg, variant=variant, tokens=64, seed=3, slots=slots, skew=1.0, layers=layers)
     host = HostInterface(cfg)
-    served = np.zeros(run.experts.shape, dtype=int)
+    served = np.zeros((layers, *run.layers[0].experts.shape), dtype=int)
     waited, resident = set(), {}
+    table, layer, previous = {}, -1, None
     for cmd in run.commands:
         a = cmd.args
-        if cmd.op is HostOp.LOAD:
-            resident[(a["group"], a["chiplet"], a["slot"])] = a["local"]
+        if cmd.op is HostOp.TABLE:
+            if previous is not HostOp.TABLE:
+                layer, table = layer + 1, {}
+            table[a["expert"]] = a["local"]
+        elif cmd.op is HostOp.LOAD:
+            resident[(a["group"], a["chiplet"], a["slot"])] = (a["addr"], a["local"])
             waited.discard((a["group"], a["chiplet"], a["slot"]))
         elif cmd.op is HostOp.WAIT_LOADED:
             waited.add((a["group"], a["chiplet"], a["slot"]))
         elif cmd.op is HostOp.TOKEN:
+            this = run.layers[layer]
             t = [i for i in range(run.tokens) if i % host.entries == a["token"]][0]
+            assert list(a["experts"]) == this.experts[t].tolist()
             for j, v in enumerate(a["valid"]):
                 if v:
                     e = a["experts"][j]
-                    c = int(run.expert_to_chiplet[e])
-                    g, cl = divmod(c, cfg.chiplets_per_group)
-                    assert any(k[:2] == (g, cl) and k in waited for k in resident), "dispatch before LOADED"
-                    served[t, j] += 1
+                    g, cl = divmod(int(this.expert_to_chiplet[e]), cfg.chiplets_per_group)
+                    image = Protocol(cfg).expert_image_base(int(this.image_index[e]), this.index)
+                    assert any(k[:2] == (g, cl) and k in waited and resident[k] == (image, table[e])
+                               for k in resident), "dispatch before the LOADED of its layer's expert"
+                    served[layer, t, j] += 1
             assert a["dedup"] == (variant in ("B", "C"))
+        previous = cmd.op
     assert (served == 1).all()
     assert run.rounds == (2 if slots == 1 else 1)
-    # the chiplet links carry the schedule's replicas (the translation checks it; here the totals)
-    assert run.replicas_per_token()["chiplet"] == pytest.approx(run.schedule.replicas_per_token())
+    # the chiplet links carry the schedules' replicas (the translation checks it; here the totals)
+    replicas = sum(layer.schedule.replicas_per_token() for layer in run.layers) / layers
+    assert run.replicas_per_token()["chiplet"] == pytest.approx(replicas)
 
 
 def test_several_rounds_need_every_token_in_flight():

@@ -26,7 +26,9 @@ resources for its own work from its start (work-conserving).
 - ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
   path and a DRAM channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
-  updated weights on the backward's last) and the root compute (``timing.attention_cycles``).
+  updated weights on the backward's last) and the root compute (``timing.attention_cycles``). A scaled
+  workload has no attention: only the root's time ``timing.attention_cycles`` gives (the RTL timing's stand-in
+  for the host, :class:`~mozart.model.perf.rtl.RtlTiming`; 0 otherwise).
 
 Every run also counts the MACs and the bytes moved per resource kind (``traffic``, priced by :mod:`.energy`).
 The state of the layer-phase being run is one ``_PhaseRun``; a command's stages return their ends.
@@ -242,8 +244,12 @@ class Engine:
 
     def _attention(self, cmd: Attention, ready: float) -> float:
         w, t, now = self.workload, self.timing, self._now
-        if not w.attention_params:
-            return ready
+        if not w.attention_params:   # a scaled wafer: only the host's attention stand-in, if its timing has one
+            cycles = t.attention_cycles(cmd.tokens, w, now.backward)
+            if not cycles:
+                return ready
+            stage = _Stage((("root",),), cycles, cmd.tokens, 0.0, "attention")
+            return self._pipeline(ready, [stage], bulk=not now.streaming)[-1]
         nbytes = cmd.tokens * w.root_saved_elements_per_token * t.act_bytes
         if cmd.id == now.plan.first_attention:
             nbytes += w.root_weight_elements * t.weight_bytes

@@ -24,9 +24,11 @@ import heapq
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
+from ..errors import ScheduleError
 from ..host import HostCommand, HostInterface, HostOp
 from .timeline import Timeline
 
@@ -63,21 +65,28 @@ class InOrderTiming:
     port_flits_per_cycle: float = math.inf
 
 
-def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndarray,
-                    load_times: dict[tuple[int, int], list[tuple[float, float]]], timing: InOrderTiming) -> float:
+def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet,
+                    load_times: dict[tuple[int, int], list[tuple[float, float]]], timing: InOrderTiming,
+                    attention: Sequence = ()) -> float:
     """Cycles from the first host command to the last output flit when the root executes ``commands`` in
     order with finite buffers (module doc).
 
-    ``load_times[(chiplet, slot)]`` lists the engine's ``(ready, done)`` of each load of that global chiplet's
-    slot, in order; the n-th LOAD of the slot in ``commands`` is the n-th there. A load issued by the root at
-    ``now`` ends at ``done + max(0, now - ready)``.
+    ``expert_to_chiplet``: the expert table, ``[E]``, or one per layer ``[layers, E]`` (a layer's table holds
+    from its first TABLE command on). ``load_times[(chiplet, slot)]`` lists the engine's ``(ready, done)`` of
+    each load of that global chiplet's slot, in order; the n-th LOAD of the slot in ``commands`` is the n-th
+    there. A load issued by the root at ``now`` ends at ``done + max(0, now - ready)``. ``attention``: the host's
+    attention stand-ins (:class:`~mozart.model.wafer_run.AttentionStandIn`): step ``n`` starts when the host
+    holds its ``outputs`` outputs and step ``n - 1`` has ended, and a command with ``release = n`` is sent no
+    sooner than step ``n``'s end. A token's combine entry is free again once the entry's previous token left.
     """
     host = HostInterface(cfg)
     proto = host.proto
     C = cfg.chiplets_per_group
-    e2c = np.asarray(expert_to_chiplet)
+    tables = np.asarray(expert_to_chiplet).reshape(-1, cfg.moe.experts)
+    table_index, e2c = -1, tables[0]   # a program without TABLE commands uses the first
     t = timing
     now = 0.0
+    outputs = _Outputs(proto.partial_flits, attention)
     issued = defaultdict(int)                    # (chiplet, slot) -> LOADs issued
     load_done: dict[tuple[int, int], float] = {}  # (chiplet, slot) -> its latest load's end
     ends = defaultdict(list)       # chiplet -> end of every token it took (frees a buffer entry)
@@ -87,13 +96,18 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndar
     free_link = defaultdict(float)  # group -> when down[g] is free (one flit per cycle)
     owed = defaultdict(float)      # group -> latest result of a dispatch to it, at the root
     result: dict[int, float] = {}  # combine entry -> latest result at the root
-    returned: list[tuple[int, float]] = []   # (entry, its results' time) in the order finals were sent
     back = t.chiplet_output_flits + 2 * t.hop_cycles   # chiplet engine done -> COMBINE at the root
     port = Timeline()  # the root's input port: result packets of every group
     port_cycles = t.chiplet_output_flits / t.port_flits_per_cycle
+    previous_op = None
     for cmd in commands:
         op, a = HostOp(cmd.op), cmd.args
+        if cmd.release:
+            now = max(now, outputs.released(cmd.release))
         if op is HostOp.TABLE:
+            if previous_op is not HostOp.TABLE:
+                table_index += 1
+            e2c = tables[min(table_index, len(tables) - 1)]
             now += host.flits(op)
         elif op is HostOp.LOAD:
             now += host.flits(op)
@@ -107,6 +121,8 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndar
             now = max([now + host.flits(op)] + [owed[g] for g, on in enumerate(a["groups"]) if on])
         elif op is HostOp.TOKEN:
             now += host.flits(op)
+            if a["first"]:   # the combine entry must have been returned by its previous token
+                now = max(now, outputs.entry_free(a["token"]))
             chips = [int(e2c[a["experts"][j]]) for j, v in enumerate(a["valid"]) if v]
             if a["dedup"]:   # one packet per group: {chiplet: its selected experts}
                 groups: dict[int, dict[int, int]] = {}
@@ -153,9 +169,47 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet: np.ndar
                 result[entry] = max(result.get(entry, 0.0), done)
             now += max(written.values(), default=0) + 1
             if a["final"]:
-                returned.append((entry, result.pop(entry)))
-    # outputs leave in token order, partial_flits flits each, one flit per cycle
-    out = 0.0
-    for _, done in returned:
-        out = max(out, done) + proto.partial_flits
-    return out
+                outputs.returned(entry, result.pop(entry))
+        previous_op = op
+    return outputs.last()
+
+
+class _Outputs:
+    """The host's side of the replay: outputs leave in token order, ``partial_flits`` flits each at one flit per
+    cycle, and the attention stand-ins wait for them."""
+
+    def __init__(self, flits: int, attention: Sequence):
+        self.flits, self.attention = flits, list(attention)
+        self.done: list[float] = []       # when each output's results were all at the root, in token order
+        self.out: list[float] = []        # when each output's last flit left
+        self.last_of_entry: dict[int, int] = {}   # combine entry -> the latest output that held it
+        self.ends: list[float] = []       # end of each attention step so far
+
+    def returned(self, entry: int, done: float) -> None:
+        self.last_of_entry[entry] = len(self.done)
+        self.done.append(done)
+
+    def taken(self, n: int) -> float:
+        """When the host holds ``n`` outputs (0: at once)."""
+        if n > len(self.done):
+            raise ScheduleError(f"the host program waits for output {n} before its token's final dispatch "
+                                f"(only {len(self.done)} tokens are complete): it would never start")
+        while len(self.out) < n:
+            i = len(self.out)
+            self.out.append(max(self.out[-1] if self.out else 0.0, self.done[i]) + self.flits)
+        return self.out[n - 1] if n else 0.0
+
+    def released(self, step: int) -> float:
+        """The end of attention step ``step`` (1-based)."""
+        while len(self.ends) < step:
+            s = self.attention[len(self.ends)]
+            self.ends.append(max(self.ends[-1] if self.ends else 0.0, self.taken(s.outputs)) + s.cycles)
+        return self.ends[step - 1]
+
+    def entry_free(self, entry: int) -> float:
+        """When the last output that held combine entry ``entry`` left (0: never used)."""
+        i = self.last_of_entry.get(entry)
+        return 0.0 if i is None else self.taken(i + 1)
+
+    def last(self) -> float:
+        return self.taken(len(self.done))

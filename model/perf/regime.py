@@ -48,7 +48,8 @@ from .rtl import rtl_timing
 from .timing import DRAM_KINDS, HardwareTiming
 from .workload import Workload
 
-__all__ = ["Regime", "regime", "RESOURCES", "RATIOS", "format_regimes"]
+__all__ = ["Regime", "regime", "RESOURCES", "RATIOS", "format_regimes", "ATTENTION_REFERENCE",
+           "host_attention_cycles_per_token"]
 
 #: Resources whose per-layer busy cycles :func:`regime` computes (see the module docstring).
 RESOURCES = ("compute", "weights", "dispatch", "combine", "combine_port", "root_feed")
@@ -124,6 +125,25 @@ def regime(cfg, *, dram: str = "hbm2", layer: int = 0) -> Regime:
     return Regime(cfg.name, kind, layer, cycles, math.ceil(cfg.experts_per_chiplet / slots),
                   tokens // micro_batches * moe.top_k / moe.experts,
                   1 - _distinct_chiplets(cfg) / moe.top_k)
+
+
+#: The full-size model whose attention a scaled wafer's host stands in for (docs/regime.md §3): the paper's
+#: main model, from which ``paper4x4`` is derived.
+ATTENTION_REFERENCE = "qwen3-30b-a3b"
+
+
+def host_attention_cycles_per_token(cfg) -> float:
+    """Cycles per token the host of a scaled (RTL) wafer spends standing in for the attention block: the
+    reference model's attention-to-expert-compute ratio (``root_feed/compute`` of :data:`ATTENTION_REFERENCE`'s
+    HBM2 layer, 5.23) times ``cfg``'s layer compute, over its tokens per step. So the scaled layer's attention is
+    as long, relative to its expert compute, as the full-size one's (docs/regime.md §3: 175 cycles per token on
+    ``paper4x4``)."""
+    from ..config import load_config  # noqa: PLC0415
+    if params_for(cfg) is not None:
+        raise ConfigError(f"the host's attention stand-in is for scaled (RTL) configs; {cfg.name!r} is a full-size "
+                          f"model with its own attention chiplet")
+    reference = regime(load_config(ATTENTION_REFERENCE)).ratio("root_feed")
+    return reference * regime(cfg).cycles["compute"] / cfg.training.tokens_per_step
 
 
 def _compute_cycles(cfg, timing, workload) -> float:

@@ -24,16 +24,24 @@ class RtlTiming(HardwareTiming):
     a dispatch of ``pairs`` pairs takes ``pairs * cycles_per_expert``."""
 
     cycles_per_expert: int = 1
+    #: The host's attention stand-in (:func:`~mozart.model.perf.regime.host_attention_cycles_per_token`); 0: none.
+    host_attention_cycles_per_token: float = 0.0
 
     def chiplet_cycles(self, pairs, tokens, experts, macs_per_pair, expert_weight_bytes) -> float:
         return pairs * self.cycles_per_expert
 
+    def attention_cycles(self, tokens: int, workload, backward: bool) -> float:
+        """The host's stand-in for attention: a whole number of cycles per micro-batch, as the host waits."""
+        return float(round(tokens * self.host_attention_cycles_per_token))
 
-def rtl_timing(cfg) -> RtlTiming:
+
+def rtl_timing(cfg, *, host_attention_cycles_per_token: float = 0.0) -> RtlTiming:
     """The scaled timing of ``cfg`` with the RTL blocks' numbers: switch hop latency and reduction rate, the
     chiplet's cycles per expert, the DRAM model's miss latency and the memory controller's weight-stream
     efficiency, and the root's one input port: the G up links merge in one packet mux
-    (``RootContract.up_port_flits_per_cycle``), fed by the switches' up queues."""
+    (``RootContract.up_port_flits_per_cycle``), fed by the switches' up queues. ``host_attention_cycles_per_token``:
+    the host's attention stand-in, as :meth:`RtlTiming.attention_cycles` charges it (0: the host feeds tokens at
+    once)."""
     switch, memctrl, chiplet = SwitchContract(cfg), MemoryControllerContract(cfg), ChipletContract(cfg)
     port_flits_per_cycle = min(RootContract.up_port_flits_per_cycle, switch.flits_per_cycle)
     base = HardwareTiming.scaled(cfg)
@@ -47,7 +55,7 @@ def rtl_timing(cfg) -> RtlTiming:
         dram_latency_cycles=float(memctrl.dram.miss_latency),
         dram_bytes_per_cycle=memctrl.peak_words_per_cycle * cfg.dram.word_bits / 8 * memctrl.load_efficiency,
         token_overhead_cycles=0.0,
-    ), cycles_per_expert=chiplet.cycles_per_expert)
+    ), cycles_per_expert=chiplet.cycles_per_expert, host_attention_cycles_per_token=host_attention_cycles_per_token)
 
 
 def in_order_timing(cfg) -> InOrderTiming:
@@ -65,9 +73,11 @@ def in_order_timing(cfg) -> InOrderTiming:
 
 
 def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> float:
-    """The performance model's cycles for the forward pass of ``run``'s schedule (a
-    :class:`~mozart.model.wafer_run.WaferRun`) on :func:`rtl_timing`. ``bulk=False`` runs the Baseline's
-    dispatches without store-and-forward (the RTL chiplets stream); None keeps the schedule's.
+    """The performance model's cycles for the forward pass of ``run``'s layers (a
+    :class:`~mozart.model.wafer_run.WaferRun`: each layer's schedule, one after another on one engine, as a
+    training step chains them) on :func:`rtl_timing`, with the host's attention stand-in when the run has one.
+    ``bulk=False`` runs the Baseline's dispatches without store-and-forward (the RTL chiplets stream); None keeps
+    the schedule's.
 
     ``in_order`` (default): the larger of the event engine's cycles and the replay of the run's host program
     through the root's in-order command stream with the RTL's finite buffers
@@ -79,20 +89,24 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     from .engine import Engine  # noqa: PLC0415
     from .inorder import in_order_cycles  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
+    from .regime import host_attention_cycles_per_token  # noqa: PLC0415
     from .workload import Workload  # noqa: PLC0415
 
     cfg = run.cfg
-    timing = rtl_timing(cfg)
-    schedule = run.schedule
-    if bulk is not None:
-        schedule = replace(schedule, commands=[replace(c, bulk=bulk) if isinstance(c, Dispatch) else c
-                                               for c in schedule.commands])
+    timing = rtl_timing(cfg, host_attention_cycles_per_token=host_attention_cycles_per_token(cfg)
+                        if run.attention else 0.0)
     engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=in_order)
-    engine.run(schedule, "forward", run.experts)
+    load_times: dict = {}
+    for layer in run.layers:
+        schedule = layer.schedule
+        if bulk is not None:
+            schedule = replace(schedule, commands=[replace(c, bulk=bulk) if isinstance(c, Dispatch) else c
+                                                   for c in schedule.commands])
+        engine.run(schedule, "forward", layer.experts)
+        for c in schedule.of_kind(Load, "forward") if in_order else ():   # ids restart with every layer
+            load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
     if not in_order:
         return engine.end
-    load_times: dict = {}
-    for c in schedule.of_kind(Load, "forward"):
-        load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
-    replay = in_order_cycles(cfg, run.commands, run.expert_to_chiplet, load_times, in_order_timing(cfg))
+    tables = [layer.expert_to_chiplet for layer in run.layers]
+    replay = in_order_cycles(cfg, run.commands, tables, load_times, in_order_timing(cfg), run.attention)
     return max(engine.end, replay)

@@ -1,12 +1,13 @@
-"""``mozart cosim wafer``: one MoE layer end to end on the RTL wafer against the model (:mod:`mozart.sim.wafer`).
+"""``mozart cosim wafer``: MoE layers end to end on the RTL wafer against the model (:mod:`mozart.sim.wafer`).
 
-Its own subcommand of ``cosim``, with its own options (variant, placement, trace, tokens, ``--compare``); the
+Its own subcommand of ``cosim``, with its own options (variant, placement, trace, tokens, layers, ``--compare``); the
 other blocks' subcommands run their cocotb testbench (:mod:`.cosim`). Not a top-level command (the leading
 underscore keeps :func:`mozart.sim.cli.build_parser` from registering it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from mozart.model.errors import MozartError
@@ -27,7 +28,13 @@ def add_wafer_arguments(parser) -> None:
     options.add_argument("--tokens", type=positive, default=None, metavar="N",
                          help="tokens of the layer (default: 256)")
     options.add_argument("--layer", type=non_negative, default=None, metavar="L",
-                         help="layer of the trace (default: 0)")
+                         help="first layer of the trace (default: 0)")
+    options.add_argument("--layers", type=positive, default=None, metavar="N",
+                         help="consecutive MoE layers in one run: a layer's tokens are the previous one's outputs "
+                         "(default: 1; at most moe.layers)")
+    options.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None,
+                         help="the host stands in for attention between layers, spacing each micro-batch's tokens "
+                         "by the attention time derived from Qwen3 (default: on with --layers above 1)")
     options.add_argument("--slots", type=positive, default=None, metavar="S",
                          help="weight slots the schedule uses per chiplet (fewer than its experts: reloads)")
     options.add_argument("--skew", type=non_negative_float, default=None, metavar="X",
@@ -40,7 +47,8 @@ def add_wafer_arguments(parser) -> None:
                          "and paper speedups")
 
 
-_LAYER_OPTIONS = ("placement", "trace", "tokens", "layer", "slots", "skew", "idle", "backpressure")
+_LAYER_OPTIONS = ("placement", "trace", "tokens", "layer", "layers", "attention", "slots", "skew", "idle",
+                  "backpressure")
 
 
 def run_wafer(args, cfg) -> int:
