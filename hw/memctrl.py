@@ -62,6 +62,8 @@ class MemoryController(wiring.Component):
         Bad requests so far (wraps).
     backdoor : In(BackdoorSignature(cfg))
         The DRAM's untimed storage port (preload of the weight image, readback in tests).
+    dram_reading, dram_writing : Out(1)
+        The DRAM reads or writes a column this cycle (the activity record of ``hw/wafer_harness.py``).
 
     Latency and throughput
     ----------------------
@@ -88,6 +90,7 @@ class MemoryController(wiring.Component):
             "port_out": Out(link_signature(cfg)),
             "errors": Out(COUNTER_BITS),
             "backdoor": In(BackdoorSignature(cfg)),
+            "dram_reading": Out(1), "dram_writing": Out(1),
         })
 
     def elaborate(self, platform):
@@ -108,5 +111,7 @@ class MemoryController(wiring.Component):
         wiring.connect(m, dram.rdata, responder.read_words)
         wiring.connect(m, responder.port_out, wiring.flipped(self.port_out))
         wiring.connect(m, wiring.flipped(self.backdoor), dram.backdoor)
-        m.d.comb += [responder.write_done.eq(dram.write_done), self.errors.eq(decoder.errors)]
+        m.d.comb += [responder.write_done.eq(dram.write_done), self.errors.eq(decoder.errors),
+                     self.dram_reading.eq(dram.access_valid & ~dram.access_write),
+                     self.dram_writing.eq(dram.access_valid & dram.access_write)]
         return m

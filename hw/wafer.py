@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from amaranth import Cat, Module
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
 from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS, Protocol
+from mozart.model.perf.breakdown import CATEGORIES
+from mozart.model.topology import NodeKind
 
 from .chiplet import ExpertChiplet
 from .dram import BackdoorSignature
@@ -16,7 +18,12 @@ from .protocol import PacketKind, header_layout, link_signature
 from .root import Root
 from .switch import Switch
 
-__all__ = ["Wafer"]
+__all__ = ["Wafer", "activity_layout"]
+
+
+#: The wafer's activity in one cycle (``Wafer.activity``): the performance model's breakdown categories
+#: (:data:`mozart.model.perf.breakdown.CATEGORIES`) but the first, ``attention``, which is the host's.
+activity_layout = data.StructLayout({name: 1 for name in CATEGORIES[1:]})
 
 
 class Wafer(wiring.Component):
@@ -40,6 +47,10 @@ class Wafer(wiring.Component):
         DISPATCH packet heads that crossed each link so far (the replica counts, C_T, measured in hardware).
     moved : Out(CYCLE_BITS)
         Cycles in which some flit moved on some link (the watchdog's sign of life).
+    activity : Out(activity_layout)
+        This cycle: ``expert``, some chiplet's MACs compute; ``dispatch``, a flit moves on a root or chiplet link
+        (dispatches, combines, and the few LOAD/LOADED packets); ``weights``, some DRAM reads a column (weight
+        streams); ``saving``, some DRAM writes one (saved activations). The per-cycle record the harness counts.
     """
 
     def __new__(cls, cfg):
@@ -69,6 +80,7 @@ class Wafer(wiring.Component):
             "link_ready": Out(L),
             "dispatches": Out(COUNTER_BITS).array(L),
             "moved": Out(CYCLE_BITS),
+            "activity": Out(activity_layout),
         })
 
     def elaborate(self, platform):
@@ -80,7 +92,7 @@ class Wafer(wiring.Component):
         wiring.connect(m, root.host_out, wiring.flipped(self.host_out))
         # (sender's output stream, receiver's input stream) of every directed link
         ends = {}
-        mc_errors = []
+        mc_errors, mc_reading, mc_writing, computing = [], [], [], []
         for g in range(G):
             sw = m.submodules[f"switch{g}"] = Switch(cfg, g)
             s = topo.switch(g)
@@ -91,15 +103,18 @@ class Wafer(wiring.Component):
                 n = topo.chiplet(g, c)
                 ends[(s, n)] = (sw.port_out[1 + c], ch.port_in)
                 ends[(n, s)] = (ch.port_out, sw.port_in[1 + c])
+                computing.append(ch.mac_active)
             mc = m.submodules[f"memctrl{g}"] = MemoryController(cfg, g)
             wiring.connect(m, wiring.flipped(self.backdoor[g]), mc.backdoor)
             n = topo.memctrl(g)
             ends[(s, n)] = (sw.port_out[topo.memctrl_port], mc.port_in)
             ends[(n, s)] = (mc.port_out, sw.port_in[topo.memctrl_port])
             mc_errors.append(mc.errors)
+            mc_reading.append(mc.dram_reading)
+            mc_writing.append(mc.dram_writing)
         if set(ends) != set(self.links):
             raise AssertionError(f"wafer wiring must cover the topology's links exactly, not {sorted(ends)}")
-        moving = []
+        moving, exchanging = [], []   # every link; the links without a memory controller
         for i, link in enumerate(self.links):
             src, dst = ends[link]
             wiring.connect(m, src, dst)
@@ -107,6 +122,8 @@ class Wafer(wiring.Component):
             head = header_layout(cfg)(src.payload.data)
             fire = src.valid & dst.ready
             moving.append(fire)
+            if all(topo.node(end).kind is not NodeKind.MEMCTRL for end in link):
+                exchanging.append(fire)
             with m.If(fire & src.payload.first & (head.kind == PacketKind.DISPATCH)):
                 m.d.sync += self.dispatches[i].eq(self.dispatches[i] + 1)
         with m.If(Cat(*moving).any()):
@@ -114,5 +131,7 @@ class Wafer(wiring.Component):
         total = root.errors
         for e in mc_errors:
             total = total + e
-        m.d.comb += [self.busy.eq(root.busy), self.errors.eq(total)]
+        m.d.comb += [self.busy.eq(root.busy), self.errors.eq(total),
+                     self.activity.expert.eq(Cat(*computing).any()), self.activity.dispatch.eq(Cat(*exchanging).any()),
+                     self.activity.weights.eq(Cat(*mc_reading).any()), self.activity.saving.eq(Cat(*mc_writing).any())]
         return m

@@ -6,6 +6,7 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from mozart.model.perf.breakdown import CATEGORIES
 from mozart.model.harness import ATTENTION_STEPS, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.lfsr import COIN_BITS, STATE_BITS
 from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS
@@ -17,7 +18,10 @@ from .stream_player import StreamPlayer
 from .stream_recorder import StreamRecorder
 from .wafer import Wafer
 
-__all__ = ["WaferHarness"]
+__all__ = ["WaferHarness", "ACTIVITY"]
+
+#: The activity record's categories, in attribution priority: the performance model's breakdown categories.
+ACTIVITY = CATEGORIES
 
 
 class WaferHarness(wiring.Component):
@@ -53,6 +57,14 @@ class WaferHarness(wiring.Component):
     first_command_cycle, last_output_cycle : Out(CYCLE_BITS)
         ``cycle`` when the first host flit and the last output flit so far were taken.
     busy, errors, link_valid, link_ready, dispatches, moved : the wafer's.
+    outputs_expected : In(CYCLE_BITS)
+        The run's outputs: the activity record counts from ``start`` until that many outputs are in.
+    activity_busy, activity_exposed : Out(CYCLE_BITS).array
+        The per-cycle activity record, counted: category ``i`` of :data:`ACTIVITY` (the performance model's
+        breakdown categories: the host's attention stand-in, then the wafer's ``activity``) was busy in
+        ``activity_busy[i]`` cycles, and was the first busy one in that order in ``activity_exposed[i]`` cycles;
+        ``activity_exposed[-1]`` counts the cycles with nothing busy (idle: waiting on dependencies). The exposed
+        counts sum to the cycles counted, as :func:`mozart.model.perf.breakdown.breakdown`'s do.
     """
 
     def __init__(self, cfg):
@@ -78,6 +90,9 @@ class WaferHarness(wiring.Component):
             "cycle": Out(CYCLE_BITS), "first_command_cycle": Out(CYCLE_BITS), "last_output_cycle": Out(CYCLE_BITS),
             "busy": Out(1), "errors": Out(COUNTER_BITS), "link_valid": Out(L), "link_ready": Out(L),
             "dispatches": Out(COUNTER_BITS).array(L), "moved": Out(CYCLE_BITS),
+            "outputs_expected": In(CYCLE_BITS),
+            "activity_busy": Out(CYCLE_BITS).array(len(ACTIVITY)),
+            "activity_exposed": Out(CYCLE_BITS).array(len(ACTIVITY) + 1),
         })
 
     def elaborate(self, platform):
@@ -111,6 +126,8 @@ class WaferHarness(wiring.Component):
         with m.If(self.start):
             m.d.sync += self.cycle.eq(self.cycle + 1)
         m.d.sync += self.attention_busy_cycles.eq(self.attention_busy_cycles + attention.busy)
+        self._count_activity(m, [attention.busy, *(wafer.activity[name] for name in ACTIVITY[1:])],
+                             self.start & (recorder.frames < self.outputs_expected))
         started = Signal()
         with m.If(wafer.host_in.valid & wafer.host_in.ready & ~started):
             m.d.sync += [started.eq(1), self.first_command_cycle.eq(self.cycle)]
@@ -122,3 +139,13 @@ class WaferHarness(wiring.Component):
         for i in range(len(wafer.links)):
             m.d.comb += self.dispatches[i].eq(wafer.dispatches[i])
         return m
+
+    def _count_activity(self, m, busy: list, counting) -> None:
+        """Busy and exposed cycles per category (priority in list order) and idle cycles, while ``counting``."""
+        earlier = 0   # some category before this one is busy
+        with m.If(counting):
+            for flag, busy_cycles, exposed in zip(busy, self.activity_busy, self.activity_exposed):
+                m.d.sync += [busy_cycles.eq(busy_cycles + flag), exposed.eq(exposed + (flag & ~earlier))]
+                earlier = earlier | flag
+            idle = self.activity_exposed[-1]
+            m.d.sync += idle.eq(idle + ~earlier)

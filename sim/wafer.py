@@ -14,7 +14,7 @@ from mozart.model.errors import MozartError
 from mozart.model.schedule import VARIANTS, Variant
 
 __all__ = ["LayerResult", "validate", "run_layer", "compare", "compared_runs", "BALANCED_PLACEMENT", "format_layer",
-           "format_compare", "check_probability"]
+           "format_compare", "format_activity", "plot_activity", "check_probability"]
 
 
 @dataclass
@@ -164,3 +164,31 @@ def format_compare(results: list[LayerResult]) -> str:
                  "(Baseline without store-and-forward, as the RTL runs it); paper = Table 4's full-size wafer, "
                  f"{' / '.join(PAPER_TABLE4)}, for reference (a different machine and regime)")
     return "\n".join(lines)
+
+
+def format_activity(results: list[LayerResult]) -> str:
+    """Where each run's cycles go, measured (the harness's per-cycle activity record) next to the model's (the
+    event engine's records): exposed cycles per category, each cycle counted once, for its first busy category
+    in the order attention, expert compute, dispatch/combine, weight streaming, activation saving; idle: none."""
+    from mozart.model.perf.breakdown import CATEGORIES  # noqa: PLC0415
+    names = (*CATEGORIES, "idle")
+    lines = ["exposed cycles, RTL / model:", f"{'variant':9s} {'placement':15s} "
+             + " ".join(f"{n:>17s}" for n in names)]
+    for r in results:
+        s = r.summary
+        if "activity" not in s:
+            continue
+        cells = []
+        for n in names:
+            rtl, model = ((a["idle"] if n == "idle" else a["exposed"][n]) for a in (s["activity"], s["model_activity"]))
+            cells.append(f"{rtl:>8d} / {model:<7d}")
+        lines.append(f"{r.variant:9s} {s['placement']:15s} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def plot_activity(results: list[LayerResult], path, title: str) -> Path:
+    """The breakdown of :func:`format_activity` as a PNG (:func:`mozart.model.perf.plots.write_activity_plot`)."""
+    from mozart.model.perf.plots import write_activity_plot  # noqa: PLC0415
+    rows = [(f"{r.variant} ({r.summary['placement']})", r.summary["activity"], r.summary["model_activity"])
+            for r in results if "activity" in r.summary]
+    return write_activity_plot(Path(path), title, rows)

@@ -38,6 +38,7 @@ from mozart.model.blocks import ChipletContract
 from mozart.model import lfsr
 from mozart.model.harness import ATTENTION_STEPS, BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.cosim_options import WaferOptions
+from mozart.model.perf.breakdown import CATEGORIES as ACTIVITY
 from mozart.model.host import HostInterface
 from mozart.model.protocol import CYCLE_BITS, Protocol
 
@@ -171,6 +172,7 @@ class WaferBench:
         dut.program_en.value = 0
         dut.attention_en.value = 0
         dut.program_length.value = len(flits)
+        dut.outputs_expected.value = self.run.outputs
         dut.attention_count.value = len(steps)
 
     async def run_layer(self) -> None:
@@ -208,6 +210,15 @@ class WaferBench:
         self.outputs = await self.read_outputs()
         self.timeline = await self.read_timeline() if self.options.timeline else None
         self.check(links)
+
+    def activity(self) -> dict:
+        """The harness's activity record: busy and exposed cycles per category, and idle cycles."""
+        dut = self.dut
+        def count(name: str, i: int) -> int:
+            return int(getattr(dut, f"{name}__{i}").value)
+        busy = {c: count("activity_busy", i) for i, c in enumerate(ACTIVITY)}
+        exposed = {c: count("activity_exposed", i) for i, c in enumerate(ACTIVITY)}
+        return {"busy": busy, "exposed": exposed, "idle": count("activity_exposed", len(ACTIVITY))}
 
     def first_cycle(self) -> int:
         """Where the run's cycles start: the first host command, or with an attention stand-in the host's first
@@ -255,7 +266,7 @@ class WaferBench:
         return problems
 
     def check(self, links: LinkActivity) -> None:
-        from mozart.model.perf.rtl import predict_cycles  # noqa: PLC0415 (only needed here)
+        from mozart.model.perf.rtl import predict_breakdown, predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
         problems = []
@@ -287,7 +298,8 @@ class WaferBench:
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,
                    "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
                    "sim_cpu_seconds": round(self.sim_cpu_seconds, 3),
-                   "dispatches": measured}
+                   "dispatches": measured, "activity": self.activity(),
+                   "model_activity": _activity_of(predict_breakdown(run, bulk=False))}
         if self.timeline is not None:   # per-command and per-output cycles, for model-vs-RTL studies
             summary["command_cycles"] = self.timeline["commands"]
             summary["output_cycles"] = self.timeline["outputs"]
@@ -307,6 +319,12 @@ class WaferBench:
         commands = await self.read_back(dut.command_stamp_addr, dut.command_stamp, len(self.program))
         outputs = await self.read_back(dut.output_stamp_addr, dut.output_stamp, int(dut.output_frames.value))
         return {"commands": [c - first for c in commands], "outputs": [c - first for c in outputs]}
+
+
+def _activity_of(breakdown) -> dict:
+    """The model's breakdown in the shape of :meth:`WaferBench.activity` (cycles rounded)."""
+    return {"busy": {c: round(v) for c, v in breakdown.busy.items()},
+            "exposed": {c: round(v) for c, v in breakdown.exposed.items()}, "idle": round(breakdown.idle)}
 
 
 @cocotb.test()

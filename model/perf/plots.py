@@ -22,7 +22,7 @@ from .step import simulate_step, step_schedules
 from .timing import HardwareTiming
 from .workload import Workload
 
-__all__ = ["write_plots", "COLOURS"]
+__all__ = ["write_plots", "write_activity_plot", "COLOURS"]
 
 COLOURS = {"attention": "#4c72b0", "expert": "#55a868", "dispatch": "#c44e52", "weights": "#8172b2",
            "saving": "#ccb974", "idle": "#dddddd"}
@@ -128,3 +128,33 @@ def _row(record, per_group: int) -> str | None:
         g, c = divmod(record.resource[1], per_group)
         return f"chiplet {g}.{c}"
     return None  # links and reducers: in the breakdown, not in the Gantt chart
+
+
+def write_activity_plot(path: Path, title: str, rows: list[tuple[str, dict, dict]]) -> Path:
+    """A stacked bar of exposed cycles per category (summing to the run's cycles) for the RTL and the model side
+    by side, per run: ``rows`` of (label, RTL activity, model activity), each activity a dict with ``exposed``
+    (cycles per category of :data:`CATEGORIES`) and ``idle`` (the co-simulation's activity record and
+    :func:`mozart.model.perf.rtl.predict_breakdown`'s, as ``tb/tb_wafer.py`` writes them)."""
+    import matplotlib  # noqa: PLC0415 (only when plotting)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 3, 4.5))
+    for x, (_, rtl, model) in enumerate(rows):
+        for offset, activity in ((-0.18, rtl), (0.18, model)):
+            bottom = 0.0
+            for cat in (*CATEGORIES, "idle"):
+                value = activity["idle"] if cat == "idle" else activity["exposed"][cat]
+                ax.bar(x + offset, value, 0.34, bottom=bottom, color=COLOURS[cat],
+                       hatch="//" if offset > 0 else None, label=LABELS[cat] if x == 0 and offset < 0 else None)
+                bottom += value
+    ax.set_xticks(range(len(rows)), [f"{label}\nRTL | model" for label, _, _ in rows], fontsize=8)
+    ax.set_ylabel("cycles (exposed: each cycle to its first busy category)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

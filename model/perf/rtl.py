@@ -14,7 +14,7 @@ from ..blocks import ChipletContract, MemoryControllerContract, RootContract, Sw
 from .inorder import InOrderTiming
 from .timing import HardwareTiming
 
-__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles"]
+__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles", "predict_breakdown"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,28 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     limits and takes each command when its own dependencies are met; the replay has no link contention beyond
     the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
     beat for the reasons the other leaves out. False: the engine alone."""
+    from .inorder import in_order_cycles  # noqa: PLC0415
+
+    engine, load_times = _run_engine(run, bulk, record=in_order)
+    if not in_order:
+        return engine.end
+    tables = [layer.expert_to_chiplet for layer in run.layers]
+    replay = in_order_cycles(run.cfg, run.commands, tables, load_times, in_order_timing(run.cfg), run.attention)
+    return max(engine.end, replay)
+
+
+def predict_breakdown(run, *, bulk: bool | None = None):
+    """The event engine's breakdown of ``run`` (:func:`mozart.model.perf.breakdown.breakdown`: busy and exposed
+    cycles per category), next to which the co-simulation puts the RTL's activity record."""
+    from .breakdown import breakdown  # noqa: PLC0415
+    engine, _ = _run_engine(run, bulk, record=True)
+    return breakdown(engine.records, engine.end)
+
+
+def _run_engine(run, bulk: bool | None, record: bool):
+    """The event engine over ``run``'s layers, and the (ready, done) of every load per (chiplet, slot)."""
     from ..schedule import Dispatch, Load  # noqa: PLC0415
     from .engine import Engine  # noqa: PLC0415
-    from .inorder import in_order_cycles  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
     from .regime import host_attention_cycles_per_token  # noqa: PLC0415
     from .workload import Workload  # noqa: PLC0415
@@ -95,7 +114,7 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     cfg = run.cfg
     timing = rtl_timing(cfg, host_attention_cycles_per_token=host_attention_cycles_per_token(cfg)
                         if run.attention else 0.0)
-    engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=in_order)
+    engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=record)
     load_times: dict = {}
     for layer in run.layers:
         schedule = layer.schedule
@@ -103,10 +122,6 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
             schedule = replace(schedule, commands=[replace(c, bulk=bulk) if isinstance(c, Dispatch) else c
                                                    for c in schedule.commands])
         engine.run(schedule, "forward", layer.experts)
-        for c in schedule.of_kind(Load, "forward") if in_order else ():   # ids restart with every layer
+        for c in schedule.of_kind(Load, "forward") if record else ():   # ids restart with every layer
             load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
-    if not in_order:
-        return engine.end
-    tables = [layer.expert_to_chiplet for layer in run.layers]
-    replay = in_order_cycles(cfg, run.commands, tables, load_times, in_order_timing(cfg), run.attention)
-    return max(engine.end, replay)
+    return engine, load_times

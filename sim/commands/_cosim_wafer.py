@@ -42,6 +42,8 @@ def add_wafer_arguments(parser) -> None:
     options.add_argument("--idle", type=float, default=None, metavar="P", help="host input idle probability (0)")
     options.add_argument("--backpressure", type=float, default=None, metavar="P",
                          help="host output backpressure probability (0)")
+    options.add_argument("--plot", default=None, metavar="FILE.png",
+                         help="write the RTL's and the model's cycle breakdown of every run as a bar chart")
     options.add_argument("--compare", action="store_true",
                          help="run baseline, A, B and C on the same trace, and C on mozart+balance; print RTL, model "
                          "and paper speedups")
@@ -57,6 +59,8 @@ def run_wafer(args, cfg) -> int:
 
     if args.compare and args.variant:
         raise MozartError("--compare runs every variant: leave out --variant")
+    if args.plot is not None and not args.plot.endswith(".png"):
+        raise MozartError(f"--plot must name a .png file, not {args.plot!r}")
     options = {k: getattr(args, k) for k in _LAYER_OPTIONS if getattr(args, k) is not None}
     for variant in (list(Variant) if args.compare else [args.variant or Variant.C]):
         wafer.validate(cfg, variant=variant, seed=args.seed, **options)   # bad input: exit 2 before building
@@ -69,6 +73,8 @@ def run_wafer(args, cfg) -> int:
         return _compare(args, cfg, wafer, common, out)
     result = wafer.run_layer(cfg, variant=args.variant or Variant.C, **common)
     print(wafer.format_layer(cfg, result), file=out)
+    print(wafer.format_activity([result]), file=out)
+    _plot(args, cfg, wafer, [result], out)
     sim_s = result.summary.get("sim_seconds") or result.cosim.test_seconds
     print(f"simulator: {result.cosim.seconds:.1f} s wall in all, the layer's {result.cycles} cycles in {sim_s:.1f} s "
           f"({result.cycles / max(sim_s, 1e-9):.0f} cycles/s)", file=out)
@@ -82,6 +88,8 @@ def run_wafer(args, cfg) -> int:
 def _compare(args, cfg, wafer, common: dict, out) -> int:
     results = wafer.compare(cfg, **common)
     print(wafer.format_compare(results), file=out)
+    print(wafer.format_activity(results), file=out)
+    _plot(args, cfg, wafer, results, out)
     for r in results:
         if not r.ok:
             print(r.cosim.report(), file=out)
@@ -93,3 +101,11 @@ def _compare(args, cfg, wafer, common: dict, out) -> int:
                          indent=1))
     return 0 if all(r.ok for r in results) else 1
 
+
+
+def _plot(args, cfg, wafer, results, out) -> None:
+    if args.plot and any(r.summary for r in results):
+        layers = results[0].summary.get("layers", 1)
+        path = wafer.plot_activity(results, args.plot, f"{cfg.name}, {layers} layer(s), seed {args.seed}: where the "
+                                   "cycles go (RTL activity record | model)")
+        print(f"plot: {path}", file=out)
