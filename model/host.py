@@ -22,7 +22,8 @@ Commands (executed strictly in order; a WAIT holds every later command)
 ``WAIT_LOADED``    hold until LOADED of ``(group, chiplet, slot)`` arrived.
 ``WAIT_COMBINED``  hold until every result dispatched to the groups in the ``groups`` mask is back.
 ``TOKEN``          dispatch a token: ``experts[k]``/``gates[k]`` with ``valid[k]``, combine entry ``token``
-                   (the token's index modulo ``entries``), ``first``/``final`` (its first/last dispatch of the
+                   (the token's output index, counted over the run's layers, modulo ``entries``: the root
+                   returns outputs in that order), ``first``/``final`` (its first/last dispatch of the
                    layer: a token whose experts are split over weight rounds is dispatched once per round),
                    ``dedup`` (one DISPATCH per destination group with per-chiplet masks and gates and
                    ``reduce=1``; 0: one DISPATCH per selected expert, ``reduce=0``: the Baseline and A) and
@@ -76,7 +77,7 @@ class HostInterface:
     ----------
     entries : int
         Combine entries of the root (``2 ** hardware.tag_bits``): tokens in flight at once; a token's entry
-        (and its packets' tag) is its index modulo ``entries``.
+        (and its packets' tag) is its output index (over every layer of a run) modulo ``entries``.
     guard_bits : int
         Extra accumulator bits of the root's combine: ``clog2(top_k)`` (a token has at most ``top_k``
         contributions, one per expert in the Baseline), so the sum is exact and saturated once

@@ -269,6 +269,7 @@ class _Program:
         self.waited: set[int] = set()
         self.pending_load: dict[tuple[int, int], int] = {}   # (chiplet, slot) -> index of its latest load
         self.release = 0             # attention steps the next commands wait for
+        self.outputs = 0             # tokens of the layers written so far
         self.reloads = False         # a load now reloads a slot (not the run's first round)
 
     def add(self, op: HostOp, args: dict, payload: tuple = ()) -> None:
@@ -339,6 +340,9 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
         last_unit[t] = i
     _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host.entries)
 
+    # the root returns outputs in tag order, over the whole run: a layer's tokens continue the previous one's
+    first_output = program.outputs
+    program.outputs += len(layer.x)
     offset = len(program.loads)
     program.loads += [(ld, layer.index) for ld in loads]
     load_of_expert = {ld.expert: offset + i for i, ld in enumerate(loads)}
@@ -379,7 +383,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
                 program.wait_loaded(load_of_expert[int(layer.experts[t][j])])
             k = cfg.moe.top_k
             program.add(HostOp.TOKEN, {
-                "token": t % host.entries, "first": int(first_unit[t] == unit_index),
+                "token": (first_output + t) % host.entries, "first": int(first_unit[t] == unit_index),
                 "final": int(last_unit[t] == unit_index), "dedup": int(dedup), "save": int(save),
                 "valid": [1 if j in js else 0 for j in range(k)], "experts": [int(e) for e in layer.experts[t]],
                 "gates": [int(g) for g in layer.gates[t]]}, tuple(proto.pack_token(layer.x[t])))

@@ -287,3 +287,15 @@ def test_activation_addresses_and_save_packets():
     golden.check_activation_region(cfg)
     with pytest.raises(ConfigError, match="dram.words must hold the weight images and saved activations"):
         golden.check_activation_region(override(TINY, {"moe.d_ff": 64}))
+
+
+def test_next_layer_tokens_requantise_the_outputs():
+    """Partials with F_P = F_x + gate_bits fractional bits go back to the token format: a shift by gate_bits,
+    rounded half away from zero, saturated to act_bits."""
+    cfg = load_config("tiny")
+    g = cfg.numerics.gate_bits
+    assert golden.formats(cfg).partial - golden.formats(cfg).x == g
+    half = 1 << (g - 1)
+    outputs = np.array([[0, half - 1, half, -half, 5 << g, 1 << 30, -(1 << 30)]])
+    top = (1 << (cfg.numerics.act_bits - 1)) - 1
+    assert golden.next_layer_tokens(outputs, cfg).tolist() == [[0, 0, 1, -1, 5, top, -top - 1]]

@@ -92,3 +92,29 @@ def test_predict_cycles_in_order_is_never_below_the_engine():
         run = build_run(tiny, variant=variant, seed=1, tokens=64)
         engine = predict_cycles(run, bulk=False, in_order=False)
         assert predict_cycles(run, bulk=False) >= engine
+
+
+def test_attention_steps_hold_commands_and_wait_for_outputs(cfg):
+    """Step 1 (100 cycles) waits for nothing, step 2 (50 cycles) for the first output: a token released by step
+    1 goes after 100 cycles, one released by step 2 only 50 cycles after the first output left. Without the
+    steps (the mutant) both go at once."""
+    from mozart.model.wafer_run import AttentionStandIn  # noqa: PLC0415
+    steps = [AttentionStandIn(0, 100), AttentionStandIn(1, 50)]
+    first, second = replace(token(0, [0]), release=1), replace(token(1, [4]), release=2)
+    held = in_order_cycles(cfg, [first, second], e2c(), {}, UNBOUNDED, steps)
+    alone = in_order_cycles(cfg, [first], e2c(), {}, UNBOUNDED, steps)
+    free = in_order_cycles(cfg, [token(0, [0]), token(1, [4])], e2c(), {}, UNBOUNDED)
+    assert alone > 100 and held >= alone + 50 + CPE and free < 100 + CPE
+    with pytest.raises(Exception, match="waits for output 1 before"):   # a step that waits for a later token
+        in_order_cycles(cfg, [replace(token(0, [0]), release=2)], e2c(), {}, UNBOUNDED, steps)
+
+
+def test_a_layers_tables_route_its_tokens(cfg):
+    """With one expert table per layer, a token after the second TABLE block goes where the second says."""
+    table = [HostCommand(HostOp.TABLE, {"expert": 0, "group": 0, "chiplet": 0, "local": 0})]
+    program = table + [token(0, [0])] + table + [token(1, [0])]
+    moved = e2c().copy()
+    moved[0] = 3
+    same = in_order_cycles(cfg, program, np.stack([e2c(), e2c()]), {}, UNBOUNDED)
+    other = in_order_cycles(cfg, program, np.stack([e2c(), moved]), {}, UNBOUNDED)
+    assert other < same   # the second token computes on another chiplet, in parallel with the first

@@ -1,6 +1,7 @@
 """Co-simulation of the whole wafer on Verilator against the model (``tb/tb_wafer.py``).
 
-One Verilator build per config (module-scoped fixture). Every run is one MoE layer of 256 tokens with random
+One Verilator build per config (module-scoped fixture). Every run is one MoE layer of 256 tokens (or two
+chained layers) with random
 idle cycles on the host input and random backpressure on the output; it checks bit-exact outputs in token
 order, the DISPATCH packets on every link against the model's counts, that everything drained, and that the
 cycle count is within ``MODEL_TOLERANCE`` of the performance model's (cycle counts are
@@ -76,6 +77,21 @@ def test_reloads_and_hot_experts(built_tiny, variant):
     root waits for the group's results, then for LOADED). A Zipf-1.5 trace sends most tokens to a few experts."""
     s = _layer(built_tiny, SEED + 1, variant=variant, slots=1, skew=1.5)
     assert s["bit_exact"] and s["links_match"] and s["rounds"] == 2
+
+
+@pytest.mark.parametrize("variant", ["baseline", "C"])
+def test_layers_chain_on_the_wafer(built_tiny, variant):
+    """Two MoE layers of 128 tokens in one run, the host standing in for attention between them: every output of
+    both layers bit-exact (the second layer's tokens are the first's outputs), the link counts summed over the
+    layers, the model within 5%, and the activity record covering every cycle once."""
+    s = _layer(built_tiny, SEED + 4, variant=variant, tokens=128, layers=2)
+    micro_batches = built_tiny.cfg.training.micro_batches
+    assert s["bit_exact"] and s["links_match"] and s["layers"] == 2
+    assert s["attention_steps"] == 2 * (1 if variant == "baseline" else micro_batches)
+    assert abs(s["model_error"]) <= 0.05
+    activity = s["activity"]
+    assert abs(sum(activity["exposed"].values()) + activity["idle"] - s["cycles"]) <= 2
+    assert activity["busy"]["attention"] == activity["exposed"]["attention"] > 0
 
 
 def test_long_layer_wafer4x4():

@@ -8,6 +8,7 @@ import pytest
 from mozart.model.config import load_config, override
 from mozart.model.errors import ConfigError, ProtocolError, ScheduleError
 from mozart.model.host import HostCommand, HostInterface, HostOp
+from mozart.model import golden
 from mozart.model.protocol import Protocol
 from mozart.model.wafer_run import build_run
 
@@ -95,3 +96,53 @@ def test_baseline_barrier_waits_for_every_load_before_dispatching():
         first_token = ops.index(HostOp.TOKEN)
         waits_before = ops[:first_token].count(HostOp.WAIT_LOADED)
         assert (waits_before == ops.count(HostOp.LOAD)) == barrier
+
+
+def test_layers_chain_outputs_into_the_next_layers_tokens():
+    """Layer l + 1's tokens are layer l's outputs requantised; every layer has its own placement, weights and
+    DRAM region, and the host program rewrites the expert table before each layer's tokens."""
+    cfg = load_config("tiny")
+    run = build_run(cfg, variant="C", tokens=64, seed=4, layers=2)
+    first, second = run.layers
+    assert (second.x == golden.next_layer_tokens(first.expected, cfg)).all()
+    assert (second.expected == golden.moe_layer(second.x, second.w1, second.w2, second.experts, second.gates,
+                                                second.expert_to_chiplet, cfg)).all()
+    assert not (first.w1 == second.w1).all() and (first.index, second.index) == (0, 1)
+    assert run.outputs == 128 and (run.expected == np.concatenate([first.expected, second.expected])).all()
+    proto = Protocol(cfg)
+    images = sorted((g, base) for g, group in enumerate(run.dram) for base, _ in group)
+    assert max(base for _, base in images) < proto.activation_base and len(set(images)) == 2 * cfg.moe.experts
+    ops = [c.op for c in run.commands]
+    tables = [i for i, op in enumerate(ops) if op is HostOp.TABLE and (i == 0 or ops[i - 1] is not HostOp.TABLE)]
+    assert len(tables) == 2 and ops[tables[1] - 1] is HostOp.TOKEN   # after the first layer's last token
+
+
+def test_attention_steps_gate_the_tokens_and_the_baselines_loads():
+    """With several layers the host stands in for attention: one step per micro-batch and layer (the Baseline:
+    one per layer), each waiting for the previous layer's outputs of its tokens; a token waits for its
+    micro-batch's step, and only the Baseline holds the next layer's loads until its attention has ended."""
+    from mozart.model.perf.regime import host_attention_cycles_per_token
+    cfg = load_config("tiny")
+    per_token = host_attention_cycles_per_token(cfg)
+    for variant, steps_per_layer in (("A", cfg.training.micro_batches), ("baseline", 1)):
+        run = build_run(cfg, variant=variant, tokens=64, seed=4, layers=2)
+        assert len(run.attention) == 2 * steps_per_layer
+        assert [s.outputs for s in run.attention[:steps_per_layer]] == [0] * steps_per_layer
+        assert run.attention[-1].outputs == 64 and run.attention[0].cycles == round(64 / steps_per_layer * per_token)
+        releases = [c.release for c in run.commands]
+        assert releases == sorted(releases) and releases[-1] == len(run.attention)
+        second_layer_loads = [c for c in run.commands if c.op is HostOp.LOAD][cfg.moe.experts:]
+        held = {c.release for c in second_layer_loads}
+        assert (held == {2 * steps_per_layer}) == (variant == "baseline")
+    assert build_run(cfg, variant="A", tokens=64, layers=2, attention=False).attention == []
+    assert build_run(cfg, variant="A", tokens=64).attention == []   # one layer: none by default
+
+
+def test_layers_must_fit_the_dram_and_the_trace():
+    cfg = load_config("tiny")
+    with pytest.raises(ConfigError, match=r"layers must be between 1 and moe.layers \(2.*not 3"):
+        build_run(cfg, tokens=16, layers=3)
+    with pytest.raises(ConfigError, match=r"layer must be in 0..1 .*not 2"):
+        build_run(cfg, tokens=16, layer=2)
+    with pytest.raises(ConfigError, match=r"layer must be in 0..0 \(the first of 2"):
+        build_run(cfg, tokens=16, layer=1, layers=2)
