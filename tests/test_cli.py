@@ -51,6 +51,10 @@ def test_console_script_runs():
     (["cosim", "wafer", "--trace", "/no/such.npz"], "--trace must be an existing trace file"),
     (["cosim", "wafer", "--tokens", "2"], "tokens must be an integer of at least"),
     (["cosim", "wafer", "--idle", "1.5"], "--idle must be a probability"),
+    (["cosim", "wafer", "--layers", "0"], "--layers: must be a positive integer"),
+    (["cosim", "wafer", "--config", "tiny", "--layers", "3"], "layers must be between 1 and moe.layers (2"),
+    (["cosim", "wafer", "--config", "tiny", "--layer", "1", "--layers", "2"], "layer must be in 0..0"),
+    (["cosim", "wafer", "--plot", "breakdown.pdf"], "--plot must name a .png file, not 'breakdown.pdf'"),
     (["cosim", "wafer", "--compare", "--variant", "C"], "--compare runs every variant"),
     (["cosim", "fifo", "--variant", "C"], "unrecognized arguments: --variant C"),   # a wafer-only option
     (["cosim", "bogus"], "argument BLOCK: invalid choice: 'bogus'"),

@@ -3,9 +3,8 @@
 ``mozart config check``).
 
 Short runs: the long ones per block live in the block's own test module. The wafer on ``tiny`` and ``wafer4x4``
-is ``tests/test_wafer_cosim.py``'s; the switch and the chiplet on those two are their modules' too, so this module
-covers the rest. The wafer on ``paper4x4`` (a 15-minute run, most of it the build) is not in CI: the multi-layer
-runs on it are the next issue's.
+is ``tests/test_wafer_cosim.py``'s, on ``paper4x4`` ``tests/test_paper4x4_cosim.py``'s; the switch and the chiplet
+on ``tiny`` and ``wafer4x4`` are their modules' too, so this module covers the rest.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ README = ROOT / "README.md"
 #: Set-up commands: not run here (they install the project and run this very suite); .ci/run runs them.
 SETUP = ("pip install -e '.[dev]'", "python3 -m pytest")
 #: Presets too big for a test's Verilator build or proof: their co-simulations, Verilog and proofs run on tiny.
-BIG_PRESETS = ("wafer4x4",)
+BIG_PRESETS = ("wafer4x4", "paper4x4")
 
 
 def blocks() -> list[tuple[str, str]]:
