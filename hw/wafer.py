@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
 from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS, Protocol
 from mozart.model.perf.breakdown import CATEGORIES
-from mozart.model.topology import NodeKind
 
 from .chiplet import ExpertChiplet
 from .dram import BackdoorSignature
@@ -48,9 +47,9 @@ class Wafer(wiring.Component):
     moved : Out(CYCLE_BITS)
         Cycles in which some flit moved on some link (the watchdog's sign of life).
     activity : Out(activity_layout)
-        This cycle: ``expert``, some chiplet's MACs compute; ``dispatch``, a flit moves on a root or chiplet link
-        (dispatches, combines, and the few LOAD/LOADED packets); ``weights``, some DRAM reads a column (weight
-        streams); ``saving``, some DRAM writes one (saved activations). The per-cycle record the harness counts.
+        This cycle: ``expert``, some chiplet's MACs compute; ``dispatch``, a flit of a DISPATCH or COMBINE packet
+        moves on some link; ``weights``, some DRAM reads a column (weight streams); ``saving``, some DRAM writes
+        one (saved activations). The per-cycle record the harness counts.
     """
 
     def __new__(cls, cfg):
@@ -114,7 +113,7 @@ class Wafer(wiring.Component):
             mc_writing.append(mc.dram_writing)
         if set(ends) != set(self.links):
             raise AssertionError(f"wafer wiring must cover the topology's links exactly, not {sorted(ends)}")
-        moving, exchanging = [], []   # every link; the links without a memory controller
+        moving, exchanging = [], []   # flits on every link; flits of DISPATCH and COMBINE packets
         for i, link in enumerate(self.links):
             src, dst = ends[link]
             wiring.connect(m, src, dst)
@@ -122,8 +121,7 @@ class Wafer(wiring.Component):
             head = header_layout(cfg)(src.payload.data)
             fire = src.valid & dst.ready
             moving.append(fire)
-            if all(topo.node(end).kind is not NodeKind.MEMCTRL for end in link):
-                exchanging.append(fire)
+            exchanging.append(fire & self._exchange_packet(m, i, src.payload.first, head.kind))
             with m.If(fire & src.payload.first & (head.kind == PacketKind.DISPATCH)):
                 m.d.sync += self.dispatches[i].eq(self.dispatches[i] + 1)
         with m.If(Cat(*moving).any()):
@@ -135,3 +133,12 @@ class Wafer(wiring.Component):
                      self.activity.expert.eq(Cat(*computing).any()), self.activity.dispatch.eq(Cat(*exchanging).any()),
                      self.activity.weights.eq(Cat(*mc_reading).any()), self.activity.saving.eq(Cat(*mc_writing).any())]
         return m
+
+    @staticmethod
+    def _exchange_packet(m, link: int, first, kind):
+        """Whether the flit on the link belongs to a DISPATCH or COMBINE packet: the head's kind, held for the
+        packet's other flits (only heads carry it)."""
+        held = Signal(name=f"exchange_packet{link}")
+        current = Mux(first, (kind == PacketKind.DISPATCH) | (kind == PacketKind.COMBINE), held)
+        m.d.sync += held.eq(current)
+        return current
