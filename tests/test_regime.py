@@ -127,3 +127,16 @@ def test_cli_prints_the_table(capsys):
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     code, out, err = run(["config", "regime", *argv], capsys)
     assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_host_attention_stand_in_keeps_qwen3s_attention_to_compute_ratio():
+    """The host's attention per token on a scaled wafer: Qwen3's root_feed/compute (5.23) times the scaled
+    layer's compute over its tokens, 175 cycles on paper4x4 (docs/regime.md §3); a full-size model has its own."""
+    from mozart.model.perf.regime import host_attention_cycles_per_token
+    cfg = load_config("paper4x4")
+    per_token = host_attention_cycles_per_token(cfg)
+    qwen3 = regime(load_config("qwen3-30b-a3b")).ratio("root_feed")
+    assert per_token * cfg.training.tokens_per_step / regime(cfg).cycles["compute"] == pytest.approx(qwen3)
+    assert 175 < per_token < 176
+    with pytest.raises(ConfigError, match="full-size model with its own attention chiplet"):
+        host_attention_cycles_per_token(load_config("qwen3-30b-a3b"))
