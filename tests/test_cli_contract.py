@@ -145,6 +145,8 @@ BAD = [
     ("cosim wafer", "--trace", "cosim wafer --trace missing.npz", "--trace must be an existing trace file"),
     ("cosim wafer", "--tokens", "cosim wafer --tokens 0", "--tokens: must be a positive integer"),
     ("cosim wafer", "--layer", "cosim wafer --layer -1", "--layer: must be a non-negative integer"),
+    ("cosim wafer", "--layers", "cosim wafer --layers 0", "--layers: must be a positive integer"),
+    ("cosim wafer", "--plot", "cosim wafer --plot x.svg", "--plot must name a .png file, not 'x.svg'"),
     ("cosim wafer", "--slots", "cosim wafer --slots 0", "--slots: must be a positive integer"),
     ("cosim wafer", "--skew", "cosim wafer --skew -1", "--skew: must be a finite number >= 0"),
     ("cosim wafer", "--idle", "cosim wafer --idle 1.5", "--idle must be a probability"),
@@ -446,7 +448,7 @@ def test_a_wafer_run_takes_a_placement_file(inputs, capsys):
     from mozart.model.wafer_run import build_run
     cfg = load_config("tiny")
     run_ = build_run(cfg, placement=str(inputs / "p.json"), variant="C", tokens=16)
-    assert run_.expert_to_chiplet.tolist() == load_placement(inputs / "p.json", cfg).expert_to_chiplet[0].tolist()
+    assert run_.layers[0].expert_to_chiplet.tolist() == load_placement(inputs / "p.json", cfg).expert_to_chiplet[0].tolist()
     (inputs / "short.json").write_text("{}")
     code, _, err = run(["cosim", "wafer", "--placement", inputs / "short.json"], capsys)
     assert_one_line_error(code, err, "short.json")

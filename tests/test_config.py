@@ -54,7 +54,7 @@ BAD = [
     ({"numerics.activation": "tanh"}, "numerics.activation must be one of relu, silu, gelu, not 'tanh'"),
     ({"numerics.acc_bits": 12}, "numerics.acc_bits must be at least act_bits + weight_bits (16), not 12"),
     ({"dram.word_bits": 48}, "dram.word_bits must divide hardware.flit_bits (64), not 48"),
-    ({"dram.row_words": 1, "dram.rows": 16}, "dram.rows must be at least 32, not 16"),
+    ({"dram.row_words": 1, "dram.rows": 16}, "dram.rows must be at least 64, not 16"),   # 2 layers' images
     ({"dram.refresh_interval": 100}, "dram.refresh_cycles must be 0 exactly when dram.refresh_interval is 0"),
     ({"training.micro_batches": 3}, "training.micro_batches must be a divisor of training.sequences (8), not 3"),
 ]

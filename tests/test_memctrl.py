@@ -15,11 +15,11 @@ from mozart.model.memctrl_reference import MemoryReference, RequestGenerator
 
 TINY = load_config("tiny")
 CONFIGS = {
-    # one word per flit, refresh on, non-power-of-two rows (so ADDRESS errors exist)
-    "w64": override(TINY, {"dram.rows": 6, "dram.refresh_interval": 150, "dram.refresh_cycles": 6}),
+    # one word per flit, refresh on, non-power-of-two rows (so ADDRESS errors exist); one layer's weights
+    "w64": override(TINY, {"moe.layers": 1, "dram.rows": 6, "dram.refresh_interval": 150, "dram.refresh_cycles": 6}),
     # two words per flit, 3 chiplets (so a LOAD can name a chiplet that does not exist), few banks, slow rows,
     # 2 outstanding
-    "w32": override(TINY, {"tree.chiplets_per_group": 3, "moe.experts": 12,
+    "w32": override(TINY, {"moe.layers": 1, "tree.chiplets_per_group": 3, "moe.experts": 12,
                            "dram.word_bits": 32, "dram.banks": 2, "dram.rows": 13, "dram.row_words": 16,
                            "dram.t_rcd": 6, "dram.t_rp": 5, "dram.t_cl": 3, "dram.max_outstanding": 2}),
 }
