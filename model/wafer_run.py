@@ -191,7 +191,7 @@ def _translate(run: WaferRun, host: HostInterface, local: np.ndarray, image_inde
         raise ScheduleError("a schedule's dispatches must all be per-expert or all de-duplicated")
     dedup = not per_expert.pop() if per_expert else True
     save = any(d.save for d in dispatches)
-    bulk = any(d.bulk for d in dispatches)
+    bulk = not run.schedule.variant.streaming
     micro_batches = sorted({d.micro_batch for d in dispatches})
 
     # the dispatch units: per round, per micro-batch, tokens ascending, each with its experts of the round

@@ -236,8 +236,8 @@ class WaferBench:
             problems.append("not drained: the root is still busy after the last output")
         if int(dut.errors.value):
             problems.append(f"{int(dut.errors.value)} unexpected packets or bad memory requests")
-        model = predict_cycles(run, bulk=False)
-        engine = predict_cycles(run, bulk=False, in_order=False)
+        model = predict_cycles(run)
+        engine = predict_cycles(run, in_order=False)
         error = (self.cycles - model) / model
         summary = {"cycles": self.cycles, "model_cycles": round(model, 1), "model_error": round(error, 4),
                    "model_cycles_engine": round(engine, 1),
@@ -252,8 +252,6 @@ class WaferBench:
         if self.timeline is not None:   # per-command and per-output cycles, for model-vs-RTL studies
             summary["command_cycles"] = self.timeline["commands"]
             summary["output_cycles"] = self.timeline["outputs"]
-        if run.variant == "baseline":
-            summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
         write_summary(summary, test="test_layer")
         self.dut._log.info(f"{run.variant}: {self.cycles} cycles, model {model:.0f} ({100 * error:+.1f}%), "
                            f"bit-exact {summary['bit_exact']}, links match {not wrong}")

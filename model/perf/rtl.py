@@ -8,7 +8,7 @@ cycles, and no hardware is built to read a number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
 from .inorder import InOrderTiming
@@ -64,10 +64,9 @@ def in_order_timing(cfg) -> InOrderTiming:
                          port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle))
 
 
-def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> float:
+def predict_cycles(run, *, in_order: bool = True) -> float:
     """The performance model's cycles for the forward pass of ``run``'s schedule (a
-    :class:`~mozart.model.wafer_run.WaferRun`) on :func:`rtl_timing`. ``bulk=False`` runs the Baseline's
-    dispatches without store-and-forward (the RTL chiplets stream); None keeps the schedule's.
+    :class:`~mozart.model.wafer_run.WaferRun`) on :func:`rtl_timing`.
 
     ``in_order`` (default): the larger of the event engine's cycles and the replay of the run's host program
     through the root's in-order command stream with the RTL's finite buffers
@@ -75,7 +74,7 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     limits and takes each command when its own dependencies are met; the replay has no link contention beyond
     the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
     beat for the reasons the other leaves out. False: the engine alone."""
-    from ..schedule import Dispatch, Load  # noqa: PLC0415
+    from ..schedule import Load  # noqa: PLC0415
     from .engine import Engine  # noqa: PLC0415
     from .inorder import in_order_cycles  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
@@ -84,9 +83,6 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     cfg = run.cfg
     timing = rtl_timing(cfg)
     schedule = run.schedule
-    if bulk is not None:
-        schedule = replace(schedule, commands=[replace(c, bulk=bulk) if isinstance(c, Dispatch) else c
-                                               for c in schedule.commands])
     engine = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=in_order)
     engine.run(schedule, "forward", run.experts)
     if not in_order:
