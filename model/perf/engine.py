@@ -24,8 +24,9 @@ attention runs its stages one after another. A stage holds its resources for its
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
   tokens; every transfer into the root also through the root's input port, if any).
-- ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
-  path and a DRAM channel.
+- ``SaveActivations``: from its dispatch's end (its dependency; the chiplet saves inline, while it computes,
+  which the engine does not overlap), ``pairs x saved elements`` as a stream over the write path and a DRAM
+  channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
   updated weights on the backward's last) and the root compute (``timing.attention_cycles``).
 
@@ -234,12 +235,9 @@ class Engine:
         return self._stream(ready, stage)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
-        now = self._now
-        start = max(ready, now.compute_end.get(cmd.dispatch, ready))
-        disp = now.plan.dispatches[cmd.dispatch]
+        disp = self._now.plan.dispatches[cmd.dispatch]
         nbytes = disp.pairs * self.workload.saved_elements_per_pair * self.timing.act_bytes
-        group = disp.group
-        return self._dram_stream(start, group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
+        return self._dram_stream(ready, disp.group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
 
     def _attention(self, cmd: Attention, ready: float) -> float:
         w, t, now = self.workload, self.timing, self._now
@@ -286,7 +284,6 @@ class Engine:
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
             per_token = hits * share + t.token_overhead_cycles
-        compute_stage = len(stages)
         stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
         partials = d.pairs if d.per_expert else tokens
         if net.reduces and d.reduce:
@@ -301,9 +298,7 @@ class Engine:
             stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens,
                                          net.root_port))
         run = self._pipeline_tokens if self.mode == "token" else self._pipeline
-        ends = run(ready, stages)
-        now.compute_end[d.id] = ends[compute_stage]  # SaveActivations of this dispatch starts here
-        return ends[-1]
+        return run(ready, stages)[-1]
 
     def _expert_tokens(self, d: Dispatch) -> np.ndarray:
         """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens). Cached in
@@ -416,7 +411,6 @@ class _PhaseRun:
     backward: bool
     experts: np.ndarray           # the layer's [tokens, k] routing
     plan: "_Plan"
-    compute_end: dict = field(default_factory=dict)  # dispatch id -> end of its compute stage
 
 
 @dataclass
