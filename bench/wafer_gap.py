@@ -32,7 +32,7 @@ def main() -> None:
     from mozart.model.perf.inorder import in_order_cycles  # noqa: PLC0415
     from mozart.model.perf.network import make_network  # noqa: PLC0415
     from mozart.model.perf.workload import Workload  # noqa: PLC0415
-    from mozart.model.schedule import Dispatch, Load, Schedule  # noqa: PLC0415
+    from mozart.model.schedule import Load  # noqa: PLC0415
     from mozart.model.wafer_run import build_run  # noqa: PLC0415
     from mozart.sim import wafer  # noqa: PLC0415
 
@@ -45,17 +45,16 @@ def main() -> None:
         r = wafer.run_layer(cfg, variant=variant, tokens=args.tokens, seed=args.seed, timeline=True)
         s = r.summary
         run = build_run(cfg, variant=variant, seed=args.seed, tokens=args.tokens)
-        sch = run.schedule
-        sch = Schedule([replace(c, bulk=False) if isinstance(c, Dispatch) else c for c in sch.commands], sch.layer,
-                       sch.variant, sch.micro_batches, sch.slots, sch.chiplets_per_group, sch.tokens)
+        layer = run.layers[0]
+        sch = layer.schedule
         timing = rtl_timing(cfg)
         eng = Engine(timing, make_network("tree", cfg, timing), Workload.scaled(cfg), "aggregate", record=True)
-        eng.run(sch, "forward", run.experts)
+        eng.run(sch, "forward", layer.experts)
         loads: dict = {}
         for c in sch.of_kind(Load, "forward"):
             loads.setdefault((c.chiplet, c.slot), []).append(eng.command_times[c.id])
         t = in_order_timing(cfg)
-        replay = {name: in_order_cycles(cfg, run.commands, run.expert_to_chiplet, loads, tm) for name, tm in (
+        replay = {name: in_order_cycles(cfg, run.commands, layer.expert_to_chiplet, loads, tm) for name, tm in (
             ("free", replace(t, token_slots=big, queue_flits=big, reduction_entries=big)),
             ("chiplet", replace(t, queue_flits=big, reduction_entries=big)),
             ("all", t))}
@@ -65,7 +64,7 @@ def main() -> None:
         pct = lambda m: f"{m:7.0f} ({100 * (rtl - m) / m:+5.1f}%)"  # noqa: E731
         print(f"{variant:9s} {rtl:10d} {pct(eng.end)} {pct(replay['free'])} {pct(replay['chiplet'])} "
               f"{pct(replay['all'])} {cc[tokens[0]]:6d} {cc[tokens[-1]]:8d} / {s['output_cycles'][-1]}")
-        assert abs(predict_cycles(run, bulk=False) - max(eng.end, replay["all"])) < 1e-6
+        assert abs(predict_cycles(run) - max(eng.end, replay["all"])) < 1e-6
 
 
 if __name__ == "__main__":

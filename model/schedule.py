@@ -19,10 +19,11 @@ Command kinds and their protocol mapping (:class:`mozart.model.protocol.PacketKi
                    carry the output gradient (and the token); the chiplet reads its saved activations.
 ``WaitCombined``   the root blocks until the COMBINE of every token of ``dispatch`` arrived.
 ``SaveActivations``  no root packet: the ``save`` bit of ``dispatch``'s packets; the chiplet writes
-                   ``act(W1 x)`` to its group's DRAM (MEM_WRITE, from ``Protocol.activation_base``).
+                   ``act(W1 x)`` to its group's DRAM (MEM_WRITE, from ``Protocol.activation_base``) inline, as
+                   it computes each token, so it depends on ``dispatch`` alone, in every variant.
 ``WriteBack``      backward only: the chiplet writes the updated weights of ``(chiplet, slot)`` back to
                    the expert's image in DRAM (MEM_WRITE). Not part of the forward-only RTL root.
-``Barrier``        root-internal: waits for its ``deps`` (the Baseline's bulk phases). No packet.
+``Barrier``        root-internal: waits for its ``deps`` (the Baseline's phases). No packet.
 ``Return``         root -> host: ``micro_batch``'s outputs (forward) or input gradients (backward) of this
                    layer are complete. No packet.
 =================  =====================================================================================
@@ -52,9 +53,12 @@ trace is used (``wafer_run.build_run`` places on the same trace it runs, so ther
 
 Variants (docs/paper.md, Table 4)
 ----------------------------
-``baseline``  bulk phases with barriers: all attention, then per round all loads, then one bulk dispatch per
-              (chiplet, round) of all tokens, one replica per selected expert, no in-network reduction,
-              then all activation saves; the backward the same with write-backs as a last phase.
+``baseline``  the same hardware, no optimisation (the paper's reading: "no overlap" at the root's phases):
+              all attention, then per round all loads, a barrier, one dispatch per (chiplet, round) of all
+              tokens, a barrier on all their combines; the next round's loads only after it; one replica
+              per selected expert, no in-network reduction; the backward the same with write-backs as a
+              last phase. The chiplet is A's: it computes each token as it arrives (no store-and-forward)
+              and saves its activations inline, so the Baseline differs from A only by the barriers.
 ``A``         streaming: loads depend only on free slots (they overlap attention and compute), each
               micro-batch is dispatched as soon as its attention and its experts' weights are ready;
               still one replica per selected expert and no reduction.
@@ -95,7 +99,8 @@ class Variant(enum.StrEnum):
 
     @property
     def streaming(self) -> bool:
-        """Loads and dispatches overlap compute (every variant but the Baseline's bulk phases)."""
+        """Loads overlap compute and each micro-batch goes out on its own (every variant but the Baseline's
+        barriered phases)."""
         return self is not Variant.BASELINE
 
     @property
@@ -119,7 +124,7 @@ class Variant(enum.StrEnum):
 VARIANTS = tuple(Variant)
 PHASES = ("forward", "backward")
 FORMAT = "mozart-schedule"
-VERSION = 1
+VERSION = 2  # 2: Dispatch has no 'bulk' field (one Baseline: its chiplets stream)
 
 
 @dataclass(eq=False)
@@ -191,8 +196,8 @@ class Dispatch(Command):
 
     ``pairs`` is the number of (token, expert) computations it causes; ``per_expert`` sends one replica per
     pair (Baseline, A) instead of one per token and chiplet; ``reduce`` asks the switch to sum the partials
-    of a token; ``save`` makes the chiplet save activations; ``bulk`` is the Baseline's store-and-forward:
-    every chiplet computes only after all its tokens arrived, and returns only after all are computed.
+    of a token; ``save`` makes the chiplet save activations (inline, as it computes each token). In every
+    variant the chiplet computes each token as it arrives and returns it when computed.
     """
 
     KIND: ClassVar[str] = "Dispatch"
@@ -206,7 +211,6 @@ class Dispatch(Command):
     per_expert: bool = False
     reduce: bool = True
     save: bool = False
-    bulk: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -289,7 +293,7 @@ class Schedule:
 
     @property
     def streaming(self) -> bool:
-        """True unless Baseline: transfers of a command overlap its compute, DRAM overlaps compute."""
+        """True unless Baseline: loads overlap compute, micro-batches go out on their own (``Variant.streaming``)."""
         return self.variant.streaming
 
     def phase(self, phase: str) -> list[Command]:
@@ -542,7 +546,7 @@ class _PhaseBuilder:
         return self.b.add(Dispatch, deps, phase=phase, micro_batch=mb, group=c // self.cfg.chiplets_per_group,
                           chiplets=(c,), round=r, experts=self.work.experts[ident], tokens=self.work.tokens[ident],
                           pairs=self.work.pairs[ident], per_expert=not self.dedup, reduce=self.dedup,
-                          save=phase == "forward", bulk=not self.variant.streaming)
+                          save=phase == "forward")
 
 
 class _StreamBuilder(_PhaseBuilder):
@@ -614,7 +618,8 @@ class _StreamBuilder(_PhaseBuilder):
 
 
 class _BulkBuilder(_StreamBuilder):
-    """The Baseline: every step of a round is a bulk phase closed by a barrier; nothing overlaps."""
+    """The Baseline: per round, all loads, then all dispatches, each phase closed by a barrier; the root
+    overlaps nothing. Saves are inline (the chiplet's), as in :class:`_StreamBuilder`."""
 
     def phase(self, phase: str) -> None:
         b, lay = self.b, self.layout
@@ -631,19 +636,17 @@ class _BulkBuilder(_StreamBuilder):
                     if j // lay.slots == r and self.needed(phase, c, j):
                         waits[(c, j)] = self.load(phase, c, j, [gate])[1]
             gate = b.add(Barrier, waits.values(), phase=phase)
-            dispatches, wcs = [], []
+            wcs = []
             for entries in lay.group_order:
                 for c in dict.fromkeys(c for c, j in entries):
                     did = self.dispatch(phase, -1, c, r, [gate])
                     if did is not None:
-                        dispatches.append(did)
                         wcs.append(b.add(WaitCombined, [did], phase=phase, dispatch=did))
+                        if phase == "forward":  # inline: the chiplet saves each token as it computes it
+                            b.add(SaveActivations, [did], phase=phase, dispatch=did)
             combined += wcs
             gate = b.add(Barrier, wcs or [gate], phase=phase)
-            if phase == "forward":
-                saves = [b.add(SaveActivations, [gate, d], phase=phase, dispatch=d) for d in dispatches]
-                gate = b.add(Barrier, saves or [gate], phase=phase)
-            else:
+            if phase == "backward":
                 wbs = [self.write_back(c, j, [gate]) for (c, j) in waits]
                 gate = b.add(Barrier, wbs or [gate], phase=phase)
         if phase == "backward":

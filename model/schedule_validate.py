@@ -5,7 +5,9 @@ command id, the value and the rule. Rules, in the order they are checked:
 
 1. **references**: ids are unique; every dependency, ``WaitLoaded.load``, ``WaitCombined.dispatch`` and
    ``SaveActivations.dispatch`` names a command of the right kind; dependencies stay inside their phase;
-   fields are in range (slots, micro-batches, chiplets, groups).
+   fields are in range (slots, micro-batches, chiplets, groups). A ``SaveActivations`` depends on its
+   dispatch alone, whose ``save`` bit is set: the chiplet saves each token inline as it computes it, in every
+   variant, so nothing else (a barrier on the round's combines, say) can hold it back.
 2. **acyclic**: the dependency graph has no cycle (networkx).
 3. **weights before dispatch**: every expert of a ``Dispatch`` is loaded on one of its chiplets in the same
    phase, and a ``WaitLoaded`` of that load precedes the dispatch (transitively). A ``WriteBack`` likewise
@@ -80,6 +82,12 @@ def _check_references(schedule: Schedule, cfg) -> dict[int, Command]:
                 _fail(cmd, f"{name} must name a {kind.KIND} command, not {ref!r}")
             if ref not in cmd.deps:
                 _fail(cmd, f"deps must include its {name} ({ref}), not {list(cmd.deps)}")
+        if isinstance(cmd, SaveActivations):
+            if cmd.deps != (cmd.dispatch,):
+                _fail(cmd, f"deps must be its dispatch alone ({cmd.dispatch}: the chiplet saves inline), "
+                           f"not {list(cmd.deps)}")
+            if not by_id[cmd.dispatch].save:
+                _fail(cmd, f"its dispatch {cmd.dispatch} must have its save bit set, not save=False")
         if isinstance(cmd, (Load, WriteBack)) and not 0 <= cmd.slot < schedule.slots:
             _fail(cmd, f"slot must be in 0..{schedule.slots - 1}, not {cmd.slot!r}")
         if isinstance(cmd, (Attention, Dispatch, Return)) and not -1 <= cmd.micro_batch < schedule.micro_batches:

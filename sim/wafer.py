@@ -126,9 +126,7 @@ def format_layer(cfg, r: LayerResult) -> str:
     lines.append(f"replicas per token (C_T): root links {s['replicas_root_per_token']:.3f}, chiplet links "
                  f"{s['replicas_chiplet_per_token']:.3f}")
     lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])}; "
-                 f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})"
-                 + (f"; the model with the schedule's store-and-forward Baseline: {s['model_cycles_bulk']:.0f}"
-                    if "model_cycles_bulk" in s else ""))
+                 f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})")
     lines.append("DISPATCH packets per link (RTL):")
     links = sorted((k, v) for k, v in s["dispatches"].items() if v)
     width = max((len(k) for k, _ in links), default=0)
@@ -161,7 +159,7 @@ def format_compare(results: list[LayerResult]) -> str:
                      f"{_pct(s['model_error']):>7s} {rtl_speed:11.2f}x {model_speed:13.2f}x "
                      f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO ':3s} {_paper_speedups(r.variant)}")
     lines.append("speedup = Baseline cycles / variant cycles; model = the performance model on the RTL's timing "
-                 "(Baseline without store-and-forward, as the RTL runs it); paper = Table 4's full-size wafer, "
+                 "(the same Baseline as the RTL's); paper = Table 4's full-size wafer, "
                  f"{' / '.join(PAPER_TABLE4)}, for reference (a different machine and regime)")
     return "\n".join(lines)
 

@@ -285,8 +285,8 @@ class WaferBench:
             problems.append("not drained: the root is still busy after the last output")
         if int(dut.errors.value):
             problems.append(f"{int(dut.errors.value)} unexpected packets or bad memory requests")
-        model = predict_cycles(run, bulk=False)
-        engine = predict_cycles(run, bulk=False, in_order=False)
+        model = predict_cycles(run)
+        engine = predict_cycles(run, in_order=False)
         error = (self.cycles - model) / model
         summary = {"cycles": self.cycles, "model_cycles": round(model, 1), "model_error": round(error, 4),
                    "model_cycles_engine": round(engine, 1),
@@ -299,12 +299,10 @@ class WaferBench:
                    "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
                    "sim_cpu_seconds": round(self.sim_cpu_seconds, 3),
                    "dispatches": measured, "activity": self.activity(),
-                   "model_activity": _activity_of(predict_breakdown(run, bulk=False))}
+                   "model_activity": _activity_of(predict_breakdown(run))}
         if self.timeline is not None:   # per-command and per-output cycles, for model-vs-RTL studies
             summary["command_cycles"] = self.timeline["commands"]
             summary["output_cycles"] = self.timeline["outputs"]
-        if run.variant == "baseline":
-            summary["model_cycles_bulk"] = round(predict_cycles(run), 1)
         write_summary(summary, test="test_layer")
         self.dut._log.info(f"{run.variant}, {len(run.layers)} layer(s): {self.cycles} cycles, model {model:.0f} "
                            f"({100 * error:+.1f}%), "

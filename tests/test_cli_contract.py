@@ -448,7 +448,8 @@ def test_a_wafer_run_takes_a_placement_file(inputs, capsys):
     from mozart.model.wafer_run import build_run
     cfg = load_config("tiny")
     run_ = build_run(cfg, placement=str(inputs / "p.json"), variant="C", tokens=16)
-    assert run_.layers[0].expert_to_chiplet.tolist() == load_placement(inputs / "p.json", cfg).expert_to_chiplet[0].tolist()
+    given = load_placement(inputs / "p.json", cfg).expert_to_chiplet[0]
+    assert run_.layers[0].expert_to_chiplet.tolist() == given.tolist()
     (inputs / "short.json").write_text("{}")
     code, _, err = run(["cosim", "wafer", "--placement", inputs / "short.json"], capsys)
     assert_one_line_error(code, err, "short.json")

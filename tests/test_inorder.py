@@ -90,8 +90,8 @@ def test_predict_cycles_in_order_is_never_below_the_engine():
     tiny = load_config("tiny")
     for variant in ("baseline", "B"):
         run = build_run(tiny, variant=variant, seed=1, tokens=64)
-        engine = predict_cycles(run, bulk=False, in_order=False)
-        assert predict_cycles(run, bulk=False) >= engine
+        engine = predict_cycles(run, in_order=False)
+        assert predict_cycles(run) >= engine
 
 
 def test_attention_steps_hold_commands_and_wait_for_outputs(cfg):

@@ -49,10 +49,10 @@ def test_a_link_heavy_layer_takes_at_least_its_result_flits(variant, monkeypatch
     cfg = override(load_config("wafer4x4"), LINK_HEAVY)
     run = build_run(cfg, seed=1, variant=variant)
     bound = result_packets(run) * in_order_timing(cfg).chiplet_output_flits
-    assert predict_cycles(run, bulk=False, in_order=False) >= bound   # the engine alone
-    assert predict_cycles(run, bulk=False) >= bound
+    assert predict_cycles(run, in_order=False) >= bound   # the engine alone
+    assert predict_cycles(run) >= bound
     without_port(monkeypatch)
-    assert predict_cycles(run, bulk=False) < 0.6 * bound
+    assert predict_cycles(run) < 0.6 * bound
 
 
 @pytest.mark.parametrize("name", ["tiny", "wafer4x4"])
@@ -60,6 +60,6 @@ def test_the_compute_bound_presets_do_not_wait_for_the_port(name, monkeypatch):
     """On the presets the chiplets' compute spaces the results out: the port never delays one, and the
     prediction the co-simulation is compared with is the one without it."""
     runs = [build_run(load_config(name), seed=1, variant=v) for v in ("baseline", "A", "B", "C")]
-    with_port = [predict_cycles(r, bulk=False) for r in runs]
+    with_port = [predict_cycles(r) for r in runs]
     without_port(monkeypatch)
-    assert with_port == [predict_cycles(r, bulk=False) for r in runs]
+    assert with_port == [predict_cycles(r) for r in runs]

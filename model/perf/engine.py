@@ -10,9 +10,10 @@ ready when its ``deps`` completed and, per :mod:`mozart.model.schedule`, its mic
 with a ``micro_batch``), or its slot was freed by the previous layer (``Load``).
 
 A command is a chain of *stages*, each a set of resources busy for ``total`` cycles while ``items``
-(packets or tokens) pass through. Streaming commands overlap their stages item by item; bulk commands
-(``Dispatch.bulk``, and every stage of the Baseline) run them one after another. A stage holds its
-resources for its own work from its start (work-conserving).
+(packets or tokens) pass through. A dispatch overlaps its stages item by item in every variant (the chiplet
+computes each token as it arrives: the Baseline differs only by its schedule's barriers); the Baseline's
+attention runs its stages one after another. A stage holds its resources for its own work from its start
+(work-conserving).
 
 - ``Load`` / ``WriteBack``: a DRAM stream, ``latency + bytes / min(channel, links)`` on a channel (or the SSD
   tier's device, for layers from ``timing.hbm_expert_layers`` on) and the weight path, cut into bursts that
@@ -23,8 +24,9 @@ resources for its own work from its start (work-conserving).
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
   tokens; every transfer into the root also through the root's input port, if any).
-- ``SaveActivations``: after its dispatch's compute, ``pairs x saved elements`` as a stream over the write
-  path and a DRAM channel.
+- ``SaveActivations``: from its dispatch's end (its dependency; the chiplet saves inline, while it computes,
+  which the engine does not overlap), ``pairs x saved elements`` as a stream over the write path and a DRAM
+  channel.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
   updated weights on the backward's last) and the root compute (``timing.attention_cycles``). A scaled
   workload has no attention: only the root's time ``timing.attention_cycles`` gives (the RTL timing's stand-in
@@ -235,12 +237,9 @@ class Engine:
         return self._stream(ready, stage)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
-        now = self._now
-        start = max(ready, now.compute_end.get(cmd.dispatch, ready)) if now.streaming else ready
-        disp = now.plan.dispatches[cmd.dispatch]
+        disp = self._now.plan.dispatches[cmd.dispatch]
         nbytes = disp.pairs * self.workload.saved_elements_per_pair * self.timing.act_bytes
-        group = disp.group
-        return self._dram_stream(start, group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
+        return self._dram_stream(ready, disp.group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
 
     def _attention(self, cmd: Attention, ready: float) -> float:
         w, t, now = self.workload, self.timing, self._now
@@ -291,7 +290,6 @@ class Engine:
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
             per_token = hits * share + t.token_overhead_cycles
-        compute_stage = len(stages)
         stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
         partials = d.pairs if d.per_expert else tokens
         if net.reduces and d.reduce:
@@ -306,9 +304,7 @@ class Engine:
             stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens,
                                          net.root_port))
         run = self._pipeline_tokens if self.mode == "token" else self._pipeline
-        ends = run(ready, stages, d.bulk)
-        now.compute_end[d.id] = ends[compute_stage]  # SaveActivations of this dispatch starts here
-        return ends[-1]
+        return run(ready, stages)[-1]
 
     def _expert_tokens(self, d: Dispatch) -> np.ndarray:
         """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens). Cached in
@@ -333,8 +329,9 @@ class Engine:
                       len(path) * t.hop_cycles, "dispatch", per_item, packets * packet_bytes)
 
     # -- stage chains ----------------------------------------------------------------------------------------
-    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:
-        """The stages as one block each with the pipeline recurrence; returns each stage's end."""
+    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool = False) -> list[float]:
+        """The stages as one block each with the pipeline recurrence (``bulk``: one after another, as the
+        Baseline's attention runs); returns each stage's end."""
         timelines = self.timelines
         prev_start = prev_end = ready
         prev_item = 0.0
@@ -370,7 +367,7 @@ class Engine:
         self._reserve(st, first if first is not None else ready, t + st.latency, st.total)
         return t + st.latency
 
-    def _pipeline_tokens(self, ready: float, stages: list[_Stage], bulk: bool) -> list[float]:
+    def _pipeline_tokens(self, ready: float, stages: list[_Stage]) -> list[float]:
         """Every token through every stage; each takes the earliest common gap of its stage's resources.
         Returns each stage's end (its last token's)."""
         n = len(stages[-1].per_item) if stages[-1].per_item is not None else stages[0].items
@@ -379,10 +376,9 @@ class Engine:
         for st in stages:
             timelines = [self.timelines[r] for r in st.resources]
             d = st.per_item if st.per_item is not None else np.full(n, st.total / max(n, 1))
-            barrier = max(arrive, default=ready)
             first = None
             for i in range(n):
-                start = common_gap(timelines, barrier if bulk else arrive[i], float(d[i]))
+                start = common_gap(timelines, arrive[i], float(d[i]))
                 for tl in timelines:
                     tl.occupy(start, start + float(d[i]))
                 first = start if first is None else first
@@ -421,7 +417,6 @@ class _PhaseRun:
     backward: bool
     experts: np.ndarray           # the layer's [tokens, k] routing
     plan: "_Plan"
-    compute_end: dict = field(default_factory=dict)  # dispatch id -> end of its compute stage
 
 
 @dataclass

@@ -8,7 +8,7 @@ cycles, and no hardware is built to read a number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
 from .inorder import InOrderTiming
@@ -72,12 +72,10 @@ def in_order_timing(cfg) -> InOrderTiming:
                          port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle))
 
 
-def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> float:
+def predict_cycles(run, *, in_order: bool = True) -> float:
     """The performance model's cycles for the forward pass of ``run``'s layers (a
     :class:`~mozart.model.wafer_run.WaferRun`: each layer's schedule, one after another on one engine, as a
     training step chains them) on :func:`rtl_timing`, with the host's attention stand-in when the run has one.
-    ``bulk=False`` runs the Baseline's dispatches without store-and-forward (the RTL chiplets stream); None keeps
-    the schedule's.
 
     ``in_order`` (default): the larger of the event engine's cycles and the replay of the run's host program
     through the root's in-order command stream with the RTL's finite buffers
@@ -87,7 +85,7 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     beat for the reasons the other leaves out. False: the engine alone."""
     from .inorder import in_order_cycles  # noqa: PLC0415
 
-    engine, load_times = _run_engine(run, bulk, record=in_order)
+    engine, load_times = _run_engine(run, record=in_order)
     if not in_order:
         return engine.end
     tables = [layer.expert_to_chiplet for layer in run.layers]
@@ -95,17 +93,17 @@ def predict_cycles(run, *, bulk: bool | None = None, in_order: bool = True) -> f
     return max(engine.end, replay)
 
 
-def predict_breakdown(run, *, bulk: bool | None = None):
+def predict_breakdown(run):
     """The event engine's breakdown of ``run`` (:func:`mozart.model.perf.breakdown.breakdown`: busy and exposed
     cycles per category), next to which the co-simulation puts the RTL's activity record."""
     from .breakdown import breakdown  # noqa: PLC0415
-    engine, _ = _run_engine(run, bulk, record=True)
+    engine, _ = _run_engine(run, record=True)
     return breakdown(engine.records, engine.end)
 
 
-def _run_engine(run, bulk: bool | None, record: bool):
+def _run_engine(run, record: bool):
     """The event engine over ``run``'s layers, and the (ready, done) of every load per (chiplet, slot)."""
-    from ..schedule import Dispatch, Load  # noqa: PLC0415
+    from ..schedule import Load  # noqa: PLC0415
     from .engine import Engine  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
     from .regime import host_attention_cycles_per_token  # noqa: PLC0415
@@ -118,9 +116,6 @@ def _run_engine(run, bulk: bool | None, record: bool):
     load_times: dict = {}
     for layer in run.layers:
         schedule = layer.schedule
-        if bulk is not None:
-            schedule = replace(schedule, commands=[replace(c, bulk=bulk) if isinstance(c, Dispatch) else c
-                                                   for c in schedule.commands])
         engine.run(schedule, "forward", layer.experts)
         for c in schedule.of_kind(Load, "forward") if record else ():   # ids restart with every layer
             load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
