@@ -31,7 +31,7 @@ def baseline_run(name):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_baseline_save_depends_on_its_dispatch_alone(name):
-    schedule = baseline_run(name).schedule
+    schedule = baseline_run(name).layers[0].schedule
     saves = schedule.of_kind(SaveActivations, "forward")
     dispatches = schedule.of_kind(Dispatch, "forward")
     assert sorted(s.dispatch for s in saves) == sorted(d.id for d in dispatches)
@@ -55,11 +55,11 @@ def with_bulk_save_phase(schedule: Schedule) -> Schedule:
 @pytest.mark.parametrize("name", PRESETS)
 def test_a_bulk_save_phase_is_rejected(name):
     with pytest.raises(ScheduleError, match=r"SaveActivations\): deps must be its dispatch alone"):
-        validate(with_bulk_save_phase(baseline_run(name).schedule))
+        validate(with_bulk_save_phase(baseline_run(name).layers[0].schedule))
 
 
 def test_a_save_of_a_dispatch_without_its_save_bit_is_rejected():
-    schedule = baseline_run("tiny").schedule
+    schedule = baseline_run("tiny").layers[0].schedule
     commands = [dataclasses.replace(c, save=False) if isinstance(c, Dispatch) else c for c in schedule.commands]
     with pytest.raises(ScheduleError, match="must have its save bit set, not save=False"):
         validate(dataclasses.replace(schedule, commands=commands))
@@ -72,7 +72,7 @@ def dispatch_windows(run):
     timing = rtl_timing(cfg)
     network = make_network("tree", cfg, timing)
     engine = Engine(timing, network, Workload.scaled(cfg), "aggregate", record=True)
-    engine.run(run.schedule, "forward", run.experts)
+    engine.run(run.layers[0].schedule, "forward", run.layers[0].experts)
     windows = {}
     for chiplet in range(cfg.chiplets):
         leaf = network.dispatch_path(chiplet)[-1]
