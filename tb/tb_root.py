@@ -34,6 +34,7 @@ class GroupStub:
 
     def __init__(self, dut, g, run, proto):
         self.g, self.run, self.proto, self.topo = g, run, proto, proto.topology
+        self.layer = run.layers[0]   # the program is one layer's
         self.pending: list[Packet] = []
         self.driver = PacketDriver(dut, f"up__{g}", proto, idle=0.2, rng=rng("up", g))
         self.monitor = PacketMonitor(dut, f"down__{g}", proto, backpressure=0.2, rng=rng("down", g),
@@ -42,7 +43,7 @@ class GroupStub:
         self.dut = dut
 
     def local_experts(self, chiplet: int) -> np.ndarray:
-        return np.flatnonzero(self.run.expert_to_chiplet == self.g * self.run.cfg.chiplets_per_group + chiplet)
+        return np.flatnonzero(self.layer.expert_to_chiplet == self.g * self.run.cfg.chiplets_per_group + chiplet)
 
     def answer(self, pkt: Packet) -> None:
         topo, proto, cfg = self.topo, self.proto, self.run.cfg
@@ -59,7 +60,7 @@ class GroupStub:
         for i, c in enumerate(chiplets):
             mask, gates = proto.unpack_route(pkt.payload[i * proto.route_flits:(i + 1) * proto.route_flits])
             local = self.local_experts(c)
-            p = golden.chiplet_partial(x, (self.run.w1[local], self.run.w2[local]), mask, gates, cfg)
+            p = golden.chiplet_partial(x, (self.layer.w1[local], self.layer.w2[local]), mask, gates, cfg)
             partials.append((c, p))
         if pkt.meta["reduce"]:
             total = golden.reduce_partials([p for _, p in partials], cfg.numerics.partial_bits)
