@@ -20,7 +20,7 @@ CONFIGS = {
     # two words per flit, 3 chiplets (so a LOAD can name a chiplet that does not exist), few banks, slow rows,
     # 2 outstanding
     "w32": override(TINY, {"tree.chiplets_per_group": 3, "moe.experts": 12,
-                           "dram.word_bits": 32, "dram.banks": 2, "dram.rows": 13, "dram.row_words": 16,
+                           "dram.word_bits": 32, "dram.banks": 2, "dram.rows": 24, "dram.row_words": 16,
                            "dram.t_rcd": 6, "dram.t_rp": 5, "dram.t_cl": 3, "dram.max_outstanding": 2}),
 }
 
