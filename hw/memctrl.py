@@ -14,7 +14,7 @@ from .dram import BackdoorSignature, DramModel
 from .memctrl_decoder import RequestDecoder
 from .memctrl_request import request_layout
 from .memctrl_responder import ResponseSender
-from .memctrl_write import WriteGearbox
+from .memctrl_write import WriteGearbox, write_flit_layout
 from .protocol import link_signature
 
 __all__ = ["MemoryController"]
@@ -97,6 +97,8 @@ class MemoryController(wiring.Component):
         m = Module()
         m.submodules.dram = dram = self.dram
         m.submodules.decoder = decoder = RequestDecoder(self.cfg, self.group)
+        m.submodules.write_buffer = write_buffer = SyncFIFOBuffered(width=write_flit_layout(self.cfg).size,
+                                                                    depth=self.contract.write_buffer_flits)
         m.submodules.write_gearbox = write_gearbox = WriteGearbox(self.cfg)
         m.submodules.requests = requests = SyncFIFOBuffered(width=request_layout(self.cfg).size,
                                                             depth=self.contract.max_outstanding)
@@ -104,7 +106,8 @@ class MemoryController(wiring.Component):
 
         wiring.connect(m, wiring.flipped(self.port_in), decoder.port_in)
         wiring.connect(m, decoder.bursts, dram.cmd)
-        wiring.connect(m, decoder.write_flits, write_gearbox.flits)
+        wiring.connect(m, decoder.write_flits, write_buffer.w_stream)
+        wiring.connect(m, write_buffer.r_stream, write_gearbox.flits)
         wiring.connect(m, write_gearbox.words, dram.wdata)
         wiring.connect(m, decoder.requests, requests.w_stream)
         wiring.connect(m, requests.r_stream, responder.requests)

@@ -31,6 +31,11 @@ class MemoryControllerContract:
     read_buffer_words : int
         The DRAM model's read buffer: more than can be in flight (``t_cl``) plus a burst, so the DRAM can run
         ahead of headers.
+    write_buffer_flits : int
+        The controller's write buffer between the request decoder and the DRAM: one full MEM_WRITE payload
+        (``max_burst_flits``). The DRAM's command pipeline is two deep (active and next burst), so the controller
+        can run at most one burst ahead of the DRAM's writes; a buffer of one payload lets it, and a deeper one
+        buys nothing.
     """
 
     def __init__(self, cfg, group: int = 0):
@@ -40,6 +45,7 @@ class MemoryControllerContract:
         self.node = Topology.of(cfg).memctrl(group)
         self.dram = DramTiming(cfg)
         self.read_buffer_words = cfg.dram.t_cl + self.proto.max_burst_words
+        self.write_buffer_flits = cfg.hardware.max_burst_flits
 
     @property
     def words_per_flit(self) -> int:
