@@ -27,7 +27,8 @@ class MemoryControllerContract:
         Cycles from a MEM_READ header accepted to its MEM_DATA header sent (row hit, idle): the DRAM's hit latency.
     load_efficiency : float
         Fraction of the DRAM's peak a long weight stream reaches: a WEIGHT packet adds a header flit to
-        ``max_burst_words`` words, so the DRAM or the output link limits.
+        ``max_burst_words`` words, so the DRAM or the output link limits. A stream of full MEM_WRITEs has the
+        same bound on the input link (one header flit per ``max_burst_words`` words).
     read_buffer_words : int
         The DRAM model's read buffer: more than can be in flight (``t_cl``) plus a burst, so the DRAM can run
         ahead of headers.
@@ -45,7 +46,6 @@ class MemoryControllerContract:
         self.node = Topology.of(cfg).memctrl(group)
         self.dram = DramTiming(cfg)
         self.read_buffer_words = cfg.dram.t_cl + self.proto.max_burst_words
-        self.write_buffer_flits = cfg.hardware.max_burst_flits
 
     @property
     def words_per_flit(self) -> int:
@@ -62,6 +62,10 @@ class MemoryControllerContract:
     @property
     def peak_words_per_cycle(self) -> int:
         return self.dram.peak_words_per_cycle
+
+    @property
+    def write_buffer_flits(self) -> int:
+        return self.cfg.hardware.max_burst_flits
 
     @property
     def load_efficiency(self) -> float:
