@@ -10,6 +10,7 @@ from amaranth.sim import Simulator
 from mozart.hw.memctrl import MemoryController
 from mozart.model.blocks.memctrl import MemoryControllerContract
 from mozart.model.config import load_config, override
+from mozart.model.dram_timing import Command, DramTiming
 from mozart.model.memctrl_reference import RequestGenerator, unpack_words
 from mozart.model.protocol import Protocol
 
@@ -27,7 +28,9 @@ BURSTS = 48   # full bursts per stream: several rows of every bank, so row chang
 
 def sequential_write_rate(cfg, bursts=BURSTS):
     """Stream ``bursts`` full MEM_WRITEs to consecutive addresses from 0 back to back; returns (DRAM words per
-    cycle from the first DRAM write to the last, the written words read back, the words sent)."""
+    cycle from the first DRAM write to the last, the written words read back, the words sent). Checks on the way
+    that the DRAM's accesses are the ones :class:`DramTiming` predicts from the cycles its burst commands were
+    taken and its write words offered."""
     dut = MemoryController(cfg)
     proto = Protocol(cfg)
     gen = RequestGenerator(cfg, np.random.default_rng(4))
@@ -36,6 +39,7 @@ def sequential_write_rate(cfg, bursts=BURSTS):
     flits = [f for r in requests for f in proto.encode(r)]
     sent = [w for r in requests for w in unpack_words(r.payload, words, cfg.dram.word_bits, proto.words_per_flit)]
     writes, readback = [], []
+    commands, offered = [], []   # burst commands as the DRAM took them; the cycle each write word was first offered
 
     async def bench(ctx):
         ctx.set(dut.port_out.ready, 1)
@@ -49,6 +53,12 @@ def sequential_write_rate(cfg, bursts=BURSTS):
                 taken += ctx.get(dut.port_in.ready)
             if ctx.get(dut.dram_writing):
                 writes.append(cycle)
+            dram = dut.dram
+            if ctx.get(dram.cmd.valid) and ctx.get(dram.cmd.ready):
+                command = ctx.get(dram.cmd.payload)
+                commands.append(Command(command.addr, command.words, bool(command.write), cycle))
+            if ctx.get(dram.wdata.valid) and len(offered) == len(writes) - ctx.get(dut.dram_writing):
+                offered.append(cycle)
             await ctx.tick()
             cycle += 1
         await ctx.tick()   # the last word's write lands at this edge
@@ -61,6 +71,8 @@ def sequential_write_rate(cfg, bursts=BURSTS):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    predicted = DramTiming(cfg).run(commands, write_offered=offered)
+    assert [a.cycle for a in predicted] == writes, "the DRAM's write cycles must be the ones DramTiming predicts"
     return len(writes) / (writes[-1] - writes[0] + 1), readback, sent
 
 
