@@ -107,7 +107,7 @@ def yosys_cells(cfg) -> tuple[str, float]:
     ffs = sum(int(n) for n in re.findall(r"^\s*(\d+)\s+\$_S?DFFE?_\w+", text, re.M))
     mems = re.search(r"^\s*(\d+)\s+\$mem_v2", text, re.M)
     return (f"{cells.group(1) if cells else '?'} cells ({ffs} flip-flops, {mems.group(1) if mems else 0} memories "
-            f"kept whole: DRAM storage, read buffer, request queue)"), seconds
+            f"kept whole: DRAM storage, read buffer, request queue, write buffer)"), seconds
 
 
 def main() -> None:
