@@ -28,7 +28,7 @@ class MemoryController(wiring.Component):
     output order is the input order. Bank parallelism comes from the DRAM model's lookahead instead.
 
     Parts: :class:`~mozart.hw.memctrl_decoder.RequestDecoder` (checks headers, issues DRAM bursts), the write
-    buffer (``write_buffer_flits`` payload flits, so the next header reaches the DRAM while a payload drains),
+    buffer (two payloads of flits, so the next header reaches the DRAM while a payload drains),
     :class:`~mozart.hw.memctrl_write.WriteGearbox` (write payload to DRAM words), the queue of requests in
     service (``request_layout`` records), :class:`~mozart.hw.memctrl_responder.ResponseSender` (one response per
     record, in order) and the :class:`~mozart.hw.dram.DramModel`.
@@ -38,8 +38,8 @@ class MemoryController(wiring.Component):
       leaves only when the first word is read, so a packet never holds the switch waiting for the DRAM.
     - MEM_WRITE (``addr``, ``words``, ``ack``; ``ceil(words / words_per_flit)`` payload flits): written in
       order; with ``ack=1`` a MEM_ACK (``addr``, ``words``) follows once the last word is in the DRAM. The burst
-      goes to the DRAM with the header; the payload goes into the write buffer, which holds one full payload,
-      so the next request's header (and its burst) follows at link rate while the DRAM still writes, and the
+      goes to the DRAM with the header; the payload goes into the write buffer, which holds two full
+      payloads, so the next request's header (and its burst) follows at link rate while the DRAM still writes, and the
       DRAM opens the next write's row early.
     - LOAD (``addr``, ``image_words``, ``chiplet``, ``slot``, ``expert``): the image streams to
       ``chiplet(group, chiplet)`` as WEIGHT packets of at most ``max_burst_flits`` payload flits (``offset``

@@ -33,10 +33,10 @@ class MemoryControllerContract:
         The DRAM model's read buffer: more than can be in flight (``t_cl``) plus a burst, so the DRAM can run
         ahead of headers.
     write_buffer_flits : int
-        The controller's write buffer between the request decoder and the DRAM: one full MEM_WRITE payload
-        (``max_burst_flits``). The DRAM's command pipeline is two deep (active and next burst), so the controller
-        can run at most one burst ahead of the DRAM's writes; a buffer of one payload lets it, and a deeper one
-        buys nothing.
+        The controller's write buffer between the request decoder and the DRAM: two full MEM_WRITE payloads
+        (``2 * max_burst_flits``). The DRAM holds two burst commands (active and next) and the header after them
+        waits until the active one is done, so at most the rest of the active write and the whole next one are
+        buffered: the buffer never stops the input link before the DRAM's command pipeline does.
     """
 
     def __init__(self, cfg, group: int = 0):
@@ -65,7 +65,7 @@ class MemoryControllerContract:
 
     @property
     def write_buffer_flits(self) -> int:
-        return self.cfg.hardware.max_burst_flits
+        return 2 * self.cfg.hardware.max_burst_flits
 
     @property
     def load_efficiency(self) -> float:
