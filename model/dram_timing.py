@@ -21,10 +21,10 @@ A burst is a sequence of *segments*: runs of words inside one row. Every cycle:
    the activation in progress and issues nothing.
 2. **Column issue.** The active burst issues its next word when its row is open (an activation finishing this
    cycle counts) and, for a write, a write word is offered; for a read, the read-data buffer has room. One word
-   per cycle at most: that is the peak bandwidth. Write words are offered in order, each from a given cycle until
-   it is taken (by default always: the memory controller's write buffer usually runs ahead of the DRAM, but a
-   write's command reaches the DRAM with its header, before its payload). Read data appears on ``rdata`` ``t_cl`` cycles after the
-   column command.
+   per cycle at most: that is the peak bandwidth. Read data appears on ``rdata`` ``t_cl`` cycles after the
+   column command. Write words are offered in order, each from a given cycle until it is taken (``run``'s
+   ``write_offered``; by default every word at once). In the memory controller a write's command reaches the
+   DRAM with its header, before its payload, so its words can come late.
 3. **Activation.** One activation engine. When it is free (idle, or finishing this cycle) it starts on the
    active segment if that row is not open, otherwise on the *lookahead* segment (the active burst's next row,
    or the first row of ``nxt`` when the active burst ends in this row) if that row is not open and its bank is
