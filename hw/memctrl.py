@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.blocks.memctrl import MemoryControllerContract
@@ -14,7 +14,7 @@ from .dram import BackdoorSignature, DramModel
 from .memctrl_decoder import RequestDecoder
 from .memctrl_request import request_layout
 from .memctrl_responder import ResponseSender
-from .memctrl_write import WriteGearbox
+from .memctrl_write import WriteGearbox, write_flit_layout
 from .protocol import link_signature
 
 __all__ = ["MemoryController"]
@@ -27,7 +27,8 @@ class MemoryController(wiring.Component):
     bursts in order, responses leave in order, so per-address order holds for every requester and the
     output order is the input order. Bank parallelism comes from the DRAM model's lookahead instead.
 
-    Parts: :class:`~mozart.hw.memctrl_decoder.RequestDecoder` (checks headers, issues DRAM bursts),
+    Parts: :class:`~mozart.hw.memctrl_decoder.RequestDecoder` (checks headers, issues DRAM bursts), the write
+    buffer (two payloads of flits, so the next header reaches the DRAM while a payload drains),
     :class:`~mozart.hw.memctrl_write.WriteGearbox` (write payload to DRAM words), the queue of requests in
     service (``request_layout`` records), :class:`~mozart.hw.memctrl_responder.ResponseSender` (one response per
     record, in order) and the :class:`~mozart.hw.dram.DramModel`.
@@ -36,7 +37,10 @@ class MemoryController(wiring.Component):
       echoed and the words packed ``words_per_flit`` to a flit (word 0 lowest, unused words 0). Its header
       leaves only when the first word is read, so a packet never holds the switch waiting for the DRAM.
     - MEM_WRITE (``addr``, ``words``, ``ack``; ``ceil(words / words_per_flit)`` payload flits): written in
-      order; with ``ack=1`` a MEM_ACK (``addr``, ``words``) follows once the last word is in the DRAM.
+      order; with ``ack=1`` a MEM_ACK (``addr``, ``words``) follows once the last word is in the DRAM. The burst
+      goes to the DRAM with the header; the payload goes into the write buffer, which holds two full
+      payloads, so the next request's header (and its burst) follows at link rate while the DRAM still writes, and the
+      DRAM opens the next write's row early.
     - LOAD (``addr``, ``image_words``, ``chiplet``, ``slot``, ``expert``): the image streams to
       ``chiplet(group, chiplet)`` as WEIGHT packets of at most ``max_burst_flits`` payload flits (``offset``
       = word offset in the image, ``final=1`` on the last), tag echoed. LOADs run in command order.
@@ -73,7 +77,8 @@ class MemoryController(wiring.Component):
     for the first word; a miss or conflict adds the DRAM's difference). Payload flits follow one per
     ``words_per_flit`` cycles. Throughput: one DRAM
     word per cycle; a response packet adds one header flit to its ``ceil(words / words_per_flit)`` payload
-    flits, so a weight stream reaches ``load_efficiency`` of the DRAM's peak.
+    flits, so a weight stream reaches ``load_efficiency`` of the DRAM's peak; so does a stream of full MEM_WRITEs
+    on the input link, where the DRAM's row changes allow (``docs/memctrl.md``).
     """
 
     def __new__(cls, cfg, group: int = 0):
@@ -97,6 +102,8 @@ class MemoryController(wiring.Component):
         m = Module()
         m.submodules.dram = dram = self.dram
         m.submodules.decoder = decoder = RequestDecoder(self.cfg, self.group)
+        m.submodules.write_buffer = write_buffer = SyncFIFO(width=write_flit_layout(self.cfg).size,
+                                                                    depth=self.contract.write_buffer_flits)
         m.submodules.write_gearbox = write_gearbox = WriteGearbox(self.cfg)
         m.submodules.requests = requests = SyncFIFOBuffered(width=request_layout(self.cfg).size,
                                                             depth=self.contract.max_outstanding)
@@ -104,7 +111,8 @@ class MemoryController(wiring.Component):
 
         wiring.connect(m, wiring.flipped(self.port_in), decoder.port_in)
         wiring.connect(m, decoder.bursts, dram.cmd)
-        wiring.connect(m, decoder.write_flits, write_gearbox.flits)
+        wiring.connect(m, decoder.write_flits, write_buffer.w_stream)
+        wiring.connect(m, write_buffer.r_stream, write_gearbox.flits)
         wiring.connect(m, write_gearbox.words, dram.wdata)
         wiring.connect(m, decoder.requests, requests.w_stream)
         wiring.connect(m, requests.r_stream, responder.requests)

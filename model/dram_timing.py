@@ -22,7 +22,9 @@ A burst is a sequence of *segments*: runs of words inside one row. Every cycle:
 2. **Column issue.** The active burst issues its next word when its row is open (an activation finishing this
    cycle counts) and, for a write, a write word is offered; for a read, the read-data buffer has room. One word
    per cycle at most: that is the peak bandwidth. Read data appears on ``rdata`` ``t_cl`` cycles after the
-   column command.
+   column command. Write words are offered in order, each from a given cycle until it is taken (``run``'s
+   ``write_offered``; by default every word at once). In the memory controller a write's command reaches the
+   DRAM with its header, before its payload, so its words can come late.
 3. **Activation.** One activation engine. When it is free (idle, or finishing this cycle) it starts on the
    active segment if that row is not open, otherwise on the *lookahead* segment (the active burst's next row,
    or the first row of ``nxt`` when the active burst ends in this row) if that row is not open and its bank is
@@ -34,8 +36,8 @@ Latency of an isolated burst on an idle DRAM, from the cycle its command is acce
 ``rdata``: ``2 + t_cl`` on a row hit, ``1 + max(1, t_rcd) + t_cl`` on a miss and ``1 + max(1, t_rp + t_rcd) +
 t_cl`` on a conflict. Throughput: one word per cycle while rows hit or the next bank was activated in time.
 
-The model assumes what the unit tests drive: write data is always offered and read data always taken, so the
-read-data buffer never fills (the RTL's buffer holds ``t_cl + max_burst_words`` words, more than can be in flight).
+The model assumes that read data is always taken, so the read-data buffer never fills (the RTL's buffer holds
+``t_cl + max_burst_words`` words, more than can be in flight).
 """
 
 from __future__ import annotations
@@ -120,15 +122,24 @@ class DramTiming:
         return bool(d.refresh_interval) and cycle % d.refresh_interval >= d.refresh_interval - d.refresh_cycles
 
     # -- the cycle loop -----------------------------------------------------------------------------------------
-    def run(self, commands: Iterable[Command | tuple], max_cycles: int = 10_000_000) -> list[Access]:
+    def run(self, commands: Iterable[Command | tuple], max_cycles: int = 10_000_000,
+            write_offered: Sequence[int] | None = None) -> list[Access]:
         """Simulate ``commands`` offered in order (each from its ``at`` cycle, cycle 0 = the first after reset);
-        returns every word's access in issue order. Reads' data is on ``rdata`` at ``cycle + t_cl``."""
+        returns every word's access in issue order. Reads' data is on ``rdata`` at ``cycle + t_cl``.
+
+        ``write_offered``: for each write word, in order, the cycle from which it is offered (held until taken);
+        ``None``: every write word is offered at once."""
         d = self.dram
         cmds = [c if isinstance(c, Command) else Command(*c) for c in commands]
         for c in cmds:
             split_address(d, c.addr)
             if c.words < 1 or c.addr + c.words > d.words:
                 raise ValueError(f"burst words must be 1..{d.words - c.addr} at address {c.addr}, not {c.words!r}")
+        write_words = sum(c.words for c in cmds if c.write)
+        if write_offered is not None and len(write_offered) != write_words:
+            raise ValueError(f"write_offered must give a cycle for each of the {write_words} write words, "
+                             f"not {len(write_offered)}")
+        written = 0          # write words taken so far
         open_row: list[int | None] = [None] * d.banks
         prep = None          # [bank, row, count]: usable when count == 0
         nxt = None           # (addr, words, write)
@@ -151,7 +162,8 @@ class DramTiming:
 
             seg = split_address(d, act[0]) if act is not None else None
             # column issue
-            issue = act is not None and not refresh and is_open(seg[0], seg[1])
+            data_ready = write_offered is None or (written < write_words and write_offered[written] <= cycle)
+            issue = act is not None and not refresh and is_open(seg[0], seg[1]) and (not act[2] or data_ready)
             # lookahead segment
             look = None
             if act is not None and act[1] > d.row_words - seg[2]:
@@ -185,6 +197,7 @@ class DramTiming:
             done = False
             if issue:
                 out.append(Access(act[0], act[2], cycle))
+                written += act[2]
                 act[0] += 1
                 act[1] -= 1
                 done = act[1] == 0

@@ -22,12 +22,14 @@ CONFIGS = {
 }
 
 
-def run_rtl(cfg, commands, *, preload=None, wdata=None):
-    """Drive ``commands`` into the RTL with the Python model's assumptions (write data always offered, read
-    data always taken); returns (accesses as (addr, write, cycle), read words with their cycles, memory)."""
+def run_rtl(cfg, commands, *, preload=None, wdata=None, write_offered=None):
+    """Drive ``commands`` into the RTL with the Python model's assumptions (read data always taken; write word
+    ``i`` offered from cycle ``write_offered[i]``, or at once); returns (accesses as (addr, write, cycle), read words
+    with their cycles, memory)."""
     dut = DramModel(cfg)
     accesses, reads = [], []
     wdata = list(wdata or [])
+    write_offered = list(write_offered or [])
     memory = {}
     limit = 200 + sum(c.words for c in commands) * (cfg.dram.t_rp + cfg.dram.t_rcd + 4) + max(
         (c.at for c in commands), default=0)
@@ -48,13 +50,15 @@ def run_rtl(cfg, commands, *, preload=None, wdata=None):
             if offer:
                 c = commands[head]
                 ctx.set(dut.cmd.payload, {"addr": c.addr, "words": c.words, "write": c.write})
-            ctx.set(dut.wdata.valid, bool(wdata))
+            ctx.set(dut.wdata.valid, bool(wdata) and (not write_offered or write_offered[0] <= cycle))
             if wdata:
                 ctx.set(dut.wdata.payload, wdata[0])
             if ctx.get(dut.access_valid):
                 accesses.append((ctx.get(dut.access_addr), bool(ctx.get(dut.access_write)), cycle))
                 if ctx.get(dut.access_write):
                     wdata.pop(0)
+                    if write_offered:
+                        write_offered.pop(0)
             if ctx.get(dut.rdata.valid):
                 reads.append((ctx.get(dut.rdata.payload), cycle))
             if offer and ctx.get(dut.cmd.ready):
@@ -82,7 +86,9 @@ def check_timing(cfg, commands, **kwargs):
     model = DramTiming(cfg)
     offset = len(kwargs.get("preload") or {})
     shifted = [Command(c.addr, c.words, c.write, c.at + offset) for c in commands]
-    expected = [(a.addr, a.write, a.cycle) for a in model.run(shifted)]
+    offered = kwargs.get("write_offered")
+    expected = [(a.addr, a.write, a.cycle) for a in
+                model.run(shifted, write_offered=None if offered is None else [c + offset for c in offered])]
     got, reads, memory = run_rtl(cfg, commands, **kwargs)
     got = [(a, w, c + offset) for a, w, c in got]
     first = next((i for i, (x, y) in enumerate(zip(got + [None] * len(expected), expected)) if x != y), None)
@@ -168,6 +174,34 @@ def test_random_bursts_cycle_exact_with_data(name, seed):
     _, reads, memory = check_timing(cfg, cmds, preload=preload, wdata=wdata)
     assert [w for w, _ in reads] == expected_reads, "read data must equal the last write (or preload) of each word"
     assert memory == shadow, "storage must hold exactly the writes"
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_late_write_data_cycle_exact(name):
+    """Write commands ahead of their data, as the memory controller issues them (the command with the header, the
+    words as the payload arrives): each write word offered only from a random later cycle; reads in between."""
+    cfg = CONFIGS[name]
+    d = cfg.dram
+    rng = random.Random(3)
+    cmds, offered, at = [], [], 0
+    for _ in range(50):
+        words = rng.randint(1, 12)
+        base = rng.choice([rng.randrange(d.words - words), min((cmds[-1].addr + cmds[-1].words) if cmds else 0,
+                                                               d.words - words)])
+        write = rng.random() < 0.7
+        at += rng.choice([0, 0, 1, 4])
+        cmds.append(Command(base, words, write, at))
+        ready = max(offered[-1] if offered else 0, at)
+        for _ in range(words if write else 0):
+            ready += rng.choice([0, 1, 1, 2, 9])   # the payload trickles in, sometimes far behind
+            offered.append(ready)
+    late = DramTiming(cfg).run(cmds, write_offered=offered)
+    at_once = DramTiming(cfg).run(cmds)
+    assert sum(a.cycle for a in late) > sum(a.cycle for a in at_once), \
+        "late write data must delay accesses (else this tests nothing)"
+    check_timing(cfg, cmds, wdata=[rng.getrandbits(d.word_bits) for _ in offered], write_offered=offered)
+    with pytest.raises(ValueError, match="write_offered must give a cycle for each"):
+        DramTiming(cfg).run(cmds, write_offered=offered[:-1])
 
 
 def test_split_address_row_bank_column():

@@ -27,10 +27,16 @@ class MemoryControllerContract:
         Cycles from a MEM_READ header accepted to its MEM_DATA header sent (row hit, idle): the DRAM's hit latency.
     load_efficiency : float
         Fraction of the DRAM's peak a long weight stream reaches: a WEIGHT packet adds a header flit to
-        ``max_burst_words`` words, so the DRAM or the output link limits.
+        ``max_burst_words`` words, so the DRAM or the output link limits. A stream of full MEM_WRITEs has the
+        same bound on the input link (one header flit per ``max_burst_words`` words).
     read_buffer_words : int
         The DRAM model's read buffer: more than can be in flight (``t_cl``) plus a burst, so the DRAM can run
         ahead of headers.
+    write_buffer_flits : int
+        The controller's write buffer between the request decoder and the DRAM: two full MEM_WRITE payloads
+        (``2 * max_burst_flits``). The DRAM holds two burst commands (active and next) and the header after them
+        waits until the active one is done, so at most the rest of the active write and the whole next one are
+        buffered: the buffer never stops the input link before the DRAM's command pipeline does.
     """
 
     def __init__(self, cfg, group: int = 0):
@@ -56,6 +62,10 @@ class MemoryControllerContract:
     @property
     def peak_words_per_cycle(self) -> int:
         return self.dram.peak_words_per_cycle
+
+    @property
+    def write_buffer_flits(self) -> int:
+        return 2 * self.cfg.hardware.max_burst_flits
 
     @property
     def load_efficiency(self) -> float:
