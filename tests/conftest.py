@@ -1,6 +1,14 @@
-"""Shared pytest setup: the --soak switch for long random runs (CI does not pass it)."""
+"""Shared pytest setup: the --soak switch for long random runs (CI does not pass it), and the longest test files
+first."""
+
+from pathlib import Path
 
 import pytest
+
+#: Test files that take minutes (Verilator builds of the big wafers), longest first: they start at once, so that
+#: under ``-n 2`` (``--dist loadfile``) the other files fill the other worker meanwhile instead of one of these
+#: running alone at the end.
+LONGEST_FIRST = ("test_paper4x4_cosim.py", "test_readme.py", "test_wafer_cosim.py")
 
 
 def pytest_addoption(parser):
@@ -9,6 +17,8 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))   # stable: the rest keep order
     if config.getoption("--soak"):
         return
     skip = pytest.mark.skip(reason="soak run: pass --soak to run it")
