@@ -269,14 +269,13 @@ class WaferBench:
         from mozart.model.perf.rtl import predict_breakdown, predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
-        problems = []
-        problems += self.output_problems()
-        measured, wrong = {}, []
+        problems = self.output_problems()
+        measured, wrong, expected = {}, [], run.link_dispatches   # summed over the layers
         for i, link in enumerate(topo.links):
             n = int(getattr(dut, f"dispatches__{i}").value)
             measured[run.link_label(link)] = n
-            if n != run.link_dispatches[link]:
-                wrong.append(f"{run.link_label(link)}: model {run.link_dispatches[link]}, RTL {n}")
+            if n != expected[link]:
+                wrong.append(f"{run.link_label(link)}: model {expected[link]}, RTL {n}")
         if wrong:
             problems.append("DISPATCH packets per link differ: " + "; ".join(wrong))
         if int(dut.link_valid.value):
