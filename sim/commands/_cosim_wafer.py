@@ -26,7 +26,7 @@ def add_wafer_arguments(parser) -> None:
     options.add_argument("--trace", default=None, metavar="FILE", help="routing trace (default: synthetic from "
                          "--seed)")
     options.add_argument("--tokens", type=positive, default=None, metavar="N",
-                         help="tokens of the layer (default: 256)")
+                         help="tokens per layer (default: 256)")
     options.add_argument("--layer", type=non_negative, default=None, metavar="L",
                          help="first layer of the trace (default: 0)")
     options.add_argument("--layers", type=positive, default=None, metavar="N",
