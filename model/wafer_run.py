@@ -248,15 +248,11 @@ def _attention_steps(run: WaferRun) -> list[AttentionStandIn]:
     per_token = host_attention_cycles_per_token(run.cfg)
     steps = []
     for i, layer in enumerate(run.layers):
+        last = 0   # one past the step's last token: the Attention commands cover the tokens in order
         for att in layer.schedule.of_kind(Attention, "forward"):
-            last = run.tokens if att.micro_batch < 0 else _mb_end(layer.schedule, run.tokens, att.micro_batch)
+            last += att.tokens
             steps.append(AttentionStandIn((i - 1) * run.tokens + last if i else 0, round(att.tokens * per_token)))
     return steps
-
-
-def _mb_end(schedule: Schedule, tokens: int, micro_batch: int) -> int:
-    """One past the last token of ``micro_batch`` (the schedule's split of the tokens)."""
-    return (micro_batch + 1) * tokens // schedule.micro_batches
 
 
 class _Program:
@@ -265,7 +261,7 @@ class _Program:
     def __init__(self, run: WaferRun, host: HostInterface):
         self.run, self.host, self.proto = run, host, host.proto
         self.cmds = run.commands
-        self.loads: list = []        # (Load, layer) of the whole run, in program order
+        self.loads: list = []        # the Load commands of the whole run, in program order
         self.waited: set[int] = set()
         self.pending_load: dict[tuple[int, int], int] = {}   # (chiplet, slot) -> index of its latest load
         self.release = 0             # attention steps the next commands wait for
@@ -277,7 +273,7 @@ class _Program:
 
     def wait_loaded(self, i: int) -> None:
         if i not in self.waited:
-            ld = self.loads[i][0]
+            ld = self.loads[i]
             self.add(HostOp.WAIT_LOADED, {"group": ld.group, "chiplet": ld.chiplet % self.run.cfg.chiplets_per_group,
                                           "slot": ld.slot})
             self.waited.add(i)
@@ -338,13 +334,12 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
     for i, (_, _, t, _) in enumerate(units):
         first_unit.setdefault(t, i)
         last_unit[t] = i
-    _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host.entries)
-
     # the root returns outputs in tag order, over the whole run: a layer's tokens continue the previous one's
     first_output = program.outputs
     program.outputs += len(layer.x)
+    _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host.entries, first_output)
     offset = len(program.loads)
-    program.loads += [(ld, layer.index) for ld in loads]
+    program.loads += loads
     load_of_expert = {ld.expert: offset + i for i, ld in enumerate(loads)}
     links = {link: 0 for link in topo.links}
     unit_index = 0
@@ -410,15 +405,17 @@ def _count_links(links: dict, topo, C: int, chips: list[int], dedup: bool) -> No
             links[(topo.switch(c // C), topo.chiplet(c // C, c % C))] += 1
 
 
-def _check_entries(units, first_unit, last_unit, entries: int) -> None:
-    """The root returns tokens in order from a ring of ``entries`` combine entries: token ``t`` takes entry
-    ``t % entries`` at its first dispatch, which must find token ``t - entries`` returned, so every token
+def _check_entries(units, first_unit, last_unit, entries: int, first_output: int = 0) -> None:
+    """The root returns tokens in order from a ring of ``entries`` combine entries: token ``t`` (of a layer whose
+    first token is the run's output ``first_output``) takes entry ``(first_output + t) % entries`` at its first
+    dispatch, which must find token ``t - entries`` returned, so every token
     before it must have had its final dispatch already (else the root would wait forever)."""
     finals_before = -1   # highest token index such that all tokens <= it had their final dispatch
     done = set()
     for i, (_, t, _) in enumerate(units):
         if first_unit[t] == i and t - entries > finals_before:
-            raise ScheduleError(f"token {t} would need combine entry {t % entries} while token {t - entries} "
+            raise ScheduleError(f"token {t} would need combine entry {(first_output + t) % entries} while token "
+                                f"{t - entries} "
                                 f"still waits for a later weight round: a schedule with several rounds may have "
                                 f"at most {entries} tokens (2 ** hardware.tag_bits)")
         if last_unit[t] == i:
