@@ -243,23 +243,18 @@ class Engine:
 
     def _attention(self, cmd: Attention, ready: float) -> float:
         w, t, now = self.workload, self.timing, self._now
-        if not w.attention_params:   # a scaled wafer: only the host's attention stand-in, if its timing has one
-            cycles = t.attention_cycles(cmd.tokens, w, now.backward)
-            if not cycles:
-                return ready
-            stage = _Stage((("root",),), cycles, cmd.tokens, 0.0, "attention")
-            return self._pipeline(ready, [stage], bulk=not now.streaming)[-1]
+        # a scaled workload has no root weights, saved activations or MACs: only the host's stand-in, if any
         nbytes = cmd.tokens * w.root_saved_elements_per_token * t.act_bytes
         if cmd.id == now.plan.first_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
         if now.backward and cmd.id == now.plan.last_attention:
             nbytes += w.root_weight_elements * t.weight_bytes
         self.traffic.macs += cmd.tokens * w.root_macs_per_token(now.backward)
-        stages = [_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
-                         t.dram_latency_cycles, "weights", nbytes=nbytes),
-                  _Stage((("root",),), t.attention_cycles(cmd.tokens, w, now.backward), cmd.tokens, 0.0,
-                         "attention")]
-        return self._pipeline(ready, stages, bulk=not now.streaming)[-1]
+        cycles = t.attention_cycles(cmd.tokens, w, now.backward)
+        stages = ([_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
+                          t.dram_latency_cycles, "weights", nbytes=nbytes)] if nbytes else []) \
+            + ([_Stage((("root",),), cycles, cmd.tokens, 0.0, "attention")] if cycles else [])
+        return self._pipeline(ready, stages, bulk=not now.streaming)[-1] if stages else ready
 
     def _dispatch(self, d: Dispatch, ready: float) -> float:
         w, t, net, now = self.workload, self.timing, self.network, self._now
