@@ -18,10 +18,7 @@ from .stream_player import StreamPlayer
 from .stream_recorder import StreamRecorder
 from .wafer import Wafer
 
-__all__ = ["WaferHarness", "ACTIVITY"]
-
-#: The activity record's categories, in attribution priority: the performance model's breakdown categories.
-ACTIVITY = CATEGORIES
+__all__ = ["WaferHarness"]
 
 
 class WaferHarness(wiring.Component):
@@ -40,8 +37,7 @@ class WaferHarness(wiring.Component):
         The player's load port (with each flit, the attention steps it waits for) and the program's length.
     attention_addr, attention_data, attention_en, attention_count : In
         The host's attention stand-in (:class:`~mozart.hw.host_attention.HostAttention`): its load port and its
-        number of steps (0: none); ``attention_released`` counts the steps that ended, ``attention_busy_cycles``
-        the cycles a step was running (progress, for the watchdog).
+        number of steps (0: none); ``attention_released`` counts the steps that ended.
     start : In(1)
         Level: play and record from the next edge on; the cycle counter counts from it.
     idle_seed, idle_threshold, backpressure_seed, backpressure_threshold : In
@@ -60,11 +56,12 @@ class WaferHarness(wiring.Component):
     outputs_expected : In(CYCLE_BITS)
         The run's outputs: the activity record counts from ``start`` until that many outputs are in.
     activity_busy, activity_exposed : Out(CYCLE_BITS).array
-        The per-cycle activity record, counted: category ``i`` of :data:`ACTIVITY` (the performance model's
-        breakdown categories: the host's attention stand-in, then the wafer's ``activity``) was busy in
-        ``activity_busy[i]`` cycles, and was the first busy one in that order in ``activity_exposed[i]`` cycles;
-        ``activity_exposed[-1]`` counts the cycles with nothing busy (idle: waiting on dependencies). The exposed
-        counts sum to the cycles counted, as :func:`mozart.model.perf.breakdown.breakdown`'s do.
+        The per-cycle activity record, counted: category ``i`` of
+        :data:`mozart.model.perf.breakdown.CATEGORIES` (in that order: the host's attention stand-in, then the
+        wafer's ``activity``) was busy in ``activity_busy[i]`` cycles, and was the first busy one in that order
+        in ``activity_exposed[i]`` cycles; ``activity_exposed[-1]`` counts the cycles with nothing busy (idle:
+        waiting on dependencies). The exposed counts sum to the cycles counted, as
+        :func:`mozart.model.perf.breakdown.breakdown`'s do.
     """
 
     def __init__(self, cfg):
@@ -78,7 +75,7 @@ class WaferHarness(wiring.Component):
             "program_release": In(range(ATTENTION_STEPS + 1)),
             "attention_addr": In(range(ATTENTION_STEPS)), "attention_data": In(attention_step_layout),
             "attention_en": In(1), "attention_count": In(range(ATTENTION_STEPS + 1)),
-            "attention_released": Out(range(ATTENTION_STEPS + 1)), "attention_busy_cycles": Out(CYCLE_BITS),
+            "attention_released": Out(range(ATTENTION_STEPS + 1)),
             "start": In(1),
             "idle_seed": In(STATE_BITS), "idle_threshold": In(COIN_BITS),
             "backpressure_seed": In(STATE_BITS), "backpressure_threshold": In(COIN_BITS),
@@ -91,8 +88,8 @@ class WaferHarness(wiring.Component):
             "busy": Out(1), "errors": Out(COUNTER_BITS), "link_valid": Out(L), "link_ready": Out(L),
             "dispatches": Out(COUNTER_BITS).array(L), "moved": Out(CYCLE_BITS),
             "outputs_expected": In(CYCLE_BITS),
-            "activity_busy": Out(CYCLE_BITS).array(len(ACTIVITY)),
-            "activity_exposed": Out(CYCLE_BITS).array(len(ACTIVITY) + 1),
+            "activity_busy": Out(CYCLE_BITS).array(len(CATEGORIES)),
+            "activity_exposed": Out(CYCLE_BITS).array(len(CATEGORIES) + 1),
         })
 
     def elaborate(self, platform):
@@ -125,8 +122,7 @@ class WaferHarness(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += self.cycle.eq(self.cycle + 1)
-        m.d.sync += self.attention_busy_cycles.eq(self.attention_busy_cycles + attention.busy)
-        self._count_activity(m, [attention.busy, *(wafer.activity[name] for name in ACTIVITY[1:])],
+        self._count_activity(m, [attention.busy, *(wafer.activity[name] for name in CATEGORIES[1:])],
                              self.start & (recorder.frames < self.outputs_expected))
         started = Signal()
         with m.If(wafer.host_in.valid & wafer.host_in.ready & ~started):

@@ -64,7 +64,7 @@ class LinkActivity:
     def transfers(self) -> int:
         dut = self.dut
         return (int(dut.moved.value) + int(dut.program_sent.value) + int(dut.output_flits.value)
-                + int(dut.attention_busy_cycles.value))
+                + int(getattr(dut, f"activity_busy__{ACTIVITY.index('attention')}").value))   # the host's steps
 
     def blocked(self) -> list[str]:
         valid = self.dut.link_valid.value.to_unsigned()
