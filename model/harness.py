@@ -7,7 +7,9 @@ and counters stamp cycles. The testbench loads and reads them through backdoors 
 
 from __future__ import annotations
 
-__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "ATTENTION_STEPS", "IDLE_STREAM", "BACKPRESSURE_STREAM"]
+from .errors import ConfigError
+
+__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "ATTENTION_STEPS", "IDLE_STREAM", "BACKPRESSURE_STREAM", "check_fits"]
 
 #: Host-program flits the player holds (a 1,024-token layer of the 4x4 wafer takes about 5,000; a deeper memory makes
 #: the Verilog conversion slow).
@@ -19,3 +21,22 @@ ATTENTION_STEPS = 64
 #: Names of the two coins, for :func:`mozart.model.lfsr.seed_for`.
 IDLE_STREAM = "host idle"
 BACKPRESSURE_STREAM = "host backpressure"
+
+
+def check_fits(run) -> None:
+    """Raise :class:`ConfigError` unless ``run`` (a :class:`mozart.model.wafer_run.WaferRun`) fits the harness:
+    its host program, its outputs and its attention steps (checked before anything is built)."""
+    from .host import HostInterface  # noqa: PLC0415
+    host = HostInterface(run.cfg)
+    flits = sum(host.flits(cmd.op) for cmd in run.commands)
+    if flits > PROGRAM_FLITS:
+        raise ConfigError(f"the host program must fit the harness's {PROGRAM_FLITS} flits, not {flits}: run fewer "
+                          f"tokens or layers")
+    outputs = run.outputs * host.output_flits
+    if outputs > OUTPUT_FLITS:
+        raise ConfigError(f"the outputs must fit the harness's {OUTPUT_FLITS} flits, not {outputs}: run fewer tokens "
+                          f"or layers")
+    if len(run.attention) > ATTENTION_STEPS:
+        raise ConfigError(f"the attention steps must fit the harness's {ATTENTION_STEPS}, not {len(run.attention)}: "
+                          f"run fewer layers")
+

@@ -47,6 +47,7 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
              slots: int | None = None, skew: float | None = None,
              idle: float = 0.0, backpressure: float = 0.0) -> None:
     """Raise :class:`MozartError` (one line) for bad arguments before anything is built or simulated."""
+    from mozart.model.harness import check_fits  # noqa: PLC0415
     from mozart.model.placers import method_names  # noqa: PLC0415
     from mozart.model.trace_io import load_trace  # noqa: PLC0415
     from mozart.model.wafer_run import build_run  # noqa: PLC0415
@@ -63,9 +64,10 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
     check_probability("--backpressure", backpressure)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MozartError(f"--seed must be a non-negative integer, not {seed!r}")
-    # the model's own checks (trace shape, tokens, slots, entries)
-    build_run(cfg, trace=load_trace(trace) if trace else None, seed=seed, placement=placement, variant=variant,
-              tokens=tokens, layer=layer, layers=layers, attention=attention, slots=slots, skew=skew)
+    # the model's own checks (trace shape, tokens, slots, entries), then the harness's capacity
+    check_fits(build_run(cfg, trace=load_trace(trace) if trace else None, seed=seed, placement=placement,
+                         variant=variant, tokens=tokens, layer=layer, layers=layers, attention=attention, slots=slots,
+                         skew=skew))
 
 
 def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,

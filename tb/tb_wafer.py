@@ -36,7 +36,7 @@ from cocotb.triggers import FallingEdge, Timer
 
 from mozart.model.blocks import ChipletContract
 from mozart.model import lfsr
-from mozart.model.harness import ATTENTION_STEPS, BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.harness import BACKPRESSURE_STREAM, IDLE_STREAM, OUTPUT_FLITS, check_fits
 from mozart.model.cosim_options import WaferOptions
 from mozart.model.perf.breakdown import CATEGORIES as ACTIVITY
 from mozart.model.host import HostInterface
@@ -106,15 +106,7 @@ class WaferBench:
         self.idle, self.backpressure = opt.idle, opt.backpressure
         self.program = [self.host.encode(cmd) for cmd in self.run.commands]
         self.command_ends = list(itertools.accumulate(len(flits) for flits in self.program))
-        if self.command_ends[-1] > PROGRAM_FLITS:
-            raise ValueError(f"host program must fit the harness's {PROGRAM_FLITS} flits, not "
-                             f"{self.command_ends[-1]}: run fewer tokens")
-        if self.run.outputs * self.proto.partial_flits > OUTPUT_FLITS:
-            raise ValueError(f"outputs must fit the harness's {OUTPUT_FLITS} flits, not "
-                             f"{self.run.outputs * self.proto.partial_flits}: run fewer tokens or layers")
-        if len(self.run.attention) > ATTENTION_STEPS:
-            raise ValueError(f"attention steps must fit the harness's {ATTENTION_STEPS}, not "
-                             f"{len(self.run.attention)}: run fewer layers")
+        check_fits(self.run)
 
     def commands_done(self) -> int:
         return bisect.bisect_right(self.command_ends, int(self.dut.program_sent.value))

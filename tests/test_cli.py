@@ -55,6 +55,8 @@ def test_console_script_runs():
     (["cosim", "wafer", "--config", "tiny", "--layers", "3"], "layers must be between 1 and moe.layers (2"),
     (["cosim", "wafer", "--config", "tiny", "--layer", "1", "--layers", "2"], "layer must be in 0..0"),
     (["cosim", "wafer", "--plot", "breakdown.pdf"], "--plot must name a .png file, not 'breakdown.pdf'"),
+    (["cosim", "wafer", "--config", "tiny", "--variant", "baseline", "--tokens", "3000"],
+     "the host program must fit the harness's 8192 flits"),
     (["cosim", "wafer", "--compare", "--variant", "C"], "--compare runs every variant"),
     (["cosim", "fifo", "--variant", "C"], "unrecognized arguments: --variant C"),   # a wafer-only option
     (["cosim", "bogus"], "argument BLOCK: invalid choice: 'bogus'"),
