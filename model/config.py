@@ -191,12 +191,15 @@ class HardwareConfig(_Section):
     ``max_burst_flits``    payload flits of the longest memory or weight packet (a DRAM burst).
     ``token_slots``        activation-buffer entries of an expert chiplet (tokens it holds at once).
     ``root_queue_packets`` maximum-length dispatches the root's queue in front of each group's link holds.
+    ``issue_window``       TOKEN commands the root holds at once: it dispatches the oldest whose experts are all
+                           resident, so a token whose weights are in goes ahead of one that waits (1: in order).
     """
 
     SECTION = "hardware"
     BOUNDS = {"flit_bits": (16, 4096), "buffer_depth": (1, 4096), "tag_bits": (1, 24),
               "mac_lanes": (1, 4096), "sram_slots": (2, 256), "reduction_entries": (1, 4096),
-              "max_burst_flits": (1, 4096), "token_slots": (1, 4096), "root_queue_packets": (1, 4096)}
+              "max_burst_flits": (1, 4096), "token_slots": (1, 4096), "root_queue_packets": (1, 4096),
+              "issue_window": (1, 16)}
 
     flit_bits: int = 64
     buffer_depth: int = 4
@@ -207,6 +210,7 @@ class HardwareConfig(_Section):
     max_burst_flits: int = 16
     token_slots: int = 4
     root_queue_packets: int = 4
+    issue_window: int = 2
 
     def _validate(self) -> None:
         if self.flit_bits % 8:

@@ -13,14 +13,17 @@ token's routing (``route_flits`` flits: ``valid[k] | experts[k] | gates[k]``, LS
 flits (``first`` on the first, ``last`` on the last): the token's combined result, ``partial_bits`` signed
 elements packed like a COMBINE. The root returns outputs **in token order** (it reorders by tag).
 
-Commands (executed strictly in order; a WAIT holds every later command)
--------------------------------------------------------------------------
+Commands (read in order; only TOKENs are reordered, in the root's issue window)
+--------------------------------------------------------------------------------
 ``TABLE``          ``expert -> (group, chiplet, local)``: one entry of the expert table (local = the expert's
                    index on its chiplet, ascending global id).
 ``LOAD``           a LOAD packet to ``memctrl(group)``: stream the image at word ``addr`` into ``(chiplet, slot)``
-                   as local expert ``local``. Clears the root's LOADED bit of ``(group, chiplet, slot)``.
-``WAIT_LOADED``    hold until LOADED of ``(group, chiplet, slot)`` arrived.
-``WAIT_COMBINED``  hold until every result dispatched to the groups in the ``groups`` mask is back.
+                   as local expert ``local``. Clears the root's LOADED bit of ``(group, chiplet, slot)`` and its
+                   RESIDENT bit of ``(group, chiplet, local)``; the chiplet's LOADED packet (slot and local) sets
+                   both.
+``WAIT_LOADED``    hold every later command until LOADED of ``(group, chiplet, slot)`` arrived.
+``WAIT_COMBINED``  hold every later command until every result dispatched to the groups in the ``groups`` mask is
+                   back.
 ``TOKEN``          dispatch a token: ``experts[k]``/``gates[k]`` with ``valid[k]``, combine entry ``token``
                    (the token's output index, counted over the run's layers, modulo ``entries``: the root
                    returns outputs in that order), ``first``/``final`` (its first/last dispatch of the
@@ -28,6 +31,16 @@ Commands (executed strictly in order; a WAIT holds every later command)
                    ``dedup`` (one DISPATCH per destination group with per-chiplet masks and gates and
                    ``reduce=1``; 0: one DISPATCH per selected expert, ``reduce=0``: the Baseline and A) and
                    ``save`` (the DISPATCH ``save`` bit).
+
+The issue window (``hardware.issue_window`` = W TOKENs): a TOKEN is stored in a free window entry (the command
+stream holds while all W are full) and the root dispatches, one at a time, the **oldest stored TOKEN that is
+ready**: every expert it selects is RESIDENT (by the expert table), its combine entry is free if it is a
+``first`` dispatch, and no older stored TOKEN has the same combine entry. So a token whose weights are in goes
+ahead of one whose weights are still loading, and the root itself keeps "LOADED before dispatch": the host
+program needs no WAIT_LOADED in front of a token. TABLE, LOAD and WAIT_COMBINED first wait until the window is
+empty (every stored TOKEN dispatched), so the table a token is looked up in, the slots it was checked against
+and the results a WAIT_COMBINED counts are those of the commands before it. Outputs still leave in token
+order (the combine entries' ring). W = 1 dispatches the TOKENs in program order.
 """
 
 from __future__ import annotations
