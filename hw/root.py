@@ -11,8 +11,10 @@ from mozart.model.protocol import COUNTER_BITS
 
 from .protocol import link_signature
 from .root_combine import RootCombineTracker
+from .root_interfaces import loaded_layout
 from .root_dispatcher import RootDispatcher
 from .root_emitter import RootGroupEmitter
+from .root_issue_window import RootIssueWindow
 from .root_output import RootOutputStreamer
 from .root_receiver import RootReceiver
 from .root_sequencer import RootSequencer
@@ -21,15 +23,19 @@ __all__ = ["Root"]
 
 
 class Root(wiring.Component):
-    """The root node: executes host commands in order, dispatches tokens, combines results, returns outputs.
+    """The root node: reads host commands in order, dispatches tokens, combines results, returns outputs.
 
     The host interface (``mozart.model.host``, ``docs/wafer.md``): ``host_in`` carries commands (TABLE, LOAD,
     WAIT_LOADED, WAIT_COMBINED, TOKEN), ``host_out`` the combined outputs in token order.
 
     - **TABLE** writes one entry of the expert table (``expert -> group, chiplet, local index``).
     - **LOAD** sends a header-only LOAD packet to the group's memory controller and clears that slot's LOADED
-      bit; a LOADED packet from the chiplet sets it. **WAIT_LOADED** holds the command stream until it is set.
-    - **TOKEN** looks up its experts in the table and sends, with ``dedup``, one DISPATCH per destination group
+      bit and its local expert's RESIDENT bit; a LOADED packet from the chiplet sets both. **WAIT_LOADED** holds
+      the command stream until the slot's bit is set.
+    - **TOKEN** goes into the issue window (``hardware.issue_window`` tokens), which dispatches the oldest stored
+      token whose experts are all RESIDENT (and whose entry is free if it is a first dispatch): a token whose
+      weights are in goes ahead of one that waits. TABLE, LOAD and WAIT_COMBINED wait for an empty window.
+      A dispatched token is looked up in the table and sent, with ``dedup``, one DISPATCH per destination group
       (``reduce=1``, per-chiplet route words with the chiplet's local expert mask and gates), without it one
       DISPATCH per selected expert (``reduce=0``, one chiplet, one mask bit: the Baseline). The packets to
       different groups are written in parallel, each group's one after the other, into a per-group queue of
@@ -45,8 +51,8 @@ class Root(wiring.Component):
       result arrived; each output is ``partial_flits`` flits on ``host_out``.
 
     Structure (``docs/wafer.md`` section 1): the :class:`~mozart.hw.root_sequencer.RootSequencer` executes the
-    commands and hands each TOKEN as a stream to the :class:`~mozart.hw.root_dispatcher.RootDispatcher` (expert
-    table), which starts one :class:`~mozart.hw.root_emitter.RootGroupEmitter` per group and books the dispatch on
+    commands and hands each TOKEN to the :class:`~mozart.hw.root_issue_window.RootIssueWindow`, which hands the
+    oldest ready one to the :class:`~mozart.hw.root_dispatcher.RootDispatcher` (expert table), which starts one :class:`~mozart.hw.root_emitter.RootGroupEmitter` per group and books the dispatch on
     the :class:`~mozart.hw.root_combine.RootCombineTracker`; the :class:`~mozart.hw.root_receiver.RootReceiver`
     feeds it the COMBINE flits and the :class:`~mozart.hw.root_output.RootOutputStreamer` returns its entries.
 
@@ -73,8 +79,9 @@ class Root(wiring.Component):
 
     Latency and throughput
     ----------------------
-    A TOKEN takes ``1 + route_flits + token_flits`` host flits, then ``Protocol.dispatch_flits`` cycles to write
-    its packets (the longest group's) into the queues, then one cycle back to the command state. A packet leaves
+    A TOKEN takes ``1 + route_flits + token_flits`` host flits and is stored in the window the cycle after;
+    once it is the oldest ready token and the dispatcher is idle it takes ``Protocol.dispatch_flits`` cycles to
+    write its packets (the longest group's) into the queues, and its position is free the cycle after. A packet leaves
     on ``down[g]`` two cycles after it entered an empty queue (``contract.queue.latency``; ``.contract`` is a
     :class:`mozart.model.blocks.RootContract`). Results are absorbed one flit per cycle (one of the up links at a
     time, round-robin by packet); an output leaves ``partial_flits`` cycles after its last result flit at the
@@ -97,6 +104,7 @@ class Root(wiring.Component):
         m = Module()
         contract = self.contract
         m.submodules.sequencer = sequencer = RootSequencer(contract)
+        m.submodules.window = window = RootIssueWindow(contract)
         m.submodules.dispatcher = dispatcher = RootDispatcher(contract)
         m.submodules.receiver = receiver = RootReceiver(contract)
         m.submodules.combine = combine = RootCombineTracker(contract)
@@ -105,26 +113,34 @@ class Root(wiring.Component):
 
         wiring.connect(m, wiring.flipped(self.host_in), sequencer.host_in)
         wiring.connect(m, sequencer.table, dispatcher.table)
-        wiring.connect(m, sequencer.token, dispatcher.token)
-        wiring.connect(m, sequencer.entry, combine.entry)
+        wiring.connect(m, sequencer.token, window.token_in)
+        wiring.connect(m, sequencer.evict, window.evict)
+        wiring.connect(m, window.needs, dispatcher.needs)
+        wiring.connect(m, window.token, dispatcher.token)
+        for position, probe in enumerate(window.entry):
+            wiring.connect(m, probe, combine.entry[position])
         wiring.connect(m, dispatcher.issued, combine.issued)
         wiring.connect(m, receiver.results, combine.results)
         wiring.connect(m, receiver.loaded, sequencer.loaded)
+        m.d.comb += [window.loaded.valid.eq(receiver.loaded.valid),
+                     window.loaded.payload.eq(loaded_layout(contract)(receiver.loaded.payload).resident)]
         wiring.connect(m, output.release, combine.release)
         wiring.connect(m, output.host_out, wiring.flipped(self.host_out))
         for g, emitter in enumerate(emitters):
             m.submodules[f"emitter{g}"] = emitter
-            m.d.comb += [emitter.token.eq(sequencer.token.payload), emitter.start.eq(dispatcher.start),
+            m.d.comb += [emitter.token.eq(window.token.payload), emitter.start.eq(dispatcher.start),
                          emitter.experts.eq(dispatcher.experts[g])]
             wiring.connect(m, sequencer.load[g], emitter.load)
             wiring.connect(m, emitter.down, wiring.flipped(self.down[g]))
             wiring.connect(m, wiring.flipped(self.up[g]), receiver.up[g])
         emitters_idle = Cat(*(emitter.idle for emitter in emitters))
-        m.d.comb += [sequencer.groups_drained.eq(combine.groups_drained), dispatcher.emitters_idle.eq(emitters_idle)]
+        m.d.comb += [sequencer.groups_drained.eq(combine.groups_drained), sequencer.window_empty.eq(window.empty),
+                     dispatcher.emitters_idle.eq(emitters_idle)]
 
         errors = Signal.like(self.errors)
         with m.If(sequencer.error | receiver.error):
             m.d.sync += errors.eq(errors + 1)
         m.d.comb += [self.errors.eq(errors),
-                     self.busy.eq(~sequencer.idle | ~emitters_idle.all() | ~combine.idle | ~output.idle)]
+                     self.busy.eq(~sequencer.idle | ~window.empty | ~emitters_idle.all() | ~combine.idle
+                                  | ~output.idle)]
         return m

@@ -35,8 +35,8 @@ class RootCombineTracker(wiring.Component):
         A dispatch taken: entry, ``first``/``final``, results per group.
     results : In(stream.Signature(result_layout, always_ready=True))
         COMBINE data flits.
-    entry : In(entry_probe_signature)
-        Is an entry occupied (for the sequencer).
+    entry : In(entry_probe_signature).array(window)
+        Is an entry occupied (for each position of the issue window).
     release : In(release_signature)
         An entry's completeness and accumulator words (for the output streamer); ``done`` frees the entry.
     groups_drained : Out(groups)
@@ -58,7 +58,7 @@ class RootCombineTracker(wiring.Component):
         super().__init__({
             "issued": In(stream.Signature(bits(issue_layout(contract)), always_ready=True)),
             "results": In(stream.Signature(bits(result_layout(contract)), always_ready=True)),
-            "entry": In(entry_probe_signature(contract)),
+            "entry": In(entry_probe_signature(contract)).array(contract.window),
             "release": In(release_signature(contract)),
             "groups_drained": Out(cfg.groups),
             "idle": Out(1),
@@ -93,9 +93,11 @@ class RootCombineTracker(wiring.Component):
         m.submodules.entry_received = received_mem = Memory(shape=counter, depth=entries, init=[])
         m.submodules.entry_occupied = occupied_mem = Memory(shape=1, depth=entries, init=[])
         m.submodules.entry_fresh = fresh_mem = Memory(shape=1, depth=entries, init=[])
-        dispatched, occupied = dispatch_mem.read_port(domain="comb"), occupied_mem.read_port(domain="comb")
-        m.d.comb += [dispatched.addr.eq(issued.entry), occupied.addr.eq(self.entry.entry),
-                     self.entry.occupied.eq(occupied.data)]
+        dispatched = dispatch_mem.read_port(domain="comb")
+        m.d.comb += dispatched.addr.eq(issued.entry)
+        for probe in self.entry:
+            occupied = occupied_mem.read_port(domain="comb")
+            m.d.comb += [occupied.addr.eq(probe.entry), probe.occupied.eq(occupied.data)]
         received, fresh = received_mem.read_port(domain="comb"), fresh_mem.read_port(domain="comb")
         m.d.comb += [received.addr.eq(result.entry), fresh.addr.eq(result.entry)]
         self._accumulate(m, fresh.data)

@@ -12,7 +12,7 @@ from mozart.model.protocol import index_bits
 
 from .protocol import fields_layout
 from .expressions import named
-from .root_interfaces import bits, elements, expert_route_layout, issue_layout, token_layout
+from .root_interfaces import bits, elements, expert_route_layout, issue_layout, needs_probe_signature, token_layout
 
 __all__ = ["RootDispatcher"]
 
@@ -42,12 +42,14 @@ class RootDispatcher(wiring.Component):
         Group ``g``'s view of the token's experts (combinational from the payload).
     issued : Out(stream.Signature(issue_layout, always_ready=True))
         One transfer per token taken, in the cycle it is taken.
+    needs : In(needs_probe_signature)
+        The issue window asks which local experts a token it stores selects (by the same table).
 
     Latency and throughput
     ----------------------
-    Combinational from ``token`` to ``start``, ``experts`` and ``issued``: one token per cycle when the emitters
-    are idle (they then take a few cycles per packet, :class:`~mozart.hw.root_emitter.RootGroupEmitter`). A table
-    write takes effect the next cycle.
+    Combinational from ``token`` to ``start``, ``experts`` and ``issued``, and from ``needs.route`` to
+    ``needs.needs``: one token per cycle when the emitters are idle (they then take a few cycles per packet,
+    :class:`~mozart.hw.root_emitter.RootGroupEmitter`). A table write takes effect the next cycle.
     """
 
     def __init__(self, contract):
@@ -61,39 +63,57 @@ class RootDispatcher(wiring.Component):
             "start": Out(1),
             "experts": Out(bits(self.experts_layout)).array(cfg.groups),
             "issued": Out(stream.Signature(bits(issue_layout(contract)), always_ready=True)),
+            "needs": In(needs_probe_signature(contract)),
         })
 
-    def _look_up(self, m):
-        """The expert table and, per expert of the token, its group, chiplet and local index."""
-        cfg, host, proto = self.contract.cfg, self.contract.host, self.contract.host.proto
+    def _table(self, m):
+        """The expert table: ``expert -> (group, chiplet, local)``, written by TABLE commands."""
+        host, proto = self.contract.host, self.contract.host.proto
         entry = data.StructLayout({"group": host.group_bits, "chiplet": proto.chiplet_bits, "local": proto.expert_bits})
         # A memory, not registers behind multiplexers: written once per TABLE command, read by every token.
-        m.submodules.table = table = Memory(shape=entry, depth=cfg.moe.experts, init=[])
+        m.submodules.table = table = Memory(shape=entry, depth=self.contract.cfg.moe.experts, init=[])
         write = fields_layout(host.fields[HostOp.TABLE])(self.table.payload)
         table_write = table.write_port()
         m.d.comb += [table_write.addr.eq(write.expert), table_write.en.eq(self.table.valid),
                      table_write.data.group.eq(write.group), table_write.data.chiplet.eq(write.chiplet),
                      table_write.data.local.eq(write.local)]
+        return table
+
+    def _look_up(self, m, table, route_flits, name):
+        """Per expert of a token's routing (``route_flits``): valid, and its group, chiplet and local index."""
+        cfg, host, proto = self.contract.cfg, self.contract.host, self.contract.host.proto
         routing = fields_layout(host.route_fields)
-        route = routing(token_layout(self.contract)(self.token.payload).route.as_value()[:routing.size])
+        route = routing(route_flits[:routing.size])
         top_k = cfg.moe.top_k
         valid, chosen = elements(route.valid, top_k), elements(route.experts, top_k)
         # one asynchronous read port per expert of the token: combinational, as the registers were
-        group = [Signal(host.group_bits, name=f"token_group{j}") for j in range(top_k)]
-        chiplet = [Signal(proto.chiplet_bits, name=f"token_chiplet{j}") for j in range(top_k)]
-        local = [Signal(proto.expert_bits, name=f"token_local{j}") for j in range(top_k)]
+        group = [Signal(host.group_bits, name=f"{name}_group{j}") for j in range(top_k)]
+        chiplet = [Signal(proto.chiplet_bits, name=f"{name}_chiplet{j}") for j in range(top_k)]
+        local = [Signal(proto.expert_bits, name=f"{name}_local{j}") for j in range(top_k)]
         for j in range(top_k):
             lookup = table.read_port(domain="comb")
             m.d.comb += [lookup.addr.eq(chosen[j]), group[j].eq(lookup.data.group),
                          chiplet[j].eq(lookup.data.chiplet), local[j].eq(lookup.data.local)]
         return valid, group, chiplet, local
 
+    def _needs(self, m, table):
+        """The ``needs`` probe: the RESIDENT bit of every local expert the probed routing selects."""
+        cfg, residents = self.contract.cfg, self.contract.residents
+        needs = Const(0, residents)
+        for valid, group, chiplet, local in zip(*self._look_up(m, table, self.needs.route, "probe")):
+            resident = (group * cfg.chiplets_per_group + chiplet) * cfg.experts_per_chiplet + local
+            needs = needs | Mux(valid, Const(1, residents) << resident, 0)
+        m.d.comb += self.needs.needs.eq(needs)
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.contract.cfg
         top_k, header = cfg.moe.top_k, token_layout(self.contract)(self.token.payload).header
         issued = issue_layout(self.contract)(self.issued.payload)
-        valid, group, chiplet, local = self._look_up(m)
+        table = self._table(m)
+        route = token_layout(self.contract)(self.token.payload).route.as_value()
+        valid, group, chiplet, local = self._look_up(m, table, route, "token")
+        self._needs(m, table)
         m.d.comb += [self.token.ready.eq(self.emitters_idle.all()), self.start.eq(self.token.valid & self.token.ready)]
         for g in range(cfg.groups):
             here = [named(m, valid[j] & (group[j] == g), f"here{g}_{j}") for j in range(top_k)]

@@ -19,7 +19,8 @@ from mozart.model.host import HostOp
 from .protocol import fields_layout
 
 __all__ = ["bits", "elements", "token_layout", "expert_route_layout", "issue_layout", "result_layout",
-           "accumulator_layout", "result_count_shape", "entry_probe_signature", "release_signature"]
+           "accumulator_layout", "result_count_shape", "entry_probe_signature", "release_signature", "loaded_layout",
+           "needs_probe_signature"]
 
 
 def bits(layout) -> int:
@@ -88,3 +89,15 @@ def release_signature(contract) -> wiring.Signature:
         "entry": Out(range(contract.entries)), "flit": Out(range(contract.host.output_flits)),
         "complete": In(1), "data": In(bits(accumulator_layout(contract))), "done": Out(1),
     })
+
+
+def loaded_layout(contract) -> data.StructLayout:
+    """A LOADED packet at the root: the wafer-wide index of its slot and of its local expert (RootContract)."""
+    return data.StructLayout({"slot": range(contract.slots), "resident": range(contract.residents)})
+
+
+def needs_probe_signature(contract) -> wiring.Signature:
+    """Asks the expert table which local experts a token's routing selects: one bit per RESIDENT bit
+    (combinational)."""
+    return wiring.Signature({"route": Out(bits(token_layout(contract)["route"].shape)),
+                             "needs": In(contract.residents)})

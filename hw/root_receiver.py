@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .packet_mux import PacketMux
 from .protocol import PacketKind, flit_layout, header_layout, link_signature
-from .root_interfaces import bits, result_layout
+from .root_interfaces import bits, loaded_layout, result_layout
 
 __all__ = ["RootReceiver"]
 
@@ -18,8 +18,8 @@ class RootReceiver(wiring.Component):
 
     The G up links share one :class:`~mozart.hw.packet_mux.PacketMux` (round-robin by packet). A COMBINE's data
     flits go out on ``results`` with its tag (the combine entry), their index and the source group (the switch's
-    or one of its chiplets'); a LOADED reports its slot on ``loaded``; any other kind pulses ``error`` and is
-    dropped.
+    or one of its chiplets'); a LOADED reports its slot and local expert on ``loaded``; any other kind pulses
+    ``error`` and is dropped.
 
     Members
     -------
@@ -27,8 +27,8 @@ class RootReceiver(wiring.Component):
         From switch ``g``'s up port; always ready.
     results : Out(stream.Signature(result_layout, always_ready=True))
         The data flits of COMBINE packets.
-    loaded : Out(stream.Signature(range(groups * chiplets_per_group * sram_slots), always_ready=True))
-        A LOADED for slot ``(group * chiplets_per_group + chiplet) * sram_slots + slot``.
+    loaded : Out(stream.Signature(loaded_layout, always_ready=True))
+        A LOADED: its slot and its local expert, numbered wafer-wide (:class:`~mozart.model.blocks.RootContract`).
     error : Out(1)
         Pulses on a packet of another kind.
 
@@ -41,11 +41,10 @@ class RootReceiver(wiring.Component):
     def __init__(self, contract):
         cfg = contract.cfg
         self.contract = contract
-        self.slots = cfg.groups * cfg.chiplets_per_group * cfg.hardware.sram_slots
         super().__init__({
             "up": In(link_signature(cfg)).array(cfg.groups),
             "results": Out(stream.Signature(bits(result_layout(self.contract)), always_ready=True)),
-            "loaded": Out(stream.Signature(range(self.slots), always_ready=True)),
+            "loaded": Out(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
             "error": Out(1),
         })
 
@@ -64,12 +63,13 @@ class RootReceiver(wiring.Component):
             with m.If(Cat(*(header.src == n for n in nodes)).any()):
                 m.d.comb += source_group.eq(g)
         result = result_layout(self.contract)(self.results.payload)
+        loaded, chiplet = loaded_layout(self.contract)(self.loaded.payload), header.src - topo.chiplet(0, 0)
         entry, index, group = (Signal(result_layout(self.contract)[name].shape, name=name)
                                for name in ("entry", "flit", "group"))
         m.d.comb += [result.entry.eq(entry), result.flit.eq(index), result.group.eq(group),
                      result.data.eq(flit.payload.data), result.last.eq(flit.payload.last),
-                     self.loaded.payload.eq((header.src - topo.chiplet(0, 0)) * cfg.hardware.sram_slots
-                                            + header.meta.loaded.slot)]
+                     loaded.slot.eq(chiplet * cfg.hardware.sram_slots + header.meta.loaded.slot),
+                     loaded.resident.eq(chiplet * cfg.experts_per_chiplet + header.meta.loaded.expert)]
         with m.FSM(name="rx"):
             with m.State("HEAD"):
                 with m.If(flit.valid & flit.payload.first):

@@ -1,4 +1,4 @@
-"""The root's host command sequencer: decodes ``host_in`` and executes the commands strictly in order."""
+"""The root's host command sequencer: decodes ``host_in`` in order; TOKENs go to the issue window."""
 
 from __future__ import annotations
 
@@ -9,23 +9,22 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.host import OP_BITS, HostOp
 
 from .protocol import fields_layout, link_signature
-from .root_interfaces import bits, entry_probe_signature, token_layout
+from .root_interfaces import bits, loaded_layout, token_layout
 
 __all__ = ["RootSequencer"]
 
 
 class RootSequencer(wiring.Component):
-    """Executes the host commands in order (``docs/wafer.md`` section 1); a WAIT holds ``host_in.ready`` low.
+    """Takes the host commands in order (``docs/wafer.md`` section 1); a command that waits holds ``host_in.ready`` low.
 
-    - **TABLE** is passed on ``table`` (one cycle, always taken).
-    - **LOAD** is offered on ``load[group]``; the command is taken when that group's emitter takes it, and it
-      clears the slot's LOADED bit. A ``loaded`` report sets the bit (a report wins over a clear in one cycle).
-    - **WAIT_LOADED** holds until the slot's LOADED bit is set; **WAIT_COMBINED** until every masked group is
-      drained (``groups_drained``).
-    - **TOKEN**: its header and flits are stored, then offered on ``token`` once its combine entry is free (a
-      ``first`` dispatch asks ``entry`` whether the entry is still occupied). ``token.payload`` holds from the
-      transfer until the next TOKEN, and the sequencer takes no command before ``token.ready`` is high again (the
-      dispatcher is ready exactly when it is idle), so the dispatcher reads the token while it sends.
+    - **TABLE** is passed on ``table`` (one cycle, always taken) once the issue window is empty.
+    - **LOAD** is offered on ``load[group]`` once the window is empty; the command is taken when that group's
+      emitter takes it, and it clears the slot's LOADED bit and (on ``evict``) the local expert's RESIDENT bit.
+      A ``loaded`` report sets the LOADED bit (a report wins over a clear in one cycle).
+    - **WAIT_LOADED** holds until the slot's LOADED bit is set; **WAIT_COMBINED** until the window is empty and
+      every masked group is drained (``groups_drained``).
+    - **TOKEN**: its header and flits are stored, then offered on ``token`` until the issue window takes it
+      (``token.payload`` holds until then).
     - An unknown op or a flit outside a command pulses ``error`` (an unknown op's remaining flits are dropped).
 
     Members
@@ -36,16 +35,18 @@ class RootSequencer(wiring.Component):
         Expert table writes.
     load : Out(stream.Signature(LOAD arguments)).array(groups)
         LOAD commands, to group ``g``'s emitter.
-    loaded : In(stream.Signature(range(groups * chiplets_per_group * sram_slots), always_ready=True))
-        A LOADED packet arrived for slot ``(group * chiplets_per_group + chiplet) * sram_slots + slot``.
+    evict : Out(stream.Signature(range(residents), always_ready=True))
+        The RESIDENT bit a LOAD clears, in the cycle it is taken.
+    loaded : In(stream.Signature(loaded_layout, always_ready=True))
+        A LOADED packet arrived (its ``slot`` sets the LOADED bit).
     groups_drained : In(groups)
         Bit ``g``: no result of group ``g`` outstanding.
-    entry : Out(entry_probe_signature)
-        The combine entry of the stored TOKEN, and whether it is occupied.
+    window_empty : In(1)
+        Every TOKEN taken has been dispatched (:class:`~mozart.hw.root_issue_window.RootIssueWindow`).
     token : Out(stream.Signature(token_layout))
-        The stored TOKEN (see above for how long its payload holds).
+        The stored TOKEN, to the issue window.
     idle : Out(1)
-        Waiting for a command (no TOKEN stored or being sent).
+        Waiting for a command (no TOKEN stored).
     error : Out(1)
         Pulses on an unknown op or a stray flit.
 
@@ -53,20 +54,21 @@ class RootSequencer(wiring.Component):
     ----------------------
     TABLE, LOAD and the WAITs take one cycle each when not held. A TOKEN takes its ``1 + route_flits +
     token_flits`` host flits at one per cycle, is offered on ``token`` the cycle after its last flit, and the next
-    command is taken the cycle after ``token.ready`` is high again following the transfer.
+    command is taken the cycle after the window takes it.
     """
 
     def __init__(self, contract):
         cfg, host = contract.cfg, contract.host
         self.contract = contract
-        self.slots = cfg.groups * cfg.chiplets_per_group * cfg.hardware.sram_slots
+        self.slots = contract.slots
         super().__init__({
             "host_in": In(link_signature(cfg)),
             "table": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.TABLE])), always_ready=True)),
             "load": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.LOAD])))).array(cfg.groups),
-            "loaded": In(stream.Signature(range(self.slots), always_ready=True)),
+            "evict": Out(stream.Signature(range(contract.residents), always_ready=True)),
+            "loaded": In(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
             "groups_drained": In(cfg.groups),
-            "entry": Out(entry_probe_signature(contract)),
+            "window_empty": In(1),
             "token": Out(stream.Signature(bits(token_layout(contract)))),
             "idle": Out(1),
             "error": Out(1),
@@ -76,7 +78,8 @@ class RootSequencer(wiring.Component):
         """The LOADED bit of every slot, and the mask of bits a LOAD clears this cycle (one vector updated by
         masks: an indexed write is a case statement per bit)."""
         loaded, cleared = Signal(self.slots), Signal(self.slots)
-        reported = Mux(self.loaded.valid, Const(1, self.slots) << self.loaded.payload, 0)
+        report = loaded_layout(self.contract)(self.loaded.payload)
+        reported = Mux(self.loaded.valid, Const(1, self.slots) << report.slot, 0)
         m.d.sync += loaded.eq(loaded & ~cleared | reported)   # a report wins over a clear in one cycle
         return loaded, cleared
 
@@ -98,13 +101,12 @@ class RootSequencer(wiring.Component):
         # last one the first sits in token_flits[0] (a write by index is a decoder and a mux per register)
         token_flits = [Signal(cfg.hardware.flit_bits, name=f"token_flit{i}")
                        for i in range(host.route_flits + host.token_flits)]
-        m.d.comb += [self.token.payload.eq(Cat(token_header, *token_flits)),
-                     self.entry.entry.eq(token_header.token)]
+        m.d.comb += self.token.payload.eq(Cat(token_header, *token_flits))
 
         loaded, cleared = self._loaded_bits(m)
 
-        def slot_index(a):
-            return (a.group * cfg.chiplets_per_group + a.chiplet) * cfg.hardware.sram_slots + a.slot
+        def chiplet_index(a):
+            return a.group * cfg.chiplets_per_group + a.chiplet
 
         with m.FSM(name="cmd"):
             with m.State("CMD"):
@@ -112,22 +114,26 @@ class RootSequencer(wiring.Component):
                 with m.If(command.valid & command.payload.first):
                     with m.Switch(op):
                         with m.Case(HostOp.TABLE):
-                            m.d.comb += [command.ready.eq(1), self.table.valid.eq(1),
+                            m.d.comb += [command.ready.eq(self.window_empty), self.table.valid.eq(self.window_empty),
                                          self.table.payload.eq(arguments_of(HostOp.TABLE))]
                         with m.Case(HostOp.LOAD):
                             a = arguments_of(HostOp.LOAD)
                             for group, load in enumerate(self.load):
                                 m.d.comb += load.payload.eq(a)
-                                with m.If(a.group == group):
+                                with m.If((a.group == group) & self.window_empty):
                                     m.d.comb += [command.ready.eq(load.ready), load.valid.eq(1)]
+                            m.d.comb += [self.evict.valid.eq(command.ready),
+                                         self.evict.payload.eq(chiplet_index(a) * cfg.experts_per_chiplet + a.local)]
                             with m.If(command.ready):
-                                m.d.comb += cleared.eq(Const(1, self.slots) << slot_index(a))
+                                slot = chiplet_index(a) * cfg.hardware.sram_slots + a.slot
+                                m.d.comb += cleared.eq(Const(1, self.slots) << slot)
                         with m.Case(HostOp.WAIT_LOADED):
-                            waited_slot = slot_index(arguments_of(HostOp.WAIT_LOADED))
+                            a = arguments_of(HostOp.WAIT_LOADED)
+                            waited_slot = chiplet_index(a) * cfg.hardware.sram_slots + a.slot
                             m.d.comb += command.ready.eq(loaded.bit_select(waited_slot, 1))
                         with m.Case(HostOp.WAIT_COMBINED):
                             waited = Cat(arguments_of(HostOp.WAIT_COMBINED).groups)
-                            m.d.comb += command.ready.eq((self.groups_drained | ~waited).all())
+                            m.d.comb += command.ready.eq(self.window_empty & (self.groups_drained | ~waited).all())
                         with m.Case(HostOp.TOKEN):
                             m.d.comb += command.ready.eq(1)
                             m.d.sync += token_header.eq(arguments_of(HostOp.TOKEN))
@@ -147,11 +153,7 @@ class RootSequencer(wiring.Component):
                     with m.If(command.payload.last):
                         m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                # a first dispatch waits for its entry: tags in flight are unique
-                m.d.comb += self.token.valid.eq(~token_header.first | ~self.entry.occupied)
-                with m.If(self.token.ready & self.token.valid):
-                    m.next = "SEND"
-            with m.State("SEND"):
+                m.d.comb += self.token.valid.eq(1)
                 with m.If(self.token.ready):
                     m.next = "CMD"
             with m.State("DROP"):

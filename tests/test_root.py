@@ -1,8 +1,8 @@
 """The root node alone in amaranth.sim, with stub switches on its group ports (fast; no Verilator).
 
 The stubs record what the root sends down and answer with LOADED and COMBINE packets chosen by the test, so the
-interlocks (WAIT_LOADED, the combine entries, the return order) and the packet formats are checked exactly
-against :meth:`Protocol.dispatch_to_group` and :func:`mozart.model.golden.reduce_partials`.
+interlocks (WAIT_LOADED, the issue window, the combine entries, the return order) and the packet formats are
+checked exactly against :meth:`Protocol.dispatch_to_group` and :func:`mozart.model.golden.reduce_partials`.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ class Harness:
                 cur = []
         return out
 
+    async def make_resident(self, ctx, table, experts):
+        """LOADED packets for the experts' (group, chiplet, local), as their chiplets would send them."""
+        topo = self.proto.topology
+        for e in sorted({int(e) for e in experts}):
+            g, c, local = table[e]
+            loaded = Packet(PacketKind.LOADED, topo.root, topo.chiplet(g, c), 0, {"slot": 0, "expert": local})
+            await self.send(ctx, self.dut.up[g], self.proto.encode(loaded))
+
     def run(self, bench):
         self.sim.add_testbench(bench)
         self.sim.run()
@@ -100,6 +108,7 @@ def test_load_wait_dispatch_combine_return(preset):
         loaded = Packet(PacketKind.LOADED, topo.root, topo.chiplet(G - 1, 0), 0, {"slot": 1, "expert": 0})
         await h.send(ctx, h.dut.up[G - 1], proto.encode(loaded))
         await h.send(ctx, h.dut.host_in, wait, limit=10)
+        await h.make_resident(ctx, table, [e for t in experts for e in t])
         await h.send(ctx, h.dut.host_in, host.encode(token(0, 1)))
         await h.send(ctx, h.dut.host_in, host.encode(token(1, 0)))
         for _ in range(40):
@@ -167,6 +176,7 @@ def test_wait_combined_holds_until_the_group_answers():
         tok = HostCommand(HostOp.TOKEN, {"token": 0, "first": 1, "final": 1, "dedup": 1, "save": 1,
                                          "valid": [1, 1], "experts": [0, 1], "gates": [1, 2]},
                           tuple(proto.pack_token([1] * cfg.moe.d_model)))
+        await h.make_resident(ctx, table, [0, 1])
         await h.send(ctx, h.dut.host_in, host.encode(tok))
         wait = host.encode(HostCommand(HostOp.WAIT_COMBINED, {"groups": [1, 0]}))[0]
         ctx.set(h.dut.host_in.valid, 1)
@@ -187,3 +197,45 @@ def test_wait_combined_holds_until_the_group_answers():
     (dispatch,) = h.packets(h.down[0])
     assert dispatch.meta["save"] == 1 and dispatch.meta["reduce"] == 1 and dispatch.tag == 0
     assert h.proto.unpack_partial([f.data for f in h.outputs]).tolist() == [7] * cfg.moe.d_model
+
+
+def test_a_token_whose_experts_are_resident_goes_ahead_of_one_that_waits():
+    """Token 0 selects an expert still loading, token 1 only resident ones: token 1 is dispatched first, token 0
+    once its LOADED arrives; the outputs still leave in token order."""
+    cfg = load_config("tiny")
+    h = Harness(cfg)
+    proto, host, topo = h.proto, h.host, h.proto.topology
+    table = _table(cfg)
+    waiting, ready = [0, 1], [4, 5]   # tiny: experts 0-1 on group 0's chiplet 0, 4-5 on group 1's chiplet 0
+
+    def token(t, experts):
+        return HostCommand(HostOp.TOKEN, {"token": t, "first": 1, "final": 1, "dedup": 1, "save": 0,
+                                          "valid": [1, 1], "experts": experts, "gates": [1, 1]},
+                          tuple(proto.pack_token([t + 1] * cfg.moe.d_model)))
+
+    async def bench(ctx):
+        for e, (g, c, local) in table.items():
+            await h.send(ctx, h.dut.host_in, host.encode(HostCommand(HostOp.TABLE, {"expert": e, "group": g,
+                                                                                      "chiplet": c, "local": local})))
+        await h.make_resident(ctx, table, waiting[1:] + ready)
+        await h.send(ctx, h.dut.host_in, host.encode(token(0, waiting)))
+        await h.send(ctx, h.dut.host_in, host.encode(token(1, ready)))
+        for _ in range(30):
+            await ctx.tick()
+        assert [p.tag for p in h.packets(h.down[0])] == [], "token 0 must wait for its expert"
+        assert [p.tag for p in h.packets(h.down[1])] == [1], "token 1 must go ahead"
+        await h.make_resident(ctx, table, waiting[:1])
+        for _ in range(30):
+            await ctx.tick()
+        assert [p.tag for p in h.packets(h.down[0])] == [0]
+        for t, g in ((1, 1), (0, 0)):   # results in the dispatch order
+            pkt = Packet(PacketKind.COMBINE, topo.root, topo.switch(g), t, {"reduce": 1},
+                         tuple(proto.pack_partial([10 + t] * cfg.moe.d_model)))
+            await h.send(ctx, h.dut.up[g], proto.encode(pkt))
+        for _ in range(30):
+            await ctx.tick()
+        assert ctx.get(h.dut.busy) == 0 and ctx.get(h.dut.errors) == 0
+
+    h.run(bench)
+    frames = [h.outputs[i:i + proto.partial_flits] for i in range(0, len(h.outputs), proto.partial_flits)]
+    assert [proto.unpack_partial([f.data for f in frame])[0] for frame in frames] == [10, 11]

@@ -1,7 +1,7 @@
 """The root's command sequencer alone in amaranth.sim: the contracts its neighbours rely on (no Verilator).
 
-``token`` waits for a free combine entry, then holds its payload from the transfer until the dispatcher is idle
-again and takes no command before; a LOAD goes to its group's ``load`` stream and waits for it.
+``token`` holds its payload until the issue window takes it, and takes no command before; TABLE and LOAD wait for an
+empty window; a LOAD goes to its group's ``load`` stream, waits for it, and clears its expert's RESIDENT bit.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ async def _send(ctx, port, flit):
     ctx.set(port.valid, 0)
 
 
-def test_token_waits_for_its_entry_and_holds_until_the_dispatcher_is_idle():
+def test_token_goes_to_the_window_and_table_waits_for_an_empty_window():
     contract = RootContract(load_config("tiny"))
     host = contract.host
     command = host.encode(_token_command(contract, entry=5))
@@ -52,29 +52,27 @@ def test_token_waits_for_its_entry_and_holds_until_the_dispatcher_is_idle():
 
     def bench(dut):
         async def process(ctx):
-            ctx.set(dut.entry.occupied, 1)
             ctx.set(dut.token.ready, 0)
+            ctx.set(dut.window_empty, 1)
             for flit in command:
                 await _send(ctx, dut.host_in, flit)
-            for _ in range(5):   # entry 5 still occupied: not offered
-                _, _, valid, entry = await ctx.tick().sample(dut.token.valid, dut.entry.entry)
-                assert not valid and entry == 5
-            ctx.set(dut.entry.occupied, 0)
-            _, _, valid, payload = await ctx.tick().sample(dut.token.valid, dut.token.payload)
-            assert valid
-            seen["payload"] = payload
-            ctx.set(dut.token.ready, 1)           # the transfer
-            await ctx.tick()
-            ctx.set(dut.token.ready, 0)           # the dispatcher is busy: payload holds, no command taken
             ctx.set(dut.host_in.payload, {"data": table.data, "first": 1, "last": 1})
             ctx.set(dut.host_in.valid, 1)
-            for _ in range(8):
+            for _ in range(5):   # the window is full: the token is offered and held, no command taken
                 _, _, valid, payload, taken = await ctx.tick().sample(dut.token.valid, dut.token.payload,
                                                                       dut.host_in.ready)
-                assert not valid and not taken and payload == seen["payload"]
-            ctx.set(dut.token.ready, 1)           # idle again: back to commands
-            _, _, taken = await ctx.tick().sample(dut.host_in.ready)
-            assert not taken
+                assert valid and not taken
+                seen.setdefault("payload", payload)
+                assert payload == seen["payload"]
+            ctx.set(dut.token.ready, 1)           # the window takes it
+            await ctx.tick()
+            ctx.set(dut.token.ready, 0)
+            ctx.set(dut.window_empty, 0)          # ... and holds it: a TABLE waits
+            for _ in range(6):
+                _, _, taken, write, valid = await ctx.tick().sample(dut.host_in.ready, dut.table.valid,
+                                                                    dut.token.valid)
+                assert not taken and not write and not valid
+            ctx.set(dut.window_empty, 1)          # dispatched: the table may change
             _, _, taken, write = await ctx.tick().sample(dut.host_in.ready, dut.table.valid)
             assert taken and write
         return process
@@ -88,25 +86,35 @@ def test_token_waits_for_its_entry_and_holds_until_the_dispatcher_is_idle():
     assert [token.flits[i] for i in range(host.token_flits)] == flits
 
 
-def test_load_goes_to_its_group_and_waits_for_it():
+def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert():
     contract = RootContract(load_config("tiny"))
-    groups = contract.cfg.groups
+    cfg, groups = contract.cfg, contract.cfg.groups
     load = {"group": groups - 1, "chiplet": 1, "slot": 0, "local": 1, "addr": 77}
     (flit,) = contract.host.encode(HostCommand(HostOp.LOAD, load))
 
     def bench(dut):
         async def process(ctx):
             for g in range(groups):
-                ctx.set(dut.load[g].ready, 0)
+                ctx.set(dut.load[g].ready, 1)
+            ctx.set(dut.window_empty, 0)
             ctx.set(dut.host_in.payload, {"data": flit.data, "first": 1, "last": 1})
             ctx.set(dut.host_in.valid, 1)
+            for _ in range(4):   # a token is still in the window: the LOAD is not offered
+                sampled = await ctx.tick().sample(dut.host_in.ready, dut.evict.valid,
+                                                  *(dut.load[g].valid for g in range(groups)))
+                assert not any(sampled[2:])
+            ctx.set(dut.window_empty, 1)
+            for g in range(groups):
+                ctx.set(dut.load[g].ready, 0)
             for _ in range(4):   # the group's emitter is busy: the command waits
                 sampled = await ctx.tick().sample(dut.host_in.ready, *(dut.load[g].valid for g in range(groups)))
                 taken, valid = sampled[2], sampled[3:]
                 assert not taken and list(valid) == [g == groups - 1 for g in range(groups)]
             ctx.set(dut.load[groups - 1].ready, 1)
-            _, _, taken, payload = await ctx.tick().sample(dut.host_in.ready, dut.load[groups - 1].payload)
-            assert taken
+            _, _, taken, payload, evict, evicted = await ctx.tick().sample(
+                dut.host_in.ready, dut.load[groups - 1].payload, dut.evict.valid, dut.evict.payload)
+            assert taken and evict
+            assert evicted == ((groups - 1) * cfg.chiplets_per_group + 1) * cfg.experts_per_chiplet + 1
             fields = contract.host.fields[HostOp.LOAD]
             offset = 0
             for field in fields:

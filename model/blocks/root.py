@@ -8,7 +8,6 @@ from .link_fifo import LinkFifoContract
 __all__ = ["RootContract"]
 
 
-
 class RootContract:
     """Sizes and timing of the root node (derived in :class:`mozart.hw.root.Root`'s docstring).
 
@@ -22,6 +21,14 @@ class RootContract:
     up_port_flits_per_cycle : float
         The root's one input port: the ``G`` up links merge in one packet mux (``hw/root_receiver.py``) that
         passes one flit per cycle, whole packets at a time; the receiver behind it is always ready.
+    window : int
+        TOKENs the issue window holds (``hardware.issue_window``).
+    slots : int
+        Weight slots of the wafer: the root's LOADED bits, ``(group * chiplets_per_group + chiplet) * sram_slots +
+        slot``.
+    residents : int
+        Local experts of the wafer: the root's RESIDENT bits, ``(group * chiplets_per_group + chiplet) *
+        experts_per_chiplet + local``.
     """
 
     #: The packet mux behind the up links passes one flit per cycle.
@@ -31,6 +38,10 @@ class RootContract:
         self.cfg = cfg
         self.host = HostInterface(cfg)
         self.queue = LinkFifoContract(cfg.hardware.root_queue_packets * self.host.proto.max_dispatch_flits + 1)
+        self.window = cfg.hardware.issue_window
+        chiplets = cfg.groups * cfg.chiplets_per_group
+        self.slots = chiplets * cfg.hardware.sram_slots
+        self.residents = chiplets * cfg.experts_per_chiplet
 
     @property
     def entries(self) -> int:

@@ -1,0 +1,127 @@
+"""The root's issue window: holds a few TOKENs and dispatches the oldest whose experts are resident."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .root_interfaces import bits, entry_probe_signature, needs_probe_signature, token_layout
+
+__all__ = ["RootIssueWindow"]
+
+
+class RootIssueWindow(wiring.Component):
+    """Between the sequencer and the dispatcher: ``contract.window`` positions, oldest first (``docs/wafer.md`` §1).
+
+    - A TOKEN on ``token_in`` is stored in the first free position, with the RESIDENT bits of the local experts it
+      selects (asked of the expert table on ``needs``).
+    - **RESIDENT** bits: ``evict`` (a LOAD the sequencer took) clears one, ``loaded`` (a LOADED packet) sets one; a
+      set wins over a clear in one cycle.
+    - A stored token is **ready** when every RESIDENT bit it needs is set, its combine entry is free if it is a
+      ``first`` dispatch (``entry[p]`` asks the combine tracker), and no older stored token has its entry (two
+      dispatches of one token leave in order). ``token`` offers the oldest ready one; it stays stored (and
+      ``token.payload`` holds) from the transfer until ``token.ready`` is high again (the dispatcher reads it
+      while its emitters send), then leaves and the younger ones move up.
+
+    Members
+    -------
+    token_in : In(stream.Signature(token_layout))
+        TOKENs from the sequencer, in program order; taken while a position is free.
+    needs : Out(needs_probe_signature)
+        The expert table's answer for ``token_in``'s routing.
+    loaded : In(stream.Signature(range(residents), always_ready=True))
+        Sets a RESIDENT bit.
+    evict : In(stream.Signature(range(residents), always_ready=True))
+        Clears a RESIDENT bit.
+    entry : Out(entry_probe_signature).array(window)
+        Is position ``p``'s combine entry occupied.
+    token : Out(stream.Signature(token_layout))
+        To the dispatcher (see above for how long its payload holds).
+    empty : Out(1)
+        No token stored: every TOKEN taken has been dispatched.
+
+    Latency and throughput
+    ----------------------
+    A TOKEN offered on ``token_in`` is taken in that cycle if a position is free and can be offered on ``token``
+    the next cycle (one register stage). One token is dispatched at a time; its position is free the cycle after
+    ``token.ready`` is high again, and the next ready token can be offered in that same cycle. With
+    ``window = 1`` the tokens leave in program order, each once its experts are resident.
+    """
+
+    def __init__(self, contract):
+        self.contract = contract
+        self.layout = token_layout(contract)
+        super().__init__({
+            "token_in": In(stream.Signature(bits(self.layout))),
+            "needs": Out(needs_probe_signature(contract)),
+            "loaded": In(stream.Signature(range(contract.residents), always_ready=True)),
+            "evict": In(stream.Signature(range(contract.residents), always_ready=True)),
+            "entry": Out(entry_probe_signature(contract)).array(contract.window),
+            "token": Out(stream.Signature(bits(self.layout))),
+            "empty": Out(1),
+        })
+
+    def _resident_bits(self, m):
+        residents = self.contract.residents
+        resident = Signal(residents)
+        one = Const(1, residents)
+        evicted = Mux(self.evict.valid, one << self.evict.payload, 0)
+        reported = Mux(self.loaded.valid, one << self.loaded.payload, 0)
+        m.d.sync += resident.eq(resident & ~evicted | reported)
+        return resident
+
+    def _ready(self, m, stored, payload, needs, resident):
+        """Per position: stored, its experts resident, its entry free if first, no older position has its entry."""
+        ready = []
+        headers = [self.layout(p).header for p in payload]
+        for p, header in enumerate(headers):
+            m.d.comb += self.entry[p].entry.eq(header.token)
+            older_same_entry = Cat(*(stored[q] & (headers[q].token == header.token) for q in range(p)))
+            ready.append(stored[p] & ~(needs[p] & ~resident).any() & (~header.first | ~self.entry[p].occupied)
+                         & ~older_same_entry.any())
+        return ready
+
+    def _oldest(self, m, ready):
+        """The lowest ready position (position 0 holds the oldest token)."""
+        chosen = Signal(range(self.contract.window))
+        for p in reversed(range(self.contract.window)):
+            with m.If(ready[p]):
+                m.d.comb += chosen.eq(p)
+        return chosen
+
+    def elaborate(self, platform):
+        m = Module()
+        window = self.contract.window
+        payload = [Signal(len(self.token.payload), name=f"stored_token{p}") for p in range(window)]
+        needs = [Signal(self.contract.residents, name=f"stored_needs{p}") for p in range(window)]
+        count = Signal(range(window + 1))
+        stored = [count > p for p in range(window)]
+        resident = self._resident_bits(m)
+        ready = self._ready(m, stored, payload, needs, resident)
+
+        # the oldest ready position; while sending, the position being sent
+        chosen, sending, sent = self._oldest(m, ready), Signal(), Signal(range(window))
+        current = Mux(sending, sent, chosen)
+        m.d.comb += [self.token.valid.eq(~sending & Cat(*ready).any()),
+                     self.token.payload.eq(Cat(*payload).word_select(current, len(self.token.payload)))]
+        with m.If(self.token.valid & self.token.ready):
+            m.d.sync += [sending.eq(1), sent.eq(chosen)]
+        leaves = Signal()
+        m.d.comb += leaves.eq(sending & self.token.ready)
+        with m.If(leaves):
+            m.d.sync += sending.eq(0)
+
+        # storage: the leaving position's younger neighbours move up one; a new token goes behind the last
+        takes = self.token_in.valid & self.token_in.ready
+        m.d.comb += [self.token_in.ready.eq(count < window),
+                     self.needs.route.eq(self.layout(self.token_in.payload).route.as_value())]
+        remaining = count - leaves
+        for p in range(window):
+            with m.If(takes & (remaining == p)):
+                m.d.sync += [payload[p].eq(self.token_in.payload), needs[p].eq(self.needs.needs)]
+            with m.Elif(leaves & (sent <= p) & (p + 1 < window)):
+                m.d.sync += [payload[p].eq(payload[min(p + 1, window - 1)]), needs[p].eq(needs[min(p + 1, window - 1)])]
+        m.d.sync += count.eq(remaining + takes)
+        m.d.comb += self.empty.eq(count == 0)
+        return m
