@@ -6,6 +6,8 @@ empty window; a LOAD goes to its group's ``load`` stream, waits for it, and clea
 
 from __future__ import annotations
 
+import pytest
+from amaranth import Const
 from amaranth.sim import Simulator
 
 from mozart.hw.root_interfaces import token_layout
@@ -23,12 +25,24 @@ def _token_command(contract, entry):
     return HostCommand(HostOp.TOKEN, args, tuple(host.proto.pack_token(range(cfg.moe.d_model))))
 
 
-def _run(contract, bench):
-    dut = RootSequencer(contract)
+def _run(contract, bench, sequencer_class=RootSequencer):
+    dut = sequencer_class(contract)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench(dut))
     sim.run()
+
+
+def _window_empty(dut):
+    return getattr(dut, "window_empty_port", dut.window_empty)
+
+
+class _IgnoresTheWindow(RootSequencer):
+    """The mutant: takes TABLE, LOAD and WAIT_COMBINED while tokens are still in the window."""
+
+    def __init__(self, contract):
+        super().__init__(contract)
+        self.window_empty_port, self.window_empty = self.window_empty, Const(1)
 
 
 async def _send(ctx, port, flit):
@@ -43,7 +57,7 @@ async def _send(ctx, port, flit):
     ctx.set(port.valid, 0)
 
 
-def test_token_goes_to_the_window_and_table_waits_for_an_empty_window():
+def test_token_goes_to_the_window_and_table_waits_for_an_empty_window(sequencer_class=RootSequencer):
     contract = RootContract(load_config("tiny"))
     host = contract.host
     command = host.encode(_token_command(contract, entry=5))
@@ -53,7 +67,7 @@ def test_token_goes_to_the_window_and_table_waits_for_an_empty_window():
     def bench(dut):
         async def process(ctx):
             ctx.set(dut.token.ready, 0)
-            ctx.set(dut.window_empty, 1)
+            ctx.set(_window_empty(dut), 1)
             for flit in command:
                 await _send(ctx, dut.host_in, flit)
             ctx.set(dut.host_in.payload, {"data": table.data, "first": 1, "last": 1})
@@ -67,17 +81,17 @@ def test_token_goes_to_the_window_and_table_waits_for_an_empty_window():
             ctx.set(dut.token.ready, 1)           # the window takes it
             await ctx.tick()
             ctx.set(dut.token.ready, 0)
-            ctx.set(dut.window_empty, 0)          # ... and holds it: a TABLE waits
+            ctx.set(_window_empty(dut), 0)          # ... and holds it: a TABLE waits
             for _ in range(6):
                 _, _, taken, write, valid = await ctx.tick().sample(dut.host_in.ready, dut.table.valid,
                                                                     dut.token.valid)
                 assert not taken and not write and not valid
-            ctx.set(dut.window_empty, 1)          # dispatched: the table may change
+            ctx.set(_window_empty(dut), 1)          # dispatched: the table may change
             _, _, taken, write = await ctx.tick().sample(dut.host_in.ready, dut.table.valid)
             assert taken and write
         return process
 
-    _run(contract, bench)
+    _run(contract, bench, sequencer_class)
     token = token_layout(contract).from_bits(seen["payload"])
     assert token.header.token == 5 and token.header.dedup == 1
     route = [command[1 + i].data for i in range(host.route_flits)]
@@ -86,7 +100,7 @@ def test_token_goes_to_the_window_and_table_waits_for_an_empty_window():
     assert [token.flits[i] for i in range(host.token_flits)] == flits
 
 
-def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert():
+def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert(sequencer_class=RootSequencer):
     contract = RootContract(load_config("tiny"))
     cfg, groups = contract.cfg, contract.cfg.groups
     load = {"group": groups - 1, "chiplet": 1, "slot": 0, "local": 1, "addr": 77}
@@ -96,14 +110,14 @@ def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert(
         async def process(ctx):
             for g in range(groups):
                 ctx.set(dut.load[g].ready, 1)
-            ctx.set(dut.window_empty, 0)
+            ctx.set(_window_empty(dut), 0)
             ctx.set(dut.host_in.payload, {"data": flit.data, "first": 1, "last": 1})
             ctx.set(dut.host_in.valid, 1)
             for _ in range(4):   # a token is still in the window: the LOAD is not offered
                 sampled = await ctx.tick().sample(dut.host_in.ready, dut.evict.valid,
                                                   *(dut.load[g].valid for g in range(groups)))
                 assert not any(sampled[2:])
-            ctx.set(dut.window_empty, 1)
+            ctx.set(_window_empty(dut), 1)
             for g in range(groups):
                 ctx.set(dut.load[g].ready, 0)
             for _ in range(4):   # the group's emitter is busy: the command waits
@@ -122,4 +136,11 @@ def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert(
                 offset += field.bits
         return process
 
-    _run(contract, bench)
+    _run(contract, bench, sequencer_class)
+
+
+@pytest.mark.parametrize("test", [test_token_goes_to_the_window_and_table_waits_for_an_empty_window,
+                                  test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert])
+def test_a_sequencer_that_ignores_the_window_is_caught(test):
+    with pytest.raises(AssertionError):
+        test(_IgnoresTheWindow)
