@@ -52,8 +52,9 @@ class Root(wiring.Component):
 
     Structure (``docs/wafer.md`` section 1): the :class:`~mozart.hw.root_sequencer.RootSequencer` executes the
     commands and hands each TOKEN to the :class:`~mozart.hw.root_issue_window.RootIssueWindow`, which hands the
-    oldest ready one to the :class:`~mozart.hw.root_dispatcher.RootDispatcher` (expert table), which starts one :class:`~mozart.hw.root_emitter.RootGroupEmitter` per group and books the dispatch on
-    the :class:`~mozart.hw.root_combine.RootCombineTracker`; the :class:`~mozart.hw.root_receiver.RootReceiver`
+    oldest ready one to the :class:`~mozart.hw.root_dispatcher.RootDispatcher` (expert table), which starts one
+    :class:`~mozart.hw.root_emitter.RootGroupEmitter` per group and books the dispatch on the
+    :class:`~mozart.hw.root_combine.RootCombineTracker`; the :class:`~mozart.hw.root_receiver.RootReceiver`
     feeds it the COMBINE flits and the :class:`~mozart.hw.root_output.RootOutputStreamer` returns its entries.
 
     Members
