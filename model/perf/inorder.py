@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import ScheduleError
 from ..host import HostCommand, HostInterface, HostOp
+from ..placement import Placement
 from .timeline import Timeline
 
 __all__ = ["InOrderTiming", "in_order_cycles"]
@@ -135,10 +136,7 @@ class _Replay:
 
     def _use_table(self, index: int) -> None:
         self.e2c = self.tables[min(index, len(self.tables) - 1)]
-        self.local = np.zeros(len(self.e2c), dtype=np.int64)   # ascending global id on each chiplet
-        for c in np.unique(self.e2c):
-            mine = np.flatnonzero(self.e2c == c)
-            self.local[mine] = np.arange(len(mine))
+        self.local = Placement(self.e2c, self.chiplets_per_group).local_index()   # as the host's TABLE gives it
 
     def command(self, cmd: HostCommand) -> None:
         op, a = HostOp(cmd.op), cmd.args
