@@ -20,18 +20,20 @@ number of consecutive layers, and returns a :class:`WaferRun`:
   for the attention block that produces the next layer's tokens, so that the overlap of the next layer's loads
   with attention is measured, not assumed.
 
-How a layer's schedule becomes host commands (the root executes them in order): the layer's expert table;
-then per weight round ``r``: the round's LOADs in the schedule's order (a reload of a group's slots, which
-includes a later layer's first round, is preceded by ``WAIT_COMBINED`` of that group, and by the
-``WAIT_LOADED`` of the slot's previous load if nothing waited for it yet); then the round's token dispatches
-micro-batch by micro-batch, tokens ascending, each token with its experts of round ``r`` (one TOKEN command,
-which the root turns into one DISPATCH per group, or one per expert without de-duplication); before a token,
-``WAIT_LOADED`` of each slot it needs that nothing waited for yet. The schedule's per-chiplet dispatches of one
-(micro-batch, round) thus become one host TOKEN per token: the root merges the chiplets of a group into one
-packet. Coarser than the schedule: the reload waits for the whole group (the root counts results per group),
-and commands run in one order. The Baseline's barriers become WAIT_LOADED of every load of a round before the
-round's first dispatch, a reload that waits for every group's results, and (with attention) loads held until
-the layer's attention has ended: no prefetch across attention.
+How a layer's schedule becomes host commands (the root reads them in order and reorders only TOKENs, in its
+issue window: :mod:`mozart.model.host`): the layer's expert table; then per weight round ``r``: the round's LOADs
+in the schedule's order (a reload of a group's slots, which includes a later layer's first round, is preceded by
+``WAIT_COMBINED`` of that group, and by the ``WAIT_LOADED`` of the slot's previous load if nothing waited for it
+yet); then the round's token dispatches micro-batch by micro-batch, tokens ascending, each token with its
+experts of round ``r`` (one TOKEN command, which the root turns into one DISPATCH per group, or one per expert
+without de-duplication). No WAIT_LOADED precedes a token: the root holds a TOKEN in its window until every expert
+it selects is resident, and dispatches a younger token whose experts are in ahead of it. The program ends with
+the WAIT_LOADED of every load nothing waited for yet. The schedule's per-chiplet dispatches of one (micro-batch,
+round) thus become one host TOKEN per token: the root merges the chiplets of a group into one packet. Coarser
+than the schedule: the reload waits for the whole group (the root counts results per group), and a token waits
+for every expert it selects in the round, not per chiplet. The Baseline's barriers become WAIT_LOADED of every
+load of a round before the round's first dispatch, a reload that waits for every group's results, and (with
+attention) loads held until the layer's attention has ended: no prefetch across attention.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from .schedule import Attention, Dispatch, Load, Schedule, Variant, build_schedu
 
 __all__ = ["WaferRun", "RunLayer", "AttentionStandIn", "build_run", "default_placement", "FAULTS"]
 
-#: Deliberate faults for testing the testbench's watchdog: ``drop-load`` removes the first LOAD but keeps its
-#: WAIT_LOADED, so the root waits forever.
+#: Deliberate faults for testing the testbench's watchdog: ``drop-load`` removes the first LOAD, so its expert never
+#: becomes resident and the root holds every TOKEN that selects it (and any WAIT_LOADED of its slot) forever.
 FAULTS = ("none", "drop-load")
 
 
@@ -340,7 +342,6 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
     _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host.entries, first_output)
     offset = len(program.loads)
     program.loads += loads
-    load_of_expert = {ld.expert: offset + i for i, ld in enumerate(loads)}
     links = {link: 0 for link in topo.links}
     unit_index = 0
     if barriers and mb_steps:   # the Baseline loads only after the layer's attention
@@ -374,8 +375,6 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
             _, mb, t, js = units[unit_index]
             if mb_steps:
                 program.release = max(program.release, mb_steps[mb])
-            for j in js:
-                program.wait_loaded(load_of_expert[int(layer.experts[t][j])])
             k = cfg.moe.top_k
             program.add(HostOp.TOKEN, {
                 "token": (first_output + t) % host.entries, "first": int(first_unit[t] == unit_index),

@@ -1,4 +1,5 @@
-"""The root's in-order replay with finite buffers (model/perf/inorder.py) and its use in predict_cycles."""
+"""The replay of the root's command stream, issue window and finite buffers (model/perf/inorder.py) and its use in
+predict_cycles."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from mozart.model.config import load_config
 from mozart.model.host import HostCommand, HostOp
+from mozart.model.perf import inorder
 from mozart.model.perf.inorder import InOrderTiming, in_order_cycles
 
 CPE = 64
@@ -36,32 +38,38 @@ def loads_for(chiplets, done: float = 0.0) -> dict:
     return {(c, s): [(0.0, done)] for c in chiplets for s in range(2)}
 
 
+#: A LOAD of every slot of tiny's four chiplets, slot s holding local expert s (experts 2c + s): the root
+#: dispatches a token only once its experts are resident.
+LOADS = [HostCommand(HostOp.LOAD, {"group": g, "chiplet": c, "slot": s, "local": s, "addr": 0})
+         for g in range(2) for c in range(2) for s in range(2)]
+LOADED_AT_ONCE = loads_for(range(4))
+
+
 def test_finite_buffer_couples_chiplets(cfg):
     """Six tokens for chiplet 0 (group 0), then six for chiplet 2 (group 1). Unbounded, chiplet 2 starts at
     once and both finish after about 6 tokens of compute. With 2 buffer entries and a root queue of one packet (3
     flits on tiny),
     chiplet 0 holds at most 3 of its tokens (2 inside, 1 queued) and the root is stuck on the rest, so
     chiplet 2 starts only after chiplet 0 finished its first 2 tokens: at least 2 tokens' compute later."""
-    program = [token(t, [0]) for t in range(6)] + [token(6 + t, [4]) for t in range(6)]
-    free = in_order_cycles(cfg, program, e2c(), {}, UNBOUNDED)
-    tight = in_order_cycles(cfg, program, e2c(), {}, replace(UNBOUNDED, token_slots=2, queue_flits=3))
+    program = LOADS + [token(t, [0]) for t in range(6)] + [token(6 + t, [4]) for t in range(6)]
+    free = in_order_cycles(cfg, program, e2c(), LOADED_AT_ONCE, UNBOUNDED)
+    tight = in_order_cycles(cfg, program, e2c(), LOADED_AT_ONCE, replace(UNBOUNDED, token_slots=2, queue_flits=3))
     assert free < 6 * CPE + 100
     assert tight >= free + 2 * CPE
     # a full chiplet alone does not stop the root while its group's queue has room
-    assert in_order_cycles(cfg, program, e2c(), {}, replace(UNBOUNDED, token_slots=2)) == free
+    assert in_order_cycles(cfg, program, e2c(), LOADED_AT_ONCE, replace(UNBOUNDED, token_slots=2)) == free
 
 
 def test_wait_holds_every_later_command(cfg):
     """A WAIT_LOADED for a late load holds the token behind it, and so every token after that one, even one
     for a chiplet whose weights were loaded long before."""
     late = 5000.0
-    loads = {**loads_for([0, 1, 2, 3]), (2, 0): [(0.0, late)]}
-    program = [HostCommand(HostOp.LOAD, {"group": g, "chiplet": c, "slot": s, "local": s, "addr": 0})
-               for g in range(2) for c in range(2) for s in range(2)]
+    loads = {**LOADED_AT_ONCE, (2, 0): [(0.0, late)]}
+    program = LOADS
     early = [token(0, [0])]
     held = [HostCommand(HostOp.WAIT_LOADED, {"group": 1, "chiplet": 0, "slot": 0}), token(1, [4])]
     after = [token(2, [2])]
-    without_wait = in_order_cycles(cfg, program + early + after, e2c(), loads, UNBOUNDED)
+    without_wait = in_order_cycles(cfg, program + early + [token(1, [2])], e2c(), loads, UNBOUNDED)
     with_wait = in_order_cycles(cfg, program + early + held + after, e2c(), loads, UNBOUNDED)
     assert without_wait < 3 * CPE
     # token 2 (chiplet 1, loaded at 0) is issued after the wait: its output comes after the late load
@@ -75,12 +83,12 @@ def test_per_expert_packets_take_one_entry_each(cfg):
                                      "valid": [1, 1], "experts": [0, 1], "gates": [1, 1]})
     one_entry = replace(UNBOUNDED, token_slots=1)
     dedup = replace(two, args={**two.args, "dedup": 1})
-    per_expert = in_order_cycles(cfg, [two], e2c(), {}, one_entry)
-    one_packet = in_order_cycles(cfg, [dedup], e2c(), {}, one_entry)
+    per_expert = in_order_cycles(cfg, LOADS + [two], e2c(), LOADED_AT_ONCE, one_entry)
+    one_packet = in_order_cycles(cfg, LOADS + [dedup], e2c(), LOADED_AT_ONCE, one_entry)
     assert one_packet >= 2 * CPE
     # the second packet enters only after the first one's compute, then crosses the switch again
     assert per_expert >= one_packet + UNBOUNDED.hop_cycles + UNBOUNDED.chiplet_input_flits
-    assert in_order_cycles(cfg, [two], e2c(), {}, UNBOUNDED) < per_expert
+    assert in_order_cycles(cfg, LOADS + [two], e2c(), LOADED_AT_ONCE, UNBOUNDED) < per_expert
 
 
 def test_predict_cycles_in_order_is_never_below_the_engine():
@@ -101,20 +109,138 @@ def test_attention_steps_hold_commands_and_wait_for_outputs(cfg):
     from mozart.model.wafer_run import AttentionStandIn  # noqa: PLC0415
     steps = [AttentionStandIn(0, 100), AttentionStandIn(1, 50)]
     first, second = replace(token(0, [0]), release=1), replace(token(1, [4]), release=2)
-    held = in_order_cycles(cfg, [first, second], e2c(), {}, UNBOUNDED, steps)
-    alone = in_order_cycles(cfg, [first], e2c(), {}, UNBOUNDED, steps)
-    free = in_order_cycles(cfg, [token(0, [0]), token(1, [4])], e2c(), {}, UNBOUNDED)
+    held = in_order_cycles(cfg, LOADS + [first, second], e2c(), LOADED_AT_ONCE, UNBOUNDED, steps)
+    alone = in_order_cycles(cfg, LOADS + [first], e2c(), LOADED_AT_ONCE, UNBOUNDED, steps)
+    free = in_order_cycles(cfg, LOADS + [token(0, [0]), token(1, [4])], e2c(), LOADED_AT_ONCE, UNBOUNDED)
     assert alone > 100 and held >= alone + 50 + CPE and free < 100 + CPE
     with pytest.raises(Exception, match="waits for output 1 before"):   # a step that waits for a later token
-        in_order_cycles(cfg, [replace(token(0, [0]), release=2)], e2c(), {}, UNBOUNDED, steps)
+        in_order_cycles(cfg, LOADS + [replace(token(0, [0]), release=2)], e2c(), LOADED_AT_ONCE, UNBOUNDED, steps)
 
 
 def test_a_layers_tables_route_its_tokens(cfg):
     """With one expert table per layer, a token after the second TABLE block goes where the second says."""
     table = [HostCommand(HostOp.TABLE, {"expert": 0, "group": 0, "chiplet": 0, "local": 0})]
-    program = table + [token(0, [0])] + table + [token(1, [0])]
+    program = LOADS + table + [token(0, [0])] + table + [token(1, [0])]
     moved = e2c().copy()
-    moved[0] = 3
-    same = in_order_cycles(cfg, program, np.stack([e2c(), e2c()]), {}, UNBOUNDED)
-    other = in_order_cycles(cfg, program, np.stack([e2c(), moved]), {}, UNBOUNDED)
+    moved[0] = 3   # local 0 of chiplet 3 (ascending global id: 0, 6, 7)
+    same = in_order_cycles(cfg, program, np.stack([e2c(), e2c()]), LOADED_AT_ONCE, UNBOUNDED)
+    other = in_order_cycles(cfg, program, np.stack([e2c(), moved]), LOADED_AT_ONCE, UNBOUNDED)
     assert other < same   # the second token computes on another chiplet, in parallel with the first
+
+
+# --- the issue window (hardware.issue_window): a ready younger TOKEN goes ahead of one waiting for its load ---
+
+LATE = 3000.0
+#: expert 0's load (chiplet 0, slot 0) ends late; every other expert is resident at once
+LATE_EXPERT_0 = {**LOADED_AT_ONCE, (0, 0): [(0.0, LATE)]}
+WINDOW_2 = replace(UNBOUNDED, issue_window=2)
+#: twenty tokens for chiplet 2 (expert 4, resident at once): 20 tokens' compute if they wait for expert 0
+READY_TOKENS = [token(t, [4]) for t in range(1, 21)]
+
+
+def ignore_readiness(monkeypatch):
+    """Mutant: the root dispatches a token whether or not its experts are resident."""
+    monkeypatch.setattr(inorder._Replay, "_ready", lambda self, entry, experts: 0.0)
+
+
+def test_window_lets_a_ready_token_go_ahead(cfg, monkeypatch):
+    """Token 0 waits for expert 0's late load. In order (W = 1) the twenty ready tokens behind it wait too; with
+    W = 2 they are dispatched while it waits, and token 0 still computes only after its load."""
+    program = LOADS + [token(0, [0])] + READY_TOKENS
+    in_order = in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, UNBOUNDED)
+    window = in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, WINDOW_2)
+    assert in_order >= LATE + 20 * CPE
+    assert LATE + CPE <= window <= in_order - 15 * CPE
+    ignore_readiness(monkeypatch)
+    assert in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, WINDOW_2) < LATE
+
+
+def test_a_token_no_load_made_resident_is_an_error(cfg):
+    """The root would hold it forever (a later LOAD waits for the window to empty): the replay says so."""
+    with pytest.raises(Exception, match="TOKEN 0 selects expert 0, which no earlier LOAD made resident"):
+        in_order_cycles(cfg, [token(0, [0])], e2c(), {}, WINDOW_2)
+
+
+def test_same_entry_holds_a_younger_token_back(cfg, monkeypatch):
+    """A token split over two dispatches (first on expert 0, waiting for its load; final on expert 4, ready):
+    the final dispatch must not pass the first one, so the window stays full and the twenty ready tokens behind
+    wait for the load. Mutant without the same-entry rule: they go at once."""
+    split = [HostCommand(HostOp.TOKEN, {"token": 0, "first": 1, "final": 0, "dedup": 1, "save": 0,
+                                        "valid": [1, 0], "experts": [0, 4], "gates": [1, 1]}),
+             HostCommand(HostOp.TOKEN, {"token": 0, "first": 0, "final": 1, "dedup": 1, "save": 0,
+                                        "valid": [0, 1], "experts": [0, 4], "gates": [1, 1]})]
+    program = LOADS + split + READY_TOKENS
+    assert in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, WINDOW_2) >= LATE + 20 * CPE
+    monkeypatch.setattr(inorder._Replay, "_held_by_older", lambda self, i: False)
+    assert in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, WINDOW_2) < LATE + 5 * CPE
+
+
+@pytest.mark.parametrize("command", [
+    HostCommand(HostOp.TABLE, {"expert": 0, "group": 0, "chiplet": 0, "local": 0}),
+    HostCommand(HostOp.LOAD, {"group": 1, "chiplet": 1, "slot": 0, "local": 0, "addr": 0}),
+    HostCommand(HostOp.WAIT_COMBINED, {"groups": [1, 1]})], ids=lambda c: c.op.name)
+def test_table_load_and_wait_combined_wait_for_an_empty_window(cfg, monkeypatch, command):
+    """The command after the waiting token 0 holds the ready tokens behind it until token 0 was dispatched (after
+    its load). Mutant where the command does not wait for the window: they go ahead."""
+    program = LOADS + [token(0, [0]), command] + READY_TOKENS
+    loads = {**LATE_EXPERT_0, (3, 0): [(0.0, 0.0), (0.0, 0.0)]}
+    assert in_order_cycles(cfg, program, e2c(), loads, WINDOW_2) >= LATE + 20 * CPE
+    monkeypatch.setattr(inorder._Replay, "WAIT_FOR_EMPTY_WINDOW", ())
+    assert in_order_cycles(cfg, program, e2c(), loads, WINDOW_2) < LATE + 5 * CPE
+
+
+def test_ties_go_to_the_oldest(cfg, monkeypatch):
+    """Tokens 0 and 1 both wait for loads that end together: the window dispatches the older first, as in order
+    (same cycles as W = 1). Mutant that breaks ties to the youngest: token 1 first, so output 0 leaves later."""
+    program = LOADS + [token(0, [0]), token(1, [1])]
+    loads = {**LATE_EXPERT_0, (0, 1): [(0.0, LATE - 1)]}   # issued a cycle after slot 0's: both end together
+    in_order = in_order_cycles(cfg, program, e2c(), loads, UNBOUNDED)
+    assert in_order_cycles(cfg, program, e2c(), loads, WINDOW_2) == in_order
+    start = inorder._Replay._start
+    monkeypatch.setattr(inorder._Replay, "_start",
+                        lambda self, i: None if (s := start(self, i)) is None else s - 1e-6 * i)
+    assert in_order_cycles(cfg, program, e2c(), loads, WINDOW_2) > in_order
+
+
+def test_outputs_leave_in_token_order_after_out_of_order_dispatch(cfg, monkeypatch):
+    """Tokens 1-3 go ahead of token 0 (waiting for its load) and finish first, but the outputs leave in token order:
+    the attention step that waits for two outputs (0 and 1) ends only 100 cycles after token 0's, and the token it
+    releases computes after that. Mutant that numbers outputs in the order they complete: the step takes tokens 1
+    and 2 and ends long before token 0's load."""
+    from mozart.model.wafer_run import AttentionStandIn  # noqa: PLC0415
+    program = LOADS + [token(t, [0 if t == 0 else 4]) for t in range(4)] + [replace(token(4, [4]), release=1)]
+    steps = [AttentionStandIn(2, 100)]
+    window_4 = replace(UNBOUNDED, issue_window=4)
+    assert in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, window_4, steps) >= LATE + 2 * CPE + 100
+    monkeypatch.setattr(inorder._Outputs, "returned",
+                        lambda self, output, done: self.done.setdefault(len(self.done), done))
+    assert in_order_cycles(cfg, program, e2c(), LATE_EXPERT_0, window_4, steps) < LATE + 2 * CPE + 100
+
+
+def test_in_order_timing_takes_the_configs_window(cfg):
+    from mozart.model.config import override  # noqa: PLC0415
+    from mozart.model.perf.rtl import in_order_timing  # noqa: PLC0415
+    assert in_order_timing(cfg).issue_window == cfg.hardware.issue_window
+    assert in_order_timing(override(cfg, {"hardware.issue_window": 5})).issue_window == 5
+
+
+def test_output_numbers_follow_the_tokens_not_their_final_dispatches():
+    """With two weight rounds a token's final dispatch may come before an older token's: the replay numbers each
+    TOKEN's output from its combine entry (here entry = token, 64 entries per 64-token layer), which counting
+    final dispatches in program order (the mutant) gets wrong."""
+    from mozart.model.config import override  # noqa: PLC0415
+    from mozart.model.wafer_run import build_run  # noqa: PLC0415
+    cfg = override(load_config("tiny"), {"hardware.tag_bits": 6})
+    run = build_run(cfg, variant="C", tokens=64, seed=3, slots=1, layers=2)
+    numbers, layer, finals, previous = inorder._OutputNumbers(64), -1, 0, None
+    by_entry, by_final_order = [], []
+    for cmd in run.commands:
+        layer += cmd.op is HostOp.TABLE and previous is not HostOp.TABLE
+        previous = cmd.op
+        if cmd.op is HostOp.TOKEN:
+            by_entry.append((numbers.take(cmd.args["token"], bool(cmd.args["final"])), layer * 64 + cmd.args["token"]))
+            if cmd.args["final"]:
+                by_final_order.append((finals, layer * 64 + cmd.args["token"]))
+                finals += 1
+    assert len(by_entry) > 128 and all(n == truth for n, truth in by_entry)
+    assert any(n != truth for n, truth in by_final_order)

@@ -32,13 +32,15 @@ def test_host_codec_round_trip():
 @pytest.mark.parametrize("variant", ["baseline", "A", "B", "C"])
 @pytest.mark.parametrize("slots,layers", [(None, 1), (1, 1), (1, 2)])
 def test_program_serves_every_pair_once_after_its_load(variant, slots, layers):
-    """Every (token, expert) pair of every layer is dispatched once, after the LOADED of a slot of its chiplet
-    that holds that layer's expert; a layer's tokens follow its expert table."""
+    """Every (token, expert) pair of every layer is dispatched once, by a TOKEN after the LOAD of that layer's
+    expert into a slot of its chiplet that no later LOAD overwrote (the root holds the TOKEN until the expert is
+    RESIDENT); in the Baseline also after that slot's WAIT_LOADED (its barrier); a layer's tokens follow its
+    expert table."""
     cfg = load_config("tiny")
     run = build_run(cfg, variant=variant, tokens=64, seed=3, slots=slots, skew=1.0, layers=layers)
     host = HostInterface(cfg)
     served = np.zeros((layers, *run.layers[0].experts.shape), dtype=int)
-    waited, resident = set(), {}
+    waited, loaded, holder = set(), {}, {}
     table, layer, previous = {}, -1, None
     for cmd in run.commands:
         a = cmd.args
@@ -47,8 +49,10 @@ def test_program_serves_every_pair_once_after_its_load(variant, slots, layers):
                 layer, table = layer + 1, {}
             table[a["expert"]] = a["local"]
         elif cmd.op is HostOp.LOAD:
-            resident[(a["group"], a["chiplet"], a["slot"])] = (a["addr"], a["local"])
-            waited.discard((a["group"], a["chiplet"], a["slot"]))
+            slot = (a["group"], a["chiplet"], a["slot"])
+            loaded[(a["group"], a["chiplet"], a["local"])] = (slot, a["addr"])
+            holder[slot] = a["local"]
+            waited.discard(slot)
         elif cmd.op is HostOp.WAIT_LOADED:
             waited.add((a["group"], a["chiplet"], a["slot"]))
         elif cmd.op is HostOp.TOKEN:
@@ -60,8 +64,9 @@ def test_program_serves_every_pair_once_after_its_load(variant, slots, layers):
                     e = a["experts"][j]
                     g, cl = divmod(int(this.expert_to_chiplet[e]), cfg.chiplets_per_group)
                     image = Protocol(cfg).expert_image_base(int(this.image_index[e]), this.index)
-                    assert any(k[:2] == (g, cl) and k in waited and resident[k] == (image, table[e])
-                               for k in resident), "dispatch before the LOADED of its layer's expert"
+                    slot, addr = loaded[(g, cl, table[e])]
+                    assert addr == image and holder[slot] == table[e], "dispatch before the LOAD of its layer's expert"
+                    assert slot in waited or variant != "baseline", "a Baseline dispatch before its barrier"
                     served[layer, t, j] += 1
             assert a["dedup"] == (variant in ("B", "C"))
         previous = cmd.op
@@ -146,3 +151,50 @@ def test_layers_must_fit_the_dram_and_the_trace():
         build_run(cfg, tokens=16, layer=2)
     with pytest.raises(ConfigError, match=r"layer must be in 0..0 \(the first of 2"):
         build_run(cfg, tokens=16, layer=1, layers=2)
+
+
+def _stray_wait_loaded(commands) -> list[int]:
+    """Indices of WAIT_LOADEDs that neither precede a LOAD (a reload waits for the slot's previous load) nor
+    belong to the program's final waits (after its last TOKEN): the ones that hold tokens."""
+    ops = [c.op for c in commands]
+    last_token = max(i for i, op in enumerate(ops) if op is HostOp.TOKEN)
+    stray = []
+    for i, op in enumerate(ops[:last_token]):
+        if op is HostOp.WAIT_LOADED:
+            following = next(o for o in ops[i:] if o is not HostOp.WAIT_LOADED)
+            if following is not HostOp.LOAD:
+                stray.append(i)
+    return stray
+
+
+@pytest.mark.parametrize("slots", [None, 1])
+def test_streaming_programs_hold_no_token_behind_a_wait_loaded(slots):
+    """The streaming variants leave a token's wait for its weights to the root's issue window: no WAIT_LOADED
+    between a round's LOADs and its tokens (only before a reload and at the end). The Baseline keeps its barriers:
+    a WAIT_LOADED of every load of the round before the round's first TOKEN. Mutant: a WAIT_LOADED put back in
+    front of a token is found."""
+    cfg = load_config("tiny")
+    for variant in ("A", "B", "C"):
+        commands = build_run(cfg, variant=variant, tokens=64, seed=2, slots=slots, layers=2).commands
+        assert _stray_wait_loaded(commands) == []
+        first_token = next(i for i, c in enumerate(commands) if c.op is HostOp.TOKEN)
+        load = next(c for c in commands if c.op is HostOp.LOAD).args
+        wait = HostCommand(HostOp.WAIT_LOADED, {k: load[k] for k in ("group", "chiplet", "slot")})
+        assert _stray_wait_loaded(commands[:first_token] + [wait] + commands[first_token:]) == [first_token]
+    baseline = build_run(cfg, variant="baseline", tokens=64, seed=2, slots=slots, layers=2).commands
+    ops = [c.op for c in baseline]
+    first_token = ops.index(HostOp.TOKEN)
+    round_loads = ops[:first_token].count(HostOp.LOAD)
+    assert ops[:first_token].count(HostOp.WAIT_LOADED) == round_loads
+    assert len(_stray_wait_loaded(baseline)) >= round_loads
+
+
+def test_drop_load_leaves_a_token_never_resident():
+    """The watchdog's fault: without the first LOAD, a token's expert never becomes resident, so the root would
+    hold it forever, as the replay reports."""
+    from mozart.model.perf.rtl import predict_cycles  # noqa: PLC0415
+    cfg = load_config("tiny")
+    good = build_run(cfg, tokens=16)
+    assert predict_cycles(good) > 0
+    with pytest.raises(ScheduleError, match="no earlier LOAD made resident"):
+        predict_cycles(build_run(cfg, tokens=16, fault="drop-load"))

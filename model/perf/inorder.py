@@ -1,17 +1,26 @@
-"""The root's in-order command stream with finite buffers, token by token: what the event engine leaves out.
+"""The root's command stream and issue window with finite buffers, token by token: what the event engine leaves
+out.
 
 The event engine (:mod:`mozart.model.perf.engine`) gives every chiplet an unbounded input queue and takes each
-schedule command as soon as its own dependencies are met. The RTL root executes one host program in order
-(``docs/wafer.md`` §1): a WAIT holds every later command, a TOKEN is written into per-group queues of a few
-packets, and a chiplet takes a dispatch only while its activation buffer has a free entry (``token_slots``
-entries, each released when the chiplet's engine has finished the token). So a chiplet that is behind fills
-its buffer, its group's queue, then stops the root, and every other chiplet behind the root waits too. A
-de-duplicated dispatch also needs an entry in its switch's reduction table (a few per group).
+schedule command as soon as its own dependencies are met. The RTL root reads one host program in order
+(:mod:`mozart.model.host`): a WAIT holds every later command; a TOKEN is stored in one of ``issue_window``
+window positions (the stream holds while all are full), and the root dispatches, one at a time, the oldest
+stored TOKEN that is ready (every expert it selects resident, its combine entry free if it is a first dispatch,
+no older stored TOKEN with the same entry); TABLE, LOAD and WAIT_COMBINED wait until the window is empty. A
+dispatch writes the token's packets into per-group queues of a few packets, and a chiplet takes a dispatch only
+while its activation buffer has a free entry (``token_slots`` entries, each released when the chiplet's engine
+has finished the token). So a chiplet that is behind fills its buffer, its group's queue, then stops the
+root's dispatcher, and every other chiplet behind the root waits too. A de-duplicated dispatch also needs an
+entry in its switch's reduction table (a few per group).
 
 :func:`in_order_cycles` replays the host program (:class:`~mozart.model.host.HostCommand` list) with these
-rules, token by token, on the RTL's numbers (:class:`InOrderTiming`); the weight loads' durations come from
-the engine (``load_times``: the engine's ready and done times of each load), shifted to when the root issues
-them. It is a model of the RTL's issue and buffering only: it has no link contention beyond each root link's
+rules on the RTL's numbers (:class:`InOrderTiming`); the weight loads' durations come from the engine
+(``load_times``: the engine's ready and done times of each load), shifted to when the root issues them. The
+command stream (host flits, WAITs, attention releases) and the dispatcher keep separate times. The window is
+replayed exactly without an event queue by dispatching lazily, only when forced (a TOKEN finds the window full;
+a TABLE, LOAD or WAIT_COMBINED needs it empty; the host waits for outputs; the program ends): then the stored
+TOKENs are all that can compete, and the next dispatch is the one that can start first (ties to the oldest).
+It is a model of the RTL's issue and buffering only: it has no link contention beyond each root link's
 serialisation and the root's one input port, no reduction throughput and no activation saving (the engine has
 those). The input port: the G up links merge in one packet mux at ``port_flits_per_cycle``, so each result
 packet (a COMBINE, or a switch's reduced result) takes the port's earliest free time after its head arrives,
@@ -30,6 +39,7 @@ import numpy as np
 
 from ..errors import ScheduleError
 from ..host import HostCommand, HostInterface, HostOp
+from ..placement import Placement
 from .timeline import Timeline
 
 __all__ = ["InOrderTiming", "in_order_cycles"]
@@ -37,7 +47,7 @@ __all__ = ["InOrderTiming", "in_order_cycles"]
 
 @dataclass(frozen=True)
 class InOrderTiming:
-    """The RTL properties the in-order replay uses (each from an RTL block, nothing fitted).
+    """The RTL properties the replay uses (each from an RTL block, nothing fitted).
 
     cycles_per_expert : chiplet compute cycles per (token, local expert)
     token_slots : chiplet activation-buffer entries; an entry is freed when the engine finishes its token
@@ -51,6 +61,7 @@ class InOrderTiming:
     loaded_cycles : cycles from a load's last word to its LOADED at the root
     port_flits_per_cycle : the root's input port, which every group's results share (default: none, each up
         link has its own; ``in_order_timing`` sets the RTL's)
+    issue_window : TOKENs the root holds at once (``hardware.issue_window``; default 1: in program order)
     """
 
     cycles_per_expert: int
@@ -63,141 +74,288 @@ class InOrderTiming:
     chiplet_output_flits: int
     loaded_cycles: float
     port_flits_per_cycle: float = math.inf
+    issue_window: int = 1
 
 
 def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet,
                     load_times: dict[tuple[int, int], list[tuple[float, float]]], timing: InOrderTiming,
                     attention: Sequence = ()) -> float:
-    """Cycles from the first host command to the last output flit when the root executes ``commands`` in
-    order with finite buffers (module doc).
+    """Cycles from the first host command to the last output flit when the root reads ``commands`` in order,
+    reorders TOKENs in its issue window and dispatches them through finite buffers (module doc).
 
     ``expert_to_chiplet``: the expert table, ``[E]``, or one per layer ``[layers, E]`` (a layer's table holds
-    from its first TABLE command on). ``load_times[(chiplet, slot)]`` lists the engine's ``(ready, done)`` of
-    each load of that global chiplet's slot, in order; the n-th LOAD of the slot in ``commands`` is the n-th
-    there. A load issued by the root at ``now`` ends at ``done + max(0, now - ready)``. ``attention``: the host's
-    attention stand-ins (:class:`~mozart.model.wafer_run.AttentionStandIn`): step ``n`` starts when the host
-    holds its ``outputs`` outputs and step ``n - 1`` has ended, and a command with ``release = n`` is sent no
-    sooner than step ``n``'s end. A token's combine entry is free again once the entry's previous token left.
-    """
-    host = HostInterface(cfg)
-    proto = host.proto
-    C = cfg.chiplets_per_group
-    tables = np.asarray(expert_to_chiplet).reshape(-1, cfg.moe.experts)
-    table_index, e2c = -1, tables[0]   # a program without TABLE commands uses the first
-    t = timing
-    now = 0.0
-    outputs = _Outputs(proto.partial_flits, attention)
-    issued = defaultdict(int)                    # (chiplet, slot) -> LOADs issued
-    load_done: dict[tuple[int, int], float] = {}  # (chiplet, slot) -> its latest load's end
-    ends = defaultdict(list)       # chiplet -> end of every token it took (frees a buffer entry)
-    last_end = defaultdict(float)  # chiplet -> when its engine is free
-    queued = defaultdict(list)     # group -> (leave, flits) of its packets, oldest first, that may be queued
-    table = defaultdict(list)      # group -> min-heap of the done times of its open reduction entries
-    free_link = defaultdict(float)  # group -> when down[g] is free (one flit per cycle)
-    owed = defaultdict(float)      # group -> latest result of a dispatch to it, at the root
-    result: dict[int, float] = {}  # combine entry -> latest result at the root
-    back = t.chiplet_output_flits + 2 * t.hop_cycles   # chiplet engine done -> COMBINE at the root
-    port = Timeline()  # the root's input port: result packets of every group
-    port_cycles = t.chiplet_output_flits / t.port_flits_per_cycle
-    previous_op = None
+    from its first TABLE command on; an expert's local index is its index on its chiplet, ascending global id,
+    as the host's TABLE gives it). ``load_times[(chiplet, slot)]`` lists the engine's ``(ready, done)`` of each
+    load of that global chiplet's slot, in order; the n-th LOAD of the slot in ``commands`` is the n-th there. A
+    load issued by the root at ``now`` ends at ``done + max(0, now - ready)``; its expert is resident
+    ``loaded_cycles`` later. ``attention``: the host's attention stand-ins
+    (:class:`~mozart.model.wafer_run.AttentionStandIn`): step ``n`` starts when the host holds its ``outputs``
+    outputs and step ``n - 1`` has ended, and a command with ``release = n`` is sent no sooner than step ``n``'s
+    end. Outputs leave in output order (the n-th token of the run is output n, whatever order its dispatches
+    took); a token's combine entry is free again once output ``n - entries`` left."""
+    replay = _Replay(cfg, expert_to_chiplet, load_times, timing, attention)
     for cmd in commands:
+        replay.command(cmd)
+    replay.drain()
+    return replay.outputs.last()
+
+
+@dataclass
+class _Stored:
+    """A TOKEN in the root's issue window."""
+
+    args: dict
+    output: int      # the token's output number over the run
+    arrival: float   # its last host flit was read
+    ready: float     # every expert it selects is resident
+    chiplets: list   # the global chiplet of each selected expert
+
+
+class _Replay:
+    """The root's command stream (its time ``now``) and issue window in front of the dispatcher."""
+
+    #: Commands that first wait until the window is empty (every stored TOKEN's dispatch has ended).
+    WAIT_FOR_EMPTY_WINDOW = (HostOp.TABLE, HostOp.LOAD, HostOp.WAIT_COMBINED)
+
+    def __init__(self, cfg, expert_to_chiplet, load_times, timing: InOrderTiming, attention: Sequence):
+        self.host = HostInterface(cfg)
+        self.chiplets_per_group = cfg.chiplets_per_group
+        self.tables = np.asarray(expert_to_chiplet).reshape(-1, cfg.moe.experts)
+        self.table_index = -1   # a program without TABLE commands uses the first
+        self._use_table(0)
+        self.load_times, self.timing = load_times, timing
+        self.now = 0.0
+        self.outputs = _Outputs(self.host.proto.partial_flits, self.host.entries, attention)
+        self.numbers = _OutputNumbers(self.host.entries)
+        self.dispatcher = _Dispatcher(cfg, timing)
+        self.window: list[_Stored] = []    # oldest first
+        self.issued = defaultdict(int)     # (chiplet, slot) -> LOADs issued
+        self.load_done: dict[tuple[int, int], float] = {}   # (chiplet, slot) -> its latest load's end
+        self.resident: dict[tuple[int, int], float] = {}    # (chiplet, local) -> RESIDENT since
+        self.previous_op = None
+
+    def _use_table(self, index: int) -> None:
+        self.e2c = self.tables[min(index, len(self.tables) - 1)]
+        self.local = Placement(self.e2c, self.chiplets_per_group).local_index()   # as the host's TABLE gives it
+
+    def command(self, cmd: HostCommand) -> None:
         op, a = HostOp(cmd.op), cmd.args
         if cmd.release:
-            now = max(now, outputs.released(cmd.release))
+            self.now = max(self.now, self._released(cmd.release))
+        if op in self.WAIT_FOR_EMPTY_WINDOW:
+            self.drain()
+            self.now = max(self.now, self.dispatcher.free)
         if op is HostOp.TABLE:
-            if previous_op is not HostOp.TABLE:
-                table_index += 1
-            e2c = tables[min(table_index, len(tables) - 1)]
-            now += host.flits(op)
+            if self.previous_op is not HostOp.TABLE:
+                self.table_index += 1
+                self._use_table(self.table_index)
+            self.now += self.host.flits(op)
         elif op is HostOp.LOAD:
-            now += host.flits(op)
-            key = (a["group"] * C + a["chiplet"], a["slot"])
-            ready, done = load_times[key][issued[key]]
-            issued[key] += 1
-            load_done[key] = done + max(0.0, now - ready)
+            self.now += self.host.flits(op)
+            chiplet = a["group"] * self.chiplets_per_group + a["chiplet"]
+            key = (chiplet, a["slot"])
+            ready, done = self.load_times[key][self.issued[key]]
+            self.issued[key] += 1
+            self.load_done[key] = done + max(0.0, self.now - ready)
+            self.resident[(chiplet, a["local"])] = self.load_done[key] + self.timing.loaded_cycles
         elif op is HostOp.WAIT_LOADED:
-            now = max(now + host.flits(op), load_done[(a["group"] * C + a["chiplet"], a["slot"])] + t.loaded_cycles)
+            end = self.load_done[(a["group"] * self.chiplets_per_group + a["chiplet"], a["slot"])]
+            self.now = max(self.now + self.host.flits(op), end + self.timing.loaded_cycles)
         elif op is HostOp.WAIT_COMBINED:
-            now = max([now + host.flits(op)] + [owed[g] for g, on in enumerate(a["groups"]) if on])
+            owed = [self.dispatcher.owed[g] for g, on in enumerate(a["groups"]) if on]
+            self.now = max([self.now + self.host.flits(op)] + owed)
         elif op is HostOp.TOKEN:
-            now += host.flits(op)
-            if a["first"]:   # the combine entry must have been returned by its previous token
-                now = max(now, outputs.entry_free(a["token"]))
-            chips = [int(e2c[a["experts"][j]]) for j, v in enumerate(a["valid"]) if v]
-            if a["dedup"]:   # one packet per group: {chiplet: its selected experts}
-                groups: dict[int, dict[int, int]] = {}
-                for c in chips:
-                    pk = groups.setdefault(c // C, {})
-                    pk[c] = pk.get(c, 0) + 1
-                packets = [(g, pk, 1 + len(pk) * proto.route_flits + proto.token_flits) for g, pk in groups.items()]
-            else:            # one packet per selected expert
-                packets = [(c // C, {c: 1}, 1 + proto.route_flits + proto.token_flits) for c in chips]
-            # the root writes the packets when every group's queue has room for them (in flits)
-            per_group = defaultdict(int)
-            for g, _, flits in packets:
-                per_group[g] += flits
-            for g, n in per_group.items():
-                q = queued[g]
-                while q and (q[0][0] <= now or sum(f for _, f in q) + n > t.queue_flits):
-                    now = max(now, q.pop(0)[0])
-            written = defaultdict(float)   # flits written so far per group
-            entry = a["token"]
-            for g, pk, flits in packets:
-                written[g] += flits
-                leave = max(now + written[g] + t.queue_latency, free_link[g])
-                for c in pk:   # a chiplet takes the packet only with a free buffer entry
-                    if len(ends[c]) >= t.token_slots:
-                        leave = max(leave, ends[c][-t.token_slots])
-                if a["dedup"] and len(table[g]) >= t.reduction_entries:   # and the switch a table entry
-                    leave = max(leave, heapq.heappop(table[g]))
-                queued[g].append((leave, flits))
-                free_link[g] = leave + flits
-                done = 0.0
-                for c, n in pk.items():
-                    start = max(leave + t.hop_cycles + t.chiplet_input_flits, last_end[c])
-                    last_end[c] = start + n * t.cycles_per_expert
-                    ends[c].append(last_end[c])
-                    done = max(done, last_end[c] + back)
-                # the port passes the packet no sooner than its up link delivers it (tail at ``done``), in
-                # its next free time
-                start = port.earliest(done - port_cycles, port_cycles)
-                port.occupy(start, start + port_cycles)
-                done = start + port_cycles
-                if a["dedup"]:
-                    heapq.heappush(table[g], done - t.hop_cycles)   # the reduced result leaves the switch
-                owed[g] = max(owed[g], done)
-                result[entry] = max(result.get(entry, 0.0), done)
-            now += max(written.values(), default=0) + 1
-            if a["final"]:
-                outputs.returned(entry, result.pop(entry))
-        previous_op = op
-    return outputs.last()
+            self._store(a)
+        self.previous_op = op
+
+    def _store(self, a) -> None:
+        """A TOKEN enters the window once a position is free (the one dispatched next frees first)."""
+        if len(self.window) >= self.timing.issue_window:
+            self.now = max(self.now, self._dispatch_next())
+        self.now += self.host.flits(HostOp.TOKEN)
+        selected = [int(a["experts"][j]) for j, v in enumerate(a["valid"]) if v]
+        output = self.numbers.take(a["token"], bool(a["final"]))
+        self.window.append(_Stored(a, output, self.now, self._ready(a["token"], selected),
+                                   [int(self.e2c[e]) for e in selected]))
+
+    def _ready(self, entry: int, experts: list[int]) -> float:
+        """When every one of ``experts`` is RESIDENT (its (chiplet, local)'s latest load has been LOADED)."""
+        ready = 0.0
+        for e in experts:
+            c, local = int(self.e2c[e]), int(self.local[e])
+            if (c, local) not in self.resident:   # a later LOAD waits for the window to empty: never
+                raise ScheduleError(f"TOKEN {entry} selects expert {e}, which no earlier LOAD made resident on "
+                                    f"chiplet {c} (local {local}): the root would hold it forever")
+            ready = max(ready, self.resident[(c, local)])
+        return ready
+
+    def _held_by_older(self, i: int) -> bool:
+        """An older stored TOKEN has stored TOKEN ``i``'s combine entry: it goes first."""
+        return any(o.args["token"] == self.window[i].args["token"] for o in self.window[:i])
+
+    def _start(self, i: int) -> float | None:
+        """When stored TOKEN ``i`` could be dispatched (None: not before an older stored one)."""
+        s = self.window[i]
+        if self._held_by_older(i):
+            return None
+        start = max(s.arrival, s.ready, self.dispatcher.free)
+        if s.args["first"]:   # the entry must have been returned by its previous token
+            if not self.outputs.complete(s.output - self.host.entries + 1):
+                return None   # an older output is still in the window
+            start = max(start, self.outputs.entry_free(s.output))
+        return start
+
+    def _dispatch_next(self) -> float:
+        """Dispatch the stored TOKEN that can start first (ties to the oldest); return its dispatch's end."""
+        best, best_start = None, math.inf
+        for i in range(len(self.window)):
+            start = self._start(i)
+            if start is not None and start < best_start:
+                best, best_start = i, start
+        if best is None:
+            raise ScheduleError(f"no TOKEN in the root's issue window can be dispatched: "
+                                f"{[s.args['token'] for s in self.window]}")
+        s = self.window.pop(best)
+        done = self.dispatcher.dispatch(s, best_start)
+        if s.args["final"]:
+            self.outputs.returned(s.output, done)
+        return self.dispatcher.free
+
+    def drain(self) -> None:
+        while self.window:
+            self._dispatch_next()
+
+    def _released(self, step: int) -> float:
+        """The end of attention step ``step``; the dispatcher goes on with the stored TOKENs meanwhile, until the
+        outputs the steps wait for are complete (no later TOKEN arrives before then)."""
+        needed = self.outputs.needed(step)
+        while self.window and not self.outputs.complete(needed):
+            self._dispatch_next()
+        return self.outputs.released(step)
+
+
+class _OutputNumbers:
+    """A TOKEN's output number over the run from its combine entry (output mod ``entries``): the unique one from
+    the lowest output not yet finally dispatched on (the host program keeps every token within ``entries`` of it)."""
+
+    def __init__(self, entries: int):
+        self.entries, self.lowest, self.finished = entries, 0, set()
+
+    def take(self, entry: int, final: bool) -> int:
+        n = self.lowest + (entry - self.lowest) % self.entries
+        if final:
+            self.finished.add(n)
+            while self.lowest in self.finished:
+                self.finished.remove(self.lowest)
+                self.lowest += 1
+        return n
+
+
+class _Dispatcher:
+    """The root's dispatcher and everything behind it: per-group queues and down links, the switches' reduction
+    tables, the chiplets' buffers and engines, and the root's input port. One TOKEN at a time, in dispatch order."""
+
+    def __init__(self, cfg, timing: InOrderTiming):
+        self.proto, self.timing, self.chiplets_per_group = HostInterface(cfg).proto, timing, cfg.chiplets_per_group
+        self.free = 0.0                # the dispatcher is ready for the next TOKEN
+        self.ends = defaultdict(list)       # chiplet -> end of every token it took (frees a buffer entry)
+        self.last_end = defaultdict(float)  # chiplet -> when its engine is free
+        self.queued = defaultdict(list)     # group -> (leave, flits) of its packets, oldest first, maybe queued
+        self.table = defaultdict(list)      # group -> min-heap of the done times of its open reduction entries
+        self.free_link = defaultdict(float)  # group -> when down[g] is free (one flit per cycle)
+        self.owed = defaultdict(float)      # group -> latest result of a dispatch to it, at the root
+        self.result: dict[int, float] = {}  # output -> latest result at the root
+        self.back = timing.chiplet_output_flits + 2 * timing.hop_cycles   # engine done -> COMBINE at the root
+        self.port = Timeline()   # the root's input port: result packets of every group
+        self.port_cycles = timing.chiplet_output_flits / timing.port_flits_per_cycle
+
+    def _packets(self, s: _Stored) -> list[tuple[int, dict[int, int], int]]:
+        """(group, {chiplet: selected experts}, flits) of each DISPATCH packet of the TOKEN."""
+        proto, C = self.proto, self.chiplets_per_group
+        if not s.args["dedup"]:   # one packet per selected expert
+            return [(c // C, {c: 1}, 1 + proto.route_flits + proto.token_flits) for c in s.chiplets]
+        groups: dict[int, dict[int, int]] = {}   # one packet per group
+        for c in s.chiplets:
+            pk = groups.setdefault(c // C, {})
+            pk[c] = pk.get(c, 0) + 1
+        return [(g, pk, 1 + len(pk) * proto.route_flits + proto.token_flits) for g, pk in groups.items()]
+
+    def dispatch(self, s: _Stored, now: float) -> float:
+        """Dispatch ``s`` from ``now`` on; returns when its output's results are all at the root so far."""
+        t = self.timing
+        packets = self._packets(s)
+        # the root writes the packets when every group's queue has room for them (in flits)
+        per_group = defaultdict(int)
+        for g, _, flits in packets:
+            per_group[g] += flits
+        for g, n in per_group.items():
+            q = self.queued[g]
+            while q and (q[0][0] <= now or sum(f for _, f in q) + n > t.queue_flits):
+                now = max(now, q.pop(0)[0])
+        written = defaultdict(float)   # flits written so far per group
+        for g, pk, flits in packets:
+            written[g] += flits
+            leave = max(now + written[g] + t.queue_latency, self.free_link[g])
+            for c in pk:   # a chiplet takes the packet only with a free buffer entry
+                if len(self.ends[c]) >= t.token_slots:
+                    leave = max(leave, self.ends[c][-t.token_slots])
+            if s.args["dedup"] and len(self.table[g]) >= t.reduction_entries:   # and the switch a table entry
+                leave = max(leave, heapq.heappop(self.table[g]))
+            self.queued[g].append((leave, flits))
+            self.free_link[g] = leave + flits
+            self._result(s, g, pk, leave)
+        self.free = now + max(written.values(), default=0) + 1
+        return self.result.pop(s.output) if s.args["final"] else self.result[s.output]
+
+    def _result(self, s: _Stored, group: int, packet: dict[int, int], leave: float) -> None:
+        """The chiplets compute the packet that leaves the root at ``leave``; its result crosses the port."""
+        t = self.timing
+        done = 0.0
+        for c, n in packet.items():
+            start = max(leave + t.hop_cycles + t.chiplet_input_flits, self.last_end[c])
+            self.last_end[c] = start + n * t.cycles_per_expert
+            self.ends[c].append(self.last_end[c])
+            done = max(done, self.last_end[c] + self.back)
+        # the port passes the packet no sooner than its up link delivers it (tail at ``done``), in its next free time
+        start = self.port.earliest(done - self.port_cycles, self.port_cycles)
+        self.port.occupy(start, start + self.port_cycles)
+        done = start + self.port_cycles
+        if s.args["dedup"]:
+            heapq.heappush(self.table[group], done - t.hop_cycles)   # the reduced result leaves the switch
+        self.owed[group] = max(self.owed[group], done)
+        self.result[s.output] = max(self.result.get(s.output, 0.0), done)
 
 
 class _Outputs:
-    """The host's side of the replay: outputs leave in token order, ``partial_flits`` flits each at one flit per
-    cycle, and the attention stand-ins wait for them."""
+    """The host's side of the replay: outputs leave in output order, ``partial_flits`` flits each at one flit per
+    cycle, whatever order their tokens were dispatched in, and the attention stand-ins wait for them."""
 
-    def __init__(self, flits: int, attention: Sequence):
-        self.flits, self.attention = flits, list(attention)
-        self.done: list[float] = []       # when each output's results were all at the root, in token order
-        self.out: list[float] = []        # when each output's last flit left
-        self.last_of_entry: dict[int, int] = {}   # combine entry -> the latest output that held it
+    def __init__(self, flits: int, entries: int, attention: Sequence):
+        self.flits, self.entries, self.attention = flits, entries, list(attention)
+        self.done: dict[int, float] = {}   # output -> when its results were all at the root
+        self.out: list[float] = []        # when each output's last flit left, in output order
         self.ends: list[float] = []       # end of each attention step so far
 
-    def returned(self, entry: int, done: float) -> None:
-        self.last_of_entry[entry] = len(self.done)
-        self.done.append(done)
+    def returned(self, output: int, done: float) -> None:
+        self.done[output] = done
+
+    def complete(self, n: int) -> bool:
+        """True when outputs ``0..n-1`` are all returned."""
+        return all(i in self.done for i in range(len(self.out), n))
 
     def taken(self, n: int) -> float:
         """When the host holds ``n`` outputs (0: at once)."""
-        if n > len(self.done):
-            raise ScheduleError(f"the host program waits for output {n} before its token's final dispatch "
-                                f"(only {len(self.done)} tokens are complete): it would never start")
         while len(self.out) < n:
             i = len(self.out)
+            if i not in self.done:
+                raise ScheduleError(f"the host program waits for output {n} before its token's final dispatch "
+                                    f"(only {i} outputs are complete): it would never start")
             self.out.append(max(self.out[-1] if self.out else 0.0, self.done[i]) + self.flits)
         return self.out[n - 1] if n else 0.0
+
+    def needed(self, step: int) -> int:
+        """Outputs the host must hold before attention step ``step`` (1-based) can end."""
+        return max((s.outputs for s in self.attention[:step]), default=0)
 
     def released(self, step: int) -> float:
         """The end of attention step ``step`` (1-based)."""
@@ -206,10 +364,10 @@ class _Outputs:
             self.ends.append(max(self.ends[-1] if self.ends else 0.0, self.taken(s.outputs)) + s.cycles)
         return self.ends[step - 1]
 
-    def entry_free(self, entry: int) -> float:
-        """When the last output that held combine entry ``entry`` left (0: never used)."""
-        i = self.last_of_entry.get(entry)
-        return 0.0 if i is None else self.taken(i + 1)
+    def entry_free(self, output: int) -> float:
+        """When the output that held ``output``'s combine entry before it left (0: none did)."""
+        previous = output - self.entries
+        return 0.0 if previous < 0 else self.taken(previous + 1)
 
     def last(self) -> float:
-        return self.taken(len(self.done))
+        return self.taken(max(self.done, default=-1) + 1)

@@ -69,7 +69,8 @@ def in_order_timing(cfg) -> InOrderTiming:
                          queue_latency=float(root.queue.latency), hop_cycles=float(switch.head_latency),
                          chiplet_input_flits=chiplet.input_flits, chiplet_output_flits=chiplet.output_flits,
                          loaded_cycles=1 + 2 * float(switch.head_latency),
-                         port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle))
+                         port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle),
+                         issue_window=cfg.hardware.issue_window)
 
 
 def predict_cycles(run, *, in_order: bool = True) -> float:
