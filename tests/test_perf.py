@@ -13,7 +13,8 @@ from mozart.model.errors import ConfigError
 from mozart.model.perf import HardwareTiming, Workload, load_params, model_names, simulate_step, step_schedules
 from mozart.model.perf.evaluation import VARIANT_LABELS, run_sweep
 from mozart.model.perf.network import MeshNetwork, TreeNetwork
-from mozart.model.perf.report import checks, lookup
+from mozart.model.perf.report import checks, lookup, of_reading
+from mozart.model.perf.step import WEIGHT_READINGS
 from mozart.model.placement import Placement
 from mozart.model.placers import place
 from mozart.model.synth import synthesize_for
@@ -33,9 +34,18 @@ def full_size():
     return run_sweep(MODELS, seq_lens=(256,), drams=("hbm2",), mesh=False, workers=2)
 
 
+#: Where the model does not give the paper's order (docs/performance.md §4): in the per-micro-batch reading
+#: DeepSeek's C is 0.2% slower than its B since the chiplets save their activations as they compute them.
+NOT_IN_ORDER = {("deepseek-moe-16b", "per-micro-batch")}
+
+
+@pytest.mark.parametrize("reading", WEIGHT_READINGS)
 @pytest.mark.parametrize("model", MODELS)
-def test_ordering_baseline_a_b_c_at_full_size(full_size, model):
-    seconds = [lookup(full_size, model, v).seconds for v in VARIANT_LABELS]
+def test_ordering_baseline_a_b_c_at_full_size(full_size, model, reading, request):
+    if (model, reading) in NOT_IN_ORDER:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="docs/performance.md §4: C and B swap"))
+    cells = of_reading(full_size, reading)
+    seconds = [lookup(cells, model, v).seconds for v in VARIANT_LABELS]
     assert seconds[0] > seconds[1] > seconds[2] > seconds[3], seconds
 
 

@@ -14,7 +14,11 @@ RTL runs did not change). Baseline predictions: tiny 10281.0 / 10063.5 -> 10281.
 the streaming variants' host programs have no WAIT_LOADED in front of tokens) moved the in-order replay's numbers
 only (the engine's and the schedules are unchanged), in-order replay: tiny Baseline/A/B 10281.0 / 10242.0 / 10226.0
 -> 10278.0 / 10221.0 / 10199.0 (C: the engine decides), wafer4x4 Baseline/A/B/C 13873.0 / 13876.0 / 13916.0 /
-13829.0 -> 13833.0 / 13816.0 / 13879.0 / 13774.0; ``in_order_timing`` gained ``issue_window``.
+13829.0 -> 13833.0 / 13816.0 / 13879.0 / 13774.0; ``in_order_timing`` gained ``issue_window``. The engine's
+SaveActivations written as its dispatch computes (the chiplets save inline; it ran from the dispatch's end)
+moved the engine's numbers: tiny Baseline/A/B/C 9903.5 / 9452.25 / 9434.30 / 11738.08 -> 9439.69 / 9368.32 /
+9340.32 / 11629.0, wafer4x4 13157.75 / 12460.75 / 12478.56 / 12478.61 -> 12766.23 / 12349.39 (A, B and C), and
+with them tiny C's prediction (the engine decides it) 11738.08 -> 11669.0.
 """
 
 import dataclasses
@@ -31,14 +35,14 @@ from mozart.model.wafer_run import build_run
 #                     sha256 of run.schedule.to_json(), first 16 hex digits). Pre-issue-19 values, but for
 #                     the moves listed in the module docstring.
 EXPECTED = {
-    ("tiny", "baseline"): (10278.0, 9903.5, "6abf485c8b219cb7"),
-    ("tiny", "A"): (10221.0, 9452.25, "43df5985f248eaed"),
-    ("tiny", "B"): (10199.0, 9434.303125, "55e2f475de3695ce"),
-    ("tiny", "C"): (11738.08064516129, 11738.08064516129, "57c20c9094c694f6"),
-    ("wafer4x4", "baseline"): (13833.0, 13157.75, "2efcc0e3f6af10d5"),
-    ("wafer4x4", "A"): (13816.0, 12460.75, "173565f76cf80dcc"),
-    ("wafer4x4", "B"): (13879.0, 12478.564366998578, "c9639d651c6811ce"),
-    ("wafer4x4", "C"): (13774.0, 12478.609375, "1b2a8c73f82dc613"),
+    ("tiny", "baseline"): (10278.0, 9439.6875, "6abf485c8b219cb7"),
+    ("tiny", "A"): (10221.0, 9368.324999999999, "43df5985f248eaed"),
+    ("tiny", "B"): (10199.0, 9340.324999999999, "55e2f475de3695ce"),
+    ("tiny", "C"): (11669.0, 11629.0, "57c20c9094c694f6"),
+    ("wafer4x4", "baseline"): (13833.0, 12766.234375, "2efcc0e3f6af10d5"),
+    ("wafer4x4", "A"): (13816.0, 12349.39285714286, "173565f76cf80dcc"),
+    ("wafer4x4", "B"): (13879.0, 12349.39285714286, "c9639d651c6811ce"),
+    ("wafer4x4", "C"): (13774.0, 12349.39285714286, "1b2a8c73f82dc613"),
 }
 
 # Pre-issue-19 fields of HardwareTiming.scaled, rtl_timing (scaled + its overrides) and in_order_timing, plus

@@ -24,9 +24,9 @@ attention runs its stages one after another. A stage holds its resources for its
   (partials; on the tree with ``reduce``: leaf link, switch reducer, then the root link with the token's
   reduced partials, attributed to the dispatches of a (micro-batch, group, round) in proportion to their
   tokens; every transfer into the root also through the root's input port, if any).
-- ``SaveActivations``: from its dispatch's end (its dependency; the chiplet saves inline, while it computes,
-  which the engine does not overlap), ``pairs x saved elements`` as a stream over the write path and a DRAM
-  channel.
+- ``SaveActivations``: ``pairs x saved elements`` as a stream over the write path and a DRAM channel, written
+  as its dispatch's compute produces it (the chiplet saves inline): the stream's pieces are produced evenly
+  over the compute, each taking the DRAM's next free gap once it exists.
 - ``Attention``: the root DRAM (layer weights on the phase's first micro-batch, saved activations per token,
   updated weights on the backward's last) and the root compute (``timing.attention_cycles``). A scaled
   workload has no attention: only the root's time ``timing.attention_cycles`` gives (the RTL timing's stand-in
@@ -117,6 +117,8 @@ class Engine:
     timelines: dict = field(default_factory=lambda: defaultdict(Timeline))  # resource -> busy intervals
     traffic: Traffic = field(default_factory=Traffic)  # MACs and bytes moved, for the step's energy
     _now: "_PhaseRun | None" = field(default=None, init=False, repr=False)  # the layer-phase being run
+    #: dispatch id -> start and end of its expert compute, in the layer-phase being run
+    compute_spans: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -221,9 +223,10 @@ class Engine:
         return rate
 
     def _dram_stream(self, ready: float, group: int, path: tuple, nbytes: float, category: str = "weights",
-                     tier: str = "dram") -> float:
+                     tier: str = "dram", produced_until: float | None = None) -> float:
         """A stream between ``path``'s chiplet and the group's DRAM channel (``tier="dram"``) or its slow-tier
-        device (``"ssd"``: one channel, ``overflow_bytes_per_cycle``)."""
+        device (``"ssd"``: one channel, ``overflow_bytes_per_cycle``). ``produced_until``: the data is produced
+        evenly from ``ready`` until then (a piece can go no sooner than it exists)."""
         t = self.timing
         rate = self._path_rate(path, dram=True, tier=tier)
         latency = t.dram_latency_cycles + len(path) * t.hop_cycles
@@ -234,12 +237,17 @@ class Engine:
         chunks = max(1, min(pieces, math.ceil(nbytes / (t.flit_bytes * t.burst_flits))))
         stage = _Stage(resources, nbytes / rate, chunks, latency, category, (nbytes / rate / chunks,),
                        nbytes)
-        return self._stream(ready, stage)
+        pace = 0.0 if produced_until is None else max(0.0, produced_until - ready) / chunks
+        return self._stream(ready, stage, pace)
 
     def _save(self, cmd: SaveActivations, ready: float) -> float:
+        """The chiplets write the activations as they compute them: the stream's pieces are produced evenly over
+        the dispatch's compute, each written once it exists."""
         disp = self._now.plan.dispatches[cmd.dispatch]
         nbytes = disp.pairs * self.workload.saved_elements_per_pair * self.timing.act_bytes
-        return self._dram_stream(ready, disp.group, self.network.write_path(disp.chiplets[0]), nbytes, "saving")
+        compute_start, compute_end = self.compute_spans[cmd.dispatch]
+        return self._dram_stream(compute_start, disp.group, self.network.write_path(disp.chiplets[0]), nbytes,
+                                 "saving", produced_until=compute_end)
 
     def _attention(self, cmd: Attention, ready: float) -> float:
         w, t, now = self.workload, self.timing, self._now
@@ -254,7 +262,7 @@ class Engine:
         stages = ([_Stage((("root-dram",),), nbytes / t.attention_dram_bytes_per_cycle, cmd.tokens,
                           t.dram_latency_cycles, "weights", nbytes=nbytes)] if nbytes else []) \
             + ([_Stage((("root",),), cycles, cmd.tokens, 0.0, "attention")] if cycles else [])
-        return self._pipeline(ready, stages, bulk=not now.streaming)[-1] if stages else ready
+        return self._pipeline(ready, stages, bulk=not now.streaming)[-1][1] if stages else ready
 
     def _dispatch(self, d: Dispatch, ready: float) -> float:
         w, t, net, now = self.workload, self.timing, self.network, self._now
@@ -285,6 +293,7 @@ class Engine:
         if hits is not None:  # each token's share: its pairs' part of the MAC- or SRAM-bound time
             share = (compute - tokens * t.token_overhead_cycles) / max(d.pairs, 1)
             per_token = hits * share + t.token_overhead_cycles
+        compute_stage = len(stages)
         stages.append(_Stage((("chip", chiplet),), compute, tokens, 0.0, "expert", per_token))
         partials = d.pairs if d.per_expert else tokens
         if net.reduces and d.reduce:
@@ -299,7 +308,9 @@ class Engine:
             stages.append(self._transfer(net.combine_path(chiplet), partials, partial_bytes, replicas_i, tokens,
                                          net.root_port))
         run = self._pipeline_tokens if self.mode == "token" else self._pipeline
-        return run(ready, stages)[-1]
+        spans = run(ready, stages)
+        self.compute_spans[d.id] = spans[compute_stage]
+        return spans[-1][1]
 
     def _expert_tokens(self, d: Dispatch) -> np.ndarray:
         """Tokens of the dispatch per expert of ``d.experts`` (each expert runs on its own tokens). Cached in
@@ -324,9 +335,9 @@ class Engine:
                       len(path) * t.hop_cycles, "dispatch", per_item, packets * packet_bytes)
 
     # -- stage chains ----------------------------------------------------------------------------------------
-    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool = False) -> list[float]:
+    def _pipeline(self, ready: float, stages: list[_Stage], bulk: bool = False) -> list[tuple[float, float]]:
         """The stages as one block each with the pipeline recurrence (``bulk``: one after another, as the
-        Baseline's attention runs); returns each stage's end."""
+        Baseline's attention runs); returns each stage's start and end."""
         timelines = self.timelines
         prev_start = prev_end = ready
         prev_item = 0.0
@@ -343,28 +354,34 @@ class Engine:
                 end = max(start + st.total, prev_end + item) + st.latency
             self._reserve(st, start, end, st.total + st.latency)
             prev_start, prev_end, prev_item = start, end, item + st.latency
-            ends.append(end)
+            ends.append((start, end))
         return ends
 
-    def _stream(self, ready: float, st: _Stage) -> float:
-        """A DRAM stream's pieces, each at the earliest common gap after the previous one."""
+    def _stream(self, ready: float, st: _Stage, pace: float = 0.0) -> float:
+        """A DRAM stream's pieces, each at the earliest common gap after the previous one, and piece ``j`` no
+        sooner than ``ready + (j + 1) * pace`` (its data produced)."""
         timelines = [self.timelines[r] for r in st.resources]
         t, first, left = ready, None, st.total
         piece = float(st.per_item[0])
+        produced = ready
         while left > 1e-9:
+            if pace:
+                produced += pace
+                t = max(t, produced)
             start = common_gap(timelines, t, min(piece, left))
             first = start if first is None else first
             # Fast path: the rest fits in one gap (the usual case), so it is one reservation.
-            size = left if all(tl.is_free(start, start + left) for tl in timelines) else min(piece, left)
+            size = (left if not pace and all(tl.is_free(start, start + left) for tl in timelines)
+                    else min(piece, left))
             for tl in timelines:
                 tl.occupy(start, start + size)
             t, left = start + size, left - size
         self._reserve(st, first if first is not None else ready, t + st.latency, st.total)
         return t + st.latency
 
-    def _pipeline_tokens(self, ready: float, stages: list[_Stage]) -> list[float]:
+    def _pipeline_tokens(self, ready: float, stages: list[_Stage]) -> list[tuple[float, float]]:
         """Every token through every stage; each takes the earliest common gap of its stage's resources.
-        Returns each stage's end (its last token's)."""
+        Returns each stage's start (its first token's) and end (its last token's)."""
         n = len(stages[-1].per_item) if stages[-1].per_item is not None else stages[0].items
         arrive = [ready] * n
         ends = []
@@ -378,8 +395,9 @@ class Engine:
                     tl.occupy(start, start + float(d[i]))
                 first = start if first is None else first
                 arrive[i] = start + float(d[i]) + st.latency
-            ends.append(max(arrive, default=ready))
-            self._reserve(st, first if first is not None else ready, ends[-1], float(d.sum()))
+            start = first if first is not None else ready
+            ends.append((start, max(arrive, default=ready)))
+            self._reserve(st, start, ends[-1][1], float(d.sum()))
         return ends
 
     def _reserve(self, st: _Stage, start: float, end: float, work: float) -> None:
