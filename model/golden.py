@@ -81,6 +81,7 @@ __all__ = [
     "activation_table", "activate", "expert_hidden", "expert_ffn", "gate_products", "chiplet_partial",
     "moe_layer", "quantise", "dequantise", "moe_layer_float", "expert_image", "expert_image_flits",
     "hidden_flits", "activation_entry_words", "activation_addr", "activation_region_words", "save_packets",
+    "saved_words",
     "local_sum", "tree_combine",
 ]
 
@@ -442,6 +443,12 @@ def activation_addr(cfg, chiplet: int, tag: int, expert: int) -> int:
         raise ValueError(f"(chiplet, tag, expert) must be within ({c}, {1 << cfg.hardware.tag_bits}, {e}), "
                          f"not ({chiplet}, {tag}, {expert})")
     return Protocol(cfg).activation_base + ((tag * c + chiplet) * e + expert) * activation_entry_words(cfg)
+
+
+def saved_words(h, cfg) -> list[int]:
+    """The DRAM words of one saved hidden vector (``activation_entry_words``): ``h`` packed like a token."""
+    return _flits_to_words(pack_elements(np.asarray(h, dtype=np.int64), cfg.numerics.act_bits,
+                                         cfg.hardware.flit_bits), cfg)
 
 
 def check_activation_region(cfg) -> None:

@@ -51,9 +51,11 @@ from .schedule import Attention, Dispatch, Load, Schedule, Variant, build_schedu
 
 __all__ = ["WaferRun", "RunLayer", "AttentionStandIn", "build_run", "default_placement", "FAULTS"]
 
-#: Deliberate faults for testing the testbench's watchdog: ``drop-load`` removes the first LOAD, so its expert never
-#: becomes resident and the root holds every TOKEN that selects it (and any WAIT_LOADED of its slot) forever.
-FAULTS = ("none", "drop-load")
+#: Deliberate faults for testing the testbench: ``drop-load`` removes the first LOAD, so its expert never becomes
+#: resident and the root holds every TOKEN that selects it (and any WAIT_LOADED of its slot) forever (the watchdog);
+#: ``drop-save`` clears the ``save`` bit of the first TOKEN whose saved activations are not all zero, so one
+#: DRAM entry is never written (the check of the saved activations).
+FAULTS = ("none", "drop-load", "drop-save")
 
 
 def default_placement(variant: str) -> str:
@@ -133,6 +135,26 @@ class WaferRun:
         topo = Protocol(self.cfg).topology
         return f"{topo.node(link[0]).label}->{topo.node(link[1]).label}"
 
+    def saved_activations(self) -> list[dict[int, int]]:
+        """Per group, the DRAM words the chiplets' saves leave behind (``{word address: word}``): every
+        (token, expert) pair of every layer whose dispatch saves writes its hidden vector at
+        :func:`mozart.model.golden.activation_addr` of its chiplet, combine entry (tag) and local index; a later
+        layer's save to the same entry overwrites it (a tag is reused only after its output left)."""
+        cfg, host = self.cfg, HostInterface(self.cfg)
+        C, words = cfg.chiplets_per_group, golden.activation_entry_words(cfg)
+        memory: list[dict[int, int]] = [{} for _ in range(cfg.groups)]
+        for i, layer in enumerate(self.layers):
+            if not any(d.save for d in layer.schedule.of_kind(Dispatch, "forward")):
+                continue
+            for t, (x, experts) in enumerate(zip(layer.x, layer.experts)):
+                tag = (i * self.tokens + t) % host.entries
+                for e in experts:
+                    chiplet = int(layer.expert_to_chiplet[e])
+                    addr = golden.activation_addr(cfg, chiplet % C, tag, int(layer.local[e]))
+                    entry = golden.saved_words(golden.expert_hidden(x, layer.w1[e], cfg), cfg)
+                    memory[chiplet // C].update(zip(range(addr, addr + words), entry))
+        return memory
+
     def replicas_per_token(self) -> dict[str, float]:
         """DISPATCH packets per token on the root links and on the chiplet links (the hardware's C_T)."""
         topo = Protocol(self.cfg).topology
@@ -202,7 +224,22 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     if fault == "drop-load":
         first = next(i for i, c in enumerate(run.commands) if c.op is HostOp.LOAD)
         del run.commands[first]
+    if fault == "drop-save":
+        _drop_a_save(run)
     return run
+
+
+def _drop_a_save(run: WaferRun) -> None:
+    """The ``drop-save`` fault: the first saving TOKEN of the first layer whose hidden vectors are not all zero
+    is sent with ``save = 0`` (so the DRAM keeps zeros where the model expects them)."""
+    layer = run.layers[0]
+    nonzero = [t for t, (x, experts) in enumerate(zip(layer.x, layer.experts))
+               if any(golden.expert_hidden(x, layer.w1[e], run.cfg).any() for e in experts)]
+    tag = (nonzero[0] if nonzero else 0) % HostInterface(run.cfg).entries
+    for i, cmd in enumerate(run.commands):
+        if cmd.op is HostOp.TOKEN and cmd.args["save"] and cmd.args["token"] == tag:
+            run.commands[i] = dataclasses.replace(cmd, args={**cmd.args, "save": 0})
+            return
 
 
 def _placement(cfg, trace, placement: str, layer: int, layers: int, seed: int):

@@ -8,6 +8,9 @@ idle cycles (each held until its attention step has ended, by the harness's stan
 
 - every output of every layer bit-exact against :func:`mozart.model.golden.moe_layer` (a layer's tokens are the
   previous layer's outputs, :func:`mozart.model.golden.next_layer_tokens`), in token order;
+- the activations the chiplets saved: every group's DRAM, read back through its backdoor after the run, holds
+  at each (tag, chiplet, local expert) entry the hidden vector the model says the last layer to use that entry
+  saved there (:meth:`mozart.model.wafer_run.WaferRun.saved_activations`);
 - the DISPATCH packets counted by the hardware on every link equal the model's counts (C_T per link), summed
   over the layers (the counters run through the whole run, and layers overlap on the links by design);
 - everything drained at the end: no link holds a flit, the root is idle, no unexpected packet or bad memory
@@ -200,6 +203,8 @@ class WaferBench:
         await Timer(64 * self.PERIOD_NS, unit="ns")   # anything still moving now would be traffic nobody expects
         self.watchdog.stop()
         self.outputs = await self.read_outputs()
+        self.saved = run.saved_activations()
+        self.saved_read = await self.read_dram([sorted(words) for words in self.saved])
         self.timeline = await self.read_timeline() if self.options.timeline else None
         self.check(links)
 
@@ -224,6 +229,21 @@ class WaferBench:
             addr.value = i
             await Timer(1, unit="ps")
             out.append(data.value.to_unsigned())
+        return out
+
+    async def read_dram(self, addresses: list[list[int]]) -> list[list[int]]:
+        """Words of every group's DRAM at ``addresses[g]`` through the backdoors, all groups in parallel, one word
+        per cycle (the backdoor's read port answers the cycle after its address)."""
+        dut = self.dut
+        out: list[list[int]] = [[] for _ in addresses]
+        for step in range(max(map(len, addresses), default=0) + 1):
+            await FallingEdge(dut.clk)
+            for g, addrs in enumerate(addresses):
+                backdoor = f"backdoor__{g}__"
+                if 0 < step <= len(addrs):
+                    out[g].append(getattr(dut, backdoor + "rdata").value.to_unsigned())
+                if step < len(addrs):
+                    getattr(dut, backdoor + "addr").value = addrs[step]
         return out
 
     async def read_outputs(self) -> list[list[int]]:
@@ -257,11 +277,22 @@ class WaferBench:
                                 f"model; first: token {t} expected {layer.expected[t].tolist()} got {got[t].tolist()}")
         return problems
 
+    def saved_problems(self) -> list[str]:
+        """The saved activations in every group's DRAM against the model's (:meth:`WaferRun.saved_activations`)."""
+        problems = []
+        for g, (expected, got) in enumerate(zip(self.saved, self.saved_read)):
+            bad = [(a, expected[a], w) for a, w in zip(sorted(expected), got) if w != expected[a]]
+            if bad:
+                a, want, w = bad[0]
+                problems.append(f"saved activations: {len(bad)} of {len(expected)} words of group {g}'s DRAM differ "
+                                f"from the model's; first: word {a} expected {want:#x} got {w:#x}")
+        return problems
+
     def check(self, links: LinkActivity) -> None:
         from mozart.model.perf.rtl import predict_breakdown, predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
-        problems = self.output_problems()
+        problems = self.output_problems() + self.saved_problems()
         measured, wrong, expected = {}, [], run.link_dispatches   # summed over the layers
         for i, link in enumerate(topo.links):
             n = int(getattr(dut, f"dispatches__{i}").value)
@@ -284,6 +315,8 @@ class WaferBench:
                    "tokens": run.tokens, "layers": len(run.layers), "attention_steps": len(run.attention),
                    "variant": run.variant, "placement": run.placement,
                    "bit_exact": not self.output_problems(),
+                   "saved_exact": not self.saved_problems(),
+                   "saved_words": sum(len(words) for words in self.saved),
                    "replicas_root_per_token": run.replicas_per_token()["root"],
                    "replicas_chiplet_per_token": run.replicas_per_token()["chiplet"],
                    "links_match": not wrong, "rounds": run.rounds, "idle": self.idle,

@@ -34,7 +34,7 @@ def _layers(variant: str, layers: int, placement: str | None = None) -> dict:
     s = run(_built(), seed=SEED, extra_env=options.to_env()).summary["test_layer"]
     print(f"paper4x4 {variant} {placement or ''} x{layers}: {s['cycles']} cycles, model {s['model_cycles']:.0f} "
           f"({100 * s['model_error']:+.1f}%)")
-    assert s["bit_exact"] and s["links_match"] and s["layers"] == layers
+    assert s["bit_exact"] and s["links_match"] and s["layers"] == layers and s["saved_exact"]
     assert abs(s["model_error"]) <= MODEL_TOLERANCE, (
         f"{variant} x{layers}: RTL {s['cycles']} cycles against the model's {s['model_cycles']:.0f}: error "
         f"{100 * s['model_error']:+.1f}% beyond {100 * MODEL_TOLERANCE:.0f}%")

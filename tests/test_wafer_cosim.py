@@ -64,6 +64,7 @@ def test_layer_bit_exact(built, variant):
     """256 tokens of a synthetic trace: outputs bit-exact, replicas per link as the model counts, drained."""
     s = _layer(built, SEED, variant=variant)
     assert s["bit_exact"] and s["links_match"] and s["tokens"] == 256
+    assert s["saved_exact"] and s["saved_words"] > 0
     # Baseline sends one packet per expert on the root links, C one per group: fewer (de-duplication works).
     if variant == "baseline":
         assert s["replicas_root_per_token"] == built.cfg.moe.top_k
@@ -86,7 +87,7 @@ def test_layers_chain_on_the_wafer(built_tiny, variant):
     layers, the model within 5%, and the activity record covering every cycle once."""
     s = _layer(built_tiny, SEED + 4, variant=variant, tokens=128, layers=2)
     micro_batches = built_tiny.cfg.training.micro_batches
-    assert s["bit_exact"] and s["links_match"] and s["layers"] == 2
+    assert s["bit_exact"] and s["links_match"] and s["layers"] == 2 and s["saved_exact"]
     assert s["attention_steps"] == 2 * (1 if variant == "baseline" else micro_batches)
     assert abs(s["model_error"]) <= 0.05
     activity = s["activity"]
@@ -109,6 +110,18 @@ def test_hang_names_the_stuck_node(built_tiny):
     assert not result.ok
     message = "\n".join(result.errors)
     assert "DeadlockError" in message and "root stuck on host command" in message and "TOKEN(" in message
+
+
+def test_a_missing_save_is_caught(built_tiny):
+    """One TOKEN sent with its ``save`` bit cleared: the outputs stay bit-exact, but the DRAM read back after the
+    run lacks that token's hidden vectors, and the check of the saved activations fails the run."""
+    from mozart.sim.cosim import run
+    from mozart.model.cosim_options import WaferOptions
+    result = run(built_tiny, seed=SEED, check=False, extra_env=WaferOptions(fault="drop-save", tokens=32).to_env())
+    assert not result.ok
+    message = "\n".join(result.errors)
+    assert "saved activations:" in message and "differ from the model's" in message
+    assert "outputs differ" not in message
 
 
 @pytest.mark.parametrize("variant", ["baseline", "C"])
