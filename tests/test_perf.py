@@ -53,9 +53,10 @@ def test_ordering_baseline_a_b_c_at_full_size(full_size, model, reading, request
 def test_c_t_of_baseline_and_a_is_k(full_size, model):
     k = load_config(load_params(model).config).moe.top_k
     for variant in ("baseline", "A"):
-        cell = lookup(full_size, model, variant)
+        cell = lookup(of_reading(full_size, "per-layer"), model, variant)
         assert cell.c_t == k and cell.replicas_per_token == k
-    assert lookup(full_size, model, "C").c_t < lookup(full_size, model, "B").c_t < k
+    per_layer = of_reading(full_size, "per-layer")
+    assert lookup(per_layer, model, "C").c_t < lookup(per_layer, model, "B").c_t < k
 
 
 # -- acceptance 2: the sensitivity trends, as properties (4 layers per model keep the test short) -------------
@@ -124,6 +125,11 @@ def test_every_parameter_cites_the_paper_or_is_an_assumption():
         load_config(params.config)
         for p in params.table():
             assert p.source.startswith(("paper:", "assumption:")) and len(p.source) > 20, p
+
+
+def test_lookup_refuses_cells_of_two_readings(full_size):
+    with pytest.raises(ValueError, match="one reading"):
+        lookup(full_size, "qwen3-30b-a3b", "C")
 
 
 def test_unknown_model_is_a_config_error():

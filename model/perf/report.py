@@ -24,10 +24,15 @@ __all__ = ["table4", "sequence_table", "dram_table", "mesh_table", "sections", "
 
 def lookup(cells: list[Cell], model: str, variant: str, seq_len: int = 256, dram: str = "hbm2",
            network: str = "tree") -> Cell | None:
-    for c in cells:
-        if (c.model, c.variant, c.seq_len, c.dram, c.network) == (model, variant, seq_len, dram, network):
-            return c
-    return None
+    """The cell of ``(model, variant, seq_len, dram, network)``, or None. ``cells`` must be of one reading
+    (:func:`of_reading`): the same cell of two readings is two step times, and which came first in a sweep
+    depends on its workers."""
+    found = [c for c in cells
+             if (c.model, c.variant, c.seq_len, c.dram, c.network) == (model, variant, seq_len, dram, network)]
+    if len({c.reading for c in found}) > 1:
+        raise ValueError(f"lookup needs the cells of one reading, not of {sorted({c.reading for c in found})}: "
+                         f"select one with of_reading")
+    return found[0] if found else None
 
 
 def _models(cells: list[Cell]) -> list[str]:
