@@ -193,7 +193,7 @@ def test_ties_go_to_the_oldest(cfg, monkeypatch):
     """Tokens 0 and 1 both wait for loads that end together: the window dispatches the older first, as in order
     (same cycles as W = 1). Mutant that breaks ties to the youngest: token 1 first, so output 0 leaves later."""
     program = LOADS + [token(0, [0]), token(1, [1])]
-    loads = {**LATE_EXPERT_0, (0, 1): [(0.0, LATE - 1)]}   # issued a cycle after slot 0's: both end together
+    loads = {**LATE_EXPERT_0, (0, 1): [(0.0, LATE)]}   # both end together
     in_order = in_order_cycles(cfg, program, e2c(), loads, UNBOUNDED)
     assert in_order_cycles(cfg, program, e2c(), loads, WINDOW_2) == in_order
     start = inorder._Replay._start
@@ -244,3 +244,25 @@ def test_output_numbers_follow_the_tokens_not_their_final_dispatches():
                 finals += 1
     assert len(by_entry) > 128 and all(n == truth for n, truth in by_entry)
     assert any(n != truth for n, truth in by_final_order)
+
+
+def test_a_groups_loads_stream_one_after_another(cfg, monkeypatch):
+    """Two LOADs of group 0 issued back to back, an image of 1000 cycles each: the second expert is resident one
+    image later than the first. Mutant where the controller streams them side by side: one cycle apart."""
+    timing = replace(UNBOUNDED, load_cycles=1000.0)
+    two = [HostCommand(HostOp.LOAD, {"group": 0, "chiplet": 0, "slot": s, "local": s, "addr": 0}) for s in range(2)]
+
+    def gap():
+        first = in_order_cycles(cfg, two + [token(0, [0])], e2c(), LOADED_AT_ONCE, timing)
+        second = in_order_cycles(cfg, two + [token(0, [1])], e2c(), LOADED_AT_ONCE, timing)
+        return second - first
+
+    assert gap() == pytest.approx(1000.0)
+    command = inorder._Replay.command
+
+    def side_by_side(self, cmd):
+        self.group_free.clear()
+        command(self, cmd)
+
+    monkeypatch.setattr(inorder._Replay, "command", side_by_side)
+    assert gap() < 10

@@ -14,8 +14,11 @@ root's dispatcher, and every other chiplet behind the root waits too. A de-dupli
 entry in its switch's reduction table (a few per group).
 
 :func:`in_order_cycles` replays the host program (:class:`~mozart.model.host.HostCommand` list) with these
-rules on the RTL's numbers (:class:`InOrderTiming`); the weight loads' durations come from the engine
-(``load_times``: the engine's ready and done times of each load), shifted to when the root issues them. The
+rules on the RTL's numbers (:class:`InOrderTiming`). A group's memory controller streams the LOADs in the order
+the root issues them, one image after another at its load rate (``load_cycles``), and a load ends no sooner
+than the engine's (``load_times``: the engine also has the DRAM's other traffic, which the replay leaves out).
+(Until 2026-12-07 a load took the engine's ready-to-done span shifted to when the root issued it: that counted
+the engine's own queueing behind the group's earlier loads a second time.) The
 command stream (host flits, WAITs, attention releases) and the dispatcher keep separate times. The window is
 replayed exactly without an event queue by dispatching lazily, only when forced (a TOKEN finds the window full;
 a TABLE, LOAD or WAIT_COMBINED needs it empty; the host waits for outputs; the program ends): then the stored
@@ -62,6 +65,9 @@ class InOrderTiming:
     port_flits_per_cycle : the root's input port, which every group's results share (default: none, each up
         link has its own; ``in_order_timing`` sets the RTL's)
     issue_window : TOKENs the root holds at once (``hardware.issue_window``; default 1: in program order)
+    load_cycles : a group's memory controller streaming one expert image (its words at the controller's load
+        rate); a group's LOADs are served one after another (default 0: loads take the engine's times alone)
+    load_latency : cycles a load's end adds to its stream: the DRAM's first access and the WEIGHT path's hops
     """
 
     cycles_per_expert: int
@@ -75,6 +81,8 @@ class InOrderTiming:
     loaded_cycles: float
     port_flits_per_cycle: float = math.inf
     issue_window: int = 1
+    load_cycles: float = 0.0
+    load_latency: float = 0.0
 
 
 def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet,
@@ -87,8 +95,9 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet,
     from its first TABLE command on; an expert's local index is its index on its chiplet, ascending global id,
     as the host's TABLE gives it). ``load_times[(chiplet, slot)]`` lists the engine's ``(ready, done)`` of each
     load of that global chiplet's slot, in order; the n-th LOAD of the slot in ``commands`` is the n-th there. A
-    load issued by the root at ``now`` ends at ``done + max(0, now - ready)``; its expert is resident
-    ``loaded_cycles`` later. ``attention``: the host's attention stand-ins
+    LOAD issued by the root at ``now`` streams from the later of ``now`` and the end of its group's previous LOAD
+    for ``timing.load_cycles``, and ends ``timing.load_latency`` after its stream, or at the engine's ``done`` if
+    that is later; its expert is resident ``loaded_cycles`` after its end. ``attention``: the host's attention stand-ins
     (:class:`~mozart.model.wafer_run.AttentionStandIn`): step ``n`` starts when the host holds its ``outputs``
     outputs and step ``n - 1`` has ended, and a command with ``release = n`` is sent no sooner than step ``n``'s
     end. Outputs leave in output order (the n-th token of the run is output n, whatever order its dispatches
@@ -130,6 +139,7 @@ class _Replay:
         self.dispatcher = _Dispatcher(cfg, timing)
         self.window: list[_Stored] = []    # oldest first
         self.issued = defaultdict(int)     # (chiplet, slot) -> LOADs issued
+        self.group_free = defaultdict(float)   # group -> when its memory controller ends the LOADs issued so far
         self.load_done: dict[tuple[int, int], float] = {}   # (chiplet, slot) -> its latest load's end
         self.resident: dict[tuple[int, int], float] = {}    # (chiplet, local) -> RESIDENT since
         self.previous_op = None
@@ -154,9 +164,12 @@ class _Replay:
             self.now += self.host.flits(op)
             chiplet = a["group"] * self.chiplets_per_group + a["chiplet"]
             key = (chiplet, a["slot"])
-            ready, done = self.load_times[key][self.issued[key]]
+            _, done = self.load_times[key][self.issued[key]]
             self.issued[key] += 1
-            self.load_done[key] = done + max(0.0, self.now - ready)
+            # the group's controller streams the LOADs in the order the root issues them; no sooner than the engine
+            start = max(self.now, self.group_free[a["group"]])
+            self.group_free[a["group"]] = start + self.timing.load_cycles
+            self.load_done[key] = max(done, self.group_free[a["group"]] + self.timing.load_latency)
             self.resident[(chiplet, a["local"])] = self.load_done[key] + self.timing.loaded_cycles
         elif op is HostOp.WAIT_LOADED:
             end = self.load_done[(a["group"] * self.chiplets_per_group + a["chiplet"], a["slot"])]

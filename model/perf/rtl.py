@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
+from ..protocol import Protocol
 from .inorder import InOrderTiming
 from .timing import HardwareTiming
 
@@ -61,16 +62,20 @@ def rtl_timing(cfg, *, host_attention_cycles_per_token: float = 0.0) -> RtlTimin
 def in_order_timing(cfg) -> InOrderTiming:
     """The RTL numbers of the root's in-order issue and the blocks' buffers (:class:`InOrderTiming`): the
     chiplet's ``token_slots`` and cycles per expert, the root's queue per group (depth in flits, latency), the
-    switch's head latency and reduction table, and the root's input port (its packet mux, fed by the switches' up
-    queues)."""
+    switch's head latency and reduction table, the root's input port (its packet mux, fed by the switches' up
+    queues), and the memory controller's weight stream (an image at its load rate; the DRAM's miss latency and
+    the WEIGHT path's two hops)."""
     switch, root, chiplet = SwitchContract(cfg), RootContract(cfg), ChipletContract(cfg)
+    memctrl = MemoryControllerContract(cfg)
+    image_cycles = Protocol(cfg).image_words / (memctrl.peak_words_per_cycle * memctrl.load_efficiency)
     return InOrderTiming(cycles_per_expert=chiplet.cycles_per_expert, token_slots=chiplet.token_slots,
                          queue_flits=root.queue.depth, reduction_entries=switch.reduction_entries,
                          queue_latency=float(root.queue.latency), hop_cycles=float(switch.head_latency),
                          chiplet_input_flits=chiplet.input_flits, chiplet_output_flits=chiplet.output_flits,
                          loaded_cycles=1 + 2 * float(switch.head_latency),
                          port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle),
-                         issue_window=cfg.hardware.issue_window)
+                         issue_window=cfg.hardware.issue_window, load_cycles=image_cycles,
+                         load_latency=float(memctrl.dram.miss_latency + 2 * switch.head_latency))
 
 
 def predict_cycles(run, *, in_order: bool = True) -> float:
@@ -80,7 +85,8 @@ def predict_cycles(run, *, in_order: bool = True) -> float:
 
     ``in_order`` (default): the larger of the event engine's cycles and the replay of the run's host program
     through the root's in-order command stream with the RTL's finite buffers
-    (:func:`mozart.model.perf.inorder.in_order_cycles`, loads timed by the engine). The engine has no buffer
+    (:func:`mozart.model.perf.inorder.in_order_cycles`; a group's loads in order at the memory controller's
+    load rate, none ending before the engine's). The engine has no buffer
     limits and takes each command when its own dependencies are met; the replay has no link contention beyond
     the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
     beat for the reasons the other leaves out. False: the engine alone."""
