@@ -98,10 +98,10 @@ class RootDispatcher(wiring.Component):
 
     def _needs(self, m, table):
         """The ``needs`` probe: the RESIDENT bit of every local expert the probed routing selects."""
-        cfg, residents = self.contract.cfg, self.contract.residents
+        contract, residents = self.contract, self.contract.residents
         needs = Const(0, residents)
         for valid, group, chiplet, local in zip(*self._look_up(m, table, self.needs.route, "probe")):
-            resident = (group * cfg.chiplets_per_group + chiplet) * cfg.experts_per_chiplet + local
+            resident = contract.resident_index(contract.chiplet_index(group, chiplet), local)
             needs = needs | Mux(valid, Const(1, residents) << resident, 0)
         m.d.comb += self.needs.needs.eq(needs)
 

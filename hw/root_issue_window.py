@@ -120,8 +120,9 @@ class RootIssueWindow(wiring.Component):
         for p in range(window):
             with m.If(takes & (remaining == p)):
                 m.d.sync += [payload[p].eq(self.token_in.payload), needs[p].eq(self.needs.needs)]
-            with m.Elif(leaves & (sent <= p) & (p + 1 < window)):
-                m.d.sync += [payload[p].eq(payload[min(p + 1, window - 1)]), needs[p].eq(needs[min(p + 1, window - 1)])]
+            if p + 1 < window:   # the last position has no younger neighbour
+                with m.Elif(leaves & (sent <= p)):
+                    m.d.sync += [payload[p].eq(payload[p + 1]), needs[p].eq(needs[p + 1])]
         m.d.sync += count.eq(remaining + takes)
         m.d.comb += self.empty.eq(count == 0)
         return m

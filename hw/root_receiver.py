@@ -68,8 +68,8 @@ class RootReceiver(wiring.Component):
                                for name in ("entry", "flit", "group"))
         m.d.comb += [result.entry.eq(entry), result.flit.eq(index), result.group.eq(group),
                      result.data.eq(flit.payload.data), result.last.eq(flit.payload.last),
-                     loaded.slot.eq(chiplet * cfg.hardware.sram_slots + header.meta.loaded.slot),
-                     loaded.resident.eq(chiplet * cfg.experts_per_chiplet + header.meta.loaded.expert)]
+                     loaded.slot.eq(self.contract.slot_index(chiplet, header.meta.loaded.slot)),
+                     loaded.resident.eq(self.contract.resident_index(chiplet, header.meta.loaded.expert))]
         with m.FSM(name="rx"):
             with m.State("HEAD"):
                 with m.If(flit.valid & flit.payload.first):

@@ -106,7 +106,7 @@ class RootSequencer(wiring.Component):
         loaded, cleared = self._loaded_bits(m)
 
         def chiplet_index(a):
-            return a.group * cfg.chiplets_per_group + a.chiplet
+            return self.contract.chiplet_index(a.group, a.chiplet)
 
         with m.FSM(name="cmd"):
             with m.State("CMD"):
@@ -123,13 +123,13 @@ class RootSequencer(wiring.Component):
                                 with m.If((a.group == group) & self.window_empty):
                                     m.d.comb += [command.ready.eq(load.ready), load.valid.eq(1)]
                             m.d.comb += [self.evict.valid.eq(command.ready),
-                                         self.evict.payload.eq(chiplet_index(a) * cfg.experts_per_chiplet + a.local)]
+                                         self.evict.payload.eq(self.contract.resident_index(chiplet_index(a), a.local))]
                             with m.If(command.ready):
-                                slot = chiplet_index(a) * cfg.hardware.sram_slots + a.slot
+                                slot = self.contract.slot_index(chiplet_index(a), a.slot)
                                 m.d.comb += cleared.eq(Const(1, self.slots) << slot)
                         with m.Case(HostOp.WAIT_LOADED):
                             a = arguments_of(HostOp.WAIT_LOADED)
-                            waited_slot = chiplet_index(a) * cfg.hardware.sram_slots + a.slot
+                            waited_slot = self.contract.slot_index(chiplet_index(a), a.slot)
                             m.d.comb += command.ready.eq(loaded.bit_select(waited_slot, 1))
                         with m.Case(HostOp.WAIT_COMBINED):
                             waited = Cat(arguments_of(HostOp.WAIT_COMBINED).groups)

@@ -24,11 +24,9 @@ class RootContract:
     window : int
         TOKENs the issue window holds (``hardware.issue_window``).
     slots : int
-        Weight slots of the wafer: the root's LOADED bits, ``(group * chiplets_per_group + chiplet) * sram_slots +
-        slot``.
+        Weight slots of the wafer: the root's LOADED bits, numbered by :meth:`slot_index`.
     residents : int
-        Local experts of the wafer: the root's RESIDENT bits, ``(group * chiplets_per_group + chiplet) *
-        experts_per_chiplet + local``.
+        Local experts of the wafer: the root's RESIDENT bits, numbered by :meth:`resident_index`.
     """
 
     #: The packet mux behind the up links passes one flit per cycle.
@@ -42,6 +40,18 @@ class RootContract:
         chiplets = cfg.groups * cfg.chiplets_per_group
         self.slots = chiplets * cfg.hardware.sram_slots
         self.residents = chiplets * cfg.experts_per_chiplet
+
+    def chiplet_index(self, group, chiplet):
+        """The wafer-wide index of ``chiplet`` of ``group`` (ints or Amaranth values)."""
+        return group * self.cfg.chiplets_per_group + chiplet
+
+    def slot_index(self, chiplet, slot):
+        """The LOADED bit of ``slot`` of the wafer-wide ``chiplet``."""
+        return chiplet * self.cfg.hardware.sram_slots + slot
+
+    def resident_index(self, chiplet, local):
+        """The RESIDENT bit of local expert ``local`` of the wafer-wide ``chiplet``."""
+        return chiplet * self.cfg.experts_per_chiplet + local
 
     @property
     def entries(self) -> int:
