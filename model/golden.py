@@ -445,10 +445,14 @@ def activation_addr(cfg, chiplet: int, tag: int, expert: int) -> int:
     return Protocol(cfg).activation_base + ((tag * c + chiplet) * e + expert) * activation_entry_words(cfg)
 
 
+def _hidden_packed(h, cfg) -> list[int]:
+    """One hidden vector as the flits a chiplet saves (``hidden_flits``): packed like a token."""
+    return pack_elements(np.asarray(h, dtype=np.int64), cfg.numerics.act_bits, cfg.hardware.flit_bits)
+
+
 def saved_words(h, cfg) -> list[int]:
-    """The DRAM words of one saved hidden vector (``activation_entry_words``): ``h`` packed like a token."""
-    return _flits_to_words(pack_elements(np.asarray(h, dtype=np.int64), cfg.numerics.act_bits,
-                                         cfg.hardware.flit_bits), cfg)
+    """The DRAM words of one saved hidden vector (``activation_entry_words``), as :func:`save_packets` writes them."""
+    return _flits_to_words(_hidden_packed(h, cfg), cfg)
 
 
 def check_activation_region(cfg) -> None:
@@ -462,7 +466,7 @@ def save_packets(cfg, group: int, chiplet: int, tag: int, expert: int, h) -> lis
     order, at most ``hardware.max_burst_flits`` payload flits each, the address advancing by the words sent."""
     proto = Protocol(cfg)
     topo = proto.topology
-    flits = pack_elements(np.asarray(h, dtype=np.int64), cfg.numerics.act_bits, cfg.hardware.flit_bits)
+    flits = _hidden_packed(h, cfg)
     burst = cfg.hardware.max_burst_flits
     addr = activation_addr(cfg, chiplet, tag, expert)
     out = []

@@ -39,4 +39,3 @@ def check_fits(run) -> None:
     if len(run.attention) > ATTENTION_STEPS:
         raise ConfigError(f"the attention steps must fit the harness's {ATTENTION_STEPS}, not {len(run.attention)}: "
                           f"run fewer layers")
-

@@ -126,6 +126,10 @@ class HostInterface:
             raise ConfigError(f"hardware.flit_bits must hold the {self.header_bits}-bit host command header, "
                               f"not {cfg.hardware.flit_bits!r}")
 
+    def entry_of(self, output: int) -> int:
+        """The combine entry (and packet tag) of the run's output ``output``: its index modulo ``entries``."""
+        return output % self.entries
+
     def flits(self, op: HostOp) -> int:
         """Flits of one command of kind ``op`` on ``host_in``."""
         return 1 + (self.route_flits + self.token_flits if op is HostOp.TOKEN else 0)

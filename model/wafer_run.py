@@ -147,7 +147,7 @@ class WaferRun:
             if not any(d.save for d in layer.schedule.of_kind(Dispatch, "forward")):
                 continue
             for t, (x, experts) in enumerate(zip(layer.x, layer.experts)):
-                tag = (i * self.tokens + t) % host.entries
+                tag = host.entry_of(i * self.tokens + t)
                 for e in experts:
                     chiplet = int(layer.expert_to_chiplet[e])
                     addr = golden.activation_addr(cfg, chiplet % C, tag, int(layer.local[e]))
@@ -235,7 +235,7 @@ def _drop_a_save(run: WaferRun) -> None:
     layer = run.layers[0]
     nonzero = [t for t, (x, experts) in enumerate(zip(layer.x, layer.experts))
                if any(golden.expert_hidden(x, layer.w1[e], run.cfg).any() for e in experts)]
-    tag = (nonzero[0] if nonzero else 0) % HostInterface(run.cfg).entries
+    tag = HostInterface(run.cfg).entry_of(nonzero[0] if nonzero else 0)
     for i, cmd in enumerate(run.commands):
         if cmd.op is HostOp.TOKEN and cmd.args["save"] and cmd.args["token"] == tag:
             run.commands[i] = dataclasses.replace(cmd, args={**cmd.args, "save": 0})
@@ -376,7 +376,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
     # the root returns outputs in tag order, over the whole run: a layer's tokens continue the previous one's
     first_output = program.outputs
     program.outputs += len(layer.x)
-    _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host.entries, first_output)
+    _check_entries([(r, t, js) for r, _, t, js in units], first_unit, last_unit, host, first_output)
     offset = len(program.loads)
     program.loads += loads
     links = {link: 0 for link in topo.links}
@@ -414,7 +414,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
                 program.release = max(program.release, mb_steps[mb])
             k = cfg.moe.top_k
             program.add(HostOp.TOKEN, {
-                "token": (first_output + t) % host.entries, "first": int(first_unit[t] == unit_index),
+                "token": host.entry_of(first_output + t), "first": int(first_unit[t] == unit_index),
                 "final": int(last_unit[t] == unit_index), "dedup": int(dedup), "save": int(save),
                 "valid": [1 if j in js else 0 for j in range(k)], "experts": [int(e) for e in layer.experts[t]],
                 "gates": [int(g) for g in layer.gates[t]]}, tuple(proto.pack_token(layer.x[t])))
@@ -441,19 +441,19 @@ def _count_links(links: dict, topo, C: int, chips: list[int], dedup: bool) -> No
             links[(topo.switch(c // C), topo.chiplet(c // C, c % C))] += 1
 
 
-def _check_entries(units, first_unit, last_unit, entries: int, first_output: int = 0) -> None:
-    """The root returns tokens in order from a ring of ``entries`` combine entries: token ``t`` (of a layer whose
-    first token is the run's output ``first_output``) takes entry ``(first_output + t) % entries`` at its first
-    dispatch, which must find token ``t - entries`` returned, so every token
-    before it must have had its final dispatch already (else the root would wait forever)."""
+def _check_entries(units, first_unit, last_unit, host: HostInterface, first_output: int) -> None:
+    """The root returns tokens in order from a ring of ``host.entries`` combine entries: token ``t`` (of a layer
+    whose first token is the run's output ``first_output``) takes entry ``host.entry_of(first_output + t)`` at its
+    first dispatch, which must find token ``t - entries`` returned, so every token before it must have had its
+    final dispatch already (else the root would wait forever)."""
+    entries = host.entries
     finals_before = -1   # highest token index such that all tokens <= it had their final dispatch
     done = set()
     for i, (_, t, _) in enumerate(units):
         if first_unit[t] == i and t - entries > finals_before:
-            raise ScheduleError(f"token {t} would need combine entry {(first_output + t) % entries} while token "
-                                f"{t - entries} "
-                                f"still waits for a later weight round: a schedule with several rounds may have "
-                                f"at most {entries} tokens (2 ** hardware.tag_bits)")
+            raise ScheduleError(f"token {t} would need combine entry {host.entry_of(first_output + t)} while token "
+                                f"{t - entries} still waits for a later weight round: a schedule with several "
+                                f"rounds may have at most {entries} tokens (2 ** hardware.tag_bits)")
         if last_unit[t] == i:
             done.add(t)
             while finals_before + 1 in done:

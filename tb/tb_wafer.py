@@ -292,7 +292,8 @@ class WaferBench:
         from mozart.model.perf.rtl import predict_breakdown, predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
-        problems = self.output_problems() + self.saved_problems()
+        wrong_outputs, wrong_saves = self.output_problems(), self.saved_problems()
+        problems = wrong_outputs + wrong_saves
         measured, wrong, expected = {}, [], run.link_dispatches   # summed over the layers
         for i, link in enumerate(topo.links):
             n = int(getattr(dut, f"dispatches__{i}").value)
@@ -314,8 +315,8 @@ class WaferBench:
                    "model_cycles_engine": round(engine, 1),
                    "tokens": run.tokens, "layers": len(run.layers), "attention_steps": len(run.attention),
                    "variant": run.variant, "placement": run.placement,
-                   "bit_exact": not self.output_problems(),
-                   "saved_exact": not self.saved_problems(),
+                   "bit_exact": not wrong_outputs,
+                   "saved_exact": not wrong_saves,
                    "saved_words": sum(len(words) for words in self.saved),
                    "replicas_root_per_token": run.replicas_per_token()["root"],
                    "replicas_chiplet_per_token": run.replicas_per_token()["chiplet"],

@@ -32,6 +32,8 @@ class MemoryControllerContract:
     read_buffer_words : int
         The DRAM model's read buffer: more than can be in flight (``t_cl``) plus a burst, so the DRAM can run
         ahead of headers.
+    image_stream_cycles : float
+        A LOAD's stream of one expert image at ``load_efficiency`` of the peak (the first word's latency aside).
     write_buffer_flits : int
         The controller's write buffer between the request decoder and the DRAM: two full MEM_WRITE payloads
         (``2 * max_burst_flits``). The DRAM holds two burst commands (active and next) and the header after them
@@ -66,6 +68,11 @@ class MemoryControllerContract:
     @property
     def write_buffer_flits(self) -> int:
         return 2 * self.cfg.hardware.max_burst_flits
+
+    @property
+    def image_stream_cycles(self) -> float:
+        """Cycles a LOAD streams one expert image at the load rate (``load_efficiency`` of the peak)."""
+        return self.proto.image_words / (self.peak_words_per_cycle * self.load_efficiency)
 
     @property
     def load_efficiency(self) -> float:

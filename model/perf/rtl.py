@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
-from ..protocol import Protocol
 from .inorder import InOrderTiming
 from .timing import HardwareTiming
 
@@ -67,14 +66,13 @@ def in_order_timing(cfg) -> InOrderTiming:
     the WEIGHT path's two hops)."""
     switch, root, chiplet = SwitchContract(cfg), RootContract(cfg), ChipletContract(cfg)
     memctrl = MemoryControllerContract(cfg)
-    image_cycles = Protocol(cfg).image_words / (memctrl.peak_words_per_cycle * memctrl.load_efficiency)
     return InOrderTiming(cycles_per_expert=chiplet.cycles_per_expert, token_slots=chiplet.token_slots,
                          queue_flits=root.queue.depth, reduction_entries=switch.reduction_entries,
                          queue_latency=float(root.queue.latency), hop_cycles=float(switch.head_latency),
                          chiplet_input_flits=chiplet.input_flits, chiplet_output_flits=chiplet.output_flits,
                          loaded_cycles=1 + 2 * float(switch.head_latency),
                          port_flits_per_cycle=min(root.up_port_flits_per_cycle, switch.flits_per_cycle),
-                         issue_window=cfg.hardware.issue_window, load_cycles=image_cycles,
+                         issue_window=cfg.hardware.issue_window, load_cycles=memctrl.image_stream_cycles,
                          load_latency=float(memctrl.dram.miss_latency + 2 * switch.head_latency))
 
 
