@@ -43,14 +43,15 @@ class ExpertChiplet(wiring.Component):
       slot holds the expert completely, and the chiplet sends **LOADED** (dst root, tag of the packet, meta
       slot and expert).
     - **DISPATCH** (header, one route word of ``route_flits`` flits, ``token_flits`` token flits): the token
-      goes into the activation buffer (``token_slots`` entries) with its expert mask, gates, tag, ``reduce``
-      and ``save``. Its selected local experts run in ascending order, each on the slot that holds it; the
-      gate-weighted sum leaves as one **COMBINE** (dst root, same tag, ``reduce`` echoed, d_model signed
+      goes into the activation buffer (``token_slots`` entries) with its expert mask, gates, tag, ``reduce``,
+      ``save`` and ``save_index``. Its selected local experts run in ascending order, each on the slot that
+      holds it; the gate-weighted sum leaves as one **COMBINE** (dst root, same tag, ``reduce`` echoed, d_model signed
       ``partial_bits``). Tokens leave in arrival order. A mask with no expert gives an all-zero partial.
-    - with ``save=1``, every selected expert's hidden vector ``act(W1 x)`` also leaves as **MEM_WRITE**
-      packets to ``memctrl(group)`` (ack 0, at most ``max_burst_flits`` flits each) at
-      :func:`mozart.model.golden.activation_addr` ``(cfg, index, tag, expert)``, i.e.
-      ``activation_base + ((tag * chiplets_per_group + index) * experts_per_chiplet + expert) * entry_words``.
+    - with ``save=1``, every selected expert's pre-activation ``z`` (the requantised ``W1 x``, before the
+      activation; the backward pass restores it) also leaves as **MEM_WRITE** packets to ``memctrl(group)``
+      (the token's tag, ack 0, at most ``max_burst_flits`` flits each) at
+      :func:`mozart.model.golden.activation_addr` ``(cfg, index, save_index, expert)``, i.e.
+      ``activation_base + ((save_index * chiplets_per_group + index) * experts_per_chiplet + expert) * entry_words``.
     - other kinds, and WEIGHT packets naming a slot that does not exist, are consumed and dropped.
 
     Interlocks (hold for every packet order; no combinational path from ``port_out`` to ``port_in``)

@@ -86,7 +86,8 @@ class ChipletJobQueue(wiring.Component):
             job.tok.eq(head), job.wslot.eq(self.lookup.slot), job.expert.eq(expert),
             job.gate.eq(current.gates.word_select(expert, gate_bits)),
             job.first.eq(done == 0), job.last.eq(no_expert | is_last), job.none.eq(no_expert),
-            job.save.eq(current.save), job.tag.eq(current.tag), job.reduce.eq(current.reduce),
+            job.save.eq(current.save), job.save_index.eq(current.save_index), job.tag.eq(current.tag),
+            job.reduce.eq(current.reduce),
         ]
         taken = self.job.valid & self.job.ready
         with m.If(taken):

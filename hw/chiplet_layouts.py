@@ -35,10 +35,12 @@ def memory_write_signature(depth: int, flit_bits: int) -> wiring.Signature:
 
 
 def token_layout(cfg) -> data.StructLayout:
-    """A token received whole (DISPATCH): its local expert mask and gates (the route word), tag and flags."""
+    """A token received whole (DISPATCH): its local expert mask and gates (the route word), tag, flags and the
+    record its pre-activations are saved in."""
     experts = cfg.experts_per_chiplet
     return data.StructLayout({"experts": unsigned(experts), "gates": unsigned(experts * cfg.numerics.gate_bits),
-                              "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1, "save": 1})
+                              "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1, "save": 1,
+                              "save_index": unsigned(Protocol(cfg).save_index_bits)})
 
 
 def loaded_layout(cfg) -> data.StructLayout:
@@ -59,7 +61,8 @@ def job_layout(cfg, token_slots: int) -> data.StructLayout:
         "first": 1,                             # first selected expert of the token: the partial starts at 0
         "last": 1,                              # last selected expert: the partial is complete after it
         "none": 1,                              # the token selects no expert here: its partial is all zero
-        "save": 1,                              # also output the hidden vector (activation saving)
+        "save": 1,                              # also output the pre-activation vector (activation saving)
+        "save_index": unsigned(proto.save_index_bits),  # the token record it is saved in
         "tag": unsigned(cfg.hardware.tag_bits),
         "reduce": 1,
     })
@@ -72,9 +75,11 @@ def partial_layout(cfg) -> data.StructLayout:
 
 
 def hidden_layout(cfg) -> data.StructLayout:
-    """One saved hidden vector ``act(W1 x)`` of a (token, expert) job."""
+    """One saved pre-activation vector ``z`` (the requantised ``W1 x``) of a (token, expert) job, with the token's
+    tag and record (``save_index``) and the local expert: where it goes in DRAM."""
     proto = Protocol(cfg)
-    return data.StructLayout({"tag": unsigned(cfg.hardware.tag_bits), "expert": unsigned(proto.expert_bits),
+    return data.StructLayout({"tag": unsigned(cfg.hardware.tag_bits), "save_index": unsigned(proto.save_index_bits),
+                              "expert": unsigned(proto.expert_bits),
                               "data": data.ArrayLayout(signed(cfg.numerics.act_bits), cfg.moe.d_ff)})
 
 
@@ -93,6 +98,7 @@ def issue_layout(cfg) -> data.StructLayout:
     longest = max(moe.d_model, moe.d_ff)
     info = data.StructLayout({"p2": 1, "row": unsigned(index_bits(longest)), "first_chunk": 1, "last_chunk": 1,
                               "gate": unsigned(cfg.numerics.gate_bits), "first": 1, "last": 1, "save": 1,
+                              "save_index": unsigned(proto.save_index_bits),
                               "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1,
                               "expert": unsigned(proto.expert_bits)})
     flit_bits = cfg.hardware.flit_bits

@@ -33,8 +33,9 @@ class ChipletOutput(wiring.Component):
       per slot until sent (``loaded_unsent``), lowest slot first.
     - **COMBINE** (dst root, the token's tag, ``reduce`` echoed, ``partial_flits`` flits of d_model signed
       ``partial_bits``).
-    - **MEM_WRITE** (dst ``memctrl(group)``, ack 0, at most ``max_burst_flits`` flits each) of the hidden vector
-      at :func:`mozart.model.golden.activation_addr` ``(cfg, index, tag, expert)``.
+    - **MEM_WRITE** (dst ``memctrl(group)``, the token's tag, ack 0, at most ``max_burst_flits`` flits each) of the
+      saved pre-activation vector at :func:`mozart.model.golden.activation_addr` ``(cfg, index, save_index,
+      expert)``.
 
     Latency and throughput: a packet's header leaves 1 cycle after the output chose it (idle), then one flit
     per cycle while ``o.ready``; one idle cycle between packets. ``partial`` and ``hidden`` are taken with
@@ -132,7 +133,7 @@ class ChipletOutput(wiring.Component):
         cfg, proto, hidden = self._cfg, self._proto, self.hidden.payload
         hidden_flits, burst, words = golden.hidden_flits(cfg), cfg.hardware.max_burst_flits, proto.words_per_flit
         flits = _flits_of(hidden.data, cfg.moe.d_ff, cfg.hardware.flit_bits // cfg.numerics.act_bits)
-        entry = (hidden.tag * cfg.chiplets_per_group + self._index) * cfg.experts_per_chiplet + hidden.expert
+        entry = (hidden.save_index * cfg.chiplets_per_group + self._index) * cfg.experts_per_chiplet + hidden.expert
         address = proto.activation_base + entry * golden.activation_entry_words(cfg) + burst_index * (burst * words)
         length = Mux(hidden_flits - burst_index * burst > burst, burst, hidden_flits - burst_index * burst)
         with m.State("SAVE_HDR"):

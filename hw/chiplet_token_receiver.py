@@ -18,7 +18,7 @@ class ChipletTokenReceiver(wiring.Component):
     """Takes a DISPATCH replica (header, one route word of ``route_flits`` flits, ``token_flits`` token flits)
     when the token ring has room, writes the token into its ring entry of the activation buffer (``token_flits``
     flits per entry) and reports the whole token with its route word (local expert mask and gates), tag,
-    ``reduce`` and ``save`` as one ``token`` event at its last flit.
+    ``reduce``, ``save`` and ``save_index`` as one ``token`` event at its last flit.
 
     Latency and throughput: one flit per cycle; the ``token`` event fires in the cycle of the last flit. The
     header waits (``i.ready`` low) while the ring is full.
@@ -52,14 +52,16 @@ class ChipletTokenReceiver(wiring.Component):
         route = Signal(proto.route_flits * flit_bits)
         token = self.token.payload
         tag, reduce, save = Signal.like(token.tag), Signal(), Signal()   # from the header
+        save_index = Signal.like(token.save_index)
         m.d.comb += [token.experts.eq(route[:experts]), token.gates.eq(route[experts:experts + len(token.gates)]),
-                     token.tag.eq(tag), token.reduce.eq(reduce), token.save.eq(save)]
+                     token.tag.eq(tag), token.reduce.eq(reduce), token.save.eq(save), token.save_index.eq(save_index)]
 
         with m.If(~receiving):
             m.d.comb += self.i.ready.eq(self.ring.room)
             with m.If(self.i.valid & self.ring.room):
                 m.d.sync += [tag.eq(header.tag), reduce.eq(header.meta.dispatch.reduce),
-                             save.eq(header.meta.dispatch.save), count.eq(0)]
+                             save.eq(header.meta.dispatch.save), save_index.eq(header.meta.dispatch.save_index),
+                             count.eq(0)]
                 with m.If(~self.i.payload.last):
                     m.d.sync += receiving.eq(1)
         with m.Else():

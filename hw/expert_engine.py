@@ -24,14 +24,14 @@ class ExpertEngine(wiring.Component):
     Structure: its :class:`~mozart.hw.expert_engine_sequencer.EngineSequencer` (S0: job registers, SRAM
     addresses, stalls) issues one chunk of ``L = hardware.mac_lanes`` weights per cycle (one SRAM flit read;
     the image is row-major) into the engine's datapath: S1 operands (token chunk from the activation buffer
-    for W1, hidden chunk from registers for W2) and ``L`` products, S2 adder tree and the row accumulator
-    (exact width, :attr:`mozart.model.blocks.EngineGeometry.acc_width`), S3 requantise and write: a hidden
-    value (W1; ReLU or the ROM table) or an output element, gated and added into the token's partial with
-    saturation (W2). A job issues W1 rows ``0..d_ff-1`` then W2 rows ``0..d_model-1``; W2 chunks wait only
-    for the hidden values they read. The next job is accepted in the cycle the last W2 chunk issues, so jobs
-    run back to back. The datapath never stalls: a row's result is written 3 cycles after its last chunk
-    issues, and a complete partial or hidden vector is copied into its output stream's registers as soon
-    as they are free.
+    for W1; for W2 the activation, ReLU or one ROM per lane, of a chunk of the hidden registers, which hold the
+    pre-activation ``z``) and ``L`` products, S2 adder tree and the row accumulator (exact width,
+    :attr:`mozart.model.blocks.EngineGeometry.acc_width`), S3 requantise and write: a ``z`` value (W1) or an
+    output element, gated and added into the token's partial with saturation (W2). A job issues W1 rows
+    ``0..d_ff-1`` then W2 rows ``0..d_model-1``; W2 chunks wait only for the hidden values they read. The next
+    job is accepted in the cycle the last W2 chunk issues, so jobs run back to back. The datapath never stalls:
+    a row's result is written 3 cycles after its last chunk issues, and a complete partial or hidden vector is
+    copied into its output stream's registers as soon as they are free.
 
     Latency and throughput (``L`` lanes, ``n`` selected experts of a token)
     --------------------------------------------------------------------
@@ -56,7 +56,8 @@ class ExpertEngine(wiring.Component):
     partial : Out(stream.Signature(partial layout))
         One token's complete partial (tag, reduce, d_model signed partial_bits); held until taken.
     hidden : Out(stream.Signature(hidden layout))
-        The hidden vector ``act(W1 x)`` of a ``save`` job (tag, expert, d_ff signed act_bits).
+        The pre-activation vector ``z`` (the requantised ``W1 x``) of a ``save`` job (tag, save_index, expert, d_ff
+        signed act_bits): what the backward pass restores.
     done_expert : Out(1), done_token : Out(1), done_local : Out(expert bits)
         One-cycle pulse when a job no longer reads the weight SRAM (``done_expert``: it used expert
         ``done_local``) and, with ``done_token``, when the token no longer reads the activation buffer.
@@ -110,7 +111,11 @@ class ExpertEngine(wiring.Component):
                         for k in range(geo.w_per_flit // lanes))[w_sub1]
         x_chunk = Array(self.x_data[k * lanes * ab:(k + 1) * lanes * ab]
                         for k in range(geo.a_per_flit // lanes))[x_sub1]
-        h_chunk = Array(Cat(*(hidden[c * lanes + i] for i in range(lanes))) for c in range(geo.d_ff // lanes))[chunk1]
+        z_chunk = Array(Cat(*(hidden[c * lanes + i] for i in range(lanes))) for c in range(geo.d_ff // lanes))[chunk1]
+        z_chunk = named(m, z_chunk, "z_chunk")
+        # the registers hold z (what a save writes, what the backward restores); W2 reads act(z), one per lane
+        h_chunk = Cat(*(activate(m, z_chunk.word_select(i, ab).as_signed(), self._cfg, f"act_rom{i}")
+                        for i in range(lanes)))
         operands = Mux(i1.p2, h_chunk, x_chunk)
         v2, i2 = Signal(), Signal(info_shape)
         products = [Signal(signed(ab + wb), name=f"prod{i}") for i in range(lanes)]
@@ -137,15 +142,13 @@ class ExpertEngine(wiring.Component):
 
     def _requantise(self, m, sequencer, row_info, row_sum, hidden, partial):
         """S3 and the hand-over of complete vectors to the output streams."""
-        cfg, geo, num = self._cfg, self.geo, self._cfg.numerics
+        geo, num = self.geo, self._cfg.numerics
         ab, pb = num.act_bits, num.partial_bits
         valid, info = row_info
         acc_sat = clamp(m, row_sum, num.acc_bits, "row_sum") if geo.acc_width > num.acc_bits else row_sum
         acc_sat = named(m, acc_sat, "row_sum_saturated")
         hid = Signal(signed(ab))
         m.d.comb += hid.eq(clamp(m, rshift_round(m, acc_sat, num.hidden_shift, "hidden"), ab, "hidden"))
-        act = Signal(signed(ab))
-        m.d.comb += act.eq(activate(m, hid, cfg, "act_rom"))
         y = Signal(signed(ab))
         gy = Signal(signed(pb))
         m.d.comb += [y.eq(clamp(m, rshift_round(m, acc_sat, num.output_shift, "output"), ab, "output")),
@@ -153,15 +156,17 @@ class ExpertEngine(wiring.Component):
 
         partial_ready, hidden_ready = Signal(), Signal()   # all rows of the vector are written
         partial_meta = Signal(data.StructLayout({"tag": info.tag.shape(), "reduce": 1}))
-        hidden_meta = Signal(data.StructLayout({"tag": info.tag.shape(), "expert": info.expert.shape()}))
+        hidden_meta = Signal(data.StructLayout({"tag": info.tag.shape(), "save_index": info.save_index.shape(),
+                                                "expert": info.expert.shape()}))
         with m.If(sequencer.zero.valid):
             m.d.sync += [partial_ready.eq(1), partial_meta.eq(sequencer.zero.payload)]
             m.d.sync += [partial[i].eq(0) for i in range(geo.d_model)]
         with m.If(valid & ~info.p2):
-            self._write_row(m, hidden, info.row, act)
+            self._write_row(m, hidden, info.row, hid)
             m.d.comb += sequencer.hidden_written.eq(1)
             with m.If(info.save & (info.row == geo.d_ff - 1)):
-                m.d.sync += [hidden_ready.eq(1), hidden_meta.tag.eq(info.tag), hidden_meta.expert.eq(info.expert)]
+                m.d.sync += [hidden_ready.eq(1), hidden_meta.tag.eq(info.tag),
+                             hidden_meta.save_index.eq(info.save_index), hidden_meta.expert.eq(info.expert)]
         with m.If(valid & info.p2):
             summed = clamp(m, partial[info.row] + gy, pb, "partial_sum")
             self._write_row(m, partial, info.row, named(m, Mux(info.first, gy, summed), "partial_next"))
@@ -180,5 +185,6 @@ class ExpertEngine(wiring.Component):
         with m.If(hidden_ready & ~self.hidden.valid):
             m.d.comb += sequencer.hidden_freed.eq(1)
             m.d.sync += [self.hidden.valid.eq(1), self.hidden.payload.tag.eq(hidden_meta.tag),
+                         self.hidden.payload.save_index.eq(hidden_meta.save_index),
                          self.hidden.payload.expert.eq(hidden_meta.expert), hidden_ready.eq(0)]
             m.d.sync += [self.hidden.payload.data[i].eq(hidden[i]) for i in range(geo.d_ff)]

@@ -94,7 +94,7 @@ class EngineSequencer(wiring.Component):
             issue.info.last_chunk.eq(last_chunk),
         ]
         m.d.comb += [getattr(issue.info, name).eq(getattr(job, name))
-                     for name in ("gate", "first", "last", "save", "tag", "reduce", "expert")]
+                     for name in ("gate", "first", "last", "save", "save_index", "tag", "reduce", "expert")]
         with m.If(can_issue):
             m.d.sync += chunk.eq(Mux(last_chunk, 0, chunk + 1))
             with m.If(w_sub == w_subs - 1):

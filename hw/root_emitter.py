@@ -169,7 +169,8 @@ class RootGroupEmitter(wiring.Component):
                              header.tag.eq(token_header.token), header.length.eq(route_flits + token_flits),
                              header.meta.dispatch.chiplets.eq(Cat(*chiplet_mask)),
                              header.meta.dispatch.reduce.eq(token_header.dedup),
-                             header.meta.dispatch.save.eq(token_header.save)]
+                             header.meta.dispatch.save.eq(token_header.save),
+                             header.meta.dispatch.save_index.eq(token_header.save_index)]
                 with m.If(out.ready):
                     m.d.sync += [flit.eq(0), destination.eq(0), word_flit.eq(0)]
                     with m.If(route_flits != 0):

@@ -205,7 +205,9 @@ class SwitchInput(wiring.Component):
             m.d.comb += [
                 replica.eq(hdr),
                 replica.dst.eq(topo.chiplet(self._group, chiplet)),
-                replica.length.eq(proto.dispatch_flits(1) - 1),   # the length field counts the flits after the header
+                # the length field counts the flits after the header
+                replica.length.eq(Mux(hdr.meta.dispatch.backward, proto.dispatch_flits(1, backward=True),
+                                      proto.dispatch_flits(1)) - 1),
                 replica.meta.dispatch.chiplets.as_value().eq(1 << chiplet),
             ]
             with m.If(self.i.payload.first & decision.mcast_now):

@@ -161,19 +161,20 @@ class ChipletProgram:
         slot_of = {s.expert: s for s in self.slots if s.expert >= 0}
         w1s = np.stack([slot_of[e].w1 if e in slot_of else zeros for e in range(E)])
         w2s = np.stack([slot_of[e].w2 if e in slot_of else zeros.T for e in range(E)])
-        partial, h = golden.chiplet_partial(x, (w1s, w2s), mask, gates, cfg, return_hidden=True)
+        partial, z = golden.chiplet_partial(x, (w1s, w2s), mask, gates, cfg, return_saved=True)
+        save_index = int(self.rng.integers(proto.saved_tokens)) if save else 0
         root = proto.topology.root
         self.expected.append(Expected(Packet(PacketKind.COMBINE, root, self.node, tag, {"reduce": int(reduce)},
                                              tuple(proto.pack_partial(partial))), "COMBINE"))
         if save:
             for e in experts:
-                for p in golden.save_packets(cfg, self.group, self.index, tag, e, h[e]):
+                for p in golden.save_packets(cfg, self.group, self.index, tag, save_index, e, z[e]):
                     self.expected.append(Expected(p, "MEM_WRITE"))
         self.tokens += 1
         self.selected += len(experts)
         chiplets = [int(c == self.index) for c in range(cfg.chiplets_per_group)]
         return Packet(PacketKind.DISPATCH, self.node, proto.topology.switch(self.group), tag,
-                      {"chiplets": chiplets, "reduce": int(reduce), "save": int(save)},
+                      {"chiplets": chiplets, "reduce": int(reduce), "save": int(save), "save_index": save_index},
                       tuple(proto.pack_route(mask.tolist(), gates.tolist()) + proto.pack_token(x)))
 
     # -- whole programs ----------------------------------------------------------------------------------

@@ -60,9 +60,11 @@ Width proofs
 
 Activation saving
 -----------------
-A dispatch with ``save=1`` makes the chiplet write each selected expert's hidden vector ``h`` (packed like a
-token, ``pack_elements(h, act_bits, flit_bits)``, then split into DRAM words, word 0 in a flit's low bits) to
-its group's DRAM at :func:`activation_addr`; :func:`save_packets` gives the exact MEM_WRITE packets.
+A dispatch with ``save=1`` makes the chiplet write each selected expert's pre-activation ``z`` (:func:`pre_activation`;
+packed like a token, ``pack_elements(z, act_bits, flit_bits)``, then split into DRAM words, word 0 in a flit's low
+bits) to its group's DRAM at :func:`activation_addr` of the dispatch's ``save_index``
+(:meth:`Protocol.save_index`: the token's layer and position); :func:`save_packets` gives the exact MEM_WRITE
+packets. The backward pass restores ``z``: ``h = act(z)`` and ``act'(z)`` follow from it by table.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ from .protocol import Packet, PacketKind, Protocol, pack_elements
 __all__ = [
     "Formats", "formats", "saturate", "saturating_add", "reduce_partials", "rshift_round", "exact_acc_bits",
     "reduction_is_exact",
-    "activation_table", "activate", "expert_hidden", "expert_ffn", "gate_products", "chiplet_partial",
+    "activation_table", "activate", "pre_activation", "expert_hidden", "expert_ffn", "gate_products", "chiplet_partial",
     "moe_layer", "quantise", "dequantise", "moe_layer_float", "expert_image", "expert_image_flits",
     "hidden_flits", "activation_entry_words", "activation_addr", "activation_region_words", "save_packets",
     "saved_words",
@@ -218,8 +220,9 @@ def _matvec(w: np.ndarray, x: np.ndarray, cfg) -> np.ndarray:
     return saturate(np.einsum("...mn,...n->...m", w, x), cfg.numerics.acc_bits)
 
 
-def expert_hidden(x, w1, cfg) -> np.ndarray:
-    """``h = act(sat_a(rshift_round(sat_acc(W1 x), hidden_shift)))``.
+def pre_activation(x, w1, cfg) -> np.ndarray:
+    """``z = sat_a(rshift_round(sat_acc(W1 x), hidden_shift))``: the hidden vector before the activation (what a
+    saving dispatch writes to DRAM for the backward pass).
 
     ``x``: ``[..., d_model]``; ``w1``: ``[d_ff, d_model]`` (or broadcastable ``[..., d_ff, d_model]``).
     """
@@ -228,8 +231,12 @@ def expert_hidden(x, w1, cfg) -> np.ndarray:
     w1 = np.asarray(w1, dtype=np.int64)
     _check_range("x", x, num.act_bits)
     _check_range("w1", w1, num.weight_bits)
-    acc = _matvec(w1, x, cfg)
-    return activate(saturate(rshift_round(acc, num.hidden_shift), num.act_bits), cfg)
+    return saturate(rshift_round(_matvec(w1, x, cfg), num.hidden_shift), num.act_bits)
+
+
+def expert_hidden(x, w1, cfg) -> np.ndarray:
+    """``h = act(z)`` with ``z`` = :func:`pre_activation`."""
+    return activate(pre_activation(x, w1, cfg), cfg)
 
 
 def expert_ffn(x, w1, w2, cfg, *, return_hidden: bool = False):
@@ -254,7 +261,7 @@ def gate_products(y, gates, cfg) -> np.ndarray:
     return saturate(np.asarray(y, dtype=np.int64) * gates[..., None], num.partial_bits)
 
 
-def chiplet_partial(x, experts, mask, gates, cfg, *, return_hidden: bool = False):
+def chiplet_partial(x, experts, mask, gates, cfg, *, return_saved: bool = False):
     """The COMBINE partial of one chiplet: the gate-weighted saturating sum of its selected local experts.
 
     Parameters
@@ -263,7 +270,8 @@ def chiplet_partial(x, experts, mask, gates, cfg, *, return_hidden: bool = False
     experts : ``(w1s, w2s)``, ``w1s [E, d_ff, d_model]`` and ``w2s [E, d_model, d_ff]`` (local index order)
     mask : ``[E]`` or ``[T, E]`` bool/int: the route word's expert mask
     gates : ``[E]`` or ``[T, E]`` raw unsigned Q0.gate_bits
-    return_hidden : also return ``h [.., E, d_ff]`` (the saved activations; unselected experts too)
+    return_saved : also return ``z [.., E, d_ff]`` (the pre-activations a saving dispatch writes; unselected
+        experts too)
 
     The sum starts at 0 and adds ``sat_p(gate_e * y_e)`` for ``e`` ascending with :func:`saturating_add`.
     """
@@ -275,9 +283,9 @@ def chiplet_partial(x, experts, mask, gates, cfg, *, return_hidden: bool = False
     if mask.shape[-1] != n_exp or gates.shape[-1] != n_exp:
         raise ValueError(f"mask and gates must have {n_exp} entries (one per local expert), "
                          f"not {mask.shape[-1]} and {gates.shape[-1]}")
-    y, h = expert_ffn(x[..., None, :], w1s, w2s, cfg, return_hidden=True)   # [.., E, d_model]
+    y = expert_ffn(x[..., None, :], w1s, w2s, cfg)   # [.., E, d_model]
     partial = local_sum(gate_products(y, gates, cfg), mask, cfg.numerics.partial_bits)
-    return (partial, h) if return_hidden else partial
+    return (partial, pre_activation(x[..., None, :], w1s, cfg)) if return_saved else partial
 
 
 def local_sum(values, mask, bits: int) -> np.ndarray:
@@ -427,22 +435,20 @@ def activation_entry_words(cfg) -> int:
 
 
 def activation_region_words(cfg) -> int:
-    """Words of the whole activation region: one entry per (tag, chiplet of the group, local expert)."""
-    return (1 << cfg.hardware.tag_bits) * cfg.chiplets_per_group * cfg.experts_per_chiplet * activation_entry_words(cfg)
+    """Words of the whole activation region: one entry per (saved token record, chiplet of the group, local
+    expert): ``Protocol.saved_tokens`` records, every layer's tokens of a training step."""
+    return Protocol(cfg).saved_tokens * cfg.chiplets_per_group * cfg.experts_per_chiplet * activation_entry_words(cfg)
 
 
-def activation_addr(cfg, chiplet: int, tag: int, expert: int) -> int:
-    """DRAM word address of the saved ``h`` of local ``expert`` of chiplet ``chiplet`` (index in its group)
-    for the token ``tag``: ``activation_base + ((tag * C + chiplet) * E + expert) * activation_entry_words``.
-
-    A later token with the same tag overwrites the entry: the root must not reuse a tag before the backward
-    pass has read it (or must copy it away).
-    """
-    c, e = cfg.chiplets_per_group, cfg.experts_per_chiplet
-    if not (0 <= chiplet < c and 0 <= expert < e and 0 <= tag < (1 << cfg.hardware.tag_bits)):
-        raise ValueError(f"(chiplet, tag, expert) must be within ({c}, {1 << cfg.hardware.tag_bits}, {e}), "
-                         f"not ({chiplet}, {tag}, {expert})")
-    return Protocol(cfg).activation_base + ((tag * c + chiplet) * e + expert) * activation_entry_words(cfg)
+def activation_addr(cfg, chiplet: int, save_index: int, expert: int) -> int:
+    """DRAM word address of the saved ``z`` of local ``expert`` of chiplet ``chiplet`` (index in its group) for the
+    token record ``save_index`` (:meth:`Protocol.save_index`):
+    ``activation_base + ((save_index * C + chiplet) * E + expert) * activation_entry_words``."""
+    c, e, records = cfg.chiplets_per_group, cfg.experts_per_chiplet, Protocol(cfg).saved_tokens
+    if not (0 <= chiplet < c and 0 <= expert < e and 0 <= save_index < records):
+        raise ValueError(f"(chiplet, save_index, expert) must be within ({c}, {records}, {e}), "
+                         f"not ({chiplet}, {save_index}, {expert})")
+    return Protocol(cfg).activation_base + ((save_index * c + chiplet) * e + expert) * activation_entry_words(cfg)
 
 
 def _hidden_packed(h, cfg) -> list[int]:
@@ -461,14 +467,15 @@ def check_activation_region(cfg) -> None:
     raise_first(activation_region_problems(cfg))
 
 
-def save_packets(cfg, group: int, chiplet: int, tag: int, expert: int, h) -> list[Packet]:
-    """The MEM_WRITE packets a chiplet sends for one saved hidden vector (``ack=0``): the entry's flits in
-    order, at most ``hardware.max_burst_flits`` payload flits each, the address advancing by the words sent."""
+def save_packets(cfg, group: int, chiplet: int, tag: int, save_index: int, expert: int, z) -> list[Packet]:
+    """The MEM_WRITE packets a chiplet sends for one saved pre-activation (``ack=0``; the dispatch's ``tag``): the
+    entry's flits in order, at most ``hardware.max_burst_flits`` payload flits each, the address advancing by the
+    words sent."""
     proto = Protocol(cfg)
     topo = proto.topology
-    flits = _hidden_packed(h, cfg)
+    flits = _hidden_packed(z, cfg)
     burst = cfg.hardware.max_burst_flits
-    addr = activation_addr(cfg, chiplet, tag, expert)
+    addr = activation_addr(cfg, chiplet, save_index, expert)
     out = []
     for start in range(0, len(flits), burst):
         chunk = flits[start:start + burst]

@@ -18,7 +18,8 @@ weight gradients        int64, exact                ``dW2``: ``F_dy + F_h``; ``d
 ======================  ==========================  =======================================================
 
 Per (token, expert ``e``) with raw gate ``g``, the token's ``x`` and the expert's pre-activation ``z`` (the
-requantised ``W1 x`` before the activation, :func:`pre_activation`):
+requantised ``W1 x`` before the activation, :func:`mozart.model.golden.pre_activation`, what the forward pass
+saves):
 
 1. ``u = sat_acc(W2^T dY)``: the output gradient through ``W2``, before the gate (exact dot products, clamped).
 2. ``dh = sat_a(rshift_round(g * u, G + output_shift))``: the hidden vector's gradient (the gate applied once,
@@ -55,7 +56,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .golden import _check_range, _matvec, activate, formats, local_sum, rshift_round, saturate, tree_combine
+from .golden import (_check_range, _matvec, activate, formats, local_sum, pre_activation, rshift_round, saturate,
+                     tree_combine)
 
 __all__ = ["deriv_frac", "derivative_table", "pre_activation", "ExpertBackward", "expert_backward",
            "BackwardFormats", "backward_formats",
@@ -97,16 +99,6 @@ def derivative_table(cfg) -> tuple[int, ...] | None:
     if num.activation == "relu":
         return None
     return _deriv_table(num.activation, num.act_bits, formats(cfg).h)
-
-
-def pre_activation(x, w1, cfg) -> np.ndarray:
-    """``z = sat_a(rshift_round(sat_acc(W1 x), hidden_shift))``: the hidden vector before the activation (what
-    the forward pass saves for the backward)."""
-    num = cfg.numerics
-    x, w1 = np.asarray(x, dtype=np.int64), np.asarray(w1, dtype=np.int64)
-    _check_range("x", x, num.act_bits)
-    _check_range("w1", w1, num.weight_bits)
-    return saturate(rshift_round(_matvec(w1, x, cfg), num.hidden_shift), num.act_bits)
 
 
 def _matvec_t(w: np.ndarray, v: np.ndarray, cfg) -> np.ndarray:

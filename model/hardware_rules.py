@@ -58,8 +58,9 @@ def activation_region_problems(cfg) -> list[str]:
     if need <= cfg.dram.words:
         return []
     return [f"dram.words must hold the weight images and saved activations ({need} words: "
-            f"{1 << cfg.hardware.tag_bits} tags x {cfg.chiplets_per_group} chiplets x {cfg.experts_per_chiplet} "
-            f"experts x {activation_entry_words(cfg)} words), not {cfg.dram.words}"]
+            f"{Protocol(cfg).saved_tokens} token records (moe.layers x the tokens of a training step) x "
+            f"{cfg.chiplets_per_group} chiplets x {cfg.experts_per_chiplet} experts x {activation_entry_words(cfg)} "
+            f"words), not {cfg.dram.words}"]
 
 
 def hardware_problems(cfg) -> list[str]:

@@ -30,7 +30,8 @@ Commands (read in order; only TOKENs are reordered, in the root's issue window)
                    layer: a token whose experts are split over weight rounds is dispatched once per round),
                    ``dedup`` (one DISPATCH per destination group with per-chiplet masks and gates and
                    ``reduce=1``; 0: one DISPATCH per selected expert, ``reduce=0``: the Baseline and A) and
-                   ``save`` (the DISPATCH ``save`` bit).
+                   ``save``/``save_index`` (the DISPATCH's: save the pre-activations in the token's record,
+                   ``Protocol.save_index`` of its layer and position).
 
 The issue window (``hardware.issue_window`` = W TOKENs): a TOKEN is stored in a free window entry (the command
 stream holds while all W are full) and the root dispatches, one at a time, the **oldest stored TOKEN that is
@@ -115,7 +116,7 @@ class HostInterface:
             HostOp.WAIT_LOADED: (group, chiplet, slot),
             HostOp.WAIT_COMBINED: (Field("groups", 1, cfg.groups),),
             HostOp.TOKEN: (Field("token", cfg.hardware.tag_bits), Field("first", 1), Field("final", 1),
-                           Field("dedup", 1), Field("save", 1)),
+                           Field("dedup", 1), Field("save", 1), Field("save_index", proto.save_index_bits)),
         }
         #: The routing of a TOKEN, in the ``route_flits`` flits after its header (before the token).
         self.route_fields = (Field("valid", 1, k), Field("experts", self.expert_id_bits, k),

@@ -67,6 +67,9 @@ class PacketKind(enum.IntEnum):
     LOAD = 7       #: root -> memory controller: stream an expert's weights into a chiplet's SRAM slot
     WEIGHT = 8     #: memory controller -> chiplet: weight data for one slot, at word ``offset``
     LOADED = 9     #: chiplet -> root: the slot now holds the expert completely
+    GATE_GRAD = 10  #: chiplet -> root: a backward token's gate gradients, one per selected local expert
+    UPDATE = 11    #: root -> chiplet: apply the slot's accumulated gradient and write the image back at ``addr``
+    UPDATED = 12   #: chiplet -> root: the slot's updated image is in the DRAM (its last write acknowledged)
 
 
 class MemError(enum.IntEnum):
@@ -207,15 +210,25 @@ class Protocol:
                              Field("gates", num.gate_bits, cfg.experts_per_chiplet))
         self.route_bits = sum(f.bits for f in self.route_fields)
         self.route_flits = math.ceil(self.route_bits / hw.flit_bits)
-        self.max_dispatch_flits = cfg.tree.chiplets_per_group * self.route_flits + self.token_flits
-        self.max_payload_flits = max(self.max_dispatch_flits, self.partial_flits, hw.max_burst_flits)
+        #: A backward dispatch carries the token's output gradient and then the token itself.
+        self.max_dispatch_flits = cfg.tree.chiplets_per_group * self.route_flits + 2 * self.token_flits
+        #: A GATE_GRAD's payload: one gate gradient (signed ``acc_bits``) per local expert, packed like a vector.
+        self.gate_grad_flits = math.ceil(cfg.experts_per_chiplet / (hw.flit_bits // num.acc_bits))
+        self.max_payload_flits = max(self.max_dispatch_flits, self.partial_flits, hw.max_burst_flits,
+                                     self.gate_grad_flits)
         self.length_bits = self.max_payload_flits.bit_length()
         self.image_flits = 2 * math.ceil(moe.d_model * moe.d_ff / (hw.flit_bits // num.weight_bits))
+        #: Tokens of one training step (``training.sequences * training.seq_len``) and the (layer, token) records
+        #: of the saved-activation region: every layer keeps its step's activations for its backward pass.
+        self.step_tokens = cfg.training.sequences * cfg.training.seq_len
+        self.saved_tokens = moe.layers * self.step_tokens
+        self.save_index_bits = index_bits(self.saved_tokens)
         self.image_words = self.image_flits * self.words_per_flit
 
-    def dispatch_flits(self, chiplets: int) -> int:
-        """Flits of one DISPATCH to ``chiplets`` chiplets of a group: its header, one route word each, the token."""
-        return 1 + chiplets * self.route_flits + self.token_flits
+    def dispatch_flits(self, chiplets: int, backward: bool = False) -> int:
+        """Flits of one DISPATCH to ``chiplets`` chiplets of a group: its header, one route word each, the token
+        (backward: the token's output gradient, then the token)."""
+        return 1 + chiplets * self.route_flits + (2 if backward else 1) * self.token_flits
 
     # -- layouts -----------------------------------------------------------------------------------------
     @cached_property
@@ -234,9 +247,11 @@ class Protocol:
         slot, expert = Field("slot", self.slot_bits), Field("expert", self.expert_bits)
         return {
             # chiplets: destination chiplets of the group; reduce: the switch sums the partials of this token
-            # (0 = Baseline, each partial goes up alone); save: write act(W1 x) to DRAM for the backward pass.
+            # (0 = Baseline, each partial goes up alone); save: write the pre-activation W1 x to DRAM for the
+            # backward pass, in the record save_index (:meth:`save_index`); backward: the payload is the output
+            # gradient and the token, the chiplet restores the saved pre-activations from save_index.
             PacketKind.DISPATCH: (Field("chiplets", 1, self.cfg.tree.chiplets_per_group), Field("reduce", 1),
-                                  Field("save", 1)),
+                                  Field("save", 1), Field("save_index", self.save_index_bits), Field("backward", 1)),
             PacketKind.COMBINE: (Field("reduce", 1),),
             PacketKind.MEM_READ: (addr, words),
             PacketKind.MEM_WRITE: (addr, words, Field("ack", 1)),
@@ -247,6 +262,9 @@ class Protocol:
                               Field("chiplet", self.chiplet_bits), slot, expert),
             PacketKind.WEIGHT: (slot, expert, Field("offset", index_bits(self.image_words)), Field("final", 1)),
             PacketKind.LOADED: (slot, expert),
+            PacketKind.GATE_GRAD: (Field("experts", 1, self.cfg.experts_per_chiplet),),
+            PacketKind.UPDATE: (slot, addr),
+            PacketKind.UPDATED: (slot, expert),
         }
 
     @cached_property
@@ -326,13 +344,32 @@ class Protocol:
         return as_tuple(fields["experts"]), as_tuple(fields["gates"])
 
     def dispatch_to_group(self, tag: int, group: int, routes: Mapping[int, tuple[Sequence[int], Sequence[int]]],
-                          token: Sequence[int], reduce: bool = True, save: bool = False) -> Packet:
+                          token: Sequence[int], reduce: bool = True, save: bool = False,
+                          save_index: int = 0) -> Packet:
         """Root -> switch dispatch: ``routes`` maps chiplet index -> (local expert mask, raw gates)."""
+        return self._dispatch(tag, group, routes, [token], reduce=reduce, save=int(save), save_index=save_index)
+
+    def backward_dispatch_to_group(self, tag: int, group: int,
+                                   routes: Mapping[int, tuple[Sequence[int], Sequence[int]]], grad: Sequence[int],
+                                   token: Sequence[int], save_index: int, reduce: bool = True) -> Packet:
+        """Root -> switch backward dispatch: the token's output gradient ``grad`` and the token itself; the
+        chiplets restore the pre-activations saved in the record ``save_index``."""
+        return self._dispatch(tag, group, routes, [grad, token], reduce=reduce, save=0, save_index=save_index,
+                              backward=1)
+
+    def _dispatch(self, tag, group, routes, vectors, **meta) -> Packet:
         chiplets = [1 if c in routes else 0 for c in range(self.cfg.tree.chiplets_per_group)]
         payload = [flit for c in sorted(routes) for flit in self.pack_route(*routes[c])]
+        payload += [flit for v in vectors for flit in self.pack_token(v)]
         return Packet(PacketKind.DISPATCH, self.topology.switch(group), self.topology.root, tag,
-                      {"chiplets": chiplets, "reduce": int(reduce), "save": int(save)},
-                      tuple(payload + self.pack_token(token)))
+                      {"chiplets": chiplets, **meta}, tuple(payload))
+
+    def pack_gate_grads(self, dg: Sequence[int]) -> list[int]:
+        """A GATE_GRAD's payload: ``experts_per_chiplet`` signed ``acc_bits`` gate gradients (0 where unselected)."""
+        return pack_elements(dg, self.cfg.numerics.acc_bits, self.flit_bits)
+
+    def unpack_gate_grads(self, flits: Sequence[int]) -> np.ndarray:
+        return unpack_elements(flits, self.cfg.experts_per_chiplet, self.cfg.numerics.acc_bits, self.flit_bits)
 
     # -- memory map of a group's DRAM ----------------------------------------------------------------------
     def expert_image_base(self, slot_in_group: int, layer: int = 0) -> int:
@@ -347,6 +384,14 @@ class Protocol:
     def layer_image_words(self) -> int:
         """Words of one layer's weight images in a group's DRAM."""
         return self.cfg.experts_per_group * self.image_words
+
+    def save_index(self, layer: int, position: int) -> int:
+        """The saved-activation record of token ``position`` of MoE layer ``layer``: ``layer * step_tokens +
+        position % step_tokens`` (a run longer than a training step reuses the step's records in token order)."""
+        if not (0 <= layer < self.cfg.moe.layers and position >= 0):
+            raise ValueError(f"(layer, position) must be within moe.layers ({self.cfg.moe.layers}) and non-negative, "
+                             f"not ({layer}, {position})")
+        return layer * self.step_tokens + position % self.step_tokens
 
     @property
     def activation_base(self) -> int:

@@ -7,8 +7,9 @@ Rules (``docs/protocol.md`` has the full text):
 
 - A DISPATCH that arrives on the up port for this switch (``dst`` = the switch's node id) is *multicast*: one
   replica per destination chiplet (ascending chiplet index), each with ``dst`` = that chiplet,
-  ``chiplets`` = only that chiplet, the same ``src``/``tag``/``reduce``/``save``, and as payload that chiplet's
-  route word followed by the token. With ``reduce=1`` and at least one chiplet the switch opens a
+  ``chiplets`` = only that chiplet, the same ``src``/``tag`` and other meta fields, and as payload that chiplet's
+  route word followed by the token (a backward dispatch: the output gradient, then the token). With ``reduce=1``
+  and at least one chiplet the switch opens a
   *reduction entry* for the tag, expecting one partial per destination chiplet.
 - A COMBINE with ``reduce=1`` that arrives on a chiplet port, whose tag has an open entry and whose length is
   ``partial_flits``, is *absorbed*. The last expected one completes the entry: one COMBINE goes up with the
@@ -137,10 +138,12 @@ class SwitchModel:
     def _multicast(self, pkt: Packet) -> list[Emission]:
         proto = self.protocol
         chiplets = [c for c, bit in enumerate(pkt.meta["chiplets"]) if bit]
-        rf, tf = proto.route_flits, proto.token_flits
-        if len(pkt.payload) != len(chiplets) * rf + tf:
-            raise ProtocolError(f"dispatch tag {pkt.tag} must carry {len(chiplets)} route words and the token "
-                                f"({len(chiplets) * rf + tf} flits), not {len(pkt.payload)}")
+        rf = proto.route_flits
+        want = proto.dispatch_flits(len(chiplets), bool(pkt.meta["backward"])) - 1
+        if len(pkt.payload) != want:
+            what = "the output gradient and the token" if pkt.meta["backward"] else "the token"
+            raise ProtocolError(f"dispatch tag {pkt.tag} must carry {len(chiplets)} route words and {what} "
+                                f"({want} flits), not {len(pkt.payload)}")
         if pkt.meta["reduce"] and chiplets:
             if pkt.tag in self.entries:
                 raise ProtocolError(f"dispatch tag must not be in flight already (the root's promise), not "

@@ -137,21 +137,22 @@ class WaferRun:
 
     def saved_activations(self) -> list[dict[int, int]]:
         """Per group, the DRAM words the chiplets' saves leave behind (``{word address: word}``): every
-        (token, expert) pair of every layer whose dispatch saves writes its hidden vector at
-        :func:`mozart.model.golden.activation_addr` of its chiplet, combine entry (tag) and local index; a later
-        layer's save to the same entry overwrites it (a tag is reused only after its output left)."""
-        cfg, host = self.cfg, HostInterface(self.cfg)
+        (token, expert) pair of every layer whose dispatch saves writes its pre-activation ``z`` at
+        :func:`mozart.model.golden.activation_addr` of its chiplet, token record (``Protocol.save_index`` of the
+        layer and the token's position) and local index; a token past a training step's tokens overwrites the
+        record of the token a step earlier (same chiplet, so in order)."""
+        cfg, proto = self.cfg, Protocol(self.cfg)
         C, words = cfg.chiplets_per_group, golden.activation_entry_words(cfg)
         memory: list[dict[int, int]] = [{} for _ in range(cfg.groups)]
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             if not any(d.save for d in layer.schedule.of_kind(Dispatch, "forward")):
                 continue
             for t, (x, experts) in enumerate(zip(layer.x, layer.experts)):
-                tag = host.entry_of(i * self.tokens + t)
+                record = proto.save_index(layer.index, t)
                 for e in experts:
                     chiplet = int(layer.expert_to_chiplet[e])
-                    addr = golden.activation_addr(cfg, chiplet % C, tag, int(layer.local[e]))
-                    entry = golden.saved_words(golden.expert_hidden(x, layer.w1[e], cfg), cfg)
+                    addr = golden.activation_addr(cfg, chiplet % C, record, int(layer.local[e]))
+                    entry = golden.saved_words(golden.pre_activation(x, layer.w1[e], cfg), cfg)
                     memory[chiplet // C].update(zip(range(addr, addr + words), entry))
         return memory
 
@@ -230,11 +231,11 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
 
 
 def _drop_a_save(run: WaferRun) -> None:
-    """The ``drop-save`` fault: the first saving TOKEN of the first layer whose hidden vectors are not all zero
+    """The ``drop-save`` fault: the first saving TOKEN of the first layer whose pre-activations are not all zero
     is sent with ``save = 0`` (so the DRAM keeps zeros where the model expects them)."""
     layer = run.layers[0]
     nonzero = [t for t, (x, experts) in enumerate(zip(layer.x, layer.experts))
-               if any(golden.expert_hidden(x, layer.w1[e], run.cfg).any() for e in experts)]
+               if any(golden.pre_activation(x, layer.w1[e], run.cfg).any() for e in experts)]
     tag = HostInterface(run.cfg).entry_of(nonzero[0] if nonzero else 0)
     for i, cmd in enumerate(run.commands):
         if cmd.op is HostOp.TOKEN and cmd.args["save"] and cmd.args["token"] == tag:
@@ -416,6 +417,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
             program.add(HostOp.TOKEN, {
                 "token": host.entry_of(first_output + t), "first": int(first_unit[t] == unit_index),
                 "final": int(last_unit[t] == unit_index), "dedup": int(dedup), "save": int(save),
+                "save_index": proto.save_index(layer.index, t),
                 "valid": [1 if j in js else 0 for j in range(k)], "experts": [int(e) for e in layer.experts[t]],
                 "gates": [int(g) for g in layer.gates[t]]}, tuple(proto.pack_token(layer.x[t])))
             _count_links(links, topo, C, [int(e2c[layer.experts[t][j]]) for j in js], dedup)

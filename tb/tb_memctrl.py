@@ -177,23 +177,23 @@ async def test_weight_streams_with_activation_writes(dut):
     gen = RequestGenerator(cfg, rng("weights"))
     await bench.start(_expert_images(cfg, rng("images")))
     order = list(gen.rng.permutation(cfg.experts_per_group))  # the schedule's order (stands for load weights)
-    # tags whose activation entries fit this (small) DRAM
+    # token records whose activation entries fit this (small) DRAM
     entry = activation_addr(cfg, 0, 1, 0) - activation_addr(cfg, 0, 0, 0)
-    tags = min(1 << proto.tag_bits, (cfg.dram.words - proto.activation_base) // entry)
+    records = min(proto.saved_tokens, (cfg.dram.words - proto.activation_base) // entry)
     saves = 0
     for n, slot_in_group in enumerate(order):
         chiplet, expert = divmod(int(slot_in_group), cfg.experts_per_chiplet)
         bench.send(gen.load(int(slot_in_group), chiplet, slot=n % cfg.hardware.sram_slots, expert=expert))
         for c in range(cfg.chiplets_per_group):
-            tag, e = int(gen.rng.integers(tags)), int(gen.rng.integers(cfg.experts_per_chiplet))
-            h = gen.rng.integers(-(1 << (cfg.numerics.act_bits - 1)), 1 << (cfg.numerics.act_bits - 1),
+            record, e = int(gen.rng.integers(records)), int(gen.rng.integers(cfg.experts_per_chiplet))
+            z = gen.rng.integers(-(1 << (cfg.numerics.act_bits - 1)), 1 << (cfg.numerics.act_bits - 1),
                                  size=cfg.moe.d_ff)
-            packets = save_packets(cfg, bench.ctrl.group, c, tag, e, h)
+            packets = save_packets(cfg, bench.ctrl.group, c, record % (1 << proto.tag_bits), record, e, z)
             for p in packets:
                 bench.send(p)
             saves += 1
             words = min(proto.max_burst_words, sum(p.meta["words"] for p in packets))
-            bench.send(gen.read(addr=activation_addr(cfg, c, tag, e), words=words))
+            bench.send(gen.read(addr=activation_addr(cfg, c, record, e), words=words))
     await bench.drain()
     weights = bench.sb.matched  # every WEIGHT packet matched the image, in order
     write_summary(bench.summary(loads=len(order), saves=saves, matched=weights),

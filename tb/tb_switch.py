@@ -93,7 +93,9 @@ class SwitchBench:
         return Packet(PacketKind.COMBINE, self.topo.root, self.topo.chiplet(0, chiplet), tag, {"reduce": int(reduce)},
                       tuple(self.proto.pack_partial(values)))
 
-    def dispatch(self, tag: int, chiplets, reduce: bool = True) -> Packet:
+    def dispatch(self, tag: int, chiplets, reduce: bool = True, backward: bool | None = None) -> Packet:
+        """A dispatch to ``chiplets`` of group 0; forward or backward (output gradient and token) at random
+        unless ``backward`` says."""
         n = self.cfg.experts_per_chiplet
         one = (lambda v: v[0]) if n == 1 else (lambda v: v)  # pack_route takes a plain int for a 1-element field
         routes = {c: (one(self.rng.integers(0, 2, n).tolist()),
@@ -101,6 +103,9 @@ class SwitchBench:
         token = self.rng.integers(-(1 << 7), 1 << 7, self.cfg.moe.d_model).tolist()
         if reduce and chiplets:
             self.live_tags.add(tag)
+        if bool(self.rng.integers(2)) if backward is None else backward:
+            grad = self.rng.integers(-(1 << 7), 1 << 7, self.cfg.moe.d_model).tolist()
+            return self.proto.backward_dispatch_to_group(tag, 0, routes, grad, token, save_index=tag, reduce=reduce)
         return self.proto.dispatch_to_group(tag, 0, routes, token, reduce=reduce)
 
     def free_tag(self) -> int | None:

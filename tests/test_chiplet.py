@@ -25,10 +25,10 @@ CONFIGS = {
     "lanes2-silu": {"hardware.mac_lanes": 2, "numerics.activation": "silu"},
     "saturating-gelu": {"numerics.acc_bits": 16, "numerics.partial_bits": 12, "numerics.hidden_shift": 3,
                         "numerics.output_shift": 2, "numerics.activation": "gelu"},
-    "word32-burst3": {"dram.word_bits": 32, "hardware.max_burst_flits": 3},
-    "3slots-4experts": {"hardware.sram_slots": 3, "moe.experts": 16, "hardware.mac_lanes": 8},
+    "word32-burst3": {"dram.word_bits": 32, "hardware.max_burst_flits": 3, "dram.rows": 128},
+    "3slots-4experts": {"hardware.sram_slots": 3, "moe.experts": 16, "hardware.mac_lanes": 8, "dram.rows": 128},
     "flit128-lanes16": {"numerics.gate_bits": 3, "numerics.partial_bits": 9, "hardware.flit_bits": 128,
-                        "hardware.mac_lanes": 16, "moe.d_model": 16, "moe.d_ff": 32},
+                        "hardware.mac_lanes": 16, "moe.d_model": 16, "moe.d_ff": 32, "dram.rows": 128},
 }
 
 
@@ -208,8 +208,9 @@ def test_engine_jobs_partials_and_hidden_vectors():
         (6, [0] * 8),
         (7, golden.chiplet_partial(xs[0], (w1s, w2s), [0, 1], gates[1], cfg).tolist()),
     ]
-    want_hidden = [(5, 0, golden.expert_hidden(xs[0], w1s[0], cfg).tolist()),
-                   (7, 1, golden.expert_hidden(xs[0], w1s[1], cfg).tolist())]
+    # saved: z (before the activation) with the token's record (save_index = 10 * tag here)
+    want_hidden = [(5, 50, 0, golden.pre_activation(xs[0], w1s[0], cfg).tolist()),
+                   (7, 70, 1, golden.pre_activation(xs[0], w1s[1], cfg).tolist())]
     got_partials, got_hidden = [], []
     stalls = np.random.default_rng(1).random(5000) < 0.5
 
@@ -220,7 +221,8 @@ def test_engine_jobs_partials_and_hidden_vectors():
                 tok, e, first, last, none, save, tag = queue[0]
                 gate = gates[0][e] if tag == 5 else gates[1][e]
                 ctx.set(eng.job.payload, {"tok": tok, "wslot": e, "expert": e, "gate": gate, "first": first,
-                                          "last": last, "none": none, "save": save, "tag": tag, "reduce": 1})
+                                          "last": last, "none": none, "save": save, "tag": tag, "reduce": 1,
+                                          "save_index": 10 * tag})
             ctx.set(eng.job.valid, bool(queue))
             ctx.set(eng.partial.ready, not stalls[cyc])
             ctx.set(eng.hidden.ready, not stalls[-cyc])
@@ -231,7 +233,7 @@ def test_engine_jobs_partials_and_hidden_vectors():
             if pv and not stalls[cyc]:
                 got_partials.append((pp.tag, [int(v) for v in pp.data]))
             if hv and not stalls[-cyc]:
-                got_hidden.append((hp.tag, hp.expert, [int(v) for v in hp.data]))
+                got_hidden.append((hp.tag, hp.save_index, hp.expert, [int(v) for v in hp.data]))
             if not queue and len(got_partials) == 3 and len(got_hidden) == 2:
                 break
 

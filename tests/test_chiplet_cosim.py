@@ -18,7 +18,7 @@ CONFIGS = {
     "d8-f16-l4": TINY,
     # d_model 16, d_ff 64, 16 lanes on 128-bit flits: two DRAM words per flit, multi-flit tokens and partials
     "d16-f64-l16": override(TINY, {"moe.d_model": 16, "moe.d_ff": 64, "hardware.flit_bits": 128,
-                                   "hardware.mac_lanes": 16, "dram.rows": 128}),
+                                   "hardware.mac_lanes": 16, "dram.rows": 256}),
     # the 4x4 preset: one expert per chiplet and two slots (reloads replace the same expert)
     "wafer4x4": load_config("wafer4x4"),
 }

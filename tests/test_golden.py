@@ -267,23 +267,28 @@ def test_expert_image_layout():
 
 
 def test_activation_addresses_and_save_packets():
-    cfg = override(TINY, {"moe.d_ff": 64, "hardware.max_burst_flits": 3, "dram.rows": 128})
+    cfg = override(TINY, {"moe.d_ff": 64, "hardware.max_burst_flits": 3, "dram.rows": 512})
     proto = Protocol(cfg)
+    assert proto.saved_tokens == cfg.moe.layers * cfg.training.sequences * cfg.training.seq_len
+    assert proto.save_index(1, 3) == proto.step_tokens + 3 and proto.save_index(0, proto.step_tokens + 3) == 3
     seen = set()
     for c in range(2):
-        for tag in (0, 1, 255):
+        for record in (0, 1, proto.saved_tokens - 1):
             for e in range(2):
-                a = golden.activation_addr(cfg, c, tag, e)
+                a = golden.activation_addr(cfg, c, record, e)
                 span = range(a, a + golden.activation_entry_words(cfg))
                 assert a >= proto.activation_base and not seen & set(span)
                 seen |= set(span)
-    h = np.arange(-32, 32)
-    pkts = golden.save_packets(cfg, 1, 1, 7, 1, h)
-    assert [len(p.payload) for p in pkts] == [3, 3, 2]
-    assert [p.meta["addr"] for p in pkts] == [golden.activation_addr(cfg, 1, 7, 1) + i for i in (0, 3, 6)]
+    assert a + golden.activation_entry_words(cfg) == proto.activation_base + golden.activation_region_words(cfg)
+    with pytest.raises(ValueError, match="save_index"):
+        golden.activation_addr(cfg, 0, proto.saved_tokens, 0)
+    z = np.arange(-32, 32)
+    pkts = golden.save_packets(cfg, 1, 1, 7, 300, 1, z)
+    assert [len(p.payload) for p in pkts] == [3, 3, 2] and all(p.tag == 7 for p in pkts)
+    assert [p.meta["addr"] for p in pkts] == [golden.activation_addr(cfg, 1, 300, 1) + i for i in (0, 3, 6)]
     assert all(p.dst == proto.topology.memctrl(1) and p.meta["ack"] == 0 for p in pkts)
     flits = [f for p in pkts for f in p.payload]
-    assert unpack_elements(flits, 64, 8, 64).tolist() == h.tolist()
+    assert unpack_elements(flits, 64, 8, 64).tolist() == z.tolist()
     golden.check_activation_region(cfg)
     with pytest.raises(ConfigError, match="dram.words must hold the weight images and saved activations"):
         golden.check_activation_region(override(TINY, {"moe.d_ff": 64}))

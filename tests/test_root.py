@@ -83,8 +83,11 @@ def test_load_wait_dispatch_combine_return(preset):
     x = [rng.integers(-128, 128, cfg.moe.d_model) for _ in range(2)]
     big = (1 << (cfg.numerics.partial_bits - 1)) - 5   # sums of these saturate: exact sum, clamped once
 
+    records = [proto.saved_tokens - 1, 3]   # each token saves in its own record: the DISPATCH carries it
+
     def token(t, dedup):
-        return HostCommand(HostOp.TOKEN, {"token": t, "first": 1, "final": 1, "dedup": dedup, "save": 0,
+        return HostCommand(HostOp.TOKEN, {"token": t, "first": 1, "final": 1, "dedup": dedup, "save": 1,
+                                          "save_index": records[t],
                                           "valid": [1] * k, "experts": [int(e) for e in experts[t]],
                                           "gates": [int(g) for g in gates[t]]}, tuple(proto.pack_token(x[t])))
 
@@ -146,13 +149,15 @@ def test_load_wait_dispatch_combine_return(preset):
                 mask[local], gl[local] = 1, int(gate)
                 routes[c] = (mask, gl)
         if routes:
-            expected.append(proto.dispatch_to_group(0, g, routes, x[0], reduce=True))
+            expected.append(proto.dispatch_to_group(0, g, routes, x[0], reduce=True, save=True,
+                                                    save_index=records[0]))
     # token 1: one packet per expert, reduce=0
     for e, gate in zip(experts[1], gates[1]):
         g, c, local = table[int(e)]
         mask, gl = [0] * cfg.experts_per_chiplet, [0] * cfg.experts_per_chiplet
         mask[local], gl[local] = 1, int(gate)
-        expected.append(proto.dispatch_to_group(1, g, {c: (mask, gl)}, x[1], reduce=False))
+        expected.append(proto.dispatch_to_group(1, g, {c: (mask, gl)}, x[1], reduce=False, save=True,
+                                                save_index=records[1]))
     got = [p for d in dispatches for p in d]
     words = lambda pkts: sorted(tuple(f.data for f in proto.encode(p)) for p in pkts)  # noqa: E731
     assert words(got) == words(expected)

@@ -76,12 +76,16 @@ class Bench:
         return Packet(PacketKind.COMBINE, self.topo.root, self.topo.chiplet(self.group, chiplet), tag,
                       {"reduce": 1}, tuple(proto.pack_partial(values)))
 
-    def dispatch(self, tag: int, chiplets, reduce=True) -> Packet:
+    def dispatch(self, tag: int, chiplets, reduce=True, backward=False) -> Packet:
         n = self.cfg.experts_per_chiplet
         one = (lambda v: v[0]) if n == 1 else (lambda v: v)  # pack_route takes a plain int for a 1-element field
         routes = {c: (one([1] * n), one(self.rng.integers(0, 1 << self.cfg.numerics.gate_bits, n).tolist()))
                   for c in chiplets}
         token = self.rng.integers(-128, 128, self.cfg.moe.d_model).tolist()
+        if backward:   # the output gradient, then the token
+            grad = self.rng.integers(-128, 128, self.cfg.moe.d_model).tolist()
+            return self.proto.backward_dispatch_to_group(tag, self.group, routes, grad, token, save_index=tag,
+                                                         reduce=reduce)
         return self.proto.dispatch_to_group(tag, self.group, routes, token, reduce=reduce)
 
     # -- the simulation ------------------------------------------------------------------------------
@@ -235,12 +239,15 @@ def test_multicast_to_every_chiplet_subset(name):
 
     def stim(b):
         for mask in range(1 << C):
-            b.send(0, b.dispatch(mask, [c for c in range(C) if mask >> c & 1], reduce=False))
+            b.send(0, b.dispatch(mask, [c for c in range(C) if mask >> c & 1], reduce=False, backward=mask % 2 == 1))
     bench.run(stim)
     for c in range(C):
         got = bench.received[1 + c]
         assert [p.tag for p in got] == [mask for mask in range(1 << C) if mask >> c & 1]
         assert all(p.meta["chiplets"] == tuple(int(k == c) for k in range(C)) for p in got)
+        # a backward replica carries its route word, the output gradient and the token
+        assert [len(p.payload) for p in got] == [bench.proto.dispatch_flits(1, backward=p.tag % 2 == 1) - 1
+                                                 for p in got]
     assert bench.model.replicas == sum(bin(mask).count("1") for mask in range(1 << C))
 
 
@@ -321,7 +328,7 @@ def test_mixed_random_traffic(name, voq):
     def stim(b):
         for tag in range(30):
             chips = [c for c in range(C) if rng.random() < 0.5] or [0]
-            b.send(0, b.dispatch(tag, chips, reduce=bool(rng.random() < 0.8)))
+            b.send(0, b.dispatch(tag, chips, reduce=bool(rng.random() < 0.8), backward=bool(rng.random() < 0.5)))
             for _ in range(2):
                 port = int(rng.integers(b.P))
                 b.send(port, random_unicast(b, port, rng))

@@ -192,8 +192,8 @@ def watched_index(bits: int, name: str):
 def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, name: str):
     """Assume packets on ``stream`` are as long as their header says (``length`` flits after it), at most
     ``max_dispatch_flits``, and a DISPATCH for ``dispatch_node`` (None: no multicast here) carries one route
-    word per chiplet of its mask plus the token. Returns (header view of the current flit, flit index in the
-    open packet: 0 at a head)."""
+    word per chiplet of its mask plus the token (backward: the output gradient and the token). Returns (header
+    view of the current flit, flit index in the open packet: 0 at a head)."""
     from mozart.model.protocol import Protocol  # noqa: PLC0415
 
     from ..protocol import PacketKind, header_layout  # noqa: PLC0415
@@ -210,8 +210,9 @@ def assume_packet_lengths(m: Module, stream, cfg, dispatch_node: int | None, nam
         if dispatch_node is not None:
             mask = hdr.meta.dispatch.chiplets.as_value()
             with m.If((hdr.kind == PacketKind.DISPATCH) & (hdr.dst == dispatch_node)):
+                tokens = 1 + hdr.meta.dispatch.backward   # a backward dispatch: the output gradient and the token
                 m.d.comb += Assume(hdr.length == sum(mask[chiplet] for chiplet in range(chiplets)) * proto.route_flits
-                                   + proto.token_flits)
+                                   + tokens * proto.token_flits)
     with m.Elif(stream.valid):
         m.d.comb += Assume(stream.payload.last == (index == length))
     with m.If(stream.valid & stream.ready):

@@ -27,7 +27,8 @@ class SwitchInputHarness(FormalHarness):
     The unit is combinational and handles one input flit at a time, so every packet is checked, not only a
     watched one: every flit an output takes is a copy (or, for a replica's header, the rewrite) of the input
     flit of that cycle. Input packets are well formed: ``length`` flits follow the header, and a DISPATCH for
-    this switch has ``n * route_flits + token_flits`` of them for its ``n`` chiplets.
+    this switch has ``n * route_flits + token_flits`` of them for its ``n`` chiplets (backward: two token
+    vectors).
 
     Parameters
     ----------
@@ -44,7 +45,8 @@ class SwitchInputHarness(FormalHarness):
         **output_rules("o"),
         "dispatch": "a DISPATCH for this switch with chiplet mask M goes to exactly the chiplet ports of M, each "
                     "taking each of its flits once: its own header replica (dst = that chiplet, one-hot mask, "
-                    "length = route + token flits), its own route word, then the token; nothing else leaves",
+                    "length = route + token flits, two token vectors if backward, the other meta fields copied), its "
+                    "own route word, then the token(s); nothing else leaves",
         "unicast": "any other packet leaves, unchanged and whole, on exactly one output: the route port of its dst "
                    "(the reducer for a reducing COMBINE from a chiplet port); each flit once",
         "alloc": "a reducing dispatch header leaves only while the table has a free entry, and opens exactly one "
@@ -156,10 +158,12 @@ class SwitchInputHarness(FormalHarness):
         m.d.comb += replica.eq(dut.o[k].payload.data)
         return ((replica.dst == proto.topology.chiplet(0, k - 1))
                 & (replica.meta.dispatch.chiplets.as_value() == (1 << (k - 1)))
-                & (replica.length == proto.route_flits + proto.token_flits) & (replica.kind == hdr.kind)
-                & (replica.src == hdr.src) & (replica.tag == hdr.tag)
+                & (replica.length == proto.route_flits + (1 + hdr.meta.dispatch.backward) * proto.token_flits)
+                & (replica.kind == hdr.kind) & (replica.src == hdr.src) & (replica.tag == hdr.tag)
                 & (replica.meta.dispatch.reduce == hdr.meta.dispatch.reduce)
                 & (replica.meta.dispatch.save == hdr.meta.dispatch.save)
+                & (replica.meta.dispatch.save_index == hdr.meta.dispatch.save_index)
+                & (replica.meta.dispatch.backward == hdr.meta.dispatch.backward)
                 & (dut.o[k].payload.first == 1) & (dut.o[k].payload.last == dut.i.payload.last))
 
     def _check_copies(self, m, src, outs, hdr, flit, mcast, wanted) -> None:
