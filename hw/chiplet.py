@@ -127,7 +127,7 @@ class ExpertChiplet(wiring.Component):
         m = Module()
         cfg, proto, flit_bits = self._cfg, self._proto, self._cfg.hardware.flit_bits
         weight_flits = cfg.hardware.sram_slots * proto.image_flits
-        token_flits = self.token_slots * proto.token_flits
+        token_flits = self.token_slots * self.contract.geo.entry_flits
         m.submodules.weight_sram = weight_sram = Memory(shape=flit_bits, depth=weight_flits, init=[])
         m.submodules.activation_buffer = activations = Memory(shape=flit_bits, depth=token_flits, init=[])
         m.submodules.decoder = decoder = ChipletDecoder(cfg)

@@ -31,6 +31,10 @@ class ChipletJobQueue(wiring.Component):
     to the cycle the engine issues its last read of the expert's weights (``done_expert``, ``done_local``).
     The weight loader holds back a reload of that expert's slot meanwhile.
 
+    A backward token's job (``backward`` set) waits, in addition, until its expert's saved pre-activations are
+    back: bit ``entry * experts_per_chiplet + expert`` of ``restored``
+    (:class:`~mozart.hw.chiplet_restore.ChipletRestore`).
+
     Latency and throughput: a token's first job is offered the cycle after its ``token`` event; one job per
     cycle while the engine takes them.
 
@@ -43,6 +47,7 @@ class ChipletJobQueue(wiring.Component):
     done_expert, done_token : In(1), done_local : In(expert bits)
         The engine's release pulses.
     expert_busy : Out(experts_per_chiplet)
+    restored : In(token_slots * experts_per_chiplet)
     """
 
     def __init__(self, cfg, token_slots: int):
@@ -56,6 +61,7 @@ class ChipletJobQueue(wiring.Component):
             "done_token": In(1),
             "done_local": In(Protocol(cfg).expert_bits),
             "expert_busy": Out(cfg.experts_per_chiplet),
+            "restored": In(token_slots * cfg.experts_per_chiplet),
         })
 
     def elaborate(self, platform):
@@ -81,13 +87,15 @@ class ChipletJobQueue(wiring.Component):
                      is_last.eq((remaining & ~(Const(1, experts) << expert)[:experts]) == 0),
                      self.lookup.expert.eq(expert)]
         job = self.job.payload
+        # a backward job also needs its expert's saved pre-activations back in the restore buffer
+        restored = self.restored.bit_select(head * experts + expert, 1)
         m.d.comb += [
-            self.job.valid.eq((queued != 0) & (no_expert | self.lookup.found)),
+            self.job.valid.eq((queued != 0) & (no_expert | (self.lookup.found & (~current.backward | restored)))),
             job.tok.eq(head), job.wslot.eq(self.lookup.slot), job.expert.eq(expert),
             job.gate.eq(current.gates.word_select(expert, gate_bits)),
             job.first.eq(done == 0), job.last.eq(no_expert | is_last), job.none.eq(no_expert),
             job.save.eq(current.save), job.save_index.eq(current.save_index), job.tag.eq(current.tag),
-            job.reduce.eq(current.reduce),
+            job.reduce.eq(current.reduce), job.backward.eq(current.backward),
         ]
         taken = self.job.valid & self.job.ready
         with m.If(taken):

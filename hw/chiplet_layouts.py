@@ -14,7 +14,8 @@ from amaranth.utils import ceil_log2
 
 from mozart.model.protocol import Protocol, index_bits
 
-__all__ = ["token_layout", "loaded_layout", "job_layout", "partial_layout", "hidden_layout", "zero_layout",
+__all__ = ["token_layout", "loaded_layout", "job_layout", "restore_request_layout", "partial_layout", "hidden_layout",
+           "zero_layout",
            "issue_layout", "slot_lookup_signature", "ring_signature", "memory_write_signature"]
 
 
@@ -40,7 +41,7 @@ def token_layout(cfg) -> data.StructLayout:
     experts = cfg.experts_per_chiplet
     return data.StructLayout({"experts": unsigned(experts), "gates": unsigned(experts * cfg.numerics.gate_bits),
                               "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1, "save": 1,
-                              "save_index": unsigned(Protocol(cfg).save_index_bits)})
+                              "save_index": unsigned(Protocol(cfg).save_index_bits), "backward": 1})
 
 
 def loaded_layout(cfg) -> data.StructLayout:
@@ -65,7 +66,16 @@ def job_layout(cfg, token_slots: int) -> data.StructLayout:
         "save_index": unsigned(proto.save_index_bits),  # the token record it is saved in
         "tag": unsigned(cfg.hardware.tag_bits),
         "reduce": 1,
+        "backward": 1,                          # a backward job (the backward engine's), not a forward one
     })
+
+
+def restore_request_layout(cfg, token_slots: int) -> data.StructLayout:
+    """A backward token's restore: its activation-buffer entry, its local expert mask, its record and its tag (the
+    reads carry it)."""
+    return data.StructLayout({"entry": range(token_slots), "experts": unsigned(cfg.experts_per_chiplet),
+                              "save_index": unsigned(Protocol(cfg).save_index_bits),
+                              "tag": unsigned(cfg.hardware.tag_bits)})
 
 
 def partial_layout(cfg) -> data.StructLayout:

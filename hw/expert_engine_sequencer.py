@@ -102,7 +102,7 @@ class EngineSequencer(wiring.Component):
             with m.Else():
                 m.d.sync += w_sub.eq(w_sub + 1)
             with m.If(last_chunk):
-                m.d.sync += [x_flit.eq(job.tok * geo.token_flits), x_sub.eq(0), row.eq(Mux(last_row, 0, row + 1))]
+                m.d.sync += [x_flit.eq(job.tok * geo.entry_flits), x_sub.eq(0), row.eq(Mux(last_row, 0, row + 1))]
             with m.Elif(x_sub == x_subs - 1):
                 m.d.sync += [x_sub.eq(0), x_flit.eq(x_flit + 1)]
             with m.Else():
@@ -120,7 +120,7 @@ class EngineSequencer(wiring.Component):
         with m.If(self.job.valid & self.job.ready):
             new = self.job.payload
             m.d.sync += [job.eq(new), phase2.eq(0), row.eq(0), chunk.eq(0), w_flit.eq(new.wslot * geo.image_flits),
-                         w_sub.eq(0), x_flit.eq(new.tok * geo.token_flits), x_sub.eq(0), hidden_rows.eq(0),
+                         w_sub.eq(0), x_flit.eq(new.tok * geo.entry_flits), x_sub.eq(0), hidden_rows.eq(0),
                          null_job.eq(new.none), running.eq(~new.none)]
         # A token without experts: its partial is zero, handed over like any other.
         m.d.comb += [self.zero.valid.eq(null_job & ~partial_held), self.zero.payload.tag.eq(job.tag),

@@ -7,6 +7,15 @@ tests and the benchmark all drive the chiplet with a :class:`ChipletProgram`.
 The expected output packets are grouped into flows whose order the chiplet guarantees: ``"COMBINE"`` (token
 order), ``"MEM_WRITE"`` (token order, experts ascending, packets in address order) and ``("LOADED", slot)``
 (load order per slot; LOADEDs of different slots may overtake each other under backpressure).
+
+Training (:meth:`ChipletProgram.backward`, :meth:`ChipletProgram.update`): a backward dispatch of a token the
+chiplet saved earlier expects its restore reads (``"MEM_READ"``), its input-gradient partial (``"GRAD_COMBINE"``)
+and its gate gradients (``"GATE_GRAD"``), from :mod:`mozart.model.golden_backward` on the saved token and the
+weights resident at the time; the gradients add up per slot, and an UPDATE expects the updated image's
+write-back and the UPDATED report (``"WRITEBACK"``). Such a program needs a memory behind the chiplet (the
+restore reads what the saves wrote) and the root's promises (``docs/protocol.md``, "The backward pass"), which
+the program marks: :class:`Barrier` (wait until every output expected so far is out) and the backward credit
+(at most ``token_slots`` backward tokens in flight); :func:`mozart.hw.pysim.run_pysim` keeps both.
 """
 
 from __future__ import annotations
@@ -15,16 +24,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import golden
+from . import golden, golden_backward
 from .protocol import Packet, PacketKind, Protocol
 
-__all__ = ["ChipletProgram", "Expected"]
+__all__ = ["ChipletProgram", "Expected", "Barrier"]
 
 
 @dataclass
 class Expected:
     packet: Packet
     flow: object
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """An input-sequence marker: send nothing more until the first ``outputs`` expected packets are out."""
+
+    outputs: int
+
+
+@dataclass
+class _Saved:
+    """A forward token whose pre-activations the chiplet saved (in record ``save_index``)."""
+
+    x: np.ndarray
+    experts: list[int]
+    gates: np.ndarray
+    z: dict[int, np.ndarray]
 
 
 @dataclass
@@ -59,7 +85,9 @@ class ChipletProgram:
         self.node = self.proto.topology.chiplet(group, index)
         self.token_slots = token_slots
         self.slots = [_Slot() for _ in range(cfg.hardware.sram_slots)]
-        self.inputs: list[Packet] = []
+        self.inputs: list[Packet | Barrier] = []
+        self.saved: dict[int, _Saved] = {}
+        self.grads: list[tuple[np.ndarray, np.ndarray] | None] = [None] * cfg.hardware.sram_slots
         self.expected: list[Expected] = []
         self.tokens = 0
         self.selected = 0
@@ -170,6 +198,7 @@ class ChipletProgram:
             for e in experts:
                 for p in golden.save_packets(cfg, self.group, self.index, tag, save_index, e, z[e]):
                     self.expected.append(Expected(p, "MEM_WRITE"))
+            self.saved[save_index] = _Saved(x, list(experts), gates, {e: z[e] for e in experts})
         self.tokens += 1
         self.selected += len(experts)
         chiplets = [int(c == self.index) for c in range(cfg.chiplets_per_group)]
@@ -206,3 +235,102 @@ class ChipletProgram:
         for e in self.expected:
             out[e.packet.kind] = out.get(e.packet.kind, 0) + 1
         return out
+
+    # -- training ------------------------------------------------------------------------------------------
+    def barrier(self) -> None:
+        """Send nothing more until every output expected so far is out (the root's phase barrier)."""
+        self.inputs.append(Barrier(len(self.expected)))
+
+    def backward(self, record: int | None = None, *, extreme: bool = False, reduce: bool | None = None) -> None:
+        """A backward dispatch of a saved token (``record``; default a random one whose experts are resident),
+        with the forward's experts and gates and a random output gradient."""
+        cfg, proto, topo = self.cfg, self.proto, self.proto.topology
+        slot_of = self.resident()
+        if record is None:
+            candidates = sorted(r for r, s in self.saved.items() if s.experts and set(s.experts) <= set(slot_of))
+            if not candidates:
+                raise ValueError("backward needs a saved token whose experts are all resident")
+            record = int(self.rng.choice(candidates))
+        saved = self.saved[record]
+        dY = self._values(cfg.moe.d_model, self.a_lo, self.a_hi, extreme)
+        reduce = bool(self.rng.integers(2)) if reduce is None else reduce
+        tag = self._tag
+        self._tag = (self._tag + 1) % (1 << proto.tag_bits)
+        E, hidden, burst = cfg.experts_per_chiplet, golden.hidden_flits(cfg), cfg.hardware.max_burst_flits
+        mask = np.zeros(E, dtype=np.int64)
+        mask[saved.experts] = 1
+        dx = np.zeros((E, cfg.moe.d_model), dtype=np.int64)
+        dg = np.zeros(E, dtype=np.int64)
+        for e in saved.experts:
+            start = golden.activation_addr(cfg, self.index, record, e)
+            for r in range(0, hidden, burst):
+                self.expected.append(Expected(Packet(
+                    PacketKind.MEM_READ, topo.memctrl(self.group), self.node, tag,
+                    {"addr": start + r * proto.words_per_flit,
+                     "words": min(burst, hidden - r) * proto.words_per_flit}), "MEM_READ"))
+            slot = slot_of[e]
+            w1, w2 = self.slots[slot].w1, self.slots[slot].w2
+            b = golden_backward.expert_backward(saved.x, saved.z[e], dY, int(saved.gates[e]), w1, w2, cfg)
+            dx[e], dg[e] = b.dx, b.dg
+            dw1, dw2 = golden_backward.weight_gradients(saved.x[None], _first(b), cfg)
+            old = self.grads[slot] or (np.zeros_like(w1), np.zeros_like(w2))
+            self.grads[slot] = (old[0] + dw1, old[1] + dw2)
+        partial = golden.local_sum(dx, mask, cfg.numerics.partial_bits)
+        self.expected.append(Expected(Packet(PacketKind.COMBINE, topo.root, self.node, tag, {"reduce": int(reduce)},
+                                             tuple(proto.pack_partial(partial))), "GRAD_COMBINE"))
+        self.expected.append(Expected(Packet(PacketKind.GATE_GRAD, topo.root, self.node, tag,
+                                             {"experts": mask.tolist()}, tuple(proto.pack_gate_grads(dg))),
+                                      "GATE_GRAD"))
+        chiplets = [int(c == self.index) for c in range(cfg.chiplets_per_group)]
+        self.inputs.append(Packet(
+            PacketKind.DISPATCH, self.node, topo.switch(self.group), tag,
+            {"chiplets": chiplets, "reduce": int(reduce), "save": 0, "save_index": record, "backward": 1},
+            tuple(proto.pack_route(mask.tolist(), saved.gates.tolist()) + proto.pack_token(dY)
+                  + proto.pack_token(saved.x))))
+        self.tokens += 1
+
+    def update(self, slot: int) -> None:
+        """An UPDATE of ``slot``: its accumulated gradients applied (``golden_backward.update_weights``), the
+        updated image written back over the expert's image in the group's DRAM, then UPDATED."""
+        cfg, proto, topo = self.cfg, self.proto, self.proto.topology
+        s = self.slots[slot]
+        dw1, dw2 = self.grads[slot] or (np.zeros_like(s.w1), np.zeros_like(s.w2))
+        s.w1 = golden_backward.update_weights(s.w1, dw1, golden_backward.update_shift(cfg, "w1"), cfg)
+        s.w2 = golden_backward.update_weights(s.w2, dw2, golden_backward.update_shift(cfg, "w2"), cfg)
+        self.grads[slot] = None
+        tag = self._load_tag
+        self._load_tag = (self._load_tag + 1) % (1 << proto.tag_bits)
+        addr = proto.expert_image_base(self.index * cfg.experts_per_chiplet + s.expert)
+        flits, burst = golden.expert_image_flits(s.w1, s.w2, cfg), cfg.hardware.max_burst_flits
+        for start in range(0, len(flits), burst):
+            chunk = flits[start:start + burst]
+            self.expected.append(Expected(Packet(
+                PacketKind.MEM_WRITE, topo.memctrl(self.group), self.node, tag,
+                {"addr": addr + start * proto.words_per_flit, "words": len(chunk) * proto.words_per_flit,
+                 "ack": int(start + burst >= len(flits))}, tuple(chunk)), "WRITEBACK"))
+        self.expected.append(Expected(Packet(PacketKind.UPDATED, topo.root, self.node, tag,
+                                             {"slot": slot, "expert": s.expert}), "WRITEBACK"))
+        self.inputs.append(Packet(PacketKind.UPDATE, self.node, topo.root, tag, {"slot": slot, "addr": addr}))
+
+    def training_program(self, tokens: int, *, extreme: float = 0.05) -> "ChipletProgram":
+        """One training step on the resident experts: every slot loaded, ``tokens`` saving forward dispatches,
+        a barrier, a backward dispatch of each saved token (the backward credit keeps at most ``token_slots`` in
+        flight), a barrier, then an UPDATE of every slot (one at a time: a barrier after each)."""
+        E, S = self.cfg.experts_per_chiplet, len(self.slots)
+        for s in range(min(S, E)):
+            self.load(s, s, extreme=self.rng.random() < extreme)
+        for _ in range(tokens):
+            self.dispatch(save=True, extreme=self.rng.random() < extreme)
+        self.barrier()
+        for record in sorted(r for r, s in self.saved.items() if s.experts):
+            self.backward(record, extreme=self.rng.random() < extreme)
+        self.barrier()
+        for s in range(min(S, E)):
+            self.update(s)
+            self.barrier()
+        return self
+
+
+def _first(b: golden_backward.ExpertBackward) -> golden_backward.ExpertBackward:
+    """One token's backward as a batch of one (``weight_gradients`` sums over a leading token axis)."""
+    return golden_backward.ExpertBackward(*(np.asarray(v)[None] for v in (b.dy, b.dh, b.dz, b.dx, b.dg, b.h)))

@@ -169,13 +169,16 @@ def test_bad_parameters_are_rejected():
 
 # -- the engine alone ---------------------------------------------------------------------------------------
 class EngineHarness(Elaboratable):
-    """ExpertEngine reading two weight slots and two tokens from preloaded memories."""
+    """ExpertEngine reading two weight slots and two tokens from preloaded memories (a token at the start of its
+    activation-buffer entry of ``EngineGeometry.entry_flits``)."""
 
     def __init__(self, cfg, images, tokens):
-        self.cfg, self.images, self.tokens = cfg, images, tokens
+        entry = EngineGeometry(cfg).entry_flits
+        self.cfg, self.images = cfg, images
+        self.tokens = [list(t) + [0] * (entry - len(t)) for t in tokens]
         proto = Protocol(cfg)
         self.engine = ExpertEngine(cfg, token_slots=len(tokens), weight_depth=len(images) * proto.image_flits,
-                                   act_depth=len(tokens) * proto.token_flits)
+                                   act_depth=len(tokens) * entry)
 
     def elaborate(self, platform):
         m = Module()

@@ -37,6 +37,9 @@ class EngineGeometry:
         self.image_flits = proto.image_flits
         self.w2_flit = math.ceil(moe.d_model * moe.d_ff / self.w_per_flit)   # W2 starts on a fresh flit
         self.token_flits = proto.token_flits
+        #: Flits of one activation-buffer entry: a backward token's output gradient, then the token (a forward
+        #: token uses the first ``token_flits``).
+        self.entry_flits = 2 * proto.token_flits
         self.acc_width = max(num.acc_bits, golden.exact_acc_bits(cfg, max(moe.d_model, moe.d_ff)))
 
     @property
