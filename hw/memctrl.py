@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -12,10 +12,11 @@ from mozart.model.protocol import COUNTER_BITS
 
 from .dram import BackdoorSignature, DramModel
 from .memctrl_decoder import RequestDecoder
+from .memctrl_reorder import ReorderWindow
 from .memctrl_request import request_layout
 from .memctrl_responder import ResponseSender
 from .memctrl_write import WriteGearbox, write_flit_layout
-from .protocol import link_signature
+from .protocol import header_layout, link_signature
 
 __all__ = ["MemoryController"]
 
@@ -98,6 +99,17 @@ class MemoryController(wiring.Component):
             "dram_reading": Out(1), "dram_writing": Out(1),
         })
 
+    def _reorder(self, m, decoder, dram, requests):
+        """The reorder window between the decoder and both the DRAM and the queue of requests in service."""
+        m.submodules.reorder = window = ReorderWindow(self.cfg)
+        wiring.connect(m, decoder.requests, window.requests_in)
+        wiring.connect(m, window.bursts, dram.cmd)
+        wiring.connect(m, window.requests_out, requests.w_stream)
+        # the record carries the burst (addr, size, op), so the decoder's burst is only acknowledged; the
+        # request's src is the header's, on port_in in the cycle the decoder hands the record on
+        header = data.View(header_layout(self.cfg), self.port_in.payload.data)
+        m.d.comb += [decoder.bursts.ready.eq(window.requests_in.ready), window.source.eq(header.src)]
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.dram = dram = self.dram
@@ -110,11 +122,14 @@ class MemoryController(wiring.Component):
         m.submodules.responder = responder = ResponseSender(self.cfg, self.group)
 
         wiring.connect(m, wiring.flipped(self.port_in), decoder.port_in)
-        wiring.connect(m, decoder.bursts, dram.cmd)
+        if self.cfg.dram.reorder_window == 1:   # strict order: bursts and records go straight on
+            wiring.connect(m, decoder.bursts, dram.cmd)
+            wiring.connect(m, decoder.requests, requests.w_stream)
+        else:
+            self._reorder(m, decoder, dram, requests)
         wiring.connect(m, decoder.write_flits, write_buffer.w_stream)
         wiring.connect(m, write_buffer.r_stream, write_gearbox.flits)
         wiring.connect(m, write_gearbox.words, dram.wdata)
-        wiring.connect(m, decoder.requests, requests.w_stream)
         wiring.connect(m, requests.r_stream, responder.requests)
         wiring.connect(m, dram.rdata, responder.read_words)
         wiring.connect(m, responder.port_out, wiring.flipped(self.port_out))
