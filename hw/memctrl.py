@@ -24,15 +24,20 @@ __all__ = ["MemoryController"]
 class MemoryController(wiring.Component):
     """Memory controller of group ``group``: MEM_READ/MEM_WRITE service, weight streaming, bad-request errors.
 
-    Requests are served **strictly in arrival order** (no row-hit-first reordering): the DRAM sees their
-    bursts in order, responses leave in order, so per-address order holds for every requester and the
-    output order is the input order. Bank parallelism comes from the DRAM model's lookahead instead.
+    Order: with ``dram.reorder_window`` W = 1 (the default) requests are served **strictly in arrival order**:
+    the DRAM sees their bursts in order and responses leave in order. With W > 1 a
+    :class:`~mozart.hw.memctrl_reorder.ReorderWindow` between the decoder and the DRAM gives the DRAM the oldest
+    of the W oldest waiting requests whose row is open (a row hit), else the oldest, with an age limit; a request
+    passes an older one only if their sources differ, their address ranges are disjoint, and they are not both
+    writes or both LOADs. Responses leave in the DRAM's order, so each source's responses come in its request
+    order and every read sees every older write to its words. Bank parallelism comes from the DRAM model's
+    lookahead in both cases.
 
     Parts: :class:`~mozart.hw.memctrl_decoder.RequestDecoder` (checks headers, issues DRAM bursts), the write
     buffer (two payloads of flits, so the next header reaches the DRAM while a payload drains),
     :class:`~mozart.hw.memctrl_write.WriteGearbox` (write payload to DRAM words), the queue of requests in
     service (``request_layout`` records), :class:`~mozart.hw.memctrl_responder.ResponseSender` (one response per
-    record, in order) and the :class:`~mozart.hw.dram.DramModel`.
+    record, in order), the :class:`~mozart.hw.dram.DramModel` and, with W > 1, the reorder window.
 
     - MEM_READ (``addr``, ``words``): MEM_DATA to the request's ``src`` with ``tag``, ``addr`` and ``words``
       echoed and the words packed ``words_per_flit`` to a flit (word 0 lowest, unused words 0). Its header
@@ -52,8 +57,9 @@ class MemoryController(wiring.Component):
       a write whose payload is not ``ceil(words / words_per_flit)`` flits, or a payload on a read or LOAD;
       KIND: any other packet kind (``addr`` 0).
 
-    Flow control: a request occupies one of ``dram.max_outstanding`` slots from its header until its
-    response has left; when all are taken ``port_in`` is not ready (nothing is dropped). The input stalls
+    Flow control: a request occupies one of ``dram.max_outstanding`` slots from the cycle it is given to the
+    DRAM until its response has left (with W > 1 it waits in one of the window's W places before); when all
+    are taken ``port_in`` is not ready (nothing is dropped). The input stalls
     while the output is blocked; this cannot deadlock because requesters only issue reads they can absorb
     and everything that reaches a chiplet or the root is always sunk.
 
@@ -75,7 +81,7 @@ class MemoryController(wiring.Component):
     (``.contract``, a :class:`mozart.model.blocks.MemoryControllerContract`, has each number.)
     ``read_latency``: header flit accepted to MEM_DATA header sent, row hit, idle controller:
     ``dram.hit_latency`` cycles (the burst goes to the DRAM in the header's cycle and the response header waits
-    for the first word; a miss or conflict adds the DRAM's difference). Payload flits follow one per
+    for the first word; a miss or conflict adds the DRAM's difference), one more with a reorder window. Payload flits follow one per
     ``words_per_flit`` cycles. Throughput: one DRAM
     word per cycle; a response packet adds one header flit to its ``ceil(words / words_per_flit)`` payload
     flits, so a weight stream reaches ``load_efficiency`` of the DRAM's peak; so does a stream of full MEM_WRITEs
