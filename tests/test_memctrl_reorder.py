@@ -34,7 +34,8 @@ CONFIGS = {
 def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None):
     """Run ``requests`` through the controller; check every response against the reference model, in request
     order per source (the scoreboard's flow), nothing lost or duplicated, the error count and the DRAM contents.
-    Returns the responses in the order they left."""
+    Returns the responses in the order they left and the cycle the last response flit left (counted from the
+    first cycle the driver may send)."""
     dut = MemoryController(cfg)
     proto = Protocol(cfg)
     ref = MemoryReference(cfg, contents=contents)
@@ -64,8 +65,10 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
             await ctx.tick()
         ctx.set(dut.backdoor.we, 0)
         result["filled"] = True
-        quiet = 0
-        for _ in range(3000 + 80 * len(flits)):
+        quiet, seen = 0, 0
+        for cycle in range(3000 + 80 * len(flits)):
+            if len(out) > seen:
+                seen, result["last_flit"] = len(out), cycle
             await ctx.tick()
             # drained: everything answered, then a quiet tail proves nothing more comes out
             quiet = quiet + 1 if sum(f.last for f in out) >= board.expected_total else 0
@@ -96,7 +99,7 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
     board.check_drained()                   # nothing lost (and nothing extra: every packet matched)
     assert result["errors"] == ref.errors % (1 << COUNTER_BITS), f"errors must count {ref.errors} bad requests"
     assert result["memory"] == ref.memory, "DRAM contents must equal the reference memory"
-    return packets
+    return packets, result["last_flit"]
 
 
 def arrival_order(cfg, requests, contents=None):
@@ -111,7 +114,7 @@ def test_random_mix_reordered_correctly(name, seed):
     gen = RequestGenerator(cfg, np.random.default_rng(seed))
     contents = [int(gen.rng.integers(0, 1 << 30)) for _ in range(cfg.dram.words)]
     requests = list(gen.mix(200, bad=0.05))
-    packets = simulate(cfg, requests, seed=seed, idle=0.2, backpressure=0.3, contents=contents)
+    packets, _ = simulate(cfg, requests, seed=seed, idle=0.2, backpressure=0.3, contents=contents)
     assert packets != arrival_order(cfg, requests, contents), \
         "the window must have reordered some responses (else this tests nothing)"
 
