@@ -122,6 +122,9 @@ class DramTiming:
         Activations of a closed bank and of a bank with another row open, in the last :meth:`run`.
     refresh_stall_cycles : int
         Refresh cycles that fell inside the last :meth:`run`.
+    served : list[int]
+        The commands' indices in the order the DRAM took them in the last :meth:`run` (arrival order without a
+        reorder window).
     """
 
     def __init__(self, cfg):
@@ -129,6 +132,7 @@ class DramTiming:
         self.misses = 0
         self.conflicts = 0
         self.refresh_stall_cycles = 0
+        self.served: list[int] = []
 
     # -- latencies (documented in the module docstring) ---------------------------------------------------------
     @property
@@ -164,15 +168,7 @@ class DramTiming:
         commands' indices in the order the DRAM took them."""
         d = self.dram
         window = _ReorderWindow(d, d.reorder_window if reorder_window is None else reorder_window)
-        cmds = [c if isinstance(c, Command) else Command(*c) for c in commands]
-        for c in cmds:
-            split_address(d, c.addr)
-            if c.words < 1 or c.addr + c.words > d.words:
-                raise ValueError(f"burst words must be 1..{d.words - c.addr} at address {c.addr}, not {c.words!r}")
-        write_words = sum(c.words for c in cmds if c.write)
-        if write_offered is not None and len(write_offered) != write_words:
-            raise ValueError(f"write_offered must give a cycle for each of the {write_words} write words, "
-                             f"not {len(write_offered)}")
+        cmds, write_words = self._checked(commands, write_offered)
         written = 0          # write words taken so far
         open_row: list[int | None] = [None] * d.banks
         prep = None          # [bank, row, count]: usable when count == 0
@@ -213,22 +209,7 @@ class DramTiming:
                     target = look
             conflict = target is not None and any_open(target[0])
             # next state (from the values above, as registers update at the clock edge)
-            if refresh:
-                self.refresh_stall_cycles += 1
-                open_row = [None] * d.banks
-                prep = None
-            else:
-                if fin:
-                    open_row[prep[0]] = prep[1]
-                    prep = None
-                elif prep is not None:
-                    prep[2] -= 1
-                if target is not None:
-                    delay = d.t_rcd + (d.t_rp if conflict else 0)
-                    self.conflicts += conflict
-                    self.misses += not conflict
-                    open_row[target[0]] = None
-                    prep = [target[0], target[1], max(1, delay) - 1]
+            open_row, prep = self._next_rows(open_row, prep, fin, refresh, target, conflict)
             done = False
             if issue:
                 out.append(Access(act[0], act[2], cycle))
@@ -237,14 +218,7 @@ class DramTiming:
                 act[1] -= 1
                 done = act[1] == 0
             load = nxt is not None and (act is None or done)
-            offered = head < len(cmds) and cmds[head].at <= cycle
-            if window.size == 1:   # no window: the offered command goes straight to nxt
-                given = head if offered and (nxt is None or load) else None
-                head += given is not None
-            else:
-                given = window.give(cmds) if nxt is None or load else None
-                if offered and window.enter(head):
-                    head += 1
+            given, head = window.step(cmds, head, cycle, dram_takes=nxt is None or load)
             if load:
                 act = [nxt[0], nxt[1], nxt[2]]
             elif done:
@@ -257,6 +231,40 @@ class DramTiming:
                 nxt = None
             cycle += 1
         return out
+
+    def _checked(self, commands, write_offered) -> tuple[list[Command], int]:
+        """The commands as :class:`Command` and their write words; ``ValueError`` on a burst outside the DRAM or a
+        ``write_offered`` of the wrong length."""
+        d = self.dram
+        cmds = [c if isinstance(c, Command) else Command(*c) for c in commands]
+        for c in cmds:
+            split_address(d, c.addr)
+            if c.words < 1 or c.addr + c.words > d.words:
+                raise ValueError(f"burst words must be 1..{d.words - c.addr} at address {c.addr}, not {c.words!r}")
+        write_words = sum(c.words for c in cmds if c.write)
+        if write_offered is not None and len(write_offered) != write_words:
+            raise ValueError(f"write_offered must give a cycle for each of the {write_words} write words, "
+                             f"not {len(write_offered)}")
+        return cmds, write_words
+
+    def _next_rows(self, open_row, prep, fin, refresh, target, conflict):
+        """The open rows and the activation in flight (``[bank, row, count]``) after this cycle's edge."""
+        d = self.dram
+        if refresh:
+            self.refresh_stall_cycles += 1
+            return [None] * d.banks, None
+        if fin:
+            open_row[prep[0]] = prep[1]
+            prep = None
+        elif prep is not None:
+            prep[2] -= 1
+        if target is not None:
+            delay = d.t_rcd + (d.t_rp if conflict else 0)
+            self.conflicts += conflict
+            self.misses += not conflict
+            open_row[target[0]] = None
+            prep = [target[0], target[1], max(1, delay) - 1]
+        return open_row, prep
 
     def cycles(self, commands: Sequence[Command | tuple]) -> int:
         """Cycles until the last access issues (plus one), for back-to-back commands from cycle 0."""
@@ -274,6 +282,16 @@ class _ReorderWindow:
         self.waiting: list[int] = []
         self.passed = 0            # times the oldest waiting command was passed
         self.tail = None           # (bank, row) where the last given command ends
+
+    def step(self, cmds: Sequence[Command], head: int, cycle: int, *, dram_takes: bool) -> tuple[int | None, int]:
+        """One cycle: the command the DRAM takes (``None``: none) and the next command to offer. Without a window
+        (size 1) the offered command goes straight to the DRAM."""
+        offered = head < len(cmds) and cmds[head].at <= cycle
+        if self.size == 1:
+            given = head if offered and dram_takes else None
+            return given, head + (given is not None)
+        given = self.give(cmds) if dram_takes else None
+        return given, head + (offered and self.enter(head))
 
     def enter(self, index: int) -> bool:
         """Take command ``index`` if there is room (after this cycle's :meth:`give`)."""
