@@ -12,19 +12,13 @@ from amaranth.sim import Simulator
 from mozart.hw.dram import DramModel
 from mozart.hw.memctrl_reorder import ReorderWindow
 from mozart.hw.memctrl_request import ResponseOp
-from mozart.model.config import load_config, override
+from mozart.model.config import override
 from mozart.model.dram_timing import Command, DramTiming, may_pass, split_address
 from mozart.model.protocol import Protocol
+from test_dram import CONFIGS as DRAM_CONFIGS   # the DRAM configs of the cycle-exact tests
 
-TINY = load_config("tiny")
-#: two banks with slow rows and refresh (reordering has most to win); many banks with short rows
-CONFIGS = {
-    "slow2bank": override(TINY, {"dram.banks": 2, "dram.rows": 40, "dram.row_words": 16, "dram.t_rcd": 7,
-                                 "dram.t_cl": 5, "dram.t_rp": 6, "dram.refresh_interval": 97,
-                                 "dram.refresh_cycles": 9}),
-    "many_banks": override(TINY, {"dram.banks": 16, "dram.rows": 4, "dram.row_words": 8, "dram.t_rcd": 3,
-                                  "dram.t_cl": 3, "dram.t_rp": 2}),
-}
+#: two banks with slow rows and refresh (reordering has most to win); many banks with short rows (test_dram's)
+CONFIGS = {name: DRAM_CONFIGS[name] for name in ("slow2bank", "many_banks")}
 
 
 class WindowedDram(Elaboratable):
@@ -160,6 +154,17 @@ def test_twin_keeps_order_rules_and_wait_bound(window):
         assert sorted(model.served) == list(range(len(commands))), "every request served exactly once"
         assert follows_rules(commands, model.served) is None
         assert max_passed(model.served) <= window * (window + 1)
+
+
+def test_order_rules_check_catches_a_twin_that_passes_anything(monkeypatch):
+    """Mutant: a twin whose window lets any request pass any other breaks the rules, and the check says so."""
+    from mozart.model import dram_timing  # noqa: PLC0415
+    cfg = override(CONFIGS["slow2bank"], {"dram.reorder_window": 4})
+    commands, offered = random_traffic(cfg, random.Random(100), 300)
+    monkeypatch.setattr(dram_timing, "may_pass", lambda older, newer: True)
+    model = DramTiming(cfg)
+    model.run(commands, write_offered=offered)
+    assert follows_rules(commands, model.served) is not None
 
 
 def max_passed(served) -> int:
