@@ -81,11 +81,11 @@ class MemoryController(wiring.Component):
     (``.contract``, a :class:`mozart.model.blocks.MemoryControllerContract`, has each number.)
     ``read_latency``: header flit accepted to MEM_DATA header sent, row hit, idle controller:
     ``dram.hit_latency`` cycles (the burst goes to the DRAM in the header's cycle and the response header waits
-    for the first word; a miss or conflict adds the DRAM's difference), one more with a reorder window. Payload flits follow one per
-    ``words_per_flit`` cycles. Throughput: one DRAM
-    word per cycle; a response packet adds one header flit to its ``ceil(words / words_per_flit)`` payload
-    flits, so a weight stream reaches ``load_efficiency`` of the DRAM's peak; so does a stream of full MEM_WRITEs
-    on the input link, where the DRAM's row changes allow (``docs/memctrl.md``).
+    for the first word; a miss or conflict adds the DRAM's difference), one more with a reorder window. Payload
+    flits follow one per ``words_per_flit`` cycles. Throughput: one DRAM word per cycle; a response packet adds
+    one header flit to its ``ceil(words / words_per_flit)`` payload flits, so a weight stream reaches
+    ``load_efficiency`` of the DRAM's peak; so does a stream of full MEM_WRITEs on the input link, where the
+    DRAM's row changes allow (``docs/memctrl.md``).
     """
 
     def __new__(cls, cfg, group: int = 0):
