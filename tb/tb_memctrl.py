@@ -2,8 +2,9 @@
 
 :class:`~mozart.model.memctrl_reference.MemoryReference` is the transaction-level judge: a Python memory plus the
 controller's rules (what each
-request answers, what it writes). The controller promises strict request order, so the scoreboard checks the
-output port as one in-order flow: data exact, order exact, nothing lost or duplicated. At the end the DRAM is read
+request answers, what it writes). The controller promises strict request order (``dram.reorder_window`` 1), so
+the scoreboard checks the output port as one in-order flow; with a reorder window, as one in-order flow per
+request source: data exact, order exact, nothing lost or duplicated. At the end the DRAM is read
 back through the backdoor and compared word for word with the reference memory.
 
 Run it with ``mozart cosim memctrl --config tiny`` or :func:`mozart.sim.cosim.run`. Options (environment):
@@ -53,7 +54,7 @@ class MemCtrlBench:
         self.proto = Protocol(self.cfg)
         self.ctrl = MemoryControllerContract(self.cfg, group)   # the design's documented numbers
         self.ref = MemoryReference(self.cfg, group)
-        self.sb = Scoreboard("memctrl scoreboard")  # one flow: the controller answers in request order
+        self.sb = Scoreboard("memctrl scoreboard")  # in request order (per source with a reorder window)
         self.driver = PacketDriver(dut, "port_in", self.proto, idle=idle)
         self.monitor = PacketMonitor(dut, "port_out", self.proto, backpressure=backpressure,
                                      callback=lambda p: self.sb.observe("port_out", p), keep=False)
@@ -97,8 +98,10 @@ class MemCtrlBench:
         return words
 
     def send(self, request: Packet) -> None:
+        # strict order (W = 1): one flow; with a reorder window the promise is each source's request order
+        flow = request.src if self.cfg.dram.reorder_window > 1 else None
         for response in self.ref.request(request):
-            self.sb.expect("port_out", response)
+            self.sb.expect("port_out", response, flow=flow)
         self.driver.send(request)
         self.requests += 1
 

@@ -1,5 +1,6 @@
-"""Memory controller on Verilator (cocotb, ``mozart.tb.tb_memctrl``) for two DRAM configs: few banks with slow rows
-and refresh, and many banks with two words per flit. One build per config, shared by the module's tests.
+"""Memory controller on Verilator (cocotb, ``mozart.tb.tb_memctrl``) for three DRAM configs: few banks with slow rows
+and refresh (strict order, and with a reorder window of 4), and many banks with two words per flit. One build per
+config, shared by the module's tests.
 
 By default the random mix runs ``DEFAULT_REQUESTS`` requests per config (a few seconds); ``--soak`` adds the full
 run of ``SOAK_REQUESTS`` (>= 50,000) random reads and writes per config."""
@@ -13,12 +14,14 @@ from mozart.sim.build import build
 pytestmark = pytest.mark.cosim
 
 TINY = load_config("tiny")
+# 2 banks, 24 rows (1536 words: addresses past the end exist), slow rows, refresh every 300 cycles
+SLOW_ROWS = override(TINY, {"name": "memctrl-slow-rows", "dram.banks": 2, "dram.rows": 24, "dram.row_words": 32,
+                            "dram.t_rcd": 9, "dram.t_cl": 7, "dram.t_rp": 8, "dram.refresh_interval": 300,
+                            "dram.refresh_cycles": 12, "dram.max_outstanding": 3})
 CONFIGS = {
-    # 2 banks, 24 rows (1536 words: addresses past the end exist), slow rows, refresh every 300 cycles
-    "slow-rows": override(TINY, {"name": "memctrl-slow-rows", "dram.banks": 2, "dram.rows": 24,
-                                 "dram.row_words": 32, "dram.t_rcd": 9, "dram.t_cl": 7, "dram.t_rp": 8,
-                                 "dram.refresh_interval": 300, "dram.refresh_cycles": 12,
-                                 "dram.max_outstanding": 3}),
+    "slow-rows": SLOW_ROWS,
+    # the same with a reorder window of 4: row hits first; the scoreboard checks each source's order
+    "slow-rows-w4": override(SLOW_ROWS, {"name": "memctrl-slow-rows-w4", "dram.reorder_window": 4}),
     # 16 banks of short rows, 32-bit words (2 per flit), 3 chiplets (a LOAD can name a missing one)
     "many-banks": override(TINY, {"name": "memctrl-many-banks", "tree.chiplets_per_group": 3, "moe.experts": 12,
                                   "dram.word_bits": 32, "dram.banks": 16, "dram.rows": 5, "dram.row_words": 16,

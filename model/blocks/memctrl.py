@@ -22,9 +22,21 @@ class MemoryControllerContract:
         Hit, miss and conflict latencies and the peak rate of the DRAM model (:mod:`mozart.model.dram_timing`).
     words_per_flit : int
     max_outstanding : int
-        Requests in service at once (``dram.max_outstanding``).
+        Requests in service at once (``dram.max_outstanding``): given to the DRAM, response not yet sent.
+    reorder_window : int
+        Requests the controller may choose among for the DRAM (``dram.reorder_window``; 1: strict order).
+    window_latency : int
+        Cycles the reorder window adds to every request: 1 with a window (a request waits there at least one
+        cycle), 0 without.
+    max_waiting : int
+        Requests the controller holds before ``port_in`` stops: ``max_outstanding``, plus ``reorder_window``
+        waiting in the window if there is one.
+    reorder_wait_bound : int
+        With a window, a request is given to the DRAM within this many requests given after it entered the
+        window: ``W * (W + 1)`` (the oldest may be passed ``W`` times, :mod:`mozart.model.dram_timing`).
     read_latency : int
-        Cycles from a MEM_READ header accepted to its MEM_DATA header sent (row hit, idle): the DRAM's hit latency.
+        Cycles from a MEM_READ header accepted to its MEM_DATA header sent (row hit, idle): the DRAM's hit
+        latency, plus ``window_latency``.
     load_efficiency : float
         Fraction of the DRAM's peak a long weight stream reaches: a WEIGHT packet adds a header flit to
         ``max_burst_words`` words, so the DRAM or the output link limits. A stream of full MEM_WRITEs has the
@@ -58,8 +70,24 @@ class MemoryControllerContract:
         return self.cfg.dram.max_outstanding
 
     @property
+    def reorder_window(self) -> int:
+        return self.cfg.dram.reorder_window
+
+    @property
+    def window_latency(self) -> int:
+        return int(self.reorder_window > 1)
+
+    @property
+    def max_waiting(self) -> int:
+        return self.max_outstanding + (self.reorder_window if self.reorder_window > 1 else 0)
+
+    @property
+    def reorder_wait_bound(self) -> int:
+        return self.reorder_window * (self.reorder_window + 1)
+
+    @property
     def read_latency(self) -> int:
-        return self.dram.hit_latency
+        return self.dram.hit_latency + self.window_latency
 
     @property
     def peak_words_per_cycle(self) -> int:
