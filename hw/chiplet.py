@@ -13,6 +13,7 @@ from mozart.model.protocol import Protocol
 from .chiplet_decoder import ChipletDecoder
 from .chiplet_job_queue import ChipletJobQueue
 from .chiplet_output import ChipletOutput
+from .chiplet_restore import ChipletRestore
 from .chiplet_token_receiver import ChipletTokenReceiver
 from .chiplet_weight_loader import ChipletWeightLoader
 from .expert_engine import ExpertEngine
@@ -137,10 +138,15 @@ class ExpertChiplet(wiring.Component):
         m.submodules.engine = engine = ExpertEngine(cfg, token_slots=self.token_slots, weight_depth=weight_flits,
                                                     act_depth=token_flits)
         m.submodules.output = output = ChipletOutput(cfg, self.group, self.index, self.node)
+        m.submodules.restore = restore = ChipletRestore(cfg, self.group, self.index, self.node, self.token_slots)
+        m.submodules.restore_buffer = restore_buffer = Memory(shape=flit_bits, depth=restore.depth, init=[])
 
         wiring.connect(m, flipped(self.port_in), decoder.i)
         wiring.connect(m, decoder.weight, loader.i)
         wiring.connect(m, decoder.dispatch, receiver.i)
+        wiring.connect(m, decoder.mem_data, restore.data)
+        wiring.connect(m, restore.write, restore_buffer.write_port())
+        wiring.connect(m, restore.o, output.packets)
         wiring.connect(m, loader.write, weight_sram.write_port())
         wiring.connect(m, receiver.write, activations.write_port())
         wiring.connect(m, queue.ring, receiver.ring)
@@ -158,5 +164,18 @@ class ExpertChiplet(wiring.Component):
             loader.loaded_unsent.eq(output.loaded_unsent), loader.expert_busy.eq(queue.expert_busy),
             queue.done_expert.eq(engine.done_expert), queue.done_token.eq(engine.done_token),
             queue.done_local.eq(engine.done_local), self.mac_active.eq(engine.mac_active),
+            output.hold_packets.eq(engine.save_pending), queue.restored.eq(restore.restored),
         ]
+        self._restore_requests(m, receiver, queue, restore)
         return m
+
+    @staticmethod
+    def _restore_requests(m, receiver, queue, restore):
+        """A backward token, as it enters its ring entry, asks for its experts' saved pre-activations (the restore
+        unit's queue has a place for every ring entry, so the request is always taken)."""
+        token = receiver.token.payload
+        m.d.comb += [restore.request.valid.eq(receiver.token.valid & token.backward),
+                     restore.request.payload.entry.eq(queue.ring.entry),
+                     restore.request.payload.experts.eq(token.experts),
+                     restore.request.payload.save_index.eq(token.save_index),
+                     restore.request.payload.tag.eq(token.tag)]

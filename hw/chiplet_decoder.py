@@ -16,6 +16,7 @@ class ChipletDecoder(wiring.Component):
 
     - WEIGHT naming a weight slot that exists (``slot < hardware.sram_slots``) -> ``weight``;
     - DISPATCH -> ``dispatch``;
+    - MEM_DATA (a restore read's answer) -> ``mem_data``;
     - any other kind, a WEIGHT for a slot that does not exist, and a stray payload flit outside a packet are
       consumed and dropped.
 
@@ -29,20 +30,22 @@ class ChipletDecoder(wiring.Component):
     -------
     i : In(link_signature(cfg))
         Flits from the switch.
-    weight, dispatch : Out(link_signature(cfg))
+    weight, dispatch, mem_data : Out(link_signature(cfg))
         The packets of each kind, flit for flit.
     """
 
+    OUTPUTS = {"weight": "WEIGHT", "dispatch": "DISPATCH", "mem_data": "MEM_DATA"}   # output -> its state
+
     def __init__(self, cfg):
         self._cfg = cfg
-        super().__init__({"i": In(link_signature(cfg)), "weight": Out(link_signature(cfg)),
-                          "dispatch": Out(link_signature(cfg))})
+        super().__init__({"i": In(link_signature(cfg)),
+                          **{name: Out(link_signature(cfg)) for name in self.OUTPUTS}})
 
     def elaborate(self, platform):
         m = Module()
         flit = self.i
         header = header_layout(self._cfg)(flit.payload.data)
-        m.d.comb += [self.weight.payload.eq(flit.payload), self.dispatch.payload.eq(flit.payload)]
+        m.d.comb += [getattr(self, name).payload.eq(flit.payload) for name in self.OUTPUTS]
         with m.FSM(name="route"):
             with m.State("HEAD"):
                 with m.If(flit.valid & flit.payload.first):
@@ -54,11 +57,14 @@ class ChipletDecoder(wiring.Component):
                                 self._forward(m, None, "DROP")
                         with m.Case(PacketKind.DISPATCH):
                             self._forward(m, self.dispatch, "DISPATCH")
+                        with m.Case(PacketKind.MEM_DATA):
+                            self._forward(m, self.mem_data, "MEM_DATA")
                         with m.Default():
                             self._forward(m, None, "DROP")
                 with m.Elif(flit.valid):   # a stray payload flit outside a packet
                     m.d.comb += flit.ready.eq(1)
-            for state, output in (("WEIGHT", self.weight), ("DISPATCH", self.dispatch), ("DROP", None)):
+            for state, output in [*((state, getattr(self, name)) for name, state in self.OUTPUTS.items()),
+                                  ("DROP", None)]:
                 with m.State(state):
                     self._forward(m, output, "HEAD", at_last=True)
         return m

@@ -26,8 +26,8 @@ def _flits_of(elements, count: int, per_flit: int):
 
 
 class ChipletOutput(wiring.Component):
-    """Sends, by priority, a LOADED report, a token's partial as one COMBINE, and a saved hidden vector as
-    MEM_WRITE packets; a packet once started is sent whole.
+    """Sends, by priority, a LOADED report, a token's partial as one COMBINE, a saved vector as MEM_WRITE packets
+    and a whole packet from ``packets`` (restore reads); a packet once started is sent whole.
 
     - **LOADED** (dst root, tag of the WEIGHT packet, meta slot and expert): one per ``loaded`` event, kept
       per slot until sent (``loaded_unsent``), lowest slot first.
@@ -36,6 +36,9 @@ class ChipletOutput(wiring.Component):
     - **MEM_WRITE** (dst ``memctrl(group)``, the token's tag, ack 0, at most ``max_burst_flits`` flits each) of the
       saved pre-activation vector at :func:`mozart.model.golden.activation_addr` ``(cfg, index, save_index,
       expert)``.
+
+    - a packet from **packets**, passed flit for flit, but only while ``hold_packets`` is low: the engine holds
+      them while a save it produced is not yet sent, so a restore read never passes a save.
 
     Latency and throughput: a packet's header leaves 1 cycle after the output chose it (idle), then one flit
     per cycle while ``o.ready``; one idle cycle between packets. ``partial`` and ``hidden`` are taken with
@@ -49,6 +52,8 @@ class ChipletOutput(wiring.Component):
     loaded_unsent : Out(sram_slots)
     partial : In(stream.Signature(partial layout))
     hidden : In(stream.Signature(hidden layout))
+    packets : In(link_signature(cfg))
+    hold_packets : In(1)
     """
 
     def __init__(self, cfg, group: int, index: int, node: int):
@@ -60,6 +65,8 @@ class ChipletOutput(wiring.Component):
             "loaded_unsent": Out(cfg.hardware.sram_slots),
             "partial": In(stream.Signature(partial_layout(cfg))),
             "hidden": In(stream.Signature(hidden_layout(cfg))),
+            "packets": In(link_signature(cfg)),
+            "hold_packets": In(1),
         })
 
     def elaborate(self, platform):
@@ -92,6 +99,13 @@ class ChipletOutput(wiring.Component):
                 with m.Elif(self.hidden.valid):
                     m.d.sync += [sent.eq(0), burst_index.eq(0)]
                     m.next = "SAVE_HDR"
+                with m.Elif(self.packets.valid & ~self.hold_packets):
+                    m.next = "PACKET"
+            with m.State("PACKET"):
+                m.d.comb += [self.o.valid.eq(self.packets.valid), self.o.payload.eq(self.packets.payload),
+                             self.packets.ready.eq(self.o.ready)]
+                with m.If(self.packets.valid & self.o.ready & self.packets.payload.last):
+                    m.next = "IDLE"
             with m.State("LOADED"):
                 report = reports[report_slot]
                 self._head(m, header, PacketKind.LOADED, proto.topology.root, report.tag)

@@ -63,6 +63,8 @@ class ExpertEngine(wiring.Component):
         ``done_local``) and, with ``done_token``, when the token no longer reads the activation buffer.
     mac_active : Out(1)
         High in each cycle a chunk issues (``L`` MACs); for utilisation measurements.
+    save_pending : Out(1)
+        A complete saved vector is not yet handed to (or is still held by) ``hidden``.
     """
 
     def __init__(self, cfg, *, token_slots: int, weight_depth: int, act_depth: int):
@@ -81,6 +83,7 @@ class ExpertEngine(wiring.Component):
             "done_token": Out(1),
             "done_local": Out(Protocol(cfg).expert_bits),
             "mac_active": Out(1),
+            "save_pending": Out(1),
         })
 
     def elaborate(self, platform):
@@ -180,6 +183,7 @@ class ExpertEngine(wiring.Component):
             m.d.sync += [self.partial.valid.eq(1), self.partial.payload.tag.eq(partial_meta.tag),
                          self.partial.payload.reduce.eq(partial_meta.reduce), partial_ready.eq(0)]
             m.d.sync += [self.partial.payload.data[i].eq(partial[i]) for i in range(geo.d_model)]
+        m.d.comb += self.save_pending.eq(hidden_ready | self.hidden.valid)
         with m.If(self.hidden.valid & self.hidden.ready):
             m.d.sync += self.hidden.valid.eq(0)
         with m.If(hidden_ready & ~self.hidden.valid):

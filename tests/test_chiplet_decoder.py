@@ -1,5 +1,5 @@
-"""The chiplet's packet decoder alone (amaranth.sim): each packet goes whole to the unit of its kind, or is
-dropped; a head flit waits for its unit."""
+"""The chiplet's packet decoder alone (amaranth.sim): each packet goes whole to the unit of its kind (WEIGHT,
+DISPATCH, MEM_DATA), or is dropped; a head flit waits for its unit."""
 
 import numpy as np
 import pytest
@@ -21,10 +21,10 @@ def _packets(node):
 
 
 def route(decoder, flits, *, seed=0, cycles=400):
-    """Drive ``flits`` (seeded idle on the input, backpressure on both outputs); return the flits taken by
-    ``weight`` and ``dispatch`` and the number of input flits consumed."""
+    """Drive ``flits`` (seeded idle on the input, backpressure on every output); return the flits each output
+    took and the number of input flits consumed."""
     rng = np.random.default_rng(seed)
-    got = {"weight": [], "dispatch": []}
+    got = {name: [] for name in ChipletDecoder.OUTPUTS}
     consumed = 0
 
     async def bench(ctx):
@@ -39,9 +39,10 @@ def route(decoder, flits, *, seed=0, cycles=400):
             ready = {name: bool(rng.random() < 0.6) for name in got}
             for name, value in ready.items():
                 ctx.set(getattr(decoder, name).ready, value)
-            sampled = await ctx.tick().sample(decoder.i.ready, decoder.weight.valid, decoder.weight.payload,
-                                              decoder.dispatch.valid, decoder.dispatch.payload)
-            in_ready, outputs = sampled[2], {"weight": sampled[3:5], "dispatch": sampled[5:7]}
+            ports = [p for name in got for p in (getattr(decoder, name).valid, getattr(decoder, name).payload)]
+            sampled = await ctx.tick().sample(decoder.i.ready, *ports)
+            in_ready = sampled[2]
+            outputs = {name: sampled[3 + 2 * i:5 + 2 * i] for i, name in enumerate(got)}
             for name, (valid, payload) in outputs.items():
                 if valid and ready[name]:
                     got[name].append(Flit(int(payload.data), bool(payload.first), bool(payload.last)))
@@ -68,6 +69,7 @@ def check_routing(decoder_class):
         assert consumed == len(flits), "input not drained"
         assert got["weight"] == proto.encode(weight) * 2, "weight output: not exactly the WEIGHT packets"
         assert got["dispatch"] == proto.encode(dispatch) * 2, "dispatch output: not exactly the DISPATCH packets"
+        assert got["mem_data"] == proto.encode(mem_data), "mem_data output: not exactly the MEM_DATA packets"
 
 
 def test_each_kind_goes_whole_to_its_unit_and_the_rest_is_dropped():
