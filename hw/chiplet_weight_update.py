@@ -196,7 +196,7 @@ class ChipletWeightUpdate(wiring.Component):
                 with m.If(start):
                     m.next = "HEAD"
             with m.State("HEAD"):
-                with m.If(flits.level >= length):
+                with m.If(self._packet_ready(flits, length)):
                     self._head(m, header, PacketKind.MEM_WRITE, proto.topology.memctrl(self._group), command.tag,
                                length)
                     m.d.comb += [header.meta.mem_write.addr.eq(addr),
@@ -207,9 +207,10 @@ class ChipletWeightUpdate(wiring.Component):
                         m.next = "DATA"
             with m.State("DATA"):
                 packet_end = sent == length - 1
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.last.eq(packet_end),
+                # the FIFO holds the packet's flits (``_packet_ready``), so valid stays high to its last flit
+                m.d.comb += [self.o.valid.eq(flits.r_rdy), self.o.payload.last.eq(packet_end),
                              self.o.payload.data.eq(flits.r_data), flits.r_en.eq(self.o.ready)]
-                with m.If(self.o.ready):
+                with m.If(self.o.ready & flits.r_rdy):
                     m.d.sync += sent.eq(sent + 1)
                     with m.If(packet_end):
                         m.d.sync += [remaining.eq(remaining - length),
@@ -229,6 +230,10 @@ class ChipletWeightUpdate(wiring.Component):
                     m.d.comb += done.eq(1)
                     m.next = "IDLE"
         return done
+
+    def _packet_ready(self, flits, length):
+        """A packet starts only when all its flits wait in the FIFO: then it leaves one flit a cycle."""
+        return flits.level >= length
 
     def _head(self, m, header, kind, dst, tag, length=0):
         # src is set with the other fields, in the state (a field driven only by a constant becomes a

@@ -322,6 +322,15 @@ def test_the_gradient_check_catches_a_word_not_zeroed():
         run_and_check(config("tiny"), seed=3, unit_class=KeepsOne)
 
 
+def test_the_framing_check_catches_a_packet_started_before_its_flits_are_ready():
+    class Hasty(ChipletWeightUpdate):   # starts a packet as soon as one flit is ready: idle cycles inside it
+        def _packet_ready(self, flits, length):
+            return flits.r_rdy
+
+    with pytest.raises(AssertionError, match="o went idle inside a packet"):
+        run_and_check(config("tiny"), seed=3, unit_class=Hasty)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "wafer4x4"])
 def test_converts_to_verilog(preset):
     cfg = load_config(preset)
