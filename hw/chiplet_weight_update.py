@@ -29,6 +29,11 @@ def slot_expert_signature(cfg) -> wiring.Signature:
     return wiring.Signature({"slot": Out(proto.slot_bits), "expert": In(proto.expert_bits)})
 
 
+def _update_shifts(cfg) -> tuple[int, int]:
+    """The shifts from W1's and W2's gradient format to the weights' (``golden_backward.update_shift``)."""
+    return golden_backward.update_shift(cfg, "w1"), golden_backward.update_shift(cfg, "w2")
+
+
 class ChipletWeightUpdate(wiring.Component):
     """Applies ``W <- sat_w(W - rshift_round(dW, s))`` to one weight slot per UPDATE, bit-exact with
     :func:`mozart.model.golden_backward.update_weights` (``s = update_shift(cfg, "w1")`` for W1's elements,
@@ -79,9 +84,14 @@ class ChipletWeightUpdate(wiring.Component):
         The MEM_ACK of the last write (an event).
     """
 
+    def __new__(cls, cfg, group: int, index: int, node: int):
+        ChipletContract(cfg, group, index)   # rejects before a component exists
+        _update_shifts(cfg)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg, group: int, index: int, node: int):
         self._cfg, self._proto = cfg, Protocol(cfg)
-        self._group, self._index, self._node = group, index, node
+        self._group, self._node = group, node
         hw, moe = cfg.hardware, cfg.moe
         self.lanes = hw.mac_lanes
         self.grad_bits = golden_backward.step_grad_bits(cfg)
@@ -89,7 +99,7 @@ class ChipletWeightUpdate(wiring.Component):
         self.slot_words = 2 * self.matrix_words
         self.words_per_weight_flit = hw.flit_bits // cfg.numerics.weight_bits // self.lanes
         self.fifo_flits = 2 * hw.max_burst_flits                        # one packet sending, the next filling
-        self.shifts = (golden_backward.update_shift(cfg, "w1"), golden_backward.update_shift(cfg, "w2"))
+        self.shifts = _update_shifts(cfg)
         self.contract = ChipletContract(cfg, group, index)
         weight_depth = hw.sram_slots * self._proto.image_flits
         grad_depth = hw.sram_slots * self.slot_words
@@ -115,7 +125,7 @@ class ChipletWeightUpdate(wiring.Component):
         with m.If(start):
             m.d.sync += [command.eq(self.command.payload), busy.eq(1)]
         stage = self._reader(m, command, start, busy, flits)
-        self._updater(m, command, stage, flits)
+        self._updater(m, stage, flits)
         done = self._sender(m, command, start, flits)
         with m.If(done):
             m.d.sync += busy.eq(0)
@@ -150,7 +160,7 @@ class ChipletWeightUpdate(wiring.Component):
                 m.d.sync += sub.eq(sub + 1)
         return stage
 
-    def _updater(self, m, command, stage, flits):
+    def _updater(self, m, stage, flits):
         """The read data of ``stage``: ``L`` updated weights placed in their chunk of the flit being assembled; a
         completed flit goes to the weight SRAM and the FIFO; the gradient word read is zeroed."""
         cfg, lanes, per_flit = self._cfg, self.lanes, self.words_per_weight_flit

@@ -16,6 +16,7 @@ from mozart.hw.chiplet_weight_update import ChipletWeightUpdate
 from mozart.model import golden, golden_backward
 from mozart.model.blocks import ChipletContract
 from mozart.model.config import load_config, override
+from mozart.model.errors import ConfigError
 from mozart.model.protocol import Flit, Packet, PacketKind, Protocol
 
 TINY = load_config("tiny")
@@ -314,8 +315,8 @@ def test_the_order_check_catches_updated_before_the_ack():
 
 def test_the_gradient_check_catches_a_word_not_zeroed():
     class KeepsOne(ChipletWeightUpdate):
-        def _updater(self, m, command, stage, flits):
-            super()._updater(m, command, stage, flits)
+        def _updater(self, m, stage, flits):
+            super()._updater(m, stage, flits)
             m.d.comb += self.g_wr_en.eq(stage.valid & (stage.word % self.slot_words != 5))
 
     with pytest.raises(AssertionError, match="gradient SRAM slot .* wrong"):
@@ -329,6 +330,13 @@ def test_the_framing_check_catches_a_packet_started_before_its_flits_are_ready()
 
     with pytest.raises(AssertionError, match="o went idle inside a packet"):
         run_and_check(config("tiny"), seed=3, unit_class=Hasty)
+
+
+def test_bad_parameters_are_rejected_before_a_component_exists():
+    with pytest.raises(ConfigError, match=r"ExpertChiplet group must be in 0..1, not 2"):
+        ChipletWeightUpdate(TINY, 2, 0, 1)
+    with pytest.raises(ConfigError, match=r"hardware.mac_lanes must divide moe.d_model \(8\) .* not 3"):
+        ChipletWeightUpdate(override(TINY, {"hardware.mac_lanes": 3}), 0, 0, 1)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "wafer4x4"])
