@@ -65,7 +65,8 @@ class ChipletWeightUpdate(wiring.Component):
     Latency and throughput
     ----------------------
     ``ChipletContract.update_cycles``: from the command taken to the last MEM_WRITE flit sent, ``o`` always
-    ready. Gradient word ``w`` is read in cycle ``1 + w`` and its flit is in the FIFO from cycle ``3 + w``;
+    ready. Gradient word ``w`` is read in cycle ``1 + w`` and its flit is in the FIFO from cycle ``3 + w`` (the
+    SRAM read, then update and push: ``ChipletContract.UPDATE_PIPELINE``);
     packet ``p`` (``n_p`` flits, last word ``w_p``) starts at ``S_p = max(S_{p-1} + 1 + n_{p-1}, 3 + w_p)``;
     the last flit leaves in ``S_last + n_last``: ``G + 2 + n_last`` when reading is the bottleneck
     (``flit_bits // weight_bits >= 2 L``), the link's ``image_flits + packets`` plus the first packet's fill
