@@ -232,7 +232,8 @@ def scenario(cfg, seed, updates=2):
     slots = Slots(cfg, rng)
     proto = Protocol(cfg)
     chosen = rng.permutation(cfg.hardware.sram_slots)[:updates]
-    commands = [(int(s), proto.expert_image_base(int(rng.integers(cfg.experts_per_group)), int(rng.integers(2))),
+    commands = [(int(s), proto.expert_image_base(int(rng.integers(cfg.experts_per_group)),
+                                                 int(rng.integers(cfg.moe.layers))),
                  int(rng.integers(1 << cfg.hardware.tag_bits))) for s in chosen]
     unit_node = proto.topology.chiplet(1, 1)
     return slots, commands, unit_node
@@ -273,8 +274,7 @@ def test_reading_bound_update_cycles_are_words_plus_pipeline_plus_last_packet():
     # tiny: 8 weights a flit, 4 lanes (2 words a flit): the link keeps up, reading is the bottleneck
     cfg = config("tiny")
     words = 2 * cfg.moe.d_model * cfg.moe.d_ff // cfg.hardware.mac_lanes
-    last_packet = Protocol(cfg).image_flits - (Protocol(cfg).image_flits - 1) // cfg.hardware.max_burst_flits * \
-        cfg.hardware.max_burst_flits
+    last_packet = Protocol(cfg).image_flits % cfg.hardware.max_burst_flits or cfg.hardware.max_burst_flits
     assert ChipletContract(cfg).update_cycles == words + 2 + last_packet == 74
 
 
