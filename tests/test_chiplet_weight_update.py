@@ -255,19 +255,36 @@ def test_a_backed_up_link_only_stalls():
     run_and_check(config("lanes8"), seed=4, backpressure=0.9, max_ack_delay=3, max_cycles=60_000)
 
 
+def measure_update_cycles(cfg):
+    """Cycles from each command taken to its last MEM_WRITE flit (link always ready, ack at once), and the run."""
+    slots, commands, node = scenario(cfg, 5)
+    result = run(ChipletWeightUpdate(cfg, 1, 1, node), slots, commands, seed=5)
+    last_write = [last for _, last, p in result.packets if p.kind == PacketKind.MEM_WRITE and p.meta["ack"]]
+    return [last - accepted for accepted, last in zip(result.accepted, last_write)], result
+
+
+@pytest.mark.parametrize("burst", [1, 64])
+@pytest.mark.parametrize("changes", [{"hardware.mac_lanes": 8}, {"numerics.weight_bits": 6, "hardware.mac_lanes": 2}],
+                         ids=["link-bound", "reading-bound"])
+def test_update_cycles_equal_the_contract_for_one_flit_and_whole_image_bursts(burst, changes):
+    cfg = override(TINY, {**THREE_SLOTS, **changes, "hardware.max_burst_flits": burst})
+    assert measure_update_cycles(cfg)[0] == [ChipletContract(cfg).update_cycles] * 2
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_update_cycles_equal_the_contract(name):
     cfg = config(name)
-    slots, commands, node = scenario(cfg, 5)
-    result = run(ChipletWeightUpdate(cfg, 1, 1, node), slots, commands, seed=5)
-    writes = [(head, last, p) for head, last, p in result.packets if p.kind == PacketKind.MEM_WRITE]
-    last_write = [last for _, last, p in writes if p.meta["ack"]]
-    contract = ChipletContract(cfg, 1, 1)
-    for accepted, last in zip(result.accepted, last_write):
-        assert last - accepted == contract.update_cycles
+    cycles, result = measure_update_cycles(cfg)
+    assert cycles == [ChipletContract(cfg, 1, 1).update_cycles] * 2
     updated = [head for head, _, p in result.packets if p.kind == PacketKind.UPDATED]
-    assert [u - a for u, a in zip(updated, result.acks)] == [1] * len(commands)   # ack taken, UPDATED next
+    assert [u - a for u, a in zip(updated, result.acks)] == [1, 1]   # ack taken, UPDATED in the next cycle
     assert result.accepted[1] == updated[0] + 1   # the next command in the cycle after UPDATED
+
+
+def test_the_cycles_check_catches_a_pipeline_one_cycle_off(monkeypatch):
+    monkeypatch.setattr(ChipletContract, "UPDATE_PIPELINE", ChipletContract.UPDATE_PIPELINE + 1)
+    with pytest.raises(AssertionError):
+        test_update_cycles_equal_the_contract("tiny")
 
 
 def test_reading_bound_update_cycles_are_words_plus_pipeline_plus_last_packet():
