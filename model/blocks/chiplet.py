@@ -125,3 +125,27 @@ class ChipletContract:
         """The longest a busy chiplet may send nothing: a full activation buffer of tokens using every local
         expert (testbench watchdogs derive their timeouts from it)."""
         return self.token_slots * self.cycles_per_token(self.cfg.experts_per_chiplet)
+
+    #: Weight update: cycles from a gradient word's read to its updated flit counted in the update unit's FIFO
+    #: (the SRAMs' synchronous read, then the update and the push; see :attr:`update_cycles`).
+    UPDATE_PIPELINE = 2
+
+    @property
+    def update_cycles(self) -> int:
+        """Cycles of one weight update (:class:`mozart.hw.chiplet_weight_update.ChipletWeightUpdate`), from the
+        UPDATE command taken to the last MEM_WRITE flit sent, the link always ready.
+
+        Gradient word ``w`` (``L = mac_lanes`` elements; ``G = 2 d_model d_ff / L`` words) is read in cycle
+        ``1 + w`` (the cycle after the command) and its updated flit is ready from ``R = 1 + w + UPDATE_PIPELINE``.
+        Packet ``p`` (``n_p`` flits of at most ``max_burst_flits``, ``R_p`` of its last flit) starts at
+        ``S_p = max(S_{p-1} + 1 + n_{p-1}, R_p)`` (a header, then one flit a cycle) and its last flit leaves in
+        ``S_p + n_p``: the last leaves in ``max_p (R_p + sum_{q >= p} (1 + n_q)) - 1``. Reading bound
+        (``flit_bits // weight_bits >= 2 L``): ``G + UPDATE_PIPELINE + n_last``.
+        """
+        hw, moe, geo = self.cfg.hardware, self.cfg.moe, self.geo
+        matrix_words = moe.d_model * moe.d_ff // geo.lanes
+        words_per_flit = geo.w_per_flit // geo.lanes
+        ready = [1 + matrix * matrix_words + min((f + 1) * words_per_flit, matrix_words) - 1 + self.UPDATE_PIPELINE
+                 for matrix in range(2) for f in range(math.ceil(matrix_words / words_per_flit))]   # of each flit
+        packets = [ready[p:p + hw.max_burst_flits] for p in range(0, len(ready), hw.max_burst_flits)]
+        return max(flits[-1] + sum(1 + len(later) for later in packets[p:]) for p, flits in enumerate(packets)) - 1
