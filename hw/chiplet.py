@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, flipped
@@ -14,10 +14,12 @@ from .chiplet_decoder import ChipletDecoder
 from .chiplet_job_queue import ChipletJobQueue
 from .chiplet_output import ChipletOutput
 from .chiplet_restore import ChipletRestore
+from .chiplet_weight_update import ChipletWeightUpdate
 from .chiplet_token_receiver import ChipletTokenReceiver
 from .chiplet_weight_loader import ChipletWeightLoader
 from .expert_engine import ExpertEngine
-from .protocol import link_signature
+from .packet_mux import PacketMux
+from .protocol import flit_layout, header_layout, link_signature
 
 __all__ = ["ExpertChiplet"]
 
@@ -146,7 +148,9 @@ class ExpertChiplet(wiring.Component):
         wiring.connect(m, decoder.dispatch, receiver.i)
         wiring.connect(m, decoder.mem_data, restore.data)
         wiring.connect(m, restore.write, restore_buffer.write_port())
-        wiring.connect(m, restore.o, output.packets)
+        m.submodules.packets = packets = PacketMux(flit_layout(cfg), 2)   # restore reads, the update's packets
+        wiring.connect(m, restore.o, packets.i[0])
+        wiring.connect(m, packets.o, output.packets)
         wiring.connect(m, loader.write, weight_sram.write_port())
         wiring.connect(m, receiver.write, activations.write_port())
         wiring.connect(m, queue.ring, receiver.ring)
@@ -167,6 +171,7 @@ class ExpertChiplet(wiring.Component):
             output.hold_packets.eq(engine.save_pending), queue.restored.eq(restore.restored),
         ]
         self._restore_requests(m, receiver, queue, restore)
+        self._update_unit(m, decoder, loader, weight_sram, packets.i[1])
         return m
 
     @staticmethod
@@ -179,3 +184,34 @@ class ExpertChiplet(wiring.Component):
                      restore.request.payload.experts.eq(token.experts),
                      restore.request.payload.save_index.eq(token.save_index),
                      restore.request.payload.tag.eq(token.tag)]
+
+    def _update_unit(self, m, decoder, loader, weight_sram, packets):
+        """The weight-update unit with the gradient SRAM, its own ports on the weight SRAM, its UPDATE and MEM_ACK
+        from the decoder, its packets to the output. An UPDATE waits at the input while a token inside still
+        needs the slot's expert; the slot counts as not found for new jobs until its UPDATED is out."""
+        m.submodules.update = update = ChipletWeightUpdate(self._cfg, self.group, self.index, self.node)
+        m.submodules.gradient_sram = gradients = Memory(shape=update.lanes * update.grad_bits,
+                                                        depth=self._cfg.hardware.sram_slots * update.slot_words,
+                                                        init=[])
+        wiring.connect(m, update.o, packets)
+        wiring.connect(m, update.slot_expert, loader.slot_expert)
+        weight_read, weight_write = weight_sram.read_port(), weight_sram.write_port()
+        gradient_read, gradient_write = gradients.read_port(), gradients.write_port()
+        m.d.comb += [weight_read.addr.eq(update.w_addr), update.w_data.eq(weight_read.data),
+                     weight_write.addr.eq(update.w_wr_addr), weight_write.data.eq(update.w_wr_data),
+                     weight_write.en.eq(update.w_wr_en),
+                     gradient_read.addr.eq(update.g_addr), update.g_data.eq(gradient_read.data),
+                     gradient_write.addr.eq(update.g_wr_addr), gradient_write.data.eq(update.g_wr_data),
+                     gradient_write.en.eq(update.g_wr_en)]
+        header = header_layout(self._cfg)(decoder.update.payload.data).meta.update
+        blocked = loader.slot_in_use.bit_select(header.slot, 1)
+        m.d.comb += [update.command.valid.eq(decoder.update.valid & ~blocked),
+                     decoder.update.ready.eq(update.command.ready & ~blocked),
+                     update.command.payload.slot.eq(header.slot), update.command.payload.addr.eq(header.addr),
+                     update.command.payload.tag.eq(header_layout(self._cfg)(decoder.update.payload.data).tag),
+                     update.ack.valid.eq(decoder.mem_ack.valid), decoder.mem_ack.ready.eq(update.ack.ready)]
+        updating = Signal(range(self._cfg.hardware.sram_slots))   # the slot of the command being done
+        with m.If(update.command.valid & update.command.ready):
+            m.d.sync += updating.eq(header.slot)
+        m.d.comb += loader.held.eq(Mux(update.command.ready, 0, 1 << updating))
+        return gradients

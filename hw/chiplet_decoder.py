@@ -17,6 +17,7 @@ class ChipletDecoder(wiring.Component):
     - WEIGHT naming a weight slot that exists (``slot < hardware.sram_slots``) -> ``weight``;
     - DISPATCH -> ``dispatch``;
     - MEM_DATA (a restore read's answer) -> ``mem_data``;
+    - UPDATE -> ``update``; MEM_ACK (the write-back's last write done) -> ``mem_ack``;
     - any other kind, a WEIGHT for a slot that does not exist, and a stray payload flit outside a packet are
       consumed and dropped.
 
@@ -30,11 +31,13 @@ class ChipletDecoder(wiring.Component):
     -------
     i : In(link_signature(cfg))
         Flits from the switch.
-    weight, dispatch, mem_data : Out(link_signature(cfg))
+    weight, dispatch, mem_data, update, mem_ack : Out(link_signature(cfg))
         The packets of each kind, flit for flit.
     """
 
-    OUTPUTS = {"weight": "WEIGHT", "dispatch": "DISPATCH", "mem_data": "MEM_DATA"}   # output -> its state
+    #: output -> the state that forwards a packet to it (and the packet kind, but WEIGHT's slot check)
+    OUTPUTS = {"weight": "WEIGHT", "dispatch": "DISPATCH", "mem_data": "MEM_DATA", "update": "UPDATE",
+               "mem_ack": "MEM_ACK"}
 
     def __init__(self, cfg):
         self._cfg = cfg
@@ -55,10 +58,10 @@ class ChipletDecoder(wiring.Component):
                                 self._forward(m, self.weight, "WEIGHT")
                             with m.Else():
                                 self._forward(m, None, "DROP")
-                        with m.Case(PacketKind.DISPATCH):
-                            self._forward(m, self.dispatch, "DISPATCH")
-                        with m.Case(PacketKind.MEM_DATA):
-                            self._forward(m, self.mem_data, "MEM_DATA")
+                        for name, state in self.OUTPUTS.items():
+                            if name != "weight":
+                                with m.Case(PacketKind[state]):
+                                    self._forward(m, getattr(self, name), state)
                         with m.Default():
                             self._forward(m, None, "DROP")
                 with m.Elif(flit.valid):   # a stray payload flit outside a packet

@@ -16,13 +16,19 @@ from mozart.model.protocol import Protocol, index_bits
 
 __all__ = ["token_layout", "loaded_layout", "job_layout", "restore_request_layout", "partial_layout", "hidden_layout",
            "zero_layout",
-           "issue_layout", "slot_lookup_signature", "ring_signature", "memory_write_signature"]
+           "issue_layout", "slot_lookup_signature", "slot_expert_signature", "ring_signature", "memory_write_signature"]
 
 
 def slot_lookup_signature(cfg) -> wiring.Signature:
     """Asks which weight slot holds local expert ``expert`` completely (combinational answer)."""
     proto = Protocol(cfg)
     return wiring.Signature({"expert": Out(proto.expert_bits), "found": In(1), "slot": In(proto.slot_bits)})
+
+
+def slot_expert_signature(cfg) -> wiring.Signature:
+    """Asks which local expert a weight slot holds (combinational answer, the weight loader's slot table)."""
+    proto = Protocol(cfg)
+    return wiring.Signature({"slot": Out(proto.slot_bits), "expert": In(proto.expert_bits)})
 
 
 def ring_signature(token_slots: int) -> wiring.Signature:

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.protocol import Protocol
 
 from .arbiter import lowest_index
-from .chiplet_layouts import loaded_layout, memory_write_signature, slot_lookup_signature
+from .chiplet_layouts import loaded_layout, memory_write_signature, slot_expert_signature, slot_lookup_signature
 from .protocol import header_layout, link_signature
 
 __all__ = ["ChipletWeightLoader"]
@@ -42,7 +42,13 @@ class ChipletWeightLoader(wiring.Component):
     expert_busy : In(experts_per_chiplet)
         Bit ``e``: an accepted token still needs local expert ``e``.
     lookup : In(slot_lookup_signature(cfg))
-        The lowest valid slot holding an expert (combinational).
+        The lowest valid slot holding an expert (combinational), not counting ``held`` slots.
+    slot_expert : In(slot_expert_signature(cfg))
+        The expert a slot holds (combinational; for the update unit's UPDATED).
+    held : In(sram_slots)
+        Bit ``s``: slot ``s`` is being updated; no job may start on it.
+    slot_in_use : Out(sram_slots)
+        Bit ``s``: slot ``s`` holds an expert an accepted token still needs (an UPDATE of it waits).
     """
 
     def __init__(self, cfg):
@@ -55,6 +61,9 @@ class ChipletWeightLoader(wiring.Component):
             "loaded_unsent": In(slots),
             "expert_busy": In(cfg.experts_per_chiplet),
             "lookup": In(slot_lookup_signature(cfg)),
+            "slot_expert": In(slot_expert_signature(cfg)),
+            "held": In(slots),
+            "slot_in_use": Out(slots),
         })
 
     def elaborate(self, platform):
@@ -62,9 +71,10 @@ class ChipletWeightLoader(wiring.Component):
         proto, slots, image = self._proto, self._cfg.hardware.sram_slots, self._proto.image_flits
         slot_valid = Array(Signal(name=f"slot{s}_valid") for s in range(slots))
         slot_expert = Array(Signal(proto.expert_bits, name=f"slot{s}_expert") for s in range(slots))
-        hits = [slot_valid[s] & (slot_expert[s] == self.lookup.expert) for s in range(slots)]
+        hits = [slot_valid[s] & ~self.held[s] & (slot_expert[s] == self.lookup.expert) for s in range(slots)]
         found, found_slot = lowest_index(hits)
-        m.d.comb += [self.lookup.found.eq(found), self.lookup.slot.eq(found_slot)]
+        m.d.comb += [self.lookup.found.eq(found), self.lookup.slot.eq(found_slot),
+                     self.slot_expert.expert.eq(slot_expert[self.slot_expert.slot])]
 
         header = header_layout(self._cfg)(self.i.payload.data)
         head = header.meta.weight
@@ -75,9 +85,9 @@ class ChipletWeightLoader(wiring.Component):
         w_end = Signal(range(slots * image + 1))   # a packet running past its slot must not write the next one
         busy = Array(self.expert_busy[e] for e in range(self._cfg.experts_per_chiplet))
         unsent = Array(self.loaded_unsent[s] for s in range(slots))
+        m.d.comb += [self.slot_in_use[s].eq(slot_valid[s] & busy[slot_expert[s]]) for s in range(slots)]
         blocked = Signal()   # the slot's expert is still needed, or its last LOADED is unsent
-        m.d.comb += blocked.eq((slot_valid[head.slot] & busy[slot_expert[head.slot]])
-                               | (head.final & unsent[head.slot]))
+        m.d.comb += blocked.eq(self.slot_in_use.bit_select(head.slot, 1) | (head.final & unsent[head.slot]))
 
         with m.If(~receiving):
             m.d.comb += [self.i.ready.eq(~blocked), self.loaded.payload.slot.eq(head.slot),

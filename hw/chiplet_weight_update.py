@@ -11,6 +11,7 @@ from mozart.model import golden_backward
 from mozart.model.blocks.chiplet import ChipletContract
 from mozart.model.protocol import Protocol, index_bits
 
+from .chiplet_layouts import slot_expert_signature
 from .expressions import clamp, rshift_round
 from .protocol import PacketKind, header_layout, link_signature
 
@@ -21,12 +22,6 @@ def command_layout(cfg) -> data.StructLayout:
     """An UPDATE as the unit takes it: the weight slot, the DRAM word address of the expert's image, the tag."""
     proto = Protocol(cfg)
     return data.StructLayout({"slot": proto.slot_bits, "addr": proto.addr_bits, "tag": cfg.hardware.tag_bits})
-
-
-def slot_expert_signature(cfg) -> wiring.Signature:
-    """Asks which local expert a weight slot holds (combinational answer, the weight loader's slot table)."""
-    proto = Protocol(cfg)
-    return wiring.Signature({"slot": Out(proto.slot_bits), "expert": In(proto.expert_bits)})
 
 
 def _update_shifts(cfg) -> tuple[int, int]:

@@ -246,3 +246,24 @@ def test_engine_jobs_partials_and_hidden_vectors():
     sim.run()
     assert got_partials == want_partials
     assert got_hidden == want_hidden
+
+
+@pytest.mark.parametrize("name", ["tiny", "word32-burst3"])
+def test_update_without_gradients_writes_the_weights_back(name):
+    """An UPDATE of a slot whose gradient is zero: the image goes back to the DRAM unchanged (MEM_WRITEs, the
+    last acknowledged by the memory behind the chiplet), then UPDATED; tokens after it compute with the slot."""
+    cfg = override(TINY, CONFIGS[name])
+    prog = ChipletProgram(cfg, np.random.default_rng(8), group=1, index=1)
+    for slot in range(cfg.hardware.sram_slots):
+        prog.load(slot, slot)
+    for _ in range(3):
+        prog.dispatch(save=True)
+    prog.barrier()
+    for slot in range(cfg.hardware.sram_slots):
+        prog.update(slot)
+        prog.barrier()
+    for _ in range(3):
+        prog.dispatch()
+    check(cfg, prog, idle=0.2, backpressure=0.3, seed=8)
+    kinds = prog.expected_by_kind()
+    assert kinds[PacketKind.UPDATED] == cfg.hardware.sram_slots and kinds[PacketKind.MEM_WRITE] > 0
