@@ -106,13 +106,9 @@ class BackwardGeometry:
             raise ValueError(f"entry_flits must hold dY and x (at least {need}), not {entry_flits!r}")
 
     @property
-    def macs_per_job(self) -> int:
-        return 4 * self.d_model * self.d_ff
-
-    @property
     def issue_cycles(self) -> int:
-        """Cycles in which the lanes work for one backward job: ``4 d_model d_ff / L``."""
-        return self.macs_per_job // self.lanes
+        """Cycles in which the lanes work for one backward job (``4 d_model d_ff`` MACs): ``4 d_model d_ff / L``."""
+        return 4 * self.d_model * self.d_ff // self.lanes
 
     @property
     def stall_cycles(self) -> int:
