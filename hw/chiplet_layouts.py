@@ -12,11 +12,13 @@ from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from mozart.model.golden_backward import step_grad_bits
 from mozart.model.protocol import Protocol, index_bits
 
 __all__ = ["token_layout", "loaded_layout", "job_layout", "restore_request_layout", "partial_layout", "hidden_layout",
-           "zero_layout",
-           "issue_layout", "slot_lookup_signature", "slot_expert_signature", "ring_signature", "memory_write_signature"]
+           "zero_layout", "issue_layout", "slot_lookup_signature", "slot_expert_signature", "ring_signature",
+           "memory_write_signature", "backward_job_layout", "gradient_word_layout", "gate_grads_layout",
+           "backward_issue_layout"]
 
 
 def slot_lookup_signature(cfg) -> wiring.Signature:
@@ -123,4 +125,58 @@ def issue_layout(cfg) -> data.StructLayout:
         "x_sub": unsigned(index_bits(flit_bits // cfg.numerics.act_bits // lanes)),
         "chunk": unsigned(index_bits(longest // lanes)),
         "info": info,
+    })
+
+
+# -- the backward engine (:mod:`mozart.hw.expert_backward_engine`) --------------------------------------------
+def backward_job_layout(cfg, token_slots: int, restore_slots: int) -> data.StructLayout:
+    """One backward (token, expert) job: where its dY and x (activation buffer) and z (restore buffer) sit,
+    the expert's weight slot (= its gradient slot), local index and raw gate, and the token's flags."""
+    proto = Protocol(cfg)
+    return data.StructLayout({
+        "tok": unsigned(index_bits(token_slots)),       # activation-buffer entry: dY then x
+        "restore": unsigned(index_bits(restore_slots)),  # restore-buffer entry: the expert's saved z
+        "wslot": unsigned(proto.slot_bits),             # weight slot of the expert and its gradient slot
+        "expert": unsigned(proto.expert_bits),          # local expert index (gate-gradient position, release)
+        "gate": unsigned(cfg.numerics.gate_bits),
+        "first": 1,                                     # first selected expert of the token
+        "last": 1,                                      # last selected expert: partial and gate gradients done
+        "none": 1,                                      # no local expert: zero partial, no gate gradients
+        "tag": unsigned(cfg.hardware.tag_bits),
+        "reduce": 1,
+    })
+
+
+def gradient_word_layout(cfg) -> data.ArrayLayout:
+    """One word of the gradient SRAM: ``mac_lanes`` weight gradients of ``step_grad_bits`` signed bits."""
+    return data.ArrayLayout(signed(step_grad_bits(cfg)), cfg.hardware.mac_lanes)
+
+
+def gate_grads_layout(cfg) -> data.StructLayout:
+    """A token's gate gradients: its local expert mask and ``dg`` per local expert (0 where not selected)."""
+    experts = cfg.experts_per_chiplet
+    return data.StructLayout({"tag": unsigned(cfg.hardware.tag_bits), "experts": unsigned(experts),
+                              "dg": data.ArrayLayout(signed(cfg.numerics.acc_bits), experts)})
+
+
+def backward_issue_layout(cfg, geometry) -> data.StructLayout:
+    """One issued backward op (``mac_lanes`` MACs) and what travels down the pipeline with it.
+
+    ``w2_pass`` picks the pass (W2 rows first, then W1 rows), ``through`` the half of the chunk (1: the
+    product through the weights into ``u``/``dx``; 0: the weight-gradient product into the gradient SRAM).
+    ``w_sub``/``vector_sub`` select the lane chunk in the weight flit and in the vector operand's flit (z in the
+    W2 pass, x in the W1 pass), ``row_element`` the row's scalar in its flit (dY[i], then z[j]).
+    """
+    lanes = cfg.hardware.mac_lanes
+    longest = max(geometry.d_model, geometry.d_ff)
+    return data.StructLayout({
+        "w2_pass": 1, "through": 1,
+        "row": unsigned(index_bits(longest)), "chunk": unsigned(index_bits(longest // lanes)),
+        "first_row": 1, "last_row": 1, "last_op": 1,
+        "w_sub": unsigned(index_bits(geometry.w_per_flit // lanes)),
+        "vector_sub": unsigned(index_bits(geometry.a_per_flit // lanes)),
+        "row_element": unsigned(index_bits(geometry.a_per_flit)),
+        "grad_word": unsigned(index_bits(geometry.grad_depth)),
+        "gate": unsigned(cfg.numerics.gate_bits), "first": 1, "last": 1,
+        "expert": unsigned(Protocol(cfg).expert_bits), "tag": unsigned(cfg.hardware.tag_bits), "reduce": 1,
     })

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from .. import golden
+from .. import golden, golden_backward
 from ..errors import ConfigError
 from ..hardware_rules import lane_problems, raise_first
 from ..protocol import Protocol
 from ..topology import Topology
 
-__all__ = ["EngineGeometry", "ChipletContract"]
+__all__ = ["EngineGeometry", "BackwardGeometry", "ChipletContract"]
 
 
 
@@ -69,6 +69,83 @@ class EngineGeometry:
     def utilisation(self) -> float:
         """Steady-state MAC utilisation on a resident expert (jobs back to back, no save/output stalls)."""
         return self.issue_cycles / self.cycles_per_expert
+
+
+class BackwardGeometry:
+    """Sizes and timing of the backward engine (:class:`mozart.hw.expert_backward_engine.ExpertBackwardEngine`).
+
+    The same ``L = hardware.mac_lanes`` multipliers as the forward engine (:class:`EngineGeometry`, whose lane
+    rule it shares); each chunk of ``L`` weights takes two cycles (the product through the weights, then the
+    weight-gradient product), so a job does ``4 d_model d_ff`` MACs in ``4 d_model d_ff / L`` cycles.
+    """
+
+    #: Pipeline stages after an op issues (S1: operands and products; S2: accumulate, gradient write, outputs).
+    #: The W1 pass reads ``u[j]`` in S1 of its row ``j``; the last W2 row wrote it in S2 at least
+    #: ``2 d_ff / L`` cycles earlier, which is enough for every ``d_ff >= L``: no hand-over bubble.
+    PIPELINE = 2
+
+    def __init__(self, cfg):
+        forward = EngineGeometry(cfg)   # checks the lane rule
+        moe, num = cfg.moe, cfg.numerics
+        self.cfg = cfg
+        self.lanes, self.d_model, self.d_ff = forward.lanes, moe.d_model, moe.d_ff
+        self.w_per_flit, self.a_per_flit = forward.w_per_flit, forward.a_per_flit
+        self.image_flits, self.w2_flit, self.token_flits = forward.image_flits, forward.w2_flit, forward.token_flits
+        self.hidden_flits = golden.hidden_flits(cfg)
+        self.grad_bits = golden_backward.step_grad_bits(cfg)
+        self.grad_words_per_slot = 2 * moe.d_model * moe.d_ff // self.lanes
+        self.w2_grad_word = moe.d_model * moe.d_ff // self.lanes   # dW2 follows dW1 in a slot's words
+        self.grad_depth = cfg.hardware.sram_slots * self.grad_words_per_slot
+        #: exact accumulators: u sums d_model products of W2 and dY, dx sums d_ff products of W1 and dz
+        self.u_width = max(num.acc_bits, golden.exact_acc_bits(cfg, moe.d_model))
+        self.dx_width = max(num.acc_bits, golden.exact_acc_bits(cfg, moe.d_ff))
+        #: <sat_acc(u), h> over d_ff terms, exact
+        self.dg_width = num.acc_bits + num.act_bits + max(0, math.ceil(math.log2(moe.d_ff)))
+
+    def check_entry_flits(self, entry_flits: int) -> None:
+        """Raise ``ValueError`` unless an activation-buffer entry of ``entry_flits`` flits holds dY and x."""
+        need = 2 * self.token_flits
+        if isinstance(entry_flits, bool) or not isinstance(entry_flits, int) or entry_flits < need:
+            raise ValueError(f"entry_flits must hold dY and x (at least {need}), not {entry_flits!r}")
+
+    @property
+    def issue_cycles(self) -> int:
+        """Cycles in which the lanes work for one backward job (``4 d_model d_ff`` MACs): ``4 d_model d_ff / L``."""
+        return 4 * self.d_model * self.d_ff // self.lanes
+
+    @property
+    def stall_cycles(self) -> int:
+        """Bubbles per job in steady state: none. z and x are read chunk by chunk from their buffers as the
+        ops need them (no load phase), the W1 pass never waits for ``u`` (:attr:`PIPELINE`), and the next job
+        is accepted in the cycle the last op issues."""
+        return 0
+
+    @property
+    def cycles_per_job(self) -> int:
+        """Steady-state engine cycles per backward (token, expert) job: ``4 d_model d_ff / L``."""
+        return self.issue_cycles + self.stall_cycles
+
+    def cycles_per_token(self, selected: int, after_none: bool = False) -> int:
+        """Steady-state cycles per token selecting ``selected`` local experts, outputs taken as soon as valid.
+
+        A token without any writes its zero partial into the partial stream's register, so it waits until the
+        previous token's partial is taken: ``PIPELINE + 2`` cycles after a token with local experts (its partial
+        becomes valid ``PIPELINE + 1`` cycles after its last op, is taken, and the hold drops a cycle later), 2
+        after another token without (valid, taken, hold dropped); the next job is accepted with the zero."""
+        if selected:
+            return selected * self.cycles_per_job
+        return 2 if after_none else self.PIPELINE + 2
+
+    def latency(self, selected: int) -> int:
+        """Cycles from the accept of a token's first job until its partial (and gate gradients) are ``valid``,
+        idle engine, outputs free: ``selected`` jobs, the pipeline, one cycle to raise ``valid``; a token
+        without local experts: 2 (its zero partial is written, then valid)."""
+        return selected * self.cycles_per_job + self.PIPELINE + 1 if selected else 2
+
+    @property
+    def utilisation(self) -> float:
+        """Steady-state MAC utilisation, jobs back to back and outputs taken: ``issue / (issue + stall)``."""
+        return self.issue_cycles / self.cycles_per_job
 
 
 class ChipletContract:
