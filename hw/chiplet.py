@@ -17,6 +17,8 @@ from .chiplet_restore import ChipletRestore
 from .chiplet_weight_update import ChipletWeightUpdate
 from .chiplet_token_receiver import ChipletTokenReceiver
 from .chiplet_weight_loader import ChipletWeightLoader
+from .chiplet_layouts import gradient_word_layout
+from .expert_backward_engine import ExpertBackwardEngine
 from .expert_engine import ExpertEngine
 from .packet_mux import PacketMux
 from .protocol import flit_layout, header_layout, link_signature
@@ -142,6 +144,12 @@ class ExpertChiplet(wiring.Component):
         m.submodules.output = output = ChipletOutput(cfg, self.group, self.index, self.node)
         m.submodules.restore = restore = ChipletRestore(cfg, self.group, self.index, self.node, self.token_slots)
         m.submodules.restore_buffer = restore_buffer = Memory(shape=flit_bits, depth=restore.depth, init=[])
+        m.submodules.backward = backward = ExpertBackwardEngine(
+            cfg, token_slots=self.token_slots, restore_slots=self.token_slots * cfg.experts_per_chiplet,
+            entry_flits=self.contract.geo.entry_flits, weight_depth=weight_flits, act_depth=token_flits,
+            restore_depth=restore.depth)
+        m.submodules.gradient_sram = gradients = Memory(shape=gradient_word_layout(cfg),
+                                                        depth=backward.geo.grad_depth, init=[])
 
         wiring.connect(m, flipped(self.port_in), decoder.i)
         wiring.connect(m, decoder.weight, loader.i)
@@ -156,23 +164,67 @@ class ExpertChiplet(wiring.Component):
         wiring.connect(m, queue.ring, receiver.ring)
         wiring.connect(m, receiver.token, queue.token)
         wiring.connect(m, queue.lookup, loader.lookup)
-        wiring.connect(m, queue.job, engine.job)
         wiring.connect(m, loader.loaded, output.loaded)
         wiring.connect(m, engine.partial, output.partial)
+        wiring.connect(m, backward.partial, output.grad_partial)
+        wiring.connect(m, backward.gate_grads, output.gate_grads)
         wiring.connect(m, engine.hidden, output.hidden)
         wiring.connect(m, output.o, flipped(self.port_out))
-        weight_read, token_read = weight_sram.read_port(), activations.read_port()
         m.d.comb += [
-            weight_read.addr.eq(engine.w_addr), engine.w_data.eq(weight_read.data),
-            token_read.addr.eq(engine.x_addr), engine.x_data.eq(token_read.data),
             loader.loaded_unsent.eq(output.loaded_unsent), loader.expert_busy.eq(queue.expert_busy),
-            queue.done_expert.eq(engine.done_expert), queue.done_token.eq(engine.done_token),
-            queue.done_local.eq(engine.done_local), self.mac_active.eq(engine.mac_active),
-            output.hold_packets.eq(engine.save_pending), queue.restored.eq(restore.restored),
+            self.mac_active.eq(engine.mac_active | backward.mac_active),
+            queue.restored.eq(restore.restored),
         ]
+        self._hold_reads_behind_saves(m, output, engine)
+        for side, unit in enumerate((engine, backward)):
+            m.d.comb += [queue.done_expert[side].eq(unit.done_expert), queue.done_token[side].eq(unit.done_token),
+                         queue.done_local[side].eq(unit.done_local)]
+        self._jobs(m, queue, engine, backward)
+        self._read_ports(m, engine, backward, weight_sram, activations, restore_buffer, gradients)
         self._restore_requests(m, receiver, queue, restore)
-        self._update_unit(m, decoder, loader, weight_sram, packets.i[1])
+        self._update_unit(m, decoder, loader, weight_sram, gradients, packets.i[1])
         return m
+
+    @staticmethod
+    def _hold_reads_behind_saves(m, output, engine):
+        """A restore read (a packet of ``output.packets``) waits while the engine has a save not yet sent: a token's
+        backward may arrive as soon as its forward COMBINE is out, before its saves (docs/protocol.md)."""
+        m.d.comb += output.hold_packets.eq(engine.save_pending)
+
+    def _jobs(self, m, queue, forward, backward):
+        """Each job to the engine of its kind; a job is taken only while the other engine is idle or in its last
+        issue cycle (its ``job.ready``), so the two never issue in the same cycle and share the read ports."""
+        job, experts = queue.job.payload, self._cfg.experts_per_chiplet
+        m.d.comb += [
+            forward.job.payload.eq(job),
+            forward.job.valid.eq(queue.job.valid & ~job.backward & backward.job.ready),
+            backward.job.valid.eq(queue.job.valid & job.backward & forward.job.ready),
+            queue.job.ready.eq(Mux(job.backward, backward.job.ready & forward.job.ready,
+                                   forward.job.ready & backward.job.ready)),
+            backward.job.payload.restore.eq(job.tok * experts + job.expert),
+        ]
+        m.d.comb += [getattr(backward.job.payload, name).eq(getattr(job, name))
+                     for name in ("tok", "wslot", "expert", "gate", "first", "last", "none", "tag", "reduce")]
+
+    @staticmethod
+    def _read_ports(m, forward, backward, weight_sram, activations, restore_buffer, gradients):
+        """The weight SRAM's and activation buffer's read ports follow the engine that issues (the backward one
+        in its issue cycles, else the forward one); the restore buffer and the gradient SRAM are the backward
+        engine's."""
+        issuing = backward.mac_active
+        weight_read, token_read = weight_sram.read_port(), activations.read_port()
+        restore_read, gradient_read, gradient_write = restore_buffer.read_port(), gradients.read_port(), \
+            gradients.write_port()
+        m.d.comb += [
+            weight_read.addr.eq(Mux(issuing, backward.w_addr, forward.w_addr)),
+            token_read.addr.eq(Mux(issuing, backward.x_addr, forward.x_addr)),
+            forward.w_data.eq(weight_read.data), backward.w_data.eq(weight_read.data),
+            forward.x_data.eq(token_read.data), backward.x_data.eq(token_read.data),
+            restore_read.addr.eq(backward.z_addr), backward.z_data.eq(restore_read.data),
+            gradient_read.addr.eq(backward.g_addr), backward.g_data.eq(gradient_read.data),
+            gradient_write.addr.eq(backward.g_wr_addr), gradient_write.data.eq(backward.g_wr_data),
+            gradient_write.en.eq(backward.g_wr_en),
+        ]
 
     @staticmethod
     def _restore_requests(m, receiver, queue, restore):
@@ -185,14 +237,11 @@ class ExpertChiplet(wiring.Component):
                      restore.request.payload.save_index.eq(token.save_index),
                      restore.request.payload.tag.eq(token.tag)]
 
-    def _update_unit(self, m, decoder, loader, weight_sram, packets):
-        """The weight-update unit with the gradient SRAM, its own ports on the weight SRAM, its UPDATE and MEM_ACK
-        from the decoder, its packets to the output. An UPDATE waits at the input while a token inside still
-        needs the slot's expert; the slot counts as not found for new jobs until its UPDATED is out."""
+    def _update_unit(self, m, decoder, loader, weight_sram, gradients, packets):
+        """The weight-update unit with its own ports on the weight and gradient SRAMs, its UPDATE and MEM_ACK from
+        the decoder, its packets to the output. An UPDATE waits at the input while a token inside still needs the
+        slot's expert; the slot counts as not found for new jobs until its UPDATED is out."""
         m.submodules.update = update = ChipletWeightUpdate(self._cfg, self.group, self.index, self.node)
-        m.submodules.gradient_sram = gradients = Memory(shape=update.lanes * update.grad_bits,
-                                                        depth=self._cfg.hardware.sram_slots * update.slot_words,
-                                                        init=[])
         wiring.connect(m, update.o, packets)
         wiring.connect(m, update.slot_expert, loader.slot_expert)
         weight_read, weight_write = weight_sram.read_port(), weight_sram.write_port()
@@ -214,4 +263,3 @@ class ExpertChiplet(wiring.Component):
         with m.If(update.command.valid & update.command.ready):
             m.d.sync += updating.eq(header.slot)
         m.d.comb += loader.held.eq(Mux(update.command.ready, 0, 1 << updating))
-        return gradients

@@ -44,8 +44,8 @@ class ChipletJobQueue(wiring.Component):
     ring : Out(ring_signature(token_slots))
     lookup : Out(slot_lookup_signature(cfg))
     job : Out(stream.Signature(job layout))
-    done_expert, done_token : In(1), done_local : In(expert bits)
-        The engine's release pulses.
+    done_expert, done_token : In(1).array(2), done_local : In(expert bits).array(2)
+        The release pulses of the two engines (0: forward, 1: backward), which may come in the same cycle.
     expert_busy : Out(experts_per_chiplet)
     restored : In(token_slots * experts_per_chiplet)
     """
@@ -57,9 +57,9 @@ class ChipletJobQueue(wiring.Component):
             "ring": Out(ring_signature(token_slots)),
             "lookup": Out(slot_lookup_signature(cfg)),
             "job": Out(stream.Signature(job_layout(cfg, token_slots))),
-            "done_expert": In(1),
-            "done_token": In(1),
-            "done_local": In(Protocol(cfg).expert_bits),
+            "done_expert": In(1).array(2),
+            "done_token": In(1).array(2),
+            "done_local": In(Protocol(cfg).expert_bits).array(2),
             "expert_busy": Out(cfg.experts_per_chiplet),
             "restored": In(token_slots * cfg.experts_per_chiplet),
         })
@@ -104,11 +104,12 @@ class ChipletJobQueue(wiring.Component):
             with m.Else():
                 m.d.sync += done.eq(done | (Const(1, experts) << expert)[:experts])
         m.d.sync += queued.eq(queued + arrived - (taken & job.last))
-        m.d.sync += held.eq(held + arrived - self.done_token)
+        m.d.sync += held.eq(held + arrived - self.done_token[0] - self.done_token[1])
         pending_bits = index_bits(entries + 1) + 1
         for e in range(experts):
             pending = Signal(pending_bits, name=f"pending{e}")   # tokens that still need local expert e
             m.d.sync += pending.eq(pending + (arrived & self.token.payload.experts[e])
-                                   - (self.done_expert & (self.done_local == e)))
+                                   - (self.done_expert[0] & (self.done_local[0] == e))
+                                   - (self.done_expert[1] & (self.done_local[1] == e)))
             m.d.comb += self.expert_busy[e].eq(pending != 0)
         return m

@@ -12,7 +12,7 @@ from mozart.model import golden
 from mozart.model.protocol import Protocol
 
 from .arbiter import lowest_index
-from .chiplet_layouts import hidden_layout, loaded_layout, partial_layout
+from .chiplet_layouts import gate_grads_layout, hidden_layout, loaded_layout, partial_layout
 from .protocol import PacketKind, header_layout, link_signature
 
 __all__ = ["ChipletOutput"]
@@ -26,13 +26,17 @@ def _flits_of(elements, count: int, per_flit: int):
 
 
 class ChipletOutput(wiring.Component):
-    """Sends, by priority, a LOADED report, a token's partial as one COMBINE, a saved vector as MEM_WRITE packets
-    and a whole packet from ``packets`` (restore reads); a packet once started is sent whole.
+    """Sends, by priority, a LOADED report, a token's partial as one COMBINE (the forward's, then a backward
+    token's input-gradient partial), a backward token's gate gradients as one GATE_GRAD, a saved vector as
+    MEM_WRITE packets and a whole packet from ``packets`` (restore reads, write-backs, UPDATED); a packet once
+    started is sent whole.
 
     - **LOADED** (dst root, tag of the WEIGHT packet, meta slot and expert): one per ``loaded`` event, kept
       per slot until sent (``loaded_unsent``), lowest slot first.
     - **COMBINE** (dst root, the token's tag, ``reduce`` echoed, ``partial_flits`` flits of d_model signed
-      ``partial_bits``).
+      ``partial_bits``), from ``partial`` or ``grad_partial``.
+    - **GATE_GRAD** (dst root, the token's tag, meta ``experts``, ``gate_grad_flits`` flits of one signed
+      ``acc_bits`` gate gradient per local expert).
     - **MEM_WRITE** (dst ``memctrl(group)``, the token's tag, ack 0, at most ``max_burst_flits`` flits each) of the
       saved pre-activation vector at :func:`mozart.model.golden.activation_addr` ``(cfg, index, save_index,
       expert)``.
@@ -50,7 +54,8 @@ class ChipletOutput(wiring.Component):
         To the switch.
     loaded : In(stream.Signature(loaded layout, always_ready=True))
     loaded_unsent : Out(sram_slots)
-    partial : In(stream.Signature(partial layout))
+    partial, grad_partial : In(stream.Signature(partial layout))
+    gate_grads : In(stream.Signature(gate-gradient layout))
     hidden : In(stream.Signature(hidden layout))
     packets : In(link_signature(cfg))
     hold_packets : In(1)
@@ -64,6 +69,8 @@ class ChipletOutput(wiring.Component):
             "loaded": In(stream.Signature(loaded_layout(cfg), always_ready=True)),
             "loaded_unsent": Out(cfg.hardware.sram_slots),
             "partial": In(stream.Signature(partial_layout(cfg))),
+            "grad_partial": In(stream.Signature(partial_layout(cfg))),
+            "gate_grads": In(stream.Signature(gate_grads_layout(cfg))),
             "hidden": In(stream.Signature(hidden_layout(cfg))),
             "packets": In(link_signature(cfg)),
             "hold_packets": In(1),
@@ -83,7 +90,8 @@ class ChipletOutput(wiring.Component):
         report_slot = Signal(proto.slot_bits)
 
         hidden_flits, burst = golden.hidden_flits(cfg), hw.max_burst_flits
-        sent = Signal(range(max(proto.partial_flits, hidden_flits) + 1))   # flits of the vector sent
+        sent = Signal(range(max(proto.partial_flits, hidden_flits, proto.gate_grad_flits) + 1))   # vector flits sent
+        combine_grad = Signal()     # the COMBINE being sent carries grad_partial, not partial
         burst_index = Signal(range(math.ceil(hidden_flits / burst) + 1))  # MEM_WRITE packet of the vector
         header = Signal(header_layout(cfg))
         m.d.comb += self.o.payload.data.eq(header.as_value()[:proto.header_bits])   # pad bits: zero-extended
@@ -93,9 +101,12 @@ class ChipletOutput(wiring.Component):
                 with m.If(any_report):
                     m.d.sync += report_slot.eq(lowest_report)
                     m.next = "LOADED"
-                with m.Elif(self.partial.valid):
-                    m.d.sync += sent.eq(0)
+                with m.Elif(self.partial.valid | self.grad_partial.valid):
+                    m.d.sync += [sent.eq(0), combine_grad.eq(~self.partial.valid)]
                     m.next = "COMB_HDR"
+                with m.Elif(self.gate_grads.valid):
+                    m.d.sync += sent.eq(0)
+                    m.next = "GATE_HDR"
                 with m.Elif(self.hidden.valid):
                     m.d.sync += [sent.eq(0), burst_index.eq(0)]
                     m.next = "SAVE_HDR"
@@ -114,7 +125,8 @@ class ChipletOutput(wiring.Component):
                 with m.If(self.o.ready):
                     m.d.sync += self.loaded_unsent.bit_select(report_slot, 1).eq(0)
                     m.next = "IDLE"
-            self._combine(m, header, sent)
+            self._combine(m, header, sent, combine_grad)
+            self._gate_grads(m, header, sent)
             self._save(m, header, sent, burst_index)
         return m
 
@@ -124,9 +136,12 @@ class ChipletOutput(wiring.Component):
         m.d.comb += [self.o.valid.eq(1), self.o.payload.first.eq(1), header.kind.eq(kind), header.dst.eq(dst),
                      header.src.eq(self._node), header.tag.eq(tag), header.length.eq(length)]
 
-    def _combine(self, m, header, sent):
-        """States COMB_HDR and COMB_DATA: the partial as one COMBINE packet."""
-        cfg, proto, partial = self._cfg, self._proto, self.partial.payload
+    def _combine(self, m, header, sent, combine_grad):
+        """States COMB_HDR and COMB_DATA: the partial (``combine_grad``: the input-gradient partial) as one
+        COMBINE packet."""
+        cfg, proto = self._cfg, self._proto
+        partial = partial_layout(cfg)(Mux(combine_grad, self.grad_partial.payload.as_value(),
+                                          self.partial.payload.as_value()))
         flits = _flits_of(partial.data, cfg.moe.d_model, cfg.hardware.flit_bits // cfg.numerics.partial_bits)
         with m.State("COMB_HDR"):
             self._head(m, header, PacketKind.COMBINE, proto.topology.root, partial.tag, proto.partial_flits)
@@ -139,7 +154,25 @@ class ChipletOutput(wiring.Component):
             with m.If(self.o.ready):
                 m.d.sync += sent.eq(sent + 1)
                 with m.If(last):
-                    m.d.comb += self.partial.ready.eq(1)
+                    m.d.comb += [self.partial.ready.eq(~combine_grad), self.grad_partial.ready.eq(combine_grad)]
+                    m.next = "IDLE"
+
+    def _gate_grads(self, m, header, sent):
+        """States GATE_HDR and GATE_DATA: a backward token's gate gradients as one GATE_GRAD packet."""
+        cfg, proto, grads = self._cfg, self._proto, self.gate_grads.payload
+        flits = _flits_of(grads.dg, cfg.experts_per_chiplet, cfg.hardware.flit_bits // cfg.numerics.acc_bits)
+        with m.State("GATE_HDR"):
+            self._head(m, header, PacketKind.GATE_GRAD, proto.topology.root, grads.tag, proto.gate_grad_flits)
+            m.d.comb += header.meta.gate_grad.experts.eq(grads.experts)
+            with m.If(self.o.ready):
+                m.next = "GATE_DATA"
+        with m.State("GATE_DATA"):
+            last = sent == proto.gate_grad_flits - 1
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.last.eq(last), self.o.payload.data.eq(flits[sent])]
+            with m.If(self.o.ready):
+                m.d.sync += sent.eq(sent + 1)
+                with m.If(last):
+                    m.d.comb += self.gate_grads.ready.eq(1)
                     m.next = "IDLE"
 
     def _save(self, m, header, sent, burst_index):

@@ -32,7 +32,8 @@ class ChipletRestore(wiring.Component):
     - MEM_DATA answers on ``data`` come back in request order (the memory controller serves one source in order);
       their flits go into the restore buffer at ``(entry * experts_per_chiplet + expert) * hidden_flits`` onward,
       packed as they were saved. When an expert's last read is in, bit ``entry * experts_per_chiplet + expert`` of
-      ``restored`` rises; a new request for the entry clears the entry's bits.
+      ``restored`` rises; a new request for the entry clears the entry's bits. A MEM_DATA while no read is
+      outstanding is consumed and dropped.
 
     Deadlock freedom: every read is issued with its place in the restore buffer already its own (one place per
     entry and expert), so ``data`` is always taken: the answers never hold the chiplet's input (docs/protocol.md,
@@ -136,19 +137,18 @@ class ChipletRestore(wiring.Component):
         experts, hidden_flits, burst = cfg.experts_per_chiplet, golden.hidden_flits(cfg), cfg.hardware.max_burst_flits
         target = data.View(self._descriptor_layout(), outstanding.r_data)
         flit = Signal(range(burst + 1))           # payload flits of the current answer written
-        in_answer = Signal()
-        m.d.comb += self.data.ready.eq(in_answer | outstanding.r_rdy)
+        asked = Signal()                          # the packet in progress answers an outstanding read
+        m.d.comb += self.data.ready.eq(1)         # an answer nobody asked for is consumed and dropped
         taken = self.data.valid & self.data.ready
-        with m.If(taken & self.data.payload.first):
-            m.d.sync += [flit.eq(0), in_answer.eq(~self.data.payload.last)]
-        with m.Elif(taken):
+        head = self.data.payload.first
+        with m.If(taken & head):
+            m.d.sync += [flit.eq(0), asked.eq(outstanding.r_rdy)]
+        with m.Elif(taken & asked):
             m.d.comb += [self.write.addr.eq((target.entry * experts + target.expert) * hidden_flits
                                             + target.read * burst + flit),
                          self.write.data.eq(self.data.payload.data), self.write.en.eq(1)]
             m.d.sync += flit.eq(flit + 1)
-            with m.If(self.data.payload.last):
-                m.d.sync += in_answer.eq(0)
-        answer_done = taken & self.data.payload.last
+        answer_done = taken & self.data.payload.last & Mux(head, outstanding.r_rdy, asked)
         m.d.comb += outstanding.r_en.eq(answer_done)
         complete = Signal(self._token_slots * experts)
         with m.If(answer_done & target.last):

@@ -168,7 +168,7 @@ def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: 
 
     def sendable(item) -> bool:
         if isinstance(item, Barrier):
-            return len(res.outputs) >= item.outputs
+            return sum(item.kind is None or p.kind is item.kind for p in res.outputs) >= item.outputs
         backward = item.kind is PacketKind.DISPATCH and item.meta.get("backward", 0)
         return not backward or clock["backward"] < program.token_slots
 

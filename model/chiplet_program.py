@@ -38,9 +38,11 @@ class Expected:
 
 @dataclass(frozen=True)
 class Barrier:
-    """An input-sequence marker: send nothing more until the first ``outputs`` expected packets are out."""
+    """An input-sequence marker: send nothing more until ``outputs`` packets (of ``kind`` only, if given) are
+    out."""
 
     outputs: int
+    kind: PacketKind | None = None
 
 
 @dataclass
@@ -237,9 +239,10 @@ class ChipletProgram:
         return out
 
     # -- training ------------------------------------------------------------------------------------------
-    def barrier(self) -> None:
-        """Send nothing more until every output expected so far is out (the root's phase barrier)."""
-        self.inputs.append(Barrier(len(self.expected)))
+    def barrier(self, kind: PacketKind | None = None) -> None:
+        """Send nothing more until every output expected so far (of ``kind`` only, if given) is out: the root's
+        phase barrier, or with ``kind = COMBINE`` the root's "a token's backward after its forward result"."""
+        self.inputs.append(Barrier(sum(kind is None or e.packet.kind is kind for e in self.expected), kind))
 
     def backward(self, record: int | None = None, *, extreme: bool = False, reduce: bool | None = None) -> None:
         """A backward dispatch of a saved token (``record``; default a random one whose experts are resident),
@@ -278,9 +281,10 @@ class ChipletProgram:
         partial = golden.local_sum(dx, mask, cfg.numerics.partial_bits)
         self.expected.append(Expected(Packet(PacketKind.COMBINE, topo.root, self.node, tag, {"reduce": int(reduce)},
                                              tuple(proto.pack_partial(partial))), "GRAD_COMBINE"))
-        self.expected.append(Expected(Packet(PacketKind.GATE_GRAD, topo.root, self.node, tag,
-                                             {"experts": mask.tolist()}, tuple(proto.pack_gate_grads(dg))),
-                                      "GATE_GRAD"))
+        grads = Packet(PacketKind.GATE_GRAD, topo.root, self.node, tag, {"experts": mask.tolist()},
+                       tuple(proto.pack_gate_grads(dg)))
+        # in the form decoding gives (a one-expert mask is a plain int), as the chiplet's packet will be read
+        self.expected.append(Expected(proto.decode(proto.encode(grads)), "GATE_GRAD"))
         chiplets = [int(c == self.index) for c in range(cfg.chiplets_per_group)]
         self.inputs.append(Packet(
             PacketKind.DISPATCH, self.node, topo.switch(self.group), tag,

@@ -172,13 +172,14 @@ class EngineHarness(Elaboratable):
     """ExpertEngine reading two weight slots and two tokens from preloaded memories (a token at the start of its
     activation-buffer entry of ``EngineGeometry.entry_flits``)."""
 
-    def __init__(self, cfg, images, tokens):
+    def __init__(self, cfg, images, tokens, engine_class=None):
         entry = EngineGeometry(cfg).entry_flits
         self.cfg, self.images = cfg, images
         self.tokens = [list(t) + [0] * (entry - len(t)) for t in tokens]
         proto = Protocol(cfg)
-        self.engine = ExpertEngine(cfg, token_slots=len(tokens), weight_depth=len(images) * proto.image_flits,
-                                   act_depth=len(tokens) * entry)
+        self.engine = (engine_class or ExpertEngine)(cfg, token_slots=len(tokens),
+                                                     weight_depth=len(images) * proto.image_flits,
+                                                     act_depth=len(tokens) * entry)
 
     def elaborate(self, platform):
         m = Module()
@@ -267,3 +268,91 @@ def test_update_without_gradients_writes_the_weights_back(name):
     check(cfg, prog, idle=0.2, backpressure=0.3, seed=8)
     kinds = prog.expected_by_kind()
     assert kinds[PacketKind.UPDATED] == cfg.hardware.sram_slots and kinds[PacketKind.MEM_WRITE] > 0
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_training_step_is_bit_exact(name):
+    """One training step on the chiplet: saving forward tokens, their backward (restores from the memory behind
+    the chiplet, input-gradient partials, gate gradients), then an UPDATE of every slot (the updated images written
+    back, UPDATED): every packet exactly as golden_backward says, with idle and backpressure."""
+    cfg = override(TINY, CONFIGS[name])
+    prog = ChipletProgram(cfg, np.random.default_rng(12), group=1, index=1).training_program(12, extreme=0.2)
+    check(cfg, prog, idle=0.3, backpressure=0.3, seed=12)
+    kinds = prog.expected_by_kind()
+    assert kinds[PacketKind.GATE_GRAD] >= 6 and kinds[PacketKind.UPDATED] == min(cfg.hardware.sram_slots,
+                                                                                   cfg.experts_per_chiplet)
+
+
+def test_training_step_on_a_one_expert_chiplet():
+    """wafer4x4: one local expert and two slots (a one-bit expert mask, four-flit tokens and hidden vectors)."""
+    cfg = load_config("wafer4x4")
+    prog = ChipletProgram(cfg, np.random.default_rng(13), group=2, index=3).training_program(16, extreme=0.2)
+    check(cfg, prog, idle=0.3, backpressure=0.3, seed=13)
+    assert prog.expected_by_kind()[PacketKind.GATE_GRAD] >= 4
+
+
+def test_a_backward_right_after_its_forward_result_restores_what_was_saved():
+    """Each token's backward follows as soon as its forward COMBINE is out (the root's rule), while its saves may
+    still wait in the chiplet (a COMBINE goes first): its restore reads come after them (the output holds them
+    while the engine has a save pending: tests/test_chiplet_output.py checks that hold alone, with a mutant)."""
+    cfg = override(TINY, {"moe.d_ff": 32, "dram.rows": 256})
+    prog = ChipletProgram(cfg, np.random.default_rng(14), group=1, index=1)
+    for slot in range(cfg.hardware.sram_slots):
+        prog.load(slot, slot)
+    for _ in range(12):
+        prog.dispatch(experts=[0, 1], save=True)
+        record = prog.inputs[-1].meta["save_index"]
+        prog.barrier(PacketKind.COMBINE)
+        prog.backward(record)
+    check(cfg, prog, backpressure=0.9, seed=14)
+
+
+class _SavePendingOnlyWhileOffered(ExpertEngine):
+    """Mutant: ``save_pending`` misses the cycle in which a complete vector is copied into the output register."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += self.save_pending.eq(self.hidden.valid)
+        return m
+
+
+def _save_pending_gaps(engine_class) -> int:
+    """Save jobs back to back with a slow ``hidden`` consumer: the cycles in which a saved vector is complete but
+    ``save_pending`` is low (its hand-over cycle)."""
+    cfg = TINY
+    rng = np.random.default_rng(15)
+    w1s, w2s = rng.integers(-128, 128, (2, 16, 8)), rng.integers(-128, 128, (2, 8, 16))
+    dut = EngineHarness(cfg, [golden.expert_image_flits(w1s[e], w2s[e], cfg) for e in range(2)],
+                        [Protocol(cfg).pack_token(rng.integers(-128, 128, 8)) for _ in range(2)], engine_class)
+    eng, gaps = dut.engine, []
+
+    async def bench(ctx):
+        jobs = [(t % 2, e, e == 0, e == 1) for t in range(6) for e in range(2)]
+        previous = (0, 0)
+        for cyc in range(3000):
+            if jobs:
+                tok, e, first, last = jobs[0]
+                ctx.set(eng.job.payload, {"tok": tok, "wslot": e, "expert": e, "gate": 100, "first": first,
+                                          "last": last, "save": 1, "tag": cyc % 256, "reduce": 1})
+            ctx.set(eng.job.valid, bool(jobs))
+            ctx.set(eng.partial.ready, 1)
+            ctx.set(eng.hidden.ready, cyc % 40 == 0)   # a slow output: a save waits while the next completes
+            _, _, jr, hv, pending = await ctx.tick().sample(eng.job.ready, eng.hidden.valid, eng.save_pending)
+            if jobs and jr:
+                jobs.pop(0)
+            if hv and not previous[0] and not previous[1] and cyc:
+                gaps.append(cyc)   # a vector appeared in the output register after a cycle with nothing pending
+            previous = (hv, pending)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return len(gaps)
+
+
+def test_engine_reports_a_save_pending_until_it_is_handed_over():
+    """The output holds restore reads while ``save_pending``: it must be high from the cycle a saved vector is
+    complete until the output has taken it, the copy into the output register included."""
+    assert _save_pending_gaps(ExpertEngine) == 0
+    assert _save_pending_gaps(_SavePendingOnlyWhileOffered) > 0
