@@ -28,7 +28,7 @@ def check_fits(run) -> None:
     its host program, its outputs and its attention steps (checked before anything is built)."""
     from .host import HostInterface  # noqa: PLC0415
     host = HostInterface(run.cfg)
-    flits = sum(host.flits(cmd.op) for cmd in run.commands)
+    flits = sum(host.command_flits(cmd) for cmd in run.commands)
     if flits > PROGRAM_FLITS:
         raise ConfigError(f"the host program must fit the harness's {PROGRAM_FLITS} flits, not {flits}: run fewer "
                           f"tokens or layers")

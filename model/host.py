@@ -24,6 +24,10 @@ Commands (read in order; only TOKENs are reordered, in the root's issue window)
 ``WAIT_LOADED``    hold every later command until LOADED of ``(group, chiplet, slot)`` arrived.
 ``WAIT_COMBINED``  hold every later command until every result dispatched to the groups in the ``groups`` mask is
                    back.
+``UPDATE``         an UPDATE packet to ``chiplet(group, chiplet)``: apply slot ``slot``'s accumulated gradient and
+                   write the updated image back at word ``addr`` of the group's DRAM. Like a LOAD, clears the
+                   LOADED bit of ``(group, chiplet, slot)`` and the RESIDENT bit of ``(group, chiplet, local)``;
+                   the chiplet's UPDATED packet sets both (so a WAIT_LOADED of the slot also waits for it).
 ``TOKEN``          dispatch a token: ``experts[k]``/``gates[k]`` with ``valid[k]``, combine entry ``token``
                    (the token's output index, counted over the run's layers, modulo ``entries``: the root
                    returns outputs in that order), ``first``/``final`` (its first/last dispatch of the
@@ -31,7 +35,18 @@ Commands (read in order; only TOKENs are reordered, in the root's issue window)
                    ``dedup`` (one DISPATCH per destination group with per-chiplet masks and gates and
                    ``reduce=1``; 0: one DISPATCH per selected expert, ``reduce=0``: the Baseline and A) and
                    ``save``/``save_index`` (the DISPATCH's: save the pre-activations in the token's record,
-                   ``Protocol.save_index`` of its layer and position).
+                   ``Protocol.save_index`` of its layer and position). With ``backward`` the TOKEN carries the
+                   token's output gradient and then the token (``2 token_flits``), ``save`` is 0 and
+                   ``save_index`` names the record the chiplets restore; its result, the input gradient, comes
+                   back on ``host_out`` like an output, in token order.
+
+Training (``docs/protocol.md``, "The backward pass"): each chiplet answers a backward replica with a GATE_GRAD,
+which the root forwards verbatim (header and payload) on ``grads_out``, in arrival order; it is also the root's
+credit: a backward TOKEN is dispatched only while every chiplet it goes to has fewer than ``hardware.token_slots``
+backward replicas without their GATE_GRAD (counting its own replicas: one per chiplet de-duplicated, one per
+expert otherwise). The host program keeps a layer's forward and backward apart with WAIT_COMBINED of every group,
+sends a slot's UPDATE only after the slot's last backward token is back, and a LOAD of a slot only after a
+WAIT_LOADED of its UPDATE.
 
 The issue window (``hardware.issue_window`` = W TOKENs): a TOKEN is stored in a free window entry (the command
 stream holds while all W are full) and the root dispatches, one at a time, the **oldest stored TOKEN that is
@@ -65,6 +80,7 @@ class HostOp(enum.IntEnum):
     WAIT_LOADED = 2
     WAIT_COMBINED = 3
     TOKEN = 4
+    UPDATE = 5
 
 
 @dataclass(frozen=True)
@@ -116,7 +132,9 @@ class HostInterface:
             HostOp.WAIT_LOADED: (group, chiplet, slot),
             HostOp.WAIT_COMBINED: (Field("groups", 1, cfg.groups),),
             HostOp.TOKEN: (Field("token", cfg.hardware.tag_bits), Field("first", 1), Field("final", 1),
-                           Field("dedup", 1), Field("save", 1), Field("save_index", proto.save_index_bits)),
+                           Field("dedup", 1), Field("save", 1), Field("save_index", proto.save_index_bits),
+                           Field("backward", 1)),
+            HostOp.UPDATE: (group, chiplet, slot, local, Field("addr", proto.addr_bits)),
         }
         #: The routing of a TOKEN, in the ``route_flits`` flits after its header (before the token).
         self.route_fields = (Field("valid", 1, k), Field("experts", self.expert_id_bits, k),
@@ -131,9 +149,18 @@ class HostInterface:
         """The combine entry (and packet tag) of the run's output ``output``: its index modulo ``entries``."""
         return output % self.entries
 
-    def flits(self, op: HostOp) -> int:
-        """Flits of one command of kind ``op`` on ``host_in``."""
-        return 1 + (self.route_flits + self.token_flits if op is HostOp.TOKEN else 0)
+    def flits(self, op: HostOp, backward: bool = False) -> int:
+        """Flits of one command of kind ``op`` on ``host_in`` (a backward TOKEN carries two vectors)."""
+        return 1 + (self.route_flits + self.vectors(backward) * self.token_flits if op is HostOp.TOKEN else 0)
+
+    def command_flits(self, cmd: HostCommand) -> int:
+        """Flits of ``cmd`` on ``host_in``."""
+        return self.flits(cmd.op, bool(cmd.args.get("backward", 0)))
+
+    @staticmethod
+    def vectors(backward: bool) -> int:
+        """Vectors a TOKEN carries: the token (forward), or its output gradient and the token (backward)."""
+        return 2 if backward else 1
 
     def encode(self, cmd: HostCommand) -> list[Flit]:
         op = HostOp(cmd.op)
@@ -142,8 +169,10 @@ class HostInterface:
         word = int(op) | (pack_fields(self.fields[op], head, f"host {op.name}") << OP_BITS)
         words = [word]
         if op is HostOp.TOKEN:
-            if len(cmd.payload) != self.token_flits:
-                raise ProtocolError(f"host TOKEN must carry {self.token_flits} token flits, not {len(cmd.payload)}")
+            want = self.vectors(bool(cmd.args.get("backward", 0))) * self.token_flits
+            if len(cmd.payload) != want:
+                raise ProtocolError(f"host TOKEN must carry {want} flits (the token, or a backward token's output "
+                                    f"gradient and the token), not {len(cmd.payload)}")
             route = pack_fields(self.route_fields, {k: v for k, v in cmd.args.items() if k in route_names},
                                 "host TOKEN routing")
             mask = (1 << self.cfg.hardware.flit_bits) - 1
