@@ -27,8 +27,10 @@ __all__ = ["ExpertChiplet"]
 
 
 class ExpertChiplet(wiring.Component):
-    """An expert chiplet: weight SRAM slots, an activation buffer, the :class:`ExpertEngine` and the
-    packet handling of its link, bit-exact with :func:`mozart.model.golden.chiplet_partial`.
+    """An expert chiplet: weight SRAM slots, an activation buffer, the forward :class:`ExpertEngine`, the
+    backward engine, the restore and update units and the packet handling of its link, bit-exact with
+    :func:`mozart.model.golden.chiplet_partial` (forward) and :mod:`mozart.model.golden_backward` (backward and
+    update).
 
     Structure (one component per file, joined here by ``wiring.connect``)
     -------------------------------------------------------------------
@@ -37,8 +39,12 @@ class ExpertChiplet(wiring.Component):
     DISPATCH: :class:`~mozart.hw.chiplet_token_receiver.ChipletTokenReceiver` (activation buffer write port)
     -> :class:`~mozart.hw.chiplet_job_queue.ChipletJobQueue` (token ring, one job per selected expert) ->
     :class:`~mozart.hw.expert_engine.ExpertEngine` (its sequencer and MAC datapath; reads both memories) ->
-    :class:`~mozart.hw.chiplet_output.ChipletOutput` (LOADED, COMBINE, MEM_WRITE) -> ``port_out``. The two
-    memories live here: each has one writer and the engine as its reader.
+    :class:`~mozart.hw.chiplet_output.ChipletOutput` (LOADED, COMBINE, GATE_GRAD, MEM_WRITE, the packet mux's)
+    -> ``port_out``. Backward tokens: the receiver, :class:`~mozart.hw.chiplet_restore.ChipletRestore` (MEM_READ
+    of the saved ``z``, MEM_DATA into the restore buffer), the job queue (a job waits for its ``z``),
+    :class:`~mozart.hw.expert_backward_engine.ExpertBackwardEngine` (gradient SRAM read-modify-write). UPDATE and
+    MEM_ACK: :class:`~mozart.hw.chiplet_weight_update.ChipletWeightUpdate`. The memories live here; the weight
+    SRAM's and activation buffer's read ports follow the engine that issues (``_jobs``, ``_read_ports``).
 
     What it does with each packet on ``port_in``
     ---------------------------------------------
@@ -57,6 +63,14 @@ class ExpertChiplet(wiring.Component):
       (the token's tag, ack 0, at most ``max_burst_flits`` flits each) at
       :func:`mozart.model.golden.activation_addr` ``(cfg, index, save_index, expert)``, i.e.
       ``activation_base + ((save_index * chiplets_per_group + index) * experts_per_chiplet + expert) * entry_words``.
+    - **DISPATCH** with ``backward=1`` (route word, the output gradient, the token): restore reads of each
+      selected expert's saved ``z`` (held while a save is unsent), then the backward jobs; one **COMBINE** with
+      the input-gradient partial and one **GATE_GRAD** (one ``dg`` per local expert) leave; the weight gradients
+      add up in the gradient SRAM. **MEM_DATA** answers the restore reads (an unasked one is dropped).
+    - **UPDATE** (slot, addr; waits while a token inside needs the slot's expert): the slot's weights are
+      updated and its gradient cleared, the image is written back as **MEM_WRITE** s (the last with ``ack=1``),
+      and after its **MEM_ACK** the chiplet sends **UPDATED** (dst root, the tag, slot, expert). No job starts on
+      the slot meanwhile.
     - other kinds, and WEIGHT packets naming a slot that does not exist, are consumed and dropped.
 
     Interlocks (hold for every packet order; no combinational path from ``port_out`` to ``port_in``)
