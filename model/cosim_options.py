@@ -52,6 +52,9 @@ class WaferOptions:
         TOKEN's ``save`` bit cleared, to test the check of the saved activations).
     timeline : bool
         Also record the cycle each host command and each output was taken.
+    train : bool
+        One training step: the forward through the layers, then the backward through them in reverse, with the
+        weight updates and write-backs (:func:`mozart.model.wafer_run.build_run`).
     """
 
     variant: str = "C"
@@ -67,6 +70,7 @@ class WaferOptions:
     backpressure: float = 0.2
     fault: str = "none"
     timeline: bool = False
+    train: bool = False
 
     def __post_init__(self):
         threshold(self.idle)

@@ -62,7 +62,7 @@ from .golden import (_check_range, _matvec, activate, formats, local_sum, pre_ac
 __all__ = ["deriv_frac", "derivative_table", "pre_activation", "ExpertBackward", "expert_backward",
            "BackwardFormats", "backward_formats",
            "weight_gradients", "grad_bits", "step_grad_bits", "update_shift", "update_weights",
-           "LayerBackward", "moe_backward", "moe_backward_float", "float64_error"]
+           "LayerBackward", "moe_backward", "moe_backward_float", "float64_error", "previous_layer_gradient"]
 
 
 def deriv_frac(act_bits: int) -> int:
@@ -253,6 +253,20 @@ def moe_backward(x, dY, w1, w2, experts, gates, expert_to_chiplet, cfg) -> Layer
     new_w1 = update_weights(w1, dw1, update_shift(cfg, "w1"), cfg)
     new_w2 = update_weights(w2, dw2, update_shift(cfg, "w2"), cfg)
     return LayerBackward(dx, dg, dw1, dw2, new_w1, new_w2)
+
+
+def previous_layer_gradient(dx, cfg) -> np.ndarray:
+    """The output gradient of the previous MoE layer from this layer's input gradients: the combined ``dx``
+    (``F_dx`` fractional bits, ``partial_bits``) requantised to the gradient format ``F_dY``,
+    ``sat_a(rshift_round(dx, F_dx - F_dY))``: what the host does between two layers of the backward pass, where it
+    stands in for the attention block's backward (an identity on the values, like the forward's
+    :func:`mozart.model.golden.next_layer_tokens`)."""
+    b = backward_formats(cfg)
+    shift = b.dx - b.dY
+    if shift < 0:
+        raise ValueError(f"the input gradient must have at least the output gradient's fractional bits ({b.dY}), "
+                         f"not {b.dx}")
+    return saturate(rshift_round(np.asarray(dx, dtype=np.int64), shift), cfg.numerics.act_bits)
 
 
 def moe_backward_float(x, dY, w1, w2, experts, gates, activation: str = "relu") -> dict[str, np.ndarray]:

@@ -46,8 +46,8 @@ import numpy as np
 from . import golden
 from .errors import ConfigError, ScheduleError
 from .host import HostCommand, HostInterface, HostOp
-from .protocol import Protocol
-from .schedule import Attention, Dispatch, Load, Schedule, Variant, build_schedule
+from .protocol import Packet, PacketKind, Protocol
+from .schedule import Attention, Dispatch, Load, Schedule, Variant, WriteBack, build_schedule
 
 __all__ = ["WaferRun", "RunLayer", "AttentionStandIn", "build_run", "default_placement", "FAULTS"]
 
@@ -89,6 +89,9 @@ class RunLayer:
     expected: np.ndarray            # [T, d_model] golden outputs
     schedule: Schedule
     link_dispatches: dict = field(default_factory=dict)  # (a, b) -> DISPATCH packets expected
+    grads: np.ndarray | None = None         # [T, d_model] the output gradient dY (a training run)
+    backward: object = None                 # golden_backward.LayerBackward of the layer (a training run)
+    link_backward: dict = field(default_factory=dict)    # (a, b) -> backward DISPATCH packets expected
 
     @property
     def rounds(self) -> int:
@@ -105,6 +108,12 @@ class WaferRun:
     dram: list                      # per group: list of (word address, words)
     commands: list = field(default_factory=list)     # HostCommand, in order
     attention: list = field(default_factory=list)    # AttentionStandIn, in order (empty: none)
+    train: bool = False             # forward through the layers, then backward through them in reverse
+
+    @property
+    def backward_layers(self) -> list:
+        """The layers of the backward pass, in run order (the last forward layer first); none without training."""
+        return self.layers[::-1] if self.train else []
 
     @property
     def tokens(self) -> int:
@@ -113,13 +122,16 @@ class WaferRun:
 
     @property
     def outputs(self) -> int:
-        """Outputs the host receives: every layer's tokens, layer after layer."""
-        return self.tokens * len(self.layers)
+        """Outputs the host receives: every layer's tokens, layer after layer (training: then every layer's input
+        gradients, the last layer first)."""
+        return self.tokens * (len(self.layers) + len(self.backward_layers))
 
     @property
     def expected(self) -> np.ndarray:
-        """``[outputs, d_model]``: every layer's golden outputs, in the order the root returns them."""
-        return np.concatenate([layer.expected for layer in self.layers])
+        """``[outputs, d_model]``: every layer's golden outputs, then (training) every layer's golden input
+        gradients in the backward order: in the order the root returns them."""
+        return np.concatenate([layer.expected for layer in self.layers]
+                              + [layer.backward.dx for layer in self.backward_layers])
 
     @property
     def rounds(self) -> int:
@@ -127,9 +139,10 @@ class WaferRun:
 
     @property
     def link_dispatches(self) -> dict:
-        """DISPATCH packets expected per link over the whole run."""
+        """DISPATCH packets expected per link over the whole run (forward and backward)."""
         first = self.layers[0].link_dispatches
-        return {link: sum(layer.link_dispatches[link] for layer in self.layers) for link in first}
+        return {link: sum(layer.link_dispatches[link] + layer.link_backward.get(link, 0) for layer in self.layers)
+                for link in first}
 
     def link_label(self, link: tuple[int, int]) -> str:
         topo = Protocol(self.cfg).topology
@@ -156,6 +169,51 @@ class WaferRun:
                     memory[chiplet // C].update(zip(range(addr, addr + words), entry))
         return memory
 
+    def gate_grads(self) -> dict[int, list]:
+        """The GATE_GRAD packets the chiplets send (training), per source chiplet node: one per backward replica
+        (de-duplicated: per chiplet of the TOKEN's valid experts, with their local mask; else per expert), each
+        with the golden gate gradients (:attr:`RunLayer.backward` ``.dg``) at the local places. The root forwards
+        them in arrival order, which the issue window may change between tokens: compare per source, as
+        multisets."""
+        cfg, proto = self.cfg, Protocol(self.cfg)
+        topo, C, E = proto.topology, cfg.chiplets_per_group, cfg.experts_per_chiplet
+        by_index = {layer.index: layer for layer in self.layers}
+        out: dict[int, list] = {}
+        for cmd in self.commands:
+            if cmd.op is not HostOp.TOKEN or not cmd.args["backward"]:
+                continue
+            layer = by_index[cmd.args["save_index"] // proto.step_tokens]
+            t = cmd.args["save_index"] % proto.step_tokens
+            valid = [j for j, v in enumerate(cmd.args["valid"]) if v]
+            groups = [[j for j in valid if int(layer.expert_to_chiplet[cmd.args["experts"][j]]) == c]
+                      for c in sorted({int(layer.expert_to_chiplet[cmd.args["experts"][j]]) for j in valid})] \
+                if cmd.args["dedup"] else [[j] for j in valid]
+            for js in groups:
+                chiplet = int(layer.expert_to_chiplet[cmd.args["experts"][js[0]]])
+                mask, dg = [0] * E, [0] * E
+                for j in js:
+                    local = int(layer.local[cmd.args["experts"][j]])
+                    mask[local], dg[local] = 1, int(layer.backward.dg[t, j])
+                node = topo.chiplet(chiplet // C, chiplet % C)
+                packet = Packet(PacketKind.GATE_GRAD, topo.root, node, cmd.args["token"], {"experts": mask},
+                                tuple(proto.pack_gate_grads(dg)))
+                out.setdefault(node, []).append(proto.decode(proto.encode(packet)))
+        return out
+
+    def final_images(self) -> list[dict[int, int]]:
+        """Per group, the weight images' DRAM words after the run (``{word address: word}``): every layer's images,
+        training's updated ones (:attr:`RunLayer.backward` ``.w1``/``.w2``; an expert no token chose keeps its
+        weights, as its zero gradient updates nothing)."""
+        cfg, proto, C = self.cfg, Protocol(self.cfg), self.cfg.chiplets_per_group
+        memory: list[dict[int, int]] = [{} for _ in range(cfg.groups)]
+        for layer in self.layers:
+            w1, w2 = (layer.backward.w1, layer.backward.w2) if layer.backward is not None else (layer.w1, layer.w2)
+            for e in range(cfg.moe.experts):
+                base = proto.expert_image_base(int(layer.image_index[e]), layer.index)
+                words = golden.expert_image(w1[e], w2[e], cfg)
+                memory[int(layer.expert_to_chiplet[e]) // C].update(zip(range(base, base + len(words)), words))
+        return memory
+
     def replicas_per_token(self) -> dict[str, float]:
         """DISPATCH packets per token on the root links and on the chiplet links (the hardware's C_T)."""
         topo = Protocol(self.cfg).topology
@@ -167,8 +225,11 @@ class WaferRun:
 
 def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, variant: str = "C",
               tokens: int = 256, layer: int = 0, layers: int = 1, slots: int | None = None,
-              skew: float | None = None, attention: bool | None = None, fault: str = "none") -> WaferRun:
+              skew: float | None = None, attention: bool | None = None, fault: str = "none",
+              train: bool = False) -> WaferRun:
     """Everything the testbench needs for ``layers`` consecutive MoE layers from ``layer`` on; see the module doc.
+    With ``train``, one training step: the forward through the layers, then the backward through them in reverse
+    (:func:`_backward_chain`).
 
     ``placement``: a method name, or the path of a placement file (``.json``, as ``mozart allocate`` writes;
     its rows ``layer..layer + layers - 1`` are used). ``trace`` None: a synthetic trace of ``tokens`` tokens from
@@ -184,6 +245,11 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < cfg.training.micro_batches:
         raise ConfigError(f"tokens must be an integer of at least training.micro_batches "
                           f"({cfg.training.micro_batches}), not {tokens!r}")
+    step = Protocol(cfg).step_tokens
+    if train and tokens > step:
+        raise ConfigError(f"tokens must be at most a training step's {step} (training.sequences x "
+                          f"training.seq_len: the activation records and gradient accumulators hold one step), "
+                          f"not {tokens}")
     if not golden.reduction_is_exact(cfg):
         raise ConfigError(f"numerics.partial_bits must make the reduction exact for the end-to-end check "
                           f"(no partial sum may saturate), not {cfg.numerics.partial_bits!r}")
@@ -218,7 +284,9 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
         row = Placement(plc.expert_to_chiplet[i:i + 1], cfg.chiplets_per_group, plc.method)
         run_layers.append(_run_layer(cfg, one, row, layer + i, x, seed, variant, slots, dram))
         x = golden.next_layer_tokens(run_layers[-1].expected, cfg)
-    run = WaferRun(cfg, variant, placement, trace.source, run_layers, dram)
+    run = WaferRun(cfg, variant, placement, trace.source, run_layers, dram, train=train)
+    if train:
+        _backward_chain(run, seed)
     if attention if attention is not None else layers > 1:
         run.attention = _attention_steps(run)
     _translate(run, host)
@@ -228,6 +296,22 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
     if fault == "drop-save":
         _drop_a_save(run)
     return run
+
+
+def _backward_chain(run: WaferRun, seed: int) -> None:
+    """The golden backward of every layer, the last first: a seeded output gradient for the last layer; each
+    earlier layer's is the input gradient of the one after it, requantised
+    (:func:`mozart.model.golden_backward.previous_layer_gradient`: the host stands in for the attention block's
+    backward, an identity on the values)."""
+    from . import golden_backward  # noqa: PLC0415
+    cfg = run.cfg
+    a = cfg.numerics.act_bits
+    grads = np.random.default_rng([seed, 9]).integers(-(1 << (a - 1)), 1 << (a - 1), size=(run.tokens, cfg.moe.d_model))
+    for layer in run.backward_layers:
+        layer.grads = grads
+        layer.backward = golden_backward.moe_backward(layer.x, grads, layer.w1, layer.w2, layer.experts, layer.gates,
+                                                      layer.expert_to_chiplet, cfg)
+        grads = golden_backward.previous_layer_gradient(layer.backward.dx, cfg)
 
 
 def _drop_a_save(run: WaferRun) -> None:
@@ -326,18 +410,24 @@ def _translate(run: WaferRun, host: HostInterface) -> None:
     attention = iter(range(1, len(run.attention) + 1))
     for layer in run.layers:
         _translate_layer(program, layer, attention if run.attention else None)
+    if run.train:   # the forward's results are all back before the first backward token (docs/protocol.md)
+        program.add(HostOp.WAIT_COMBINED, {"groups": [1] * run.cfg.groups})
+    for layer in run.backward_layers:
+        _translate_layer(program, layer, None, "backward")
     for i in range(len(program.loads)):
         program.wait_loaded(i)
 
 
-def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
-    """One layer's commands (the module doc's rules): per round its loads, then its tokens; the expert table
-    before the first token; the layer's attention steps gate its tokens (the Baseline: its loads too)."""
+def _translate_layer(program: _Program, layer: RunLayer, attention, phase: str = "forward") -> None:
+    """One layer's commands of one phase (the module doc's rules): per round its loads, then its tokens (backward:
+    then, once the round's results are back, the UPDATE of each of its slots); the expert table before the first
+    token; the layer's attention steps gate its forward tokens (the Baseline: its loads too)."""
     run, host, proto = program.run, program.host, program.proto
     cfg, topo, C = run.cfg, proto.topology, run.cfg.chiplets_per_group
     e2c = layer.expert_to_chiplet
-    loads = layer.schedule.of_kind(Load, "forward")
-    dispatches = layer.schedule.of_kind(Dispatch, "forward")
+    backward = phase == "backward"
+    loads = layer.schedule.of_kind(Load, phase)
+    dispatches = layer.schedule.of_kind(Dispatch, phase)
     # the round of each load: the n-th load of a (chiplet, slot) is round n
     seen: dict[tuple[int, int], int] = {}
     load_round = []
@@ -347,7 +437,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
     rounds = max([d.round for d in dispatches] + load_round + [0]) + 1
     round_of = {ld.expert: r for ld, r in zip(loads, load_round)}
     if len(round_of) != len(loads):
-        raise ScheduleError("each expert must be loaded exactly once in the forward pass of the schedule")
+        raise ScheduleError(f"each expert must be loaded exactly once in the {phase} pass of the schedule")
     per_expert = {d.per_expert for d in dispatches}
     if len(per_expert) > 1:
         raise ScheduleError("a schedule's dispatches must all be per-expert or all de-duplicated")
@@ -356,7 +446,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
     barriers = not layer.schedule.variant.streaming
     micro_batches = sorted({d.micro_batch for d in dispatches})
     mb_steps = {}
-    if attention is not None:   # the layer's attention steps, in the schedule's order
+    if attention is not None and not backward:   # the layer's attention steps, in the schedule's order
         for att in layer.schedule.of_kind(Attention, "forward"):
             mb_steps[att.micro_batch] = next(attention)
 
@@ -382,6 +472,7 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
     program.loads += loads
     links = {link: 0 for link in topo.links}
     unit_index = 0
+    write_backs = layer.schedule.of_kind(WriteBack, phase)
     if barriers and mb_steps:   # the Baseline loads only after the layer's attention
         program.release = max(mb_steps.values())
     for e in range(cfg.moe.experts):   # the layer's expert table: the previous layer's tokens are all dispatched
@@ -414,20 +505,42 @@ def _translate_layer(program: _Program, layer: RunLayer, attention) -> None:
             if mb_steps:
                 program.release = max(program.release, mb_steps[mb])
             k = cfg.moe.top_k
+            vectors = [layer.grads[t], layer.x[t]] if backward else [layer.x[t]]
             program.add(HostOp.TOKEN, {
                 "token": host.entry_of(first_output + t), "first": int(first_unit[t] == unit_index),
-                "final": int(last_unit[t] == unit_index), "dedup": int(dedup), "save": int(save),
-                "save_index": proto.save_index(layer.index, t),
+                "final": int(last_unit[t] == unit_index), "dedup": int(dedup), "save": int(save and not backward),
+                "save_index": proto.save_index(layer.index, t), "backward": int(backward),
                 "valid": [1 if j in js else 0 for j in range(k)], "experts": [int(e) for e in layer.experts[t]],
-                "gates": [int(g) for g in layer.gates[t]]}, tuple(proto.pack_token(layer.x[t])))
+                "gates": [int(g) for g in layer.gates[t]]}, tuple(f for v in vectors for f in proto.pack_token(v)))
             _count_links(links, topo, C, [int(e2c[layer.experts[t][j]]) for j in js], dedup)
             unit_index += 1
-    layer.link_dispatches = links
+        _update_round(program, layer, [wb for wb in write_backs if round_of[wb.expert] == r], barriers)
+    if backward:
+        layer.link_backward = links
+    else:
+        layer.link_dispatches = links
     # The model's two counts must agree: replicas on the chiplet links are the schedule's replicas.
     leaf = sum(n for (a, _), n in links.items() if a != topo.root)
     if leaf != sum(d.replicas for d in dispatches):
-        raise ScheduleError(f"host program sends {leaf} replicas to chiplets but the schedule counts "
+        raise ScheduleError(f"host program sends {leaf} {phase} replicas to chiplets but the schedule counts "
                             f"{sum(d.replicas for d in dispatches)}")
+
+
+def _update_round(program: _Program, layer: RunLayer, write_backs: list, barriers: bool) -> None:
+    """A backward round's end: once its groups' results are back (the Baseline: every group's), an UPDATE of
+    each slot it used, which a later LOAD of the slot waits for (its UPDATED)."""
+    if not write_backs:
+        return
+    cfg, C = program.run.cfg, program.run.cfg.chiplets_per_group
+    groups = {wb.group for wb in write_backs}
+    program.add(HostOp.WAIT_COMBINED, {"groups": [1 if barriers or g in groups else 0 for g in range(cfg.groups)]})
+    for wb in write_backs:
+        program.pending_load[(wb.chiplet, wb.slot)] = len(program.loads)
+        program.loads.append(wb)
+        program.add(HostOp.UPDATE, {"group": wb.group, "chiplet": wb.chiplet % C, "slot": wb.slot,
+                                    "local": int(layer.local[wb.expert]),
+                                    "addr": program.proto.expert_image_base(int(layer.image_index[wb.expert]),
+                                                                            layer.index)})
 
 
 def _count_links(links: dict, topo, C: int, chips: list[int], dedup: bool) -> None:

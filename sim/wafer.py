@@ -45,7 +45,7 @@ def check_probability(name: str, p: float) -> float:
 def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
              tokens: int = 256, layer: int = 0, layers: int = 1, attention: bool | None = None,
              slots: int | None = None, skew: float | None = None,
-             idle: float = 0.0, backpressure: float = 0.0) -> None:
+             idle: float = 0.0, backpressure: float = 0.0, train: bool = False) -> None:
     """Raise :class:`MozartError` (one line) for bad arguments before anything is built or simulated."""
     from mozart.model.harness import check_fits  # noqa: PLC0415
     from mozart.model.placers import method_names  # noqa: PLC0415
@@ -67,14 +67,14 @@ def validate(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None
     # the model's own checks (trace shape, tokens, slots, entries), then the harness's capacity
     check_fits(build_run(cfg, trace=load_trace(trace) if trace else None, seed=seed, placement=placement,
                          variant=variant, tokens=tokens, layer=layer, layers=layers, attention=attention, slots=slots,
-                         skew=skew))
+                         skew=skew, train=train))
 
 
 def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = None, placement: str | None = None,
               tokens: int = 256, layer: int = 0, layers: int = 1, attention: bool | None = None,
              slots: int | None = None, skew: float | None = None,
               idle: float = 0.0, backpressure: float = 0.0, waves: bool = False, built=None,
-              timeout: float | None = None, progress=None, timeline: bool = False) -> LayerResult:
+              timeout: float | None = None, progress=None, timeline: bool = False, train: bool = False) -> LayerResult:
     """``layers`` MoE layers of ``variant`` on the RTL wafer of ``cfg``; the checks are ``tb/tb_wafer.py``'s.
     ``progress``:
     see :func:`mozart.sim.cosim.run`."""
@@ -86,7 +86,7 @@ def run_layer(cfg, *, variant: str = "C", seed: int = 1, trace: str | None = Non
     built = built or build("wafer", cfg, waves=waves, progress=progress)
     options = WaferOptions(variant=variant, placement=placement, trace=trace, tokens=tokens, layer=layer,
                            layers=layers, attention=attention, slots=slots, skew=skew, idle=idle,
-                           backpressure=backpressure, timeline=timeline)
+                           backpressure=backpressure, timeline=timeline, train=train)
     label = str(variant) if placement is None else f"{variant}-{Path(placement).stem}"
     result = cosim.run(built, seed=seed, extra_env=options.to_env(), check=False, timeout=timeout, label=label,
                        progress=progress)
@@ -124,11 +124,20 @@ def format_layer(cfg, r: LayerResult) -> str:
                  f"tokens, host attention steps {s.get('attention_steps', 0)}, {s['rounds']} weight "
                  f"round(s), host idle {s['idle']:g}, output backpressure {s['backpressure']:g}")
     lines.append(f"outputs bit-exact with the golden model: {'yes' if s['bit_exact'] else 'NO'}")
+    if s.get("train"):
+        lines.append(f"training step: input gradients in the outputs above; weight images after the updates "
+                     f"({s['image_words']} words) and {s['gate_grads']} GATE_GRAD packets equal the golden "
+                     f"backward's: {'yes' if s['trained_exact'] else 'NO'}; cycles forward {s['forward_cycles']}, "
+                     f"backward {s['cycles'] - s['forward_cycles']}")
     lines.append(f"DISPATCH packets on every link equal the model's: {'yes' if s['links_match'] else 'NO'}")
     lines.append(f"replicas per token (C_T): root links {s['replicas_root_per_token']:.3f}, chiplet links "
                  f"{s['replicas_chiplet_per_token']:.3f}")
-    lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])}; "
-                 f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})")
+    if s.get("model_cycles") is None:
+        lines.append(f"cycles: RTL {s['cycles']}, model: not modelled (the performance model replays forward host "
+                     f"programs only)")
+    else:
+        lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])}; "
+                     f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})")
     lines.append("DISPATCH packets per link (RTL):")
     links = sorted((k, v) for k, v in s["dispatches"].items() if v)
     width = max((len(k) for k, _ in links), default=0)
@@ -156,10 +165,16 @@ def format_compare(results: list[LayerResult]) -> str:
             lines.append(f"{r.variant:9s} (failed: {', '.join(r.cosim.failed_tests) or 'no summary'})")
             continue
         rtl_speed = base.cycles / r.cycles
-        model_speed = base.model_cycles / r.model_cycles
-        lines.append(f"{r.variant:9s} {s['placement']:15s} {s['cycles']:10d} {s['model_cycles']:13.0f} "
-                     f"{_pct(s['model_error']):>7s} {rtl_speed:11.2f}x {model_speed:13.2f}x "
-                     f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO ':3s} {_paper_speedups(r.variant)}")
+        if s.get("model_cycles") is None:   # a training step: not modelled yet; the forward/backward split instead
+            model, error, model_speed = f"{'-':>13s}", "-", f"{'-':>12s} "
+            split = f"  forward {s['forward_cycles']} + backward {s['cycles'] - s['forward_cycles']}"
+        else:
+            model, error = f"{s['model_cycles']:13.0f}", _pct(s['model_error'])
+            model_speed, split = f"{base.model_cycles / r.model_cycles:13.2f}x", ""
+        lines.append(f"{r.variant:9s} {s['placement']:15s} {s['cycles']:10d} {model} "
+                     f"{error:>7s} {rtl_speed:11.2f}x {model_speed} "
+                     f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO ':3s} {_paper_speedups(r.variant)}"
+                     f"{split}")
     lines.append("speedup = Baseline cycles / variant cycles; model = the performance model on the RTL's timing "
                  "(the same Baseline as the RTL's); paper = Table 4's full-size wafer, "
                  f"{' / '.join(PAPER_TABLE4)}, for reference (a different machine and regime)")
@@ -176,7 +191,7 @@ def format_activity(results: list[LayerResult]) -> str:
              + " ".join(f"{n:>17s}" for n in names)]
     for r in results:
         s = r.summary
-        if "activity" not in s:
+        if "activity" not in s or s.get("model_activity") is None:
             continue
         cells = []
         for n in names:
@@ -190,5 +205,5 @@ def plot_activity(results: list[LayerResult], path, title: str) -> Path:
     """The breakdown of :func:`format_activity` as a PNG (:func:`mozart.model.perf.plots.write_activity_plot`)."""
     from mozart.model.perf.plots import write_activity_plot  # noqa: PLC0415
     rows = [(f"{r.variant} ({r.summary['placement']})", r.summary["activity"], r.summary["model_activity"])
-            for r in results if "activity" in r.summary]
+            for r in results if "activity" in r.summary and r.summary.get("model_activity") is not None]
     return write_activity_plot(Path(path), title, rows)

@@ -105,7 +105,7 @@ class WaferBench:
         self.run = build_run(cfg, trace=load_trace(opt.trace) if opt.trace else None, seed=test_seed(),
                              placement=opt.placement, variant=opt.variant, tokens=opt.tokens, layer=opt.layer,
                              layers=opt.layers, attention=opt.attention, slots=opt.slots, skew=opt.skew,
-                             fault=opt.fault)
+                             fault=opt.fault, train=opt.train)
         self.idle, self.backpressure = opt.idle, opt.backpressure
         self.program = [self.host.encode(cmd) for cmd in self.run.commands]
         self.command_ends = list(itertools.accumulate(len(flits) for flits in self.program))
@@ -205,7 +205,10 @@ class WaferBench:
         self.outputs = await self.read_outputs()
         self.saved = run.saved_activations()
         self.saved_read = await self.read_dram([sorted(words) for words in self.saved])
-        self.timeline = await self.read_timeline() if self.options.timeline else None
+        self.images = run.final_images() if run.train else []
+        self.images_read = await self.read_dram([sorted(words) for words in self.images]) if run.train else []
+        self.gate_grads = await self.read_gate_grads() if run.train else {}
+        self.timeline = await self.read_timeline() if self.options.timeline or run.train else None
         self.check(links)
 
     def activity(self) -> dict:
@@ -263,19 +266,59 @@ class WaferBench:
 
     # -- checks ----------------------------------------------------------------------------------------------
     def output_problems(self) -> list[str]:
-        """Every output against the golden model, layer by layer, in token order."""
+        """Every output against the golden model, layer by layer, in token order (training: then every layer's
+        input gradients, the last layer first)."""
         run, problems = self.run, []
         if len(self.outputs) != run.outputs:
             problems.append(f"outputs: expected {run.outputs}, got {len(self.outputs)}")
-        for i, layer in enumerate(run.layers):
+        blocks = [(f"layer {layer.index}", "outputs", layer.expected) for layer in run.layers]
+        blocks += [(f"layer {layer.index}", "input gradients", layer.backward.dx) for layer in run.backward_layers]
+        for i, (name, what, expected) in enumerate(blocks):
             frames = self.outputs[i * run.tokens:(i + 1) * run.tokens]
-            got = np.array([self.proto.unpack_partial(f) for f in frames]).reshape(-1, layer.expected.shape[1])
-            bad = [t for t in range(len(got)) if (got[t] != layer.expected[t]).any()]
+            got = np.array([self.proto.unpack_partial(f) for f in frames]).reshape(-1, expected.shape[1])
+            bad = [t for t in range(len(got)) if (got[t] != expected[t]).any()]
             if bad:
                 t = bad[0]
-                problems.append(f"layer {layer.index}: {len(bad)} of {run.tokens} outputs differ from the golden "
-                                f"model; first: token {t} expected {layer.expected[t].tolist()} got {got[t].tolist()}")
+                problems.append(f"{name}: {len(bad)} of {run.tokens} {what} differ from the golden model; first: "
+                                f"token {t} expected {expected[t].tolist()} got {got[t].tolist()}")
         return problems
+
+    def training_problems(self) -> list[str]:
+        """A training step: every group's weight images after the updates (:meth:`WaferRun.final_images`) and the
+        gate gradients on ``grads_out`` (:meth:`WaferRun.gate_grads`, per chiplet, as multisets)."""
+        problems = []
+        for g, (expected, got) in enumerate(zip(self.images, self.images_read)):
+            bad = [(a, expected[a], w) for a, w in zip(sorted(expected), got) if w != expected[a]]
+            if bad:
+                a, want, w = bad[0]
+                problems.append(f"weight images: {len(bad)} of {len(expected)} words of group {g}'s DRAM differ "
+                                f"from the golden update; first: word {a} expected {want:#x} got {w:#x}")
+        if not self.run.train:
+            return problems
+        want = {node: sorted(map(repr, packets)) for node, packets in self.run.gate_grads().items()}
+        got = {node: sorted(map(repr, packets)) for node, packets in self.gate_grads.items()}
+        for node in sorted(set(want) | set(got)):
+            if want.get(node, []) != got.get(node, []):
+                label = self.proto.topology.node(node).label
+                problems.append(f"gate gradients from {label}: expected {len(want.get(node, []))} GATE_GRAD packets, "
+                                f"got {len(got.get(node, []))}, "
+                                f"{len(set(want.get(node, [])) ^ set(got.get(node, [])))} differ")
+        return problems
+
+    async def read_gate_grads(self) -> dict[int, list]:
+        """The GATE_GRAD packets the root forwarded on ``grads_out`` (recorded by the harness), per source."""
+        from mozart.model.harness import GRAD_FLITS  # noqa: PLC0415
+        dut = self.dut
+        flits = [self.codec.unpack(w) for w in
+                 await self.read_back(dut.grads_addr, dut.grads_data, min(int(dut.grads_flits.value), GRAD_FLITS))]
+        out: dict[int, list] = {}
+        start = 0
+        for i, f in enumerate(flits):
+            if f.last:
+                packet = self.proto.decode(flits[start:i + 1])
+                out.setdefault(packet.src, []).append(packet)
+                start = i + 1
+        return out
 
     def saved_problems(self) -> list[str]:
         """The saved activations in every group's DRAM against the model's (:meth:`WaferRun.saved_activations`)."""
@@ -292,8 +335,9 @@ class WaferBench:
         from mozart.model.perf.rtl import predict_breakdown, predict_cycles  # noqa: PLC0415 (only needed here)
 
         dut, run, topo = self.dut, self.run, self.proto.topology
-        wrong_outputs, wrong_saves = self.output_problems(), self.saved_problems()
-        problems = wrong_outputs + wrong_saves
+        wrong_outputs, wrong_saves, wrong_training = self.output_problems(), self.saved_problems(), \
+            self.training_problems()
+        problems = wrong_outputs + wrong_saves + wrong_training
         measured, wrong, expected = {}, [], run.link_dispatches   # summed over the layers
         for i, link in enumerate(topo.links):
             n = int(getattr(dut, f"dispatches__{i}").value)
@@ -308,11 +352,15 @@ class WaferBench:
             problems.append("not drained: the root is still busy after the last output")
         if int(dut.errors.value):
             problems.append(f"{int(dut.errors.value)} unexpected packets or bad memory requests")
-        model = predict_cycles(run)
-        engine = predict_cycles(run, in_order=False)
-        error = (self.cycles - model) / model
-        summary = {"cycles": self.cycles, "model_cycles": round(model, 1), "model_error": round(error, 4),
-                   "model_cycles_engine": round(engine, 1),
+        # the performance model replays forward host programs only (a training step: not predicted yet)
+        model = None if run.train else predict_cycles(run)
+        engine = None if run.train else predict_cycles(run, in_order=False)
+        error = None if run.train else (self.cycles - model) / model
+        summary = {"cycles": self.cycles, "model_cycles": model and round(model, 1),
+                   "model_error": error if error is None else round(error, 4),
+                   "model_cycles_engine": engine and round(engine, 1), "train": run.train,
+                   "trained_exact": not wrong_training, "image_words": sum(len(words) for words in self.images),
+                   "gate_grads": sum(len(p) for p in self.gate_grads.values()),
                    "tokens": run.tokens, "layers": len(run.layers), "attention_steps": len(run.attention),
                    "variant": run.variant, "placement": run.placement,
                    "bit_exact": not wrong_outputs,
@@ -324,14 +372,18 @@ class WaferBench:
                    "backpressure": self.backpressure, "sim_seconds": round(self.sim_seconds, 3),
                    "sim_cpu_seconds": round(self.sim_cpu_seconds, 3),
                    "dispatches": measured, "activity": self.activity(),
-                   "model_activity": _activity_of(predict_breakdown(run))}
-        if self.timeline is not None:   # per-command and per-output cycles, for model-vs-RTL studies
+                   "model_activity": None if run.train else _activity_of(predict_breakdown(run))}
+        if run.train:   # the forward ends with its last output (the backward's outputs follow)
+            forward_outputs = run.tokens * len(run.layers)
+            summary["forward_cycles"] = self.timeline["outputs"][forward_outputs - 1] + 1
+        if self.options.timeline:   # per-command and per-output cycles, for model-vs-RTL studies
             summary["command_cycles"] = self.timeline["commands"]
             summary["output_cycles"] = self.timeline["outputs"]
         write_summary(summary, test="test_layer")
-        self.dut._log.info(f"{run.variant}, {len(run.layers)} layer(s): {self.cycles} cycles, model {model:.0f} "
-                           f"({100 * error:+.1f}%), "
-                           f"bit-exact {summary['bit_exact']}, links match {not wrong}")
+        predicted = "not modelled" if model is None else f"model {model:.0f} ({100 * error:+.1f}%)"
+        self.dut._log.info(f"{run.variant}, {len(run.layers)} layer(s){', training' if run.train else ''}: "
+                           f"{self.cycles} cycles, {predicted}, bit-exact {summary['bit_exact']}, "
+                           f"links match {not wrong}")
         assert not problems, "; ".join(problems)
 
 

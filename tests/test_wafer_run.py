@@ -23,8 +23,14 @@ def test_host_codec_round_trip():
     tok = HostCommand(HostOp.TOKEN, {"token": 5, "first": 1, "final": 1, "dedup": 1, "save": 0, "valid": [1] * 4,
                                      "experts": [1, 2, 3, 4], "gates": [9, 8, 7, 6]}, (0, 0))
     assert len(host.encode(tok)) == host.flits(HostOp.TOKEN) == 1 + host.route_flits + host.token_flits
-    with pytest.raises(ProtocolError, match="token flits"):
+    with pytest.raises(ProtocolError, match="TOKEN must carry 2 flits"):
         host.encode(HostCommand(HostOp.TOKEN, tok.args, (0,)))
+    backward = HostCommand(HostOp.TOKEN, {**tok.args, "backward": 1}, (0,) * 4)   # the output gradient, the token
+    assert len(host.encode(backward)) == host.command_flits(backward) == 1 + host.route_flits + 2 * host.token_flits
+    with pytest.raises(ProtocolError, match="TOKEN must carry 4 flits"):
+        host.encode(HostCommand(HostOp.TOKEN, backward.args, (0, 0)))
+    update = HostCommand(HostOp.UPDATE, {"group": 1, "chiplet": 3, "slot": 1, "local": 0, "addr": 4096})
+    assert host.decode_header(host.encode(update)[0].data).args == dict(update.args)
     with pytest.raises(ProtocolError, match="must fit"):
         host.encode(HostCommand(HostOp.TABLE, {"expert": 99}))
 
@@ -198,3 +204,67 @@ def test_drop_load_leaves_a_token_never_resident():
     assert predict_cycles(good) > 0
     with pytest.raises(ScheduleError, match="no earlier LOAD made resident"):
         predict_cycles(build_run(cfg, tokens=16, fault="drop-load"))
+
+
+@pytest.mark.parametrize("variant", ["baseline", "C"])
+@pytest.mark.parametrize("slots,layers", [(None, 1), (1, 2)])
+def test_training_program_dispatches_every_pair_backward_and_updates_every_trained_slot(variant, slots, layers):
+    """A training run: the forward program, a WAIT_COMBINED of every group, then per layer (the last first) the
+    backward TOKENs (output gradient and token, the record the forward saved) of every (token, expert) pair once,
+    and per round an UPDATE of every slot the round trained, after a WAIT_COMBINED; a LOAD into a slot that an
+    UPDATE left comes after that UPDATE's WAIT_LOADED. The golden backward chains the layers."""
+    from mozart.model import golden_backward
+    cfg = load_config("tiny")
+    run = build_run(cfg, variant=variant, tokens=64, seed=3, slots=slots, layers=layers, train=True)
+    proto = Protocol(cfg)
+    tokens = [i for i, c in enumerate(run.commands) if c.op is HostOp.TOKEN]
+    first_backward = next(i for i in tokens if run.commands[i].args["backward"])
+    last_forward = max(i for i in tokens if i < first_backward)
+    assert any(c.op is HostOp.WAIT_COMBINED and c.args["groups"] == [1] * cfg.groups
+               for c in run.commands[last_forward:first_backward]), "the phases are apart"
+    served = {}
+    updated, waiting = set(), set()
+    for cmd in run.commands[first_backward - 1:]:
+        a = cmd.args
+        if cmd.op is HostOp.TOKEN:
+            assert a["backward"] and not a["save"]
+            layer, t = divmod(a["save_index"], proto.step_tokens)
+            this = next(lay for lay in run.layers if lay.index == layer)
+            assert cmd.payload == tuple(proto.pack_token(this.grads[t]) + proto.pack_token(this.x[t]))
+            for j, v in enumerate(a["valid"]):
+                if v:
+                    served[(layer, t, j)] = served.get((layer, t, j), 0) + 1
+        elif cmd.op is HostOp.UPDATE:
+            updated.add((a["group"], a["chiplet"], a["slot"]))
+            waiting.add((a["group"], a["chiplet"], a["slot"]))
+        elif cmd.op is HostOp.WAIT_LOADED:
+            waiting.discard((a["group"], a["chiplet"], a["slot"]))
+        elif cmd.op is HostOp.LOAD:
+            assert (a["group"], a["chiplet"], a["slot"]) not in waiting, "a LOAD must wait for its slot's UPDATED"
+    pairs = {(lay.index, t, j) for lay in run.layers for t in range(run.tokens) for j in range(cfg.moe.top_k)}
+    assert served == {p: 1 for p in pairs}
+    assert not waiting and updated, "every UPDATE is waited for before the run ends"
+    assert len(run.expected) == run.outputs == 2 * layers * run.tokens
+    last = run.backward_layers[-1]   # the first layer: its output gradient is the next layer's input gradient
+    if layers > 1:
+        assert (last.grads == golden_backward.previous_layer_gradient(run.backward_layers[0].backward.dx,
+                                                                        cfg)).all()
+    replicas = sum(n for (a_, _), n in run.layers[0].link_backward.items() if a_ != proto.topology.root)
+    assert sum(len(p) for p in run.gate_grads().values()) == sum(
+        sum(n for (a_, _), n in lay.link_backward.items() if a_ != proto.topology.root) for lay in run.layers)
+    assert replicas > 0
+    images = run.final_images()
+    assert sum(map(len, images)) == layers * cfg.moe.experts * proto.image_words
+    changed = sum(w != dict(words_of(run, g)).get(a) for g in range(cfg.groups) for a, w in images[g].items())
+    assert changed > 0, "the update changes some weights"
+
+
+def words_of(run, group: int):
+    """The group's preloaded DRAM words, ``(address, word)``."""
+    return [(base + i, w) for base, words in run.dram[group] for i, w in enumerate(words)]
+
+
+def test_training_run_longer_than_a_step_is_rejected():
+    cfg = load_config("tiny")
+    with pytest.raises(ConfigError, match="tokens must be at most a training step's 256"):
+        build_run(cfg, tokens=512, train=True)

@@ -42,6 +42,9 @@ def add_wafer_arguments(parser) -> None:
     options.add_argument("--idle", type=float, default=None, metavar="P", help="host input idle probability (0)")
     options.add_argument("--backpressure", type=float, default=None, metavar="P",
                          help="host output backpressure probability (0)")
+    options.add_argument("--train", action="store_true", default=None,
+                         help="one training step: forward through the layers, backward through them in reverse, "
+                         "the weight updates and write-backs, all checked bit-exact")
     options.add_argument("--plot", default=None, metavar="FILE.png",
                          help="write the RTL's and the model's cycle breakdown of every run as a bar chart")
     options.add_argument("--compare", action="store_true",
@@ -50,7 +53,7 @@ def add_wafer_arguments(parser) -> None:
 
 
 _LAYER_OPTIONS = ("placement", "trace", "tokens", "layer", "layers", "attention", "slots", "skew", "idle",
-                  "backpressure")
+                  "backpressure", "train")
 
 
 def run_wafer(args, cfg) -> int:
