@@ -190,7 +190,7 @@ class HardwareConfig(_Section):
     ``reduction_entries``  tokens a switch can reduce at once (its reduction table).
     ``max_burst_flits``    payload flits of the longest memory or weight packet (a DRAM burst).
     ``token_slots``        activation-buffer entries of an expert chiplet (tokens it holds at once).
-    ``root_queue_packets`` maximum-length dispatches the root's queue in front of each group's link holds.
+    ``root_queue_packets`` maximum-length (forward) dispatches the root's queue in front of each group's link holds.
     ``issue_window``       TOKEN commands the root holds at once: it dispatches the oldest whose experts are all
                            resident, so a token whose weights are in goes ahead of one that waits (1: in order).
     """

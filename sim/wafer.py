@@ -127,17 +127,14 @@ def format_layer(cfg, r: LayerResult) -> str:
     if s.get("train"):
         lines.append(f"training step: input gradients in the outputs above; weight images after the updates "
                      f"({s['image_words']} words) and {s['gate_grads']} GATE_GRAD packets equal the golden "
-                     f"backward's: {'yes' if s['trained_exact'] else 'NO'}; cycles forward {s['forward_cycles']}, "
-                     f"backward {s['cycles'] - s['forward_cycles']}")
+                     f"backward's: {'yes' if s['trained_exact'] else 'NO'}; RTL cycles forward {s['forward_cycles']}, "
+                     f"backward {s['cycles'] - s['forward_cycles']}; model (the event engine alone) forward "
+                     f"{s['model_forward_cycles']:.0f}, backward {s['model_cycles'] - s['model_forward_cycles']:.0f}")
     lines.append(f"DISPATCH packets on every link equal the model's: {'yes' if s['links_match'] else 'NO'}")
     lines.append(f"replicas per token (C_T): root links {s['replicas_root_per_token']:.3f}, chiplet links "
                  f"{s['replicas_chiplet_per_token']:.3f}")
-    if s.get("model_cycles") is None:
-        lines.append(f"cycles: RTL {s['cycles']}, model: not modelled (the performance model replays forward host "
-                     f"programs only)")
-    else:
-        lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])}; "
-                     f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})")
+    lines.append(f"cycles: RTL {s['cycles']}, model {s['model_cycles']:.0f} (error {_pct(s['model_error'])}; "
+                 f"the event engine alone {s.get('model_cycles_engine', float('nan')):.0f})")
     lines.append("DISPATCH packets per link (RTL):")
     links = sorted((k, v) for k, v in s["dispatches"].items() if v)
     width = max((len(k) for k, _ in links), default=0)
@@ -165,12 +162,11 @@ def format_compare(results: list[LayerResult]) -> str:
             lines.append(f"{r.variant:9s} (failed: {', '.join(r.cosim.failed_tests) or 'no summary'})")
             continue
         rtl_speed = base.cycles / r.cycles
-        if s.get("model_cycles") is None:   # a training step: not modelled yet; the forward/backward split instead
-            model, error, model_speed = f"{'-':>13s}", "-", f"{'-':>12s} "
-            split = f"  forward {s['forward_cycles']} + backward {s['cycles'] - s['forward_cycles']}"
-        else:
-            model, error = f"{s['model_cycles']:13.0f}", _pct(s['model_error'])
-            model_speed, split = f"{base.model_cycles / r.model_cycles:13.2f}x", ""
+        model, error = f"{s['model_cycles']:13.0f}", _pct(s['model_error'])
+        model_speed, split = f"{base.model_cycles / r.model_cycles:13.2f}x", ""
+        if s.get("train"):   # the step's forward/backward split, RTL | model
+            split = (f"  fwd/bwd RTL {s['forward_cycles']}/{s['cycles'] - s['forward_cycles']}, model "
+                     f"{s['model_forward_cycles']:.0f}/{s['model_cycles'] - s['model_forward_cycles']:.0f}")
         lines.append(f"{r.variant:9s} {s['placement']:15s} {s['cycles']:10d} {model} "
                      f"{error:>7s} {rtl_speed:11.2f}x {model_speed} "
                      f"{s['replicas_root_per_token']:9.3f}  {'yes' if r.ok else 'NO ':3s} {_paper_speedups(r.variant)}"

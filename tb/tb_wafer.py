@@ -332,7 +332,7 @@ class WaferBench:
         return problems
 
     def check(self, links: LinkActivity) -> None:
-        from mozart.model.perf.rtl import predict_breakdown, predict_cycles  # noqa: PLC0415 (only needed here)
+        from mozart.model.perf.rtl import predict_breakdown, predict_cycles, predict_training  # noqa: PLC0415
 
         dut, run, topo = self.dut, self.run, self.proto.topology
         wrong_outputs, wrong_saves, wrong_training = self.output_problems(), self.saved_problems(), \
@@ -352,13 +352,13 @@ class WaferBench:
             problems.append("not drained: the root is still busy after the last output")
         if int(dut.errors.value):
             problems.append(f"{int(dut.errors.value)} unexpected packets or bad memory requests")
-        # the performance model replays forward host programs only (a training step: not predicted yet)
-        model = None if run.train else predict_cycles(run)
-        engine = None if run.train else predict_cycles(run, in_order=False)
-        error = None if run.train else (self.cycles - model) / model
-        summary = {"cycles": self.cycles, "model_cycles": model and round(model, 1),
-                   "model_error": error if error is None else round(error, 4),
-                   "model_cycles_engine": engine and round(engine, 1), "train": run.train,
+        # a training step: the event engine alone (the in-order replay reads forward host programs only)
+        model_forward, model = predict_training(run) if run.train else (None, predict_cycles(run))
+        engine = model if run.train else predict_cycles(run, in_order=False)
+        error = (self.cycles - model) / model
+        summary = {"cycles": self.cycles, "model_cycles": round(model, 1), "model_error": round(error, 4),
+                   "model_cycles_engine": round(engine, 1), "train": run.train,
+                   "model_forward_cycles": model_forward and round(model_forward, 1),
                    "trained_exact": not wrong_training, "image_words": sum(len(words) for words in self.images),
                    "gate_grads": sum(len(p) for p in self.gate_grads.values()),
                    "tokens": run.tokens, "layers": len(run.layers), "attention_steps": len(run.attention),
@@ -380,7 +380,7 @@ class WaferBench:
             summary["command_cycles"] = self.timeline["commands"]
             summary["output_cycles"] = self.timeline["outputs"]
         write_summary(summary, test="test_layer")
-        predicted = "not modelled" if model is None else f"model {model:.0f} ({100 * error:+.1f}%)"
+        predicted = f"model {model:.0f} ({100 * error:+.1f}%)"
         self.dut._log.info(f"{run.variant}, {len(run.layers)} layer(s){', training' if run.train else ''}: "
                            f"{self.cycles} cycles, {predicted}, bit-exact {summary['bit_exact']}, "
                            f"links match {not wrong}")

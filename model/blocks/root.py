@@ -35,7 +35,10 @@ class RootContract:
     def __init__(self, cfg):
         self.cfg = cfg
         self.host = HostInterface(cfg)
-        self.queue = LinkFifoContract(cfg.hardware.root_queue_packets * self.host.proto.max_dispatch_flits + 1)
+        # sized in maximum-length forward dispatches (a backward one, a token longer, streams through the same
+        # queue): the forward's timing, which every measurement so far rests on, does not move with training
+        forward = self.host.proto.dispatch_flits(cfg.tree.chiplets_per_group) - 1
+        self.queue = LinkFifoContract(cfg.hardware.root_queue_packets * forward + 1)
         self.window = cfg.hardware.issue_window
         chiplets = cfg.groups * cfg.chiplets_per_group
         self.slots = chiplets * cfg.hardware.sram_slots

@@ -11,28 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
+from ..blocks.chiplet import BackwardGeometry
 from .inorder import InOrderTiming
 from .timing import HardwareTiming
 
-__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles", "predict_breakdown"]
+__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles", "predict_breakdown", "predict_training"]
 
 
 @dataclass(frozen=True)
 class RtlTiming(HardwareTiming):
     """:meth:`HardwareTiming.scaled` with the chiplet's RTL formula for its compute time: a token selecting
     ``n`` local experts takes ``n * cycles_per_expert`` cycles (:class:`~mozart.model.blocks.ChipletContract`), so
-    a dispatch of ``pairs`` pairs takes ``pairs * cycles_per_expert``."""
+    a dispatch of ``pairs`` pairs takes ``pairs * cycles_per_expert``; backward, ``pairs * backward_cycles_per_job``
+    (:class:`~mozart.model.blocks.chiplet.BackwardGeometry`: twice the MACs on the same lanes)."""
 
     cycles_per_expert: int = 1
+    backward_cycles_per_job: int = 2
     #: The host's attention stand-in (:func:`~mozart.model.perf.regime.host_attention_cycles_per_token`); 0: none.
     host_attention_cycles_per_token: float = 0.0
 
-    def chiplet_cycles(self, pairs, tokens, experts, macs_per_pair, expert_weight_bytes) -> float:
-        return pairs * self.cycles_per_expert
+    def chiplet_cycles(self, pairs, tokens, experts, macs_per_pair, expert_weight_bytes, backward=False) -> float:
+        return pairs * (self.backward_cycles_per_job if backward else self.cycles_per_expert)
 
     def attention_cycles(self, tokens: int, workload, backward: bool) -> float:
-        """The host's stand-in for attention: a whole number of cycles per micro-batch, as the host waits."""
-        return float(round(tokens * self.host_attention_cycles_per_token))
+        """The host's stand-in for attention: a whole number of cycles per micro-batch, as the host waits; none in
+        the backward pass (the co-simulation's host sends the backward tokens at once)."""
+        return 0.0 if backward else float(round(tokens * self.host_attention_cycles_per_token))
 
 
 def rtl_timing(cfg, *, host_attention_cycles_per_token: float = 0.0) -> RtlTiming:
@@ -55,7 +59,8 @@ def rtl_timing(cfg, *, host_attention_cycles_per_token: float = 0.0) -> RtlTimin
         dram_latency_cycles=float(memctrl.dram.miss_latency),
         dram_bytes_per_cycle=memctrl.peak_words_per_cycle * cfg.dram.word_bits / 8 * memctrl.load_efficiency,
         token_overhead_cycles=0.0,
-    ), cycles_per_expert=chiplet.cycles_per_expert, host_attention_cycles_per_token=host_attention_cycles_per_token)
+    ), cycles_per_expert=chiplet.cycles_per_expert, backward_cycles_per_job=BackwardGeometry(cfg).cycles_per_job,
+        host_attention_cycles_per_token=host_attention_cycles_per_token)
 
 
 def in_order_timing(cfg) -> InOrderTiming:
@@ -90,8 +95,8 @@ def predict_cycles(run, *, in_order: bool = True) -> float:
     beat for the reasons the other leaves out. False: the engine alone."""
     from .inorder import in_order_cycles  # noqa: PLC0415
 
-    engine, load_times = _run_engine(run, record=in_order)
-    if not in_order:
+    engine, load_times, _ = _run_engine(run, record=in_order)
+    if not in_order or run.train:   # the replay reads forward host programs only
         return engine.end
     tables = [layer.expert_to_chiplet for layer in run.layers]
     replay = in_order_cycles(run.cfg, run.commands, tables, load_times, in_order_timing(run.cfg), run.attention)
@@ -102,12 +107,13 @@ def predict_breakdown(run):
     """The event engine's breakdown of ``run`` (:func:`mozart.model.perf.breakdown.breakdown`: busy and exposed
     cycles per category), next to which the co-simulation puts the RTL's activity record."""
     from .breakdown import breakdown  # noqa: PLC0415
-    engine, _ = _run_engine(run, record=True)
+    engine, _, _ = _run_engine(run, record=True)
     return breakdown(engine.records, engine.end)
 
 
 def _run_engine(run, record: bool):
-    """The event engine over ``run``'s layers, and the (ready, done) of every load per (chiplet, slot)."""
+    """The event engine over ``run``'s layers (training: then their backward phases, the last layer first), the
+    (ready, done) of every forward load per (chiplet, slot), and the engine's time at the forward's end."""
     from ..schedule import Load  # noqa: PLC0415
     from .engine import Engine  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
@@ -124,4 +130,16 @@ def _run_engine(run, record: bool):
         engine.run(schedule, "forward", layer.experts)
         for c in schedule.of_kind(Load, "forward") if record else ():   # ids restart with every layer
             load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
-    return engine, load_times
+    forward_end = engine.end
+    for layer in run.backward_layers:
+        engine.run(layer.schedule, "backward", layer.experts)
+    return engine, load_times, forward_end
+
+
+def predict_training(run) -> tuple[float, float]:
+    """A training run's (forward, whole step) cycles from the event engine alone on :func:`rtl_timing`: the
+    layers' forward phases, then their backward phases in reverse (the chiplet's backward jobs at
+    ``BackwardGeometry.cycles_per_job``, the restore reads and the write-backs as the engine streams them, no
+    attention in the backward). Not the in-order replay: it reads forward host programs only."""
+    engine, _, forward_end = _run_engine(run, record=False)
+    return forward_end, engine.end

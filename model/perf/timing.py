@@ -59,7 +59,7 @@ expert_arrays, root_arrays : SystolicArrays or None
 
 Methods
 -------
-chiplet_cycles(pairs, tokens, experts, macs_per_pair, expert_weight_bytes)
+chiplet_cycles(pairs, tokens, experts, macs_per_pair, expert_weight_bytes, backward=False)
     The chiplet's cycles per dispatch (the cycles-per-token formula): ``max(pairs * macs_per_pair /
     chiplet_macs_per_cycle, experts * expert_weight_bytes / sram_bytes_per_cycle) + tokens *
     token_overhead_cycles``. A subclass may replace it with an RTL block's measured formula.
@@ -128,10 +128,10 @@ class HardwareTiming:
         return self.flit_bytes * (1 + math.ceil(payload_bytes / self.flit_bytes))
 
     def chiplet_cycles(self, pairs: float, tokens: float, experts: int, macs_per_pair: float,
-                       expert_weight_bytes: float) -> float:
+                       expert_weight_bytes: float, backward: bool = False) -> float:
         """Cycles a chiplet takes for one dispatch: ``pairs`` (token, expert) computations of ``tokens`` tokens
         on ``experts`` resident experts. MAC-bound or bound by reading each expert's weights from SRAM once,
-        plus a fixed cost per token."""
+        plus a fixed cost per token (``macs_per_pair`` already says which pass it is)."""
         macs = pairs * macs_per_pair / self.chiplet_macs_per_cycle
         sram = experts * expert_weight_bytes / self.sram_bytes_per_cycle
         return max(macs, sram) + tokens * self.token_overhead_cycles
@@ -142,7 +142,7 @@ class HardwareTiming:
         weight_bytes = workload.expert_weight_elements * self.weight_bytes
         if self.expert_arrays is None:
             return self.chiplet_cycles(pairs, tokens, len(expert_tokens), workload.expert_macs_per_pair(backward),
-                                       weight_bytes)
+                                       weight_bytes, backward)
         systolic = sum(_expert_cycles(self.expert_arrays, int(t), workload.d_model, workload.d_ff,
                                       workload.expert_matrices, backward) for t in expert_tokens)
         sram = len(expert_tokens) * weight_bytes / self.sram_bytes_per_cycle
