@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -136,6 +137,18 @@ class ChipletOutput(wiring.Component):
         m.d.comb += [self.o.valid.eq(1), self.o.payload.first.eq(1), header.kind.eq(kind), header.dst.eq(dst),
                      header.src.eq(self._node), header.tag.eq(tag), header.length.eq(length)]
 
+    @contextmanager
+    def _payload(self, m, flits, sent, count: int):
+        """A one-packet vector's payload: flit ``sent`` of ``count``, one per cycle while ``o.ready``; the body runs
+        in the cycle the last flit is taken (take the vector there), and the output goes back to IDLE."""
+        last = sent == count - 1
+        m.d.comb += [self.o.valid.eq(1), self.o.payload.last.eq(last), self.o.payload.data.eq(flits[sent])]
+        with m.If(self.o.ready):
+            m.d.sync += sent.eq(sent + 1)
+            with m.If(last):
+                m.next = "IDLE"
+                yield
+
     def _combine(self, m, header, sent, combine_grad):
         """States COMB_HDR and COMB_DATA: the partial (``combine_grad``: the input-gradient partial) as one
         COMBINE packet."""
@@ -149,13 +162,8 @@ class ChipletOutput(wiring.Component):
             with m.If(self.o.ready):
                 m.next = "COMB_DATA"
         with m.State("COMB_DATA"):
-            last = sent == proto.partial_flits - 1
-            m.d.comb += [self.o.valid.eq(1), self.o.payload.last.eq(last), self.o.payload.data.eq(flits[sent])]
-            with m.If(self.o.ready):
-                m.d.sync += sent.eq(sent + 1)
-                with m.If(last):
-                    m.d.comb += [self.partial.ready.eq(~combine_grad), self.grad_partial.ready.eq(combine_grad)]
-                    m.next = "IDLE"
+            with self._payload(m, flits, sent, proto.partial_flits):
+                m.d.comb += [self.partial.ready.eq(~combine_grad), self.grad_partial.ready.eq(combine_grad)]
 
     def _gate_grads(self, m, header, sent):
         """States GATE_HDR and GATE_DATA: a backward token's gate gradients as one GATE_GRAD packet."""
@@ -167,13 +175,8 @@ class ChipletOutput(wiring.Component):
             with m.If(self.o.ready):
                 m.next = "GATE_DATA"
         with m.State("GATE_DATA"):
-            last = sent == proto.gate_grad_flits - 1
-            m.d.comb += [self.o.valid.eq(1), self.o.payload.last.eq(last), self.o.payload.data.eq(flits[sent])]
-            with m.If(self.o.ready):
-                m.d.sync += sent.eq(sent + 1)
-                with m.If(last):
-                    m.d.comb += self.gate_grads.ready.eq(1)
-                    m.next = "IDLE"
+            with self._payload(m, flits, sent, proto.gate_grad_flits):
+                m.d.comb += self.gate_grads.ready.eq(1)
 
     def _save(self, m, header, sent, burst_index):
         """States SAVE_HDR and SAVE_DATA: the hidden vector as MEM_WRITE packets of at most ``max_burst_flits``."""

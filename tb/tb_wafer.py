@@ -286,13 +286,7 @@ class WaferBench:
     def training_problems(self) -> list[str]:
         """A training step: every group's weight images after the updates (:meth:`WaferRun.final_images`) and the
         gate gradients on ``grads_out`` (:meth:`WaferRun.gate_grads`, per chiplet, as multisets)."""
-        problems = []
-        for g, (expected, got) in enumerate(zip(self.images, self.images_read)):
-            bad = [(a, expected[a], w) for a, w in zip(sorted(expected), got) if w != expected[a]]
-            if bad:
-                a, want, w = bad[0]
-                problems.append(f"weight images: {len(bad)} of {len(expected)} words of group {g}'s DRAM differ "
-                                f"from the golden update; first: word {a} expected {want:#x} got {w:#x}")
+        problems = _dram_problems("weight images", "the golden update", self.images, self.images_read)
         if not self.run.train:
             return problems
         want = {node: sorted(map(repr, packets)) for node, packets in self.run.gate_grads().items()}
@@ -322,14 +316,7 @@ class WaferBench:
 
     def saved_problems(self) -> list[str]:
         """The saved activations in every group's DRAM against the model's (:meth:`WaferRun.saved_activations`)."""
-        problems = []
-        for g, (expected, got) in enumerate(zip(self.saved, self.saved_read)):
-            bad = [(a, expected[a], w) for a, w in zip(sorted(expected), got) if w != expected[a]]
-            if bad:
-                a, want, w = bad[0]
-                problems.append(f"saved activations: {len(bad)} of {len(expected)} words of group {g}'s DRAM differ "
-                                f"from the model's; first: word {a} expected {want:#x} got {w:#x}")
-        return problems
+        return _dram_problems("saved activations", "the model's", self.saved, self.saved_read)
 
     def check(self, links: LinkActivity) -> None:
         from mozart.model.perf.rtl import predict_breakdown, predict_cycles, predict_training  # noqa: PLC0415
@@ -394,6 +381,18 @@ class WaferBench:
         commands = await self.read_back(dut.command_stamp_addr, dut.command_stamp, len(self.program))
         outputs = await self.read_back(dut.output_stamp_addr, dut.output_stamp, int(dut.output_frames.value))
         return {"commands": [c - first for c in commands], "outputs": [c - first for c in outputs]}
+
+
+def _dram_problems(what: str, whose: str, expected: list[dict[int, int]], got: list[list[int]]) -> list[str]:
+    """Per group, the words read back (``got[g]``, at the sorted addresses of ``expected[g]``) against them."""
+    problems = []
+    for g, (want, read) in enumerate(zip(expected, got)):
+        bad = [(a, want[a], w) for a, w in zip(sorted(want), read) if w != want[a]]
+        if bad:
+            a, word, w = bad[0]
+            problems.append(f"{what}: {len(bad)} of {len(want)} words of group {g}'s DRAM differ from {whose}; "
+                            f"first: word {a} expected {word:#x} got {w:#x}")
+    return problems
 
 
 def _activity_of(breakdown) -> dict:

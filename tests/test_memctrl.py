@@ -12,6 +12,7 @@ from mozart.hw.pysim import chance, flit_of, put_flits, stream_get
 from mozart.model.config import load_config, override
 from mozart.model.protocol import COUNTER_BITS, Flit, MemError, PacketKind, Protocol
 from mozart.model.memctrl_reference import MemoryReference, RequestGenerator
+from memctrl_sim import fill_memory, packets_of, read_memory, run_testbenches
 
 TINY = load_config("tiny")
 CONFIGS = {
@@ -55,12 +56,7 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
             out.append(flit_of(await stream_get(ctx, dut.port_out, stall=stalled)))
 
     async def bench(ctx):
-        for addr, word in enumerate(contents or []):
-            ctx.set(dut.backdoor.addr, addr)
-            ctx.set(dut.backdoor.wdata, word)
-            ctx.set(dut.backdoor.we, 1)
-            await ctx.tick()
-        ctx.set(dut.backdoor.we, 0)
+        await fill_memory(ctx, dut, contents)
         clock["filled"] = True
         limit = 2000 + 60 * len(flits) + 40 * sum(len(p.payload) + 1 for p in expected)
         quiet = 0
@@ -74,27 +70,10 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
                 break
         result["cycles"] = clock["cycle"]
         result["errors"] = ctx.get(dut.errors)
-        memory = []
-        for addr in range(cfg.dram.words):
-            ctx.set(dut.backdoor.addr, addr)
-            await ctx.tick()
-            memory.append(ctx.get(dut.backdoor.rdata))
-        result["memory"] = memory
+        result["memory"] = await read_memory(ctx, dut, cfg.dram.words)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(driver, background=True)
-    sim.add_testbench(collector, background=True)
-    sim.add_testbench(bench)
-    sim.run()
-    # reassemble packets and compare with the reference, in order
-    packets, current = [], []
-    for f in out:
-        current.append(f)
-        if f.last:
-            packets.append(proto.decode(current))
-            current = []
-    assert not current, f"port_out must end on a packet boundary, not inside a packet of {len(current)} flits"
+    run_testbenches(dut, driver, collector, bench)
+    packets = packets_of(out, proto)   # compared with the reference, in order
     for i, (e, g) in enumerate(zip(expected, packets)):
         assert g == e, f"response {i} must be {e}, not {g}"
     assert len(packets) == len(expected), (f"the controller must send {len(expected)} packets (nothing lost or "

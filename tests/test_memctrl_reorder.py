@@ -16,6 +16,7 @@ from mozart.hw.pysim import chance, flit_of, put_flits, stream_get
 from mozart.model.config import load_config, override
 from mozart.model.memctrl_reference import MemoryReference, RequestGenerator
 from mozart.model.protocol import COUNTER_BITS, Flit, Protocol
+from memctrl_sim import fill_memory, packets_of, read_memory, run_testbenches
 from mozart.tb.scoreboard import Scoreboard
 
 TINY = load_config("tiny")
@@ -58,12 +59,7 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
             out.append(flit_of(await stream_get(ctx, dut.port_out, stall=chance(rng, backpressure))))
 
     async def bench(ctx):
-        for addr, word in enumerate(contents or []):
-            ctx.set(dut.backdoor.addr, addr)
-            ctx.set(dut.backdoor.wdata, word)
-            ctx.set(dut.backdoor.we, 1)
-            await ctx.tick()
-        ctx.set(dut.backdoor.we, 0)
+        await fill_memory(ctx, dut, contents)
         result["filled"] = True
         quiet, seen = 0, 0
         for cycle in range(3000 + 80 * len(flits)):
@@ -75,25 +71,10 @@ def simulate(cfg, requests, *, seed=0, idle=0.0, backpressure=0.0, contents=None
             if quiet > 100:
                 break
         result["errors"] = ctx.get(dut.errors)
-        result["memory"] = []
-        for addr in range(cfg.dram.words):
-            ctx.set(dut.backdoor.addr, addr)
-            await ctx.tick()
-            result["memory"].append(ctx.get(dut.backdoor.rdata))
+        result["memory"] = await read_memory(ctx, dut, cfg.dram.words)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(driver, background=True)
-    sim.add_testbench(collector, background=True)
-    sim.add_testbench(bench)
-    sim.run()
-    packets, current = [], []
-    for f in out:
-        current.append(f)
-        if f.last:
-            packets.append(proto.decode(current))
-            current = []
-    assert not current, f"port_out must end on a packet boundary, not inside a packet of {len(current)} flits"
+    run_testbenches(dut, driver, collector, bench)
+    packets = packets_of(out, proto)
     for packet in packets:
         board.observe("port_out", packet)   # exact, and in order within its source
     board.check_drained()                   # nothing lost (and nothing extra: every packet matched)
