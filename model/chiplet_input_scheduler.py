@@ -26,10 +26,11 @@ from .chiplet_memory import ChipletMemory
 from .chiplet_program import Barrier, ChipletProgram
 from .protocol import Packet, PacketKind
 
-__all__ = ["InputScheduler"]
+__all__ = ["InputScheduler", "is_backward_dispatch"]
 
 
 def is_backward_dispatch(packet: Packet) -> bool:
+    """A DISPATCH of a token's backward (it takes one unit of the backward credit until its GATE_GRAD is out)."""
     return packet.kind is PacketKind.DISPATCH and bool(packet.meta.get("backward", 0))
 
 
