@@ -10,7 +10,8 @@ Streams (``amaranth.lib.stream`` interfaces), in the style of Glasgow's ``stream
 - :func:`chance` turns a seeded generator and a probability into the per-cycle coin the others take.
 
 And :func:`run_pysim`: an :class:`~mozart.hw.chiplet.ExpertChiplet` on a :class:`ChipletProgram`, counting cycles
-and MAC-active cycles.
+and MAC-active cycles, with the model's memory and input scheduler (:mod:`mozart.model.chiplet_memory`,
+:mod:`mozart.model.chiplet_input_scheduler`) behind and in front of it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.sim import Simulator
 
-from mozart.model.chiplet_program import Barrier, ChipletProgram
-from mozart.model.protocol import Flit, Packet, PacketKind, Protocol
+from mozart.model.chiplet_input_scheduler import InputScheduler
+from mozart.model.chiplet_memory import DEFAULT_LATENCY, ChipletMemory
+from mozart.model.chiplet_program import ChipletProgram
+from mozart.model.protocol import Flit, Packet, Protocol
 
 __all__ = ["chance", "never", "flit_payload", "flit_of", "stream_put", "stream_get", "put_flits", "get_packet",
            "PysimResult", "run_pysim"]
@@ -115,46 +118,18 @@ class PysimResult:
     timed_out: bool = False
 
 
-class _Memory:
-    """The group DRAM and switch behind a chiplet, at transaction level: it keeps what MEM_WRITEs wrote, answers a
-    MEM_READ with MEM_DATA and a MEM_WRITE with ``ack=1`` with MEM_ACK, each ``latency`` cycles after the request
-    left the chiplet, in request order (one source, as the memory controller serves it)."""
-
-    def __init__(self, proto: Protocol, latency: int):
-        self.proto, self.latency = proto, latency
-        self.words: dict[int, int] = {}
-        self.answers: list[tuple[int, Packet]] = []   # (cycle due, packet)
-
-    def request(self, cycle: int, pkt: Packet) -> None:
-        proto, word_bits = self.proto, self.proto.cfg.dram.word_bits
-        per, addr, words = proto.words_per_flit, pkt.meta.get("addr", 0), pkt.meta.get("words", 0)
-        if pkt.kind is PacketKind.MEM_WRITE:
-            for i in range(words):
-                self.words[addr + i] = (pkt.payload[i // per] >> (i % per * word_bits)) & ((1 << word_bits) - 1)
-            if pkt.meta["ack"]:
-                self._answer(cycle, PacketKind.MEM_ACK, pkt, ())
-        elif pkt.kind is PacketKind.MEM_READ:
-            values = [self.words.get(addr + i, 0) for i in range(words)]
-            self._answer(cycle, PacketKind.MEM_DATA, pkt, [sum(v << (j * word_bits) for j, v in
-                                                               enumerate(values[i:i + per]))
-                                                           for i in range(0, words, per)])
-
-    def _answer(self, cycle, kind, pkt, payload) -> None:
-        self.answers.append((cycle + self.latency, Packet(kind, pkt.src, pkt.dst, pkt.tag,
-                                                          {"addr": pkt.meta["addr"], "words": pkt.meta["words"]},
-                                                          tuple(payload))))
-
-
 def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
-              max_cycles: int = 200_000, quiet_cycles: int = 200, memory_latency: int = 8) -> PysimResult:
+              max_cycles: int = 200_000, quiet_cycles: int = 200, memory_latency: int = DEFAULT_LATENCY
+              ) -> PysimResult:
     """Simulate ``dut`` on ``program.inputs`` (input idle cycles and output backpressure seeded by ``seed``);
     stop ``quiet_cycles`` after the input is drained and the output has been silent (or at ``max_cycles``:
     ``timed_out``).
 
-    Behind the chiplet sits a :class:`_Memory`: its answers go in between the program's packets, as the switch
-    would merge them. The driver keeps the program's :class:`~mozart.model.chiplet_program.Barrier` s and the
-    root's backward credit (a backward DISPATCH waits while ``program.token_slots`` backward tokens have no
-    GATE_GRAD out yet).
+    Behind the chiplet sits a :class:`~mozart.model.chiplet_memory.ChipletMemory` (answers after
+    ``memory_latency`` cycles), and an :class:`~mozart.model.chiplet_input_scheduler.InputScheduler` picks each
+    next input packet: due memory answers first, then the program's packets under its
+    :class:`~mozart.model.chiplet_program.Barrier` s and the root's backward credit. The cocotb testbench
+    ``mozart.tb.tb_chiplet`` uses the same two.
 
     The output side is a per-cycle loop rather than :func:`get_packet` because it also counts the cycles on which
     the MAC lanes work."""
@@ -163,31 +138,21 @@ def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: 
     stall_coin = chance(np.random.default_rng([seed, 1]), backpressure)
     res = PysimResult([], 0, 0)
     input_drained = []
-    memory = _Memory(proto, memory_latency)
-    clock = {"cycle": 0, "backward": 0}   # the monitor's cycle; backward tokens without their GATE_GRAD
-
-    def sendable(item) -> bool:
-        if isinstance(item, Barrier):
-            return sum(item.kind is None or p.kind is item.kind for p in res.outputs) >= item.outputs
-        backward = item.kind is PacketKind.DISPATCH and item.meta.get("backward", 0)
-        return not backward or clock["backward"] < program.token_slots
+    memory = ChipletMemory(proto, memory_latency)
+    scheduler = InputScheduler(program, memory)
+    clock = {"cycle": 0}   # the monitor's cycle
 
     async def driver(ctx):
-        pending = list(program.inputs)
-        while pending or memory.answers:
-            if memory.answers and memory.answers[0][0] <= clock["cycle"]:
-                await put_flits(ctx, dut.port_in, proto.encode(memory.answers.pop(0)[1]), idle=idle_coin)
-            elif pending and sendable(pending[0]):
-                item = pending.pop(0)
-                if isinstance(item, Packet):
-                    clock["backward"] += item.kind is PacketKind.DISPATCH and item.meta.get("backward", 0)
-                    await put_flits(ctx, dut.port_in, proto.encode(item), idle=idle_coin)
+        while True:
+            packet = scheduler.next_input(clock["cycle"])
+            if packet is not None:
+                await put_flits(ctx, dut.port_in, proto.encode(packet), idle=idle_coin)
+            elif scheduler.drained:
+                input_drained.append(True)
+                while not memory.pending:   # the last packets out may still ask the memory something
+                    await ctx.tick()
             else:
                 await ctx.tick()
-            if not pending and not memory.answers:
-                input_drained.append(True)
-                while not memory.answers:   # the last packets out may still ask the memory something
-                    await ctx.tick()
 
     async def monitor(ctx):
         cycle, quiet = 0, 0
@@ -208,8 +173,7 @@ def run_pysim(dut, program: ChipletProgram, *, idle: float = 0.0, backpressure: 
                 res.cycles = cycle + 1
                 if current[-1].last:
                     res.outputs.append(proto.decode(current))
-                    memory.request(cycle, res.outputs[-1])
-                    clock["backward"] -= res.outputs[-1].kind is PacketKind.GATE_GRAD
+                    scheduler.observe(cycle, res.outputs[-1])
                     current = []
             else:
                 quiet += 1

@@ -15,7 +15,9 @@ weights resident at the time; the gradients add up per slot, and an UPDATE expec
 write-back and the UPDATED report (``"WRITEBACK"``). Such a program needs a memory behind the chiplet (the
 restore reads what the saves wrote) and the root's promises (``docs/protocol.md``, "The backward pass"), which
 the program marks: :class:`Barrier` (wait until every output expected so far is out) and the backward credit
-(at most ``token_slots`` backward tokens in flight); :func:`mozart.hw.pysim.run_pysim` keeps both.
+(at most ``token_slots`` backward tokens in flight). :class:`~mozart.model.chiplet_input_scheduler.InputScheduler`
+keeps both, with a :class:`~mozart.model.chiplet_memory.ChipletMemory` behind the chiplet; the amaranth.sim driver
+(:func:`mozart.hw.pysim.run_pysim`) and the cocotb testbench (``mozart.tb.tb_chiplet``) share them.
 """
 
 from __future__ import annotations
