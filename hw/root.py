@@ -11,6 +11,7 @@ from mozart.model.protocol import COUNTER_BITS
 
 from .protocol import link_signature
 from .root_combine import RootCombineTracker
+from .root_credit import RootBackwardCredit
 from .root_interfaces import loaded_layout
 from .root_dispatcher import RootDispatcher
 from .root_emitter import RootGroupEmitter
@@ -97,6 +98,7 @@ class Root(wiring.Component):
             "host_out": Out(link_signature(cfg)),
             "down": Out(link_signature(cfg)).array(cfg.groups),
             "up": In(link_signature(cfg)).array(cfg.groups),
+            "grads_out": Out(link_signature(cfg)),
             "busy": Out(1),
             "errors": Out(COUNTER_BITS),
         })
@@ -110,6 +112,7 @@ class Root(wiring.Component):
         m.submodules.receiver = receiver = RootReceiver(contract)
         m.submodules.combine = combine = RootCombineTracker(contract)
         m.submodules.output = output = RootOutputStreamer(contract)
+        m.submodules.credit = credit = RootBackwardCredit(contract)
         emitters = [RootGroupEmitter(contract, g) for g in range(self.cfg.groups)]
 
         wiring.connect(m, wiring.flipped(self.host_in), sequencer.host_in)
@@ -123,6 +126,10 @@ class Root(wiring.Component):
         wiring.connect(m, dispatcher.issued, combine.issued)
         wiring.connect(m, receiver.results, combine.results)
         wiring.connect(m, receiver.loaded, sequencer.loaded)
+        wiring.connect(m, window.spend, credit.spent)
+        wiring.connect(m, receiver.answered, credit.answered)
+        wiring.connect(m, receiver.grads_out, wiring.flipped(self.grads_out))
+        m.d.comb += window.credit.eq(credit.in_flight)
         m.d.comb += [window.loaded.valid.eq(receiver.loaded.valid),
                      window.loaded.payload.eq(loaded_layout(contract)(receiver.loaded.payload).resident)]
         wiring.connect(m, output.release, combine.release)
@@ -143,5 +150,5 @@ class Root(wiring.Component):
             m.d.sync += errors.eq(errors + 1)
         m.d.comb += [self.errors.eq(errors),
                      self.busy.eq(~sequencer.idle | ~window.empty | ~emitters_idle.all() | ~combine.idle
-                                  | ~output.idle)]
+                                  | ~output.idle | ~credit.idle)]
         return m
