@@ -135,6 +135,27 @@ class RootGroupEmitter(wiring.Component):
         return [meta.addr.eq(load.addr), meta.image_words.eq(self.contract.host.proto.image_words),
                 meta.chiplet.eq(load.chiplet), meta.slot.eq(load.slot), meta.expert.eq(load.local)]
 
+    def _dispatch_header(self, header, token_header, chiplet_mask, length):
+        """A DISPATCH's header fields for this group from the token's header (``length``: its payload flits)."""
+        topo, meta = self.contract.host.proto.topology, header.meta.dispatch
+        return [header.kind.eq(PacketKind.DISPATCH), header.dst.eq(topo.switch(self.group)), header.src.eq(topo.root),
+                header.tag.eq(token_header.token), header.length.eq(length), meta.chiplets.eq(Cat(*chiplet_mask)),
+                meta.reduce.eq(token_header.dedup), meta.save.eq(token_header.save),
+                meta.save_index.eq(token_header.save_index), meta.backward.eq(token_header.backward)]
+
+    def _send_slot_command(self, m, out, header, slot_command):
+        """The LOAD state: one header-only LOAD (to the memory controller) or UPDATE (to the chiplet) packet."""
+        topo = self.contract.host.proto.topology
+        m.d.comb += [out.valid.eq(1), out.payload.first.eq(1), out.payload.last.eq(1),
+                     header.src.eq(topo.root), header.tag.eq(SLOT_COMMAND_TAG), header.length.eq(0)]
+        with m.If(slot_command.update):
+            m.d.comb += self._update_header(header, slot_command.arguments)
+        with m.Else():
+            m.d.comb += [header.kind.eq(PacketKind.LOAD), header.dst.eq(topo.memctrl(self.group)),
+                         self._load_meta(header.meta.load, slot_command.arguments)]
+        with m.If(out.ready):
+            m.next = "IDLE"
+
     def _update_header(self, header, update):
         """An UPDATE packet's destination and meta fields from the host's UPDATE arguments."""
         topo = self.contract.host.proto.topology
@@ -145,7 +166,7 @@ class RootGroupEmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, proto = self.contract.cfg, self.contract.host.proto
-        topo, top_k = proto.topology, cfg.moe.top_k
+        top_k = cfg.moe.top_k
         token_flits, route_flits_per_chiplet = proto.token_flits, proto.route_flits
         m.submodules.queue = queue = LinkFifo(cfg, self.contract.queue.depth)
         wiring.connect(m, queue.o, wiring.flipped(self.down))
@@ -182,15 +203,9 @@ class RootGroupEmitter(wiring.Component):
             with m.State("SCAN"):
                 self._scan(m, token_header.dedup, expert, here)
             with m.State("HEAD"):
-                m.d.comb += [out.valid.eq(1), out.payload.first.eq(1), header.kind.eq(PacketKind.DISPATCH),
-                             header.dst.eq(topo.switch(self.group)), header.src.eq(topo.root),
-                             header.tag.eq(token_header.token),
-                             header.length.eq(route_flits + vector_flits - first_vector_flit),
-                             header.meta.dispatch.chiplets.eq(Cat(*chiplet_mask)),
-                             header.meta.dispatch.reduce.eq(token_header.dedup),
-                             header.meta.dispatch.save.eq(token_header.save),
-                             header.meta.dispatch.save_index.eq(token_header.save_index),
-                             header.meta.dispatch.backward.eq(token_header.backward)]
+                m.d.comb += [out.valid.eq(1), out.payload.first.eq(1),
+                             self._dispatch_header(header, token_header, chiplet_mask,
+                                                   route_flits + vector_flits - first_vector_flit)]
                 with m.If(out.ready):
                     m.d.sync += [destination.eq(0), word_flit.eq(0)]
                     with m.If(route_flits != 0):
@@ -213,7 +228,8 @@ class RootGroupEmitter(wiring.Component):
                         m.d.sync += flit.eq(first_vector_flit)
                         m.next = "TOKEN"
             with m.State("TOKEN"):
-                flits = Array([token.grad[i] for i in range(token_flits)] + [token.flits[i] for i in range(token_flits)])
+                flits = Array([token.grad[i] for i in range(token_flits)]
+                              + [token.flits[i] for i in range(token_flits)])
                 m.d.comb += [out.valid.eq(1), out.payload.data.eq(flits[flit]),
                              out.payload.last.eq(flit == vector_flits - 1)]
                 with m.If(out.ready):
@@ -222,13 +238,5 @@ class RootGroupEmitter(wiring.Component):
                         m.d.sync += expert.eq(Mux(token_header.dedup, top_k, expert + 1))
                         m.next = "SCAN"
             with m.State("LOAD"):
-                m.d.comb += [out.valid.eq(1), out.payload.first.eq(1), out.payload.last.eq(1),
-                             header.src.eq(topo.root), header.tag.eq(SLOT_COMMAND_TAG), header.length.eq(0)]
-                with m.If(slot_command.update):
-                    m.d.comb += self._update_header(header, slot_command.arguments)
-                with m.Else():
-                    m.d.comb += [header.kind.eq(PacketKind.LOAD), header.dst.eq(topo.memctrl(self.group)),
-                                 self._load_meta(header.meta.load, slot_command.arguments)]
-                with m.If(out.ready):
-                    m.next = "IDLE"
+                self._send_slot_command(m, out, header, slot_command)
         return m

@@ -23,9 +23,10 @@ class RootIssueWindow(wiring.Component):
       dispatches of one token leave in order), and, if it is a **backward** token, every chiplet it goes to has
       room for its replicas: ``credit`` (replicas in flight) plus its own (1 per chiplet with ``dedup``, else its
       experts there) is at most ``contract.credit_limit`` (:class:`~mozart.hw.root_credit.RootBackwardCredit`).
-      Forward tokens take no credit. A backward token's replicas are booked on ``spend`` when it is taken. ``token`` offers the oldest ready one; it stays stored (and
-      ``token.payload`` holds) from the transfer until ``token.ready`` is high again (the dispatcher reads it
-      while its emitters send), then leaves and the younger ones move up.
+      Forward tokens take no credit. A backward token's replicas are booked on ``spend`` when it is taken.
+      ``token`` offers the oldest ready one; it stays stored (and ``token.payload`` holds) from the transfer
+      until ``token.ready`` is high again (the dispatcher reads it while its emitters send), then leaves and the
+      younger ones move up.
 
     Members
     -------

@@ -24,8 +24,8 @@ class RootSequencer(wiring.Component):
       the LOADED bit (a report wins over a clear in one cycle).
     - **WAIT_LOADED** holds until the slot's LOADED bit is set; **WAIT_COMBINED** until the window is empty and
       every masked group is drained (``groups_drained``).
-    - **TOKEN** (forward or backward): its header and flits are stored, then offered on ``token`` until the issue window takes it
-      (``token.payload`` holds until then).
+    - **TOKEN** (forward or backward): its header and flits are stored, then offered on ``token`` until the
+      issue window takes it (``token.payload`` holds until then).
     - An unknown op or a flit outside a command pulses ``error`` (an unknown op's remaining flits are dropped).
 
     Members
@@ -54,8 +54,8 @@ class RootSequencer(wiring.Component):
     Latency and throughput
     ----------------------
     TABLE, LOAD, UPDATE and the WAITs take one cycle each when not held. A TOKEN takes its ``1 + route_flits +
-    token_flits`` host flits (backward: ``2 token_flits``) at one per cycle, is offered on ``token`` the cycle after its last flit, and the next
-    command is taken the cycle after the window takes it.
+    token_flits`` host flits (backward: ``2 token_flits``) at one per cycle, is offered on ``token`` the cycle
+    after its last flit, and the next command is taken the cycle after the window takes it.
     """
 
     def __init__(self, contract):
@@ -97,8 +97,10 @@ class RootSequencer(wiring.Component):
                        for i in range(host.route_flits + self.contract.window_token_flits)]
         m.d.comb += self.token.payload.eq(Cat(token_header, *token_flits))
         shift = Signal()   # a flit of the TOKEN arrives (its header is stored already)
-        shifted_in = [Mux(token_header.backward, token_flits[host.route_flits], token_flits[host.route_flits + host.token_flits])
-                      if i == host.route_flits - 1 else token_flits[i + 1] for i in range(len(token_flits) - 1)]
+        after_route = Mux(token_header.backward, token_flits[host.route_flits],
+                          token_flits[host.route_flits + host.token_flits])
+        shifted_in = [after_route if i == host.route_flits - 1 else token_flits[i + 1]
+                      for i in range(len(token_flits) - 1)]
         with m.If(shift):
             m.d.sync += [register.eq(source) for register, source in zip(token_flits, shifted_in)]
             m.d.sync += token_flits[-1].eq(self.host_in.payload.data)
@@ -106,7 +108,7 @@ class RootSequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, host = self.contract.cfg, self.contract.host
+        host = self.contract.host
         command = self.host_in
         op = command.payload.data[:OP_BITS]
         arguments = command.payload.data[OP_BITS:]

@@ -140,7 +140,7 @@ def _credit_run(cfg):
     one GATE_GRAD from chiplet (0, 0) (the waiting token must go). Returns the tags dispatched, in order, before
     and after the GATE_GRAD."""
     h = TrainingHarness(cfg)
-    proto, host, topo = h.proto, h.host, h.proto.topology
+    proto, host = h.proto, h.host
     table, limit, k = _table(cfg), cfg.hardware.token_slots, cfg.moe.top_k
     # k experts of chiplet (0, 0) (de-duplicated: one replica each token) and k of the last group
     on_chiplet = [e for e, place in table.items() if place[:2] == (0, 0)][:k]
@@ -270,8 +270,9 @@ def test_the_forwarding_check_catches_a_dropped_reordered_or_interleaved_packet(
 
 
 def _update_run(cfg):
-    """UPDATE of (last group, chiplet 0, slot 0, local 0) once every slot 0 is LOADED; then a WAIT_LOADED of the slot and a TOKEN selecting the
-    expert, both of which must wait until the chiplet's UPDATED. Returns the packets sent and the stages seen."""
+    """UPDATE of (last group, chiplet 0, slot 0, local 0) once every slot 0 is LOADED; then a WAIT_LOADED of the
+    slot and a TOKEN selecting the expert, both of which must wait until the chiplet's UPDATED. Returns the
+    packets sent and the stages seen."""
     h = TrainingHarness(cfg)
     proto, host, topo, table = h.proto, h.host, h.proto.topology, _table(cfg)
     group = cfg.groups - 1
