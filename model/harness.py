@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
-__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "GRAD_FLITS", "ATTENTION_STEPS", "IDLE_STREAM", "BACKPRESSURE_STREAM", "check_fits"]
+__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "GRAD_FLITS", "ATTENTION_STEPS", "IDLE_STREAM", "BACKPRESSURE_STREAM",
+           "check_fits"]
 
 #: Host-program flits the player holds (a 1,024-token layer of the 4x4 wafer takes about 5,000; a deeper memory makes
 #: the Verilog conversion slow).
