@@ -95,14 +95,15 @@ class Root(wiring.Component):
 
     Latency and throughput
     ----------------------
-    A TOKEN takes ``1 + route_flits + token_flits`` host flits (backward: ``2 token_flits``) and is stored in the window the cycle after;
-    once it is the oldest ready token and the dispatcher is idle it takes ``Protocol.dispatch_flits`` cycles to
-    write its packets (the longest group's) into the queues, and its position is free the cycle after. A packet leaves
-    on ``down[g]`` two cycles after it entered an empty queue (``contract.queue.latency``; ``.contract`` is a
-    :class:`mozart.model.blocks.RootContract`). Results are absorbed one flit per cycle (one of the up links at a
-    time, round-robin by packet); an output leaves ``partial_flits`` cycles after its last result flit at the
-    earliest. A GATE_GRAD's flits leave on ``grads_out`` in the cycle they arrive (one per cycle while it is
-    ready). The components' own figures are in their docstrings.
+    A TOKEN takes ``1 + route_flits + token_flits`` host flits (backward: ``2 token_flits``) and is stored in
+    the window the cycle after; once it is the oldest ready token and the dispatcher is idle it takes
+    ``Protocol.dispatch_flits`` cycles to write its packets (the longest group's) into the queues, and its
+    position is free the cycle after. A packet leaves on ``down[g]`` two cycles after it entered an empty queue
+    (``contract.queue.latency``; ``.contract`` is a :class:`mozart.model.blocks.RootContract`). Results are
+    absorbed one flit per cycle (one of the up links at a time, round-robin by packet); an output leaves
+    ``partial_flits`` cycles after its last result flit at the earliest. A GATE_GRAD's flits leave on
+    ``grads_out`` in the cycle they arrive (one per cycle while it is ready). The components' own figures are in
+    their docstrings.
     """
 
     def __init__(self, cfg):
