@@ -11,6 +11,7 @@ from mozart.model.protocol import COUNTER_BITS
 
 from .protocol import link_signature
 from .root_combine import RootCombineTracker
+from .root_credit import RootBackwardCredit
 from .root_interfaces import loaded_layout
 from .root_dispatcher import RootDispatcher
 from .root_emitter import RootGroupEmitter
@@ -26,12 +27,14 @@ class Root(wiring.Component):
     """The root node: reads host commands in order, dispatches tokens, combines results, returns outputs.
 
     The host interface (``mozart.model.host``, ``docs/wafer.md``): ``host_in`` carries commands (TABLE, LOAD,
-    WAIT_LOADED, WAIT_COMBINED, TOKEN), ``host_out`` the combined outputs in token order.
+    WAIT_LOADED, WAIT_COMBINED, TOKEN, UPDATE), ``host_out`` the combined outputs in token order, ``grads_out``
+    the chiplets' GATE_GRADs (training).
 
     - **TABLE** writes one entry of the expert table (``expert -> group, chiplet, local index``).
     - **LOAD** sends a header-only LOAD packet to the group's memory controller and clears that slot's LOADED
       bit and its local expert's RESIDENT bit; a LOADED packet from the chiplet sets both. **WAIT_LOADED** holds
-      the command stream until the slot's bit is set.
+      the command stream until the slot's bit is set. **UPDATE** does the same with a header-only UPDATE packet
+      (tag 0, ``slot``, ``addr``) to ``chiplet(group, chiplet)``; its UPDATED packet sets both bits.
     - **TOKEN** goes into the issue window (``hardware.issue_window`` tokens), which dispatches the oldest stored
       token whose experts are all RESIDENT (and whose entry is free if it is a first dispatch): a token whose
       weights are in goes ahead of one that waits. TABLE, LOAD and WAIT_COMBINED wait for an empty window.
@@ -42,6 +45,14 @@ class Root(wiring.Component):
       ``hardware.root_queue_packets`` maximum-length dispatches in front of ``down[g]``, so a group whose switch is
       backed up does not stop the others until its queue is full. Its tag is the token's combine entry
       (``token``); a first dispatch waits until that entry is free, so tags in flight are unique.
+    - **Backward TOKEN** (``backward``): its output gradient and token are stored with it and its DISPATCHes
+      (``backward=1``, ``save=0``, its ``save_index``) carry both after the route words
+      (:meth:`~mozart.model.protocol.Protocol.backward_dispatch_to_group`); combine and return as a forward
+      token's (the output is the input gradient). It is dispatched only while every chiplet it goes to has room:
+      the :class:`~mozart.hw.root_credit.RootBackwardCredit` counts per chiplet the backward replicas without their
+      GATE_GRAD, at most ``hardware.token_slots`` (``docs/protocol.md``'s promise 1).
+    - **GATE_GRAD** packets are forwarded verbatim on ``grads_out`` in arrival order and give their chiplet's
+      credit back.
     - **Combine**: every COMBINE arriving from a switch is added element-wise into the token's entry, in
       ``partial_bits + guard_bits`` (:attr:`HostInterface.guard_bits`) bits, so the sum is exact; the output
       is saturated once (:func:`mozart.model.golden.reduce_partials`). The root counts the results it expects
@@ -66,11 +77,15 @@ class Root(wiring.Component):
     down : Out(link_signature(cfg)).array(groups)
         To switch ``g``'s up port.
     up : In(link_signature(cfg)).array(groups)
-        From switch ``g``'s up port. Always ready: the root sinks everything (``docs/protocol.md``).
+        From switch ``g``'s up port. Always ready (the root sinks everything, ``docs/protocol.md``) except while
+        a GATE_GRAD waits for ``grads_out``.
+    grads_out : Out(link_signature(cfg))
+        Every GATE_GRAD packet (header and payload), verbatim, in arrival order.
     busy : Out(1)
-        A command, dispatch, result or output is outstanding.
+        A command, dispatch, result, output or backward replica's GATE_GRAD is outstanding.
     errors : Out(COUNTER_BITS)
-        Packets the root did not expect (a kind other than COMBINE or LOADED) and unknown host ops.
+        Packets the root did not expect (a kind other than COMBINE, LOADED, UPDATED or GATE_GRAD) and unknown host
+        ops.
 
     Parameters
     ----------
@@ -80,13 +95,15 @@ class Root(wiring.Component):
 
     Latency and throughput
     ----------------------
-    A TOKEN takes ``1 + route_flits + token_flits`` host flits and is stored in the window the cycle after;
-    once it is the oldest ready token and the dispatcher is idle it takes ``Protocol.dispatch_flits`` cycles to
-    write its packets (the longest group's) into the queues, and its position is free the cycle after. A packet leaves
-    on ``down[g]`` two cycles after it entered an empty queue (``contract.queue.latency``; ``.contract`` is a
-    :class:`mozart.model.blocks.RootContract`). Results are absorbed one flit per cycle (one of the up links at a
-    time, round-robin by packet); an output leaves ``partial_flits`` cycles after its last result flit at the
-    earliest. The components' own figures are in their docstrings.
+    A TOKEN takes ``1 + route_flits + token_flits`` host flits (backward: ``2 token_flits``) and is stored in
+    the window the cycle after; once it is the oldest ready token and the dispatcher is idle it takes
+    ``Protocol.dispatch_flits`` cycles to write its packets (the longest group's) into the queues, and its
+    position is free the cycle after. A packet leaves on ``down[g]`` two cycles after it entered an empty queue
+    (``contract.queue.latency``; ``.contract`` is a :class:`mozart.model.blocks.RootContract`). Results are
+    absorbed one flit per cycle (one of the up links at a time, round-robin by packet); an output leaves
+    ``partial_flits`` cycles after its last result flit at the earliest. A GATE_GRAD's flits leave on
+    ``grads_out`` in the cycle they arrive (one per cycle while it is ready). The components' own figures are in
+    their docstrings.
     """
 
     def __init__(self, cfg):
@@ -97,6 +114,7 @@ class Root(wiring.Component):
             "host_out": Out(link_signature(cfg)),
             "down": Out(link_signature(cfg)).array(cfg.groups),
             "up": In(link_signature(cfg)).array(cfg.groups),
+            "grads_out": Out(link_signature(cfg)),
             "busy": Out(1),
             "errors": Out(COUNTER_BITS),
         })
@@ -110,6 +128,7 @@ class Root(wiring.Component):
         m.submodules.receiver = receiver = RootReceiver(contract)
         m.submodules.combine = combine = RootCombineTracker(contract)
         m.submodules.output = output = RootOutputStreamer(contract)
+        m.submodules.credit = credit = RootBackwardCredit(contract)
         emitters = [RootGroupEmitter(contract, g) for g in range(self.cfg.groups)]
 
         wiring.connect(m, wiring.flipped(self.host_in), sequencer.host_in)
@@ -123,6 +142,10 @@ class Root(wiring.Component):
         wiring.connect(m, dispatcher.issued, combine.issued)
         wiring.connect(m, receiver.results, combine.results)
         wiring.connect(m, receiver.loaded, sequencer.loaded)
+        wiring.connect(m, window.spend, credit.spent)
+        wiring.connect(m, receiver.answered, credit.answered)
+        wiring.connect(m, receiver.grads_out, wiring.flipped(self.grads_out))
+        m.d.comb += window.credit.eq(credit.in_flight)
         m.d.comb += [window.loaded.valid.eq(receiver.loaded.valid),
                      window.loaded.payload.eq(loaded_layout(contract)(receiver.loaded.payload).resident)]
         wiring.connect(m, output.release, combine.release)
@@ -143,5 +166,5 @@ class Root(wiring.Component):
             m.d.sync += errors.eq(errors + 1)
         m.d.comb += [self.errors.eq(errors),
                      self.busy.eq(~sequencer.idle | ~window.empty | ~emitters_idle.all() | ~combine.idle
-                                  | ~output.idle)]
+                                  | ~output.idle | ~credit.idle)]
         return m

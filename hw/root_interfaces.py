@@ -20,7 +20,7 @@ from .protocol import fields_layout
 
 __all__ = ["bits", "elements", "token_layout", "expert_route_layout", "issue_layout", "result_layout",
            "accumulator_layout", "result_count_shape", "entry_probe_signature", "release_signature", "loaded_layout",
-           "needs_probe_signature"]
+           "needs_probe_signature", "slot_command_layout", "replicas_layout"]
 
 
 def bits(layout) -> int:
@@ -34,13 +34,30 @@ def elements(view, count: int):
 
 
 def token_layout(contract) -> data.StructLayout:
-    """A TOKEN command: its header fields, its ``route_flits`` routing flits and its ``token_flits`` flits."""
+    """A TOKEN command: its header fields, its ``route_flits`` routing flits, a backward TOKEN's output gradient
+    (``grad``, ``token_flits`` flits; unused by a forward TOKEN) and the token (``flits``, ``token_flits``)."""
     host, flit_bits = contract.host, contract.cfg.hardware.flit_bits
     return data.StructLayout({
         "header": fields_layout(host.fields[HostOp.TOKEN]),
         "route": data.ArrayLayout(flit_bits, host.route_flits),
+        "grad": data.ArrayLayout(flit_bits, host.token_flits),
         "flits": data.ArrayLayout(flit_bits, host.token_flits),
     })
+
+
+def slot_command_layout(contract) -> data.StructLayout:
+    """A LOAD or an UPDATE for a group's emitter: the command's arguments (LOAD and UPDATE have the same fields)
+    and ``update`` (0: a LOAD to the memory controller, 1: an UPDATE to the chiplet)."""
+    host = contract.host
+    if host.fields[HostOp.UPDATE] != host.fields[HostOp.LOAD]:
+        raise AssertionError("the root sends LOAD and UPDATE through one port: their host fields must be equal")
+    return data.StructLayout({"arguments": fields_layout(host.fields[HostOp.LOAD]), "update": 1})
+
+
+def replicas_layout(contract) -> data.ArrayLayout:
+    """Backward replicas per wafer-wide chiplet (a dispatched backward token's, or counted in flight): at most
+    ``hardware.token_slots`` in flight (:class:`~mozart.hw.root_credit.RootBackwardCredit`)."""
+    return data.ArrayLayout(range(contract.credit_limit + 1), contract.chiplets)
 
 
 def expert_route_layout(contract) -> data.StructLayout:

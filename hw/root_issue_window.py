@@ -6,7 +6,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .root_interfaces import bits, entry_probe_signature, needs_probe_signature, token_layout
+from .root_interfaces import bits, entry_probe_signature, needs_probe_signature, replicas_layout, token_layout
 
 __all__ = ["RootIssueWindow"]
 
@@ -19,10 +19,14 @@ class RootIssueWindow(wiring.Component):
     - **RESIDENT** bits: ``evict`` (a LOAD the sequencer took) clears one, ``loaded`` (a LOADED packet) sets one; a
       set wins over a clear in one cycle.
     - A stored token is **ready** when every RESIDENT bit it needs is set, its combine entry is free if it is a
-      ``first`` dispatch (``entry[p]`` asks the combine tracker), and no older stored token has its entry (two
-      dispatches of one token leave in order). ``token`` offers the oldest ready one; it stays stored (and
-      ``token.payload`` holds) from the transfer until ``token.ready`` is high again (the dispatcher reads it
-      while its emitters send), then leaves and the younger ones move up.
+      ``first`` dispatch (``entry[p]`` asks the combine tracker), no older stored token has its entry (two
+      dispatches of one token leave in order), and, if it is a **backward** token, every chiplet it goes to has
+      room for its replicas: ``credit`` (replicas in flight) plus its own (1 per chiplet with ``dedup``, else its
+      experts there) is at most ``contract.credit_limit`` (:class:`~mozart.hw.root_credit.RootBackwardCredit`).
+      Forward tokens take no credit. A backward token's replicas are booked on ``spend`` when it is taken.
+      ``token`` offers the oldest ready one; it stays stored (and ``token.payload`` holds) from the transfer
+      until ``token.ready`` is high again (the dispatcher reads it while its emitters send), then leaves and the
+      younger ones move up.
 
     Members
     -------
@@ -38,6 +42,10 @@ class RootIssueWindow(wiring.Component):
         Is position ``p``'s combine entry occupied.
     token : Out(stream.Signature(token_layout))
         To the dispatcher (see above for how long its payload holds).
+    credit : In(replicas_layout)
+        Backward replicas in flight per chiplet.
+    spend : Out(stream.Signature(replicas_layout, always_ready=True))
+        The replicas per chiplet of a backward token, in the cycle ``token`` is taken.
     empty : Out(1)
         No token stored: every TOKEN taken has been dispatched.
 
@@ -59,6 +67,8 @@ class RootIssueWindow(wiring.Component):
             "evict": In(stream.Signature(range(contract.residents), always_ready=True)),
             "entry": Out(entry_probe_signature(contract)).array(contract.window),
             "token": Out(stream.Signature(bits(self.layout))),
+            "credit": In(bits(replicas_layout(contract))),
+            "spend": Out(stream.Signature(bits(replicas_layout(contract)), always_ready=True)),
             "empty": Out(1),
         })
 
@@ -71,6 +81,23 @@ class RootIssueWindow(wiring.Component):
         m.d.sync += resident.eq(resident & ~evicted | reported)
         return resident
 
+    def _replicas(self, header, needs):
+        """Per chiplet, the backward replicas a token sends it: 1 if it selects an expert there and is
+        de-duplicated, else the number of its experts there (its RESIDENT bits: a chiplet's are contiguous)."""
+        per_chiplet, replicas = self.contract.cfg.experts_per_chiplet, []
+        for chiplet in range(self.contract.chiplets):
+            selected = needs[self.contract.resident_index(chiplet, 0):][:per_chiplet]
+            count = sum(selected[i] for i in range(per_chiplet))
+            replicas.append(Mux(header.dedup, selected.any(), count))
+        return replicas
+
+    def _has_credit(self, header, replicas):
+        """A forward token, or a backward one every chiplet of which has room for its replicas."""
+        credit = replicas_layout(self.contract)(self.credit)
+        room = Cat(*(credit[chiplet] + replicas[chiplet] <= self.contract.credit_limit
+                     for chiplet in range(self.contract.chiplets)))
+        return ~header.backward | room.all()
+
     def _ready(self, m, stored, payload, needs, resident):
         """Per position: stored, its experts resident, its entry free if first, no older position has its entry."""
         ready = []
@@ -81,6 +108,18 @@ class RootIssueWindow(wiring.Component):
             ready.append(stored[p] & ~(needs[p] & ~resident).any() & (~header.first | ~self.entry[p].occupied)
                          & ~older_same_entry.any())
         return ready
+
+    def _spend(self, m, replicas, chosen):
+        """Books the chosen token's replicas on ``spend`` when it is taken, if it is backward."""
+        layout = replicas_layout(self.contract)
+        # one vector of replicas_layout per position, selected by position (a spent token had room: no count
+        # exceeds the limit, so each fits its element)
+        vectors = [Signal(layout, name=f"replicas{p}") for p in range(len(replicas))]
+        for vector, counts in zip(vectors, replicas):
+            m.d.comb += [vector[chiplet].eq(count) for chiplet, count in enumerate(counts)]
+        m.d.comb += [self.spend.payload.eq(Cat(*vectors).word_select(chosen, layout.size)),
+                     self.spend.valid.eq(self.token.valid & self.token.ready
+                                         & self.layout(self.token.payload).header.backward)]
 
     def _oldest(self, m, ready):
         """The lowest ready position (position 0 holds the oldest token)."""
@@ -98,13 +137,16 @@ class RootIssueWindow(wiring.Component):
         count = Signal(range(window + 1))
         stored = [count > p for p in range(window)]
         resident = self._resident_bits(m)
-        ready = self._ready(m, stored, payload, needs, resident)
+        replicas = [self._replicas(self.layout(payload[p]).header, needs[p]) for p in range(window)]
+        ready = [ready & self._has_credit(self.layout(payload[p]).header, replicas[p])
+                 for p, ready in enumerate(self._ready(m, stored, payload, needs, resident))]
 
         # the oldest ready position; while sending, the position being sent
         chosen, sending, sent = self._oldest(m, ready), Signal(), Signal(range(window))
         current = Mux(sending, sent, chosen)
         m.d.comb += [self.token.valid.eq(~sending & Cat(*ready).any()),
                      self.token.payload.eq(Cat(*payload).word_select(current, len(self.token.payload)))]
+        self._spend(m, replicas, chosen)
         with m.If(self.token.valid & self.token.ready):
             m.d.sync += [sending.eq(1), sent.eq(chosen)]
         leaves = Signal()

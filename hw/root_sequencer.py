@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from mozart.model.host import OP_BITS, HostOp
 
 from .protocol import fields_layout, link_signature
-from .root_interfaces import bits, loaded_layout, token_layout
+from .root_interfaces import bits, loaded_layout, slot_command_layout, token_layout
 
 __all__ = ["RootSequencer"]
 
@@ -18,13 +18,14 @@ class RootSequencer(wiring.Component):
     """Takes the host commands in order (``docs/wafer.md`` section 1); a command that waits holds ``host_in.ready`` low.
 
     - **TABLE** is passed on ``table`` (one cycle, always taken) once the issue window is empty.
-    - **LOAD** is offered on ``load[group]`` once the window is empty; the command is taken when that group's
-      emitter takes it, and it clears the slot's LOADED bit and (on ``evict``) the local expert's RESIDENT bit.
-      A ``loaded`` report sets the LOADED bit (a report wins over a clear in one cycle).
+    - **LOAD** and **UPDATE** are offered on ``load[group]`` once the window is empty (``update`` tells them
+      apart); the command is taken when that group's emitter takes it, and it clears the slot's LOADED bit and
+      (on ``evict``) the local expert's RESIDENT bit. A ``loaded`` report (a LOADED or an UPDATED packet) sets
+      the LOADED bit (a report wins over a clear in one cycle).
     - **WAIT_LOADED** holds until the slot's LOADED bit is set; **WAIT_COMBINED** until the window is empty and
       every masked group is drained (``groups_drained``).
-    - **TOKEN**: its header and flits are stored, then offered on ``token`` until the issue window takes it
-      (``token.payload`` holds until then).
+    - **TOKEN** (forward or backward): its header and flits are stored, then offered on ``token`` until the
+      issue window takes it (``token.payload`` holds until then).
     - An unknown op or a flit outside a command pulses ``error`` (an unknown op's remaining flits are dropped).
 
     Members
@@ -33,12 +34,12 @@ class RootSequencer(wiring.Component):
         Host commands.
     table : Out(stream.Signature(TABLE arguments, always_ready=True))
         Expert table writes.
-    load : Out(stream.Signature(LOAD arguments)).array(groups)
-        LOAD commands, to group ``g``'s emitter.
+    load : Out(stream.Signature(slot_command_layout)).array(groups)
+        LOAD and UPDATE commands, to group ``g``'s emitter.
     evict : Out(stream.Signature(range(residents), always_ready=True))
-        The RESIDENT bit a LOAD clears, in the cycle it is taken.
+        The RESIDENT bit a LOAD or UPDATE clears, in the cycle it is taken.
     loaded : In(stream.Signature(loaded_layout, always_ready=True))
-        A LOADED packet arrived (its ``slot`` sets the LOADED bit).
+        A LOADED or UPDATED packet arrived (its ``slot`` sets the LOADED bit).
     groups_drained : In(groups)
         Bit ``g``: no result of group ``g`` outstanding.
     window_empty : In(1)
@@ -52,9 +53,9 @@ class RootSequencer(wiring.Component):
 
     Latency and throughput
     ----------------------
-    TABLE, LOAD and the WAITs take one cycle each when not held. A TOKEN takes its ``1 + route_flits +
-    token_flits`` host flits at one per cycle, is offered on ``token`` the cycle after its last flit, and the next
-    command is taken the cycle after the window takes it.
+    TABLE, LOAD, UPDATE and the WAITs take one cycle each when not held. A TOKEN takes its ``1 + route_flits +
+    token_flits`` host flits (backward: ``2 token_flits``) at one per cycle, is offered on ``token`` the cycle
+    after its last flit, and the next command is taken the cycle after the window takes it.
     """
 
     def __init__(self, contract):
@@ -64,7 +65,7 @@ class RootSequencer(wiring.Component):
         super().__init__({
             "host_in": In(link_signature(cfg)),
             "table": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.TABLE])), always_ready=True)),
-            "load": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.LOAD])))).array(cfg.groups),
+            "load": Out(stream.Signature(bits(slot_command_layout(contract)))).array(cfg.groups),
             "evict": Out(stream.Signature(range(contract.residents), always_ready=True)),
             "loaded": In(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
             "groups_drained": In(cfg.groups),
@@ -83,9 +84,31 @@ class RootSequencer(wiring.Component):
         m.d.sync += loaded.eq(loaded & ~cleared | reported)   # a report wins over a clear in one cycle
         return loaded, cleared
 
+    def _token_store(self, m):
+        """The stored TOKEN: its header, and a shift register of its flits in ``token_layout`` order (routing,
+        output gradient, token). Not an indexed register file (a write by index is a decoder and a mux per
+        register): each flit enters at the end and moves one register up per flit, so after the last one the
+        routing sits at the front. A forward TOKEN has no output gradient: its routing's last register takes from
+        the token's first instead, skipping the gradient's registers, so its routing and token land in place too."""
+        host = self.contract.host
+        header_layout = fields_layout(host.fields[HostOp.TOKEN])
+        token_header = header_layout(Signal(header_layout.size, name="token_header"))
+        token_flits = [Signal(self.contract.cfg.hardware.flit_bits, name=f"token_flit{i}")
+                       for i in range(host.route_flits + self.contract.window_token_flits)]
+        m.d.comb += self.token.payload.eq(Cat(token_header, *token_flits))
+        shift = Signal()   # a flit of the TOKEN arrives (its header is stored already)
+        after_route = Mux(token_header.backward, token_flits[host.route_flits],
+                          token_flits[host.route_flits + host.token_flits])
+        shifted_in = [after_route if i == host.route_flits - 1 else token_flits[i + 1]
+                      for i in range(len(token_flits) - 1)]
+        with m.If(shift):
+            m.d.sync += [register.eq(source) for register, source in zip(token_flits, shifted_in)]
+            m.d.sync += token_flits[-1].eq(self.host_in.payload.data)
+        return token_header, shift
+
     def elaborate(self, platform):
         m = Module()
-        cfg, host = self.contract.cfg, self.contract.host
+        host = self.contract.host
         command = self.host_in
         op = command.payload.data[:OP_BITS]
         arguments = command.payload.data[OP_BITS:]
@@ -94,15 +117,7 @@ class RootSequencer(wiring.Component):
             layout = fields_layout(host.fields[kind])
             return layout(arguments[:layout.size])
 
-        # the stored TOKEN: header, then its flits (routing first)
-        header_layout = fields_layout(host.fields[HostOp.TOKEN])
-        token_header = header_layout(Signal(header_layout.size, name="token_header"))
-        # a shift register, not an indexed register file: every TOKEN has the same number of flits, so after the
-        # last one the first sits in token_flits[0] (a write by index is a decoder and a mux per register)
-        token_flits = [Signal(cfg.hardware.flit_bits, name=f"token_flit{i}")
-                       for i in range(host.route_flits + host.token_flits)]
-        m.d.comb += self.token.payload.eq(Cat(token_header, *token_flits))
-
+        token_header, shift = self._token_store(m)
         loaded, cleared = self._loaded_bits(m)
 
         def chiplet_index(a):
@@ -116,10 +131,12 @@ class RootSequencer(wiring.Component):
                         with m.Case(HostOp.TABLE):
                             m.d.comb += [command.ready.eq(self.window_empty), self.table.valid.eq(self.window_empty),
                                          self.table.payload.eq(arguments_of(HostOp.TABLE))]
-                        with m.Case(HostOp.LOAD):
+                        with m.Case(HostOp.LOAD, HostOp.UPDATE):   # same fields (slot_command_layout)
                             a = arguments_of(HostOp.LOAD)
                             for group, load in enumerate(self.load):
-                                m.d.comb += load.payload.eq(a)
+                                command_to_emitter = slot_command_layout(self.contract)(load.payload)
+                                m.d.comb += [command_to_emitter.arguments.eq(a),
+                                             command_to_emitter.update.eq(op == HostOp.UPDATE)]
                                 with m.If((a.group == group) & self.window_empty):
                                     m.d.comb += [command.ready.eq(load.ready), load.valid.eq(1)]
                             m.d.comb += [self.evict.valid.eq(command.ready),
@@ -147,9 +164,8 @@ class RootSequencer(wiring.Component):
                     m.d.comb += [command.ready.eq(1), self.error.eq(1)]
             with m.State("PAYLOAD"):
                 m.d.comb += command.ready.eq(1)
+                m.d.comb += shift.eq(command.valid)
                 with m.If(command.valid):
-                    m.d.sync += [older.eq(newer) for older, newer in zip(token_flits, token_flits[1:])]
-                    m.d.sync += token_flits[-1].eq(command.payload.data)
                     with m.If(command.payload.last):
                         m.next = "DISPATCH"
             with m.State("DISPATCH"):

@@ -34,6 +34,8 @@ class Wafer(wiring.Component):
     Members
     -------
     host_in, host_out : the root's host interface (:class:`~mozart.hw.root.Root`, ``docs/wafer.md``).
+    grads_out : Out(link_signature(cfg))
+        The root's: every GATE_GRAD packet the chiplets send, verbatim, in arrival order (training).
     backdoor : In(BackdoorSignature(cfg)).array(G)
         Group ``g``'s DRAM storage port (preload the weight image before traffic).
     busy : Out(1)
@@ -72,6 +74,7 @@ class Wafer(wiring.Component):
         super().__init__({
             "host_in": In(link_signature(cfg)),
             "host_out": Out(link_signature(cfg)),
+            "grads_out": Out(link_signature(cfg)),
             "backdoor": In(BackdoorSignature(cfg)).array(G),
             "busy": Out(1),
             "errors": Out(COUNTER_BITS),
@@ -89,6 +92,7 @@ class Wafer(wiring.Component):
         m.submodules.root = root = Root(cfg)
         wiring.connect(m, wiring.flipped(self.host_in), root.host_in)
         wiring.connect(m, root.host_out, wiring.flipped(self.host_out))
+        wiring.connect(m, root.grads_out, wiring.flipped(self.grads_out))
         # (sender's output stream, receiver's input stream) of every directed link
         ends = {}
         mc_errors, mc_reading, mc_writing, computing = [], [], [], []

@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from mozart.model.perf.breakdown import CATEGORIES
-from mozart.model.harness import ATTENTION_STEPS, OUTPUT_FLITS, PROGRAM_FLITS
+from mozart.model.harness import ATTENTION_STEPS, GRAD_FLITS, OUTPUT_FLITS, PROGRAM_FLITS
 from mozart.model.lfsr import COIN_BITS, STATE_BITS
 from mozart.model.protocol import COUNTER_BITS, CYCLE_BITS
 
@@ -47,6 +47,10 @@ class WaferHarness(wiring.Component):
     output_flits, output_frames : Out(CYCLE_BITS)
         Output flits and frames recorded so far.
     output_addr, output_data, output_stamp_addr, output_stamp : recorder read backdoors.
+    grads_flits : Out(CYCLE_BITS)
+        Flits recorded from the wafer's ``grads_out`` (the GATE_GRAD packets, verbatim) so far, by a second
+        recorder that is always ready once started (no backpressure coin: it never stalls the root's up links).
+    grads_addr, grads_data : its read backdoor (``GRAD_FLITS`` flits, :mod:`mozart.model.harness`).
     command_stamp_addr, command_stamp : the cycle at which host command ``addr``'s last flit was taken.
     cycle : Out(CYCLE_BITS)
         Cycles since ``start``.
@@ -83,6 +87,8 @@ class WaferHarness(wiring.Component):
             "output_flits": Out(CYCLE_BITS), "output_frames": Out(CYCLE_BITS),
             "output_addr": In(range(OUTPUT_FLITS)), "output_data": Out(flit_layout(cfg)),
             "output_stamp_addr": In(range(OUTPUT_FLITS)), "output_stamp": Out(CYCLE_BITS),
+            "grads_flits": Out(CYCLE_BITS),
+            "grads_addr": In(range(GRAD_FLITS)), "grads_data": Out(flit_layout(cfg)),
             "command_stamp_addr": In(range(PROGRAM_FLITS)), "command_stamp": Out(CYCLE_BITS),
             "cycle": Out(CYCLE_BITS), "first_command_cycle": Out(CYCLE_BITS), "last_output_cycle": Out(CYCLE_BITS),
             "busy": Out(1), "errors": Out(COUNTER_BITS), "link_valid": Out(L), "link_ready": Out(L),
@@ -100,6 +106,11 @@ class WaferHarness(wiring.Component):
         m.submodules.recorder = recorder = StreamRecorder(self.cfg, OUTPUT_FLITS)
         wiring.connect(m, player.o, wafer.host_in)
         wiring.connect(m, wafer.host_out, recorder.i)
+        m.submodules.grads_recorder = grads_recorder = StreamRecorder(self.cfg, GRAD_FLITS)
+        wiring.connect(m, wafer.grads_out, grads_recorder.i)
+        m.d.comb += [grads_recorder.start.eq(self.start), grads_recorder.backpressure_threshold.eq(0),  # always ready
+                     grads_recorder.now.eq(self.cycle), self.grads_flits.eq(grads_recorder.count),
+                     grads_recorder.read_addr.eq(self.grads_addr), self.grads_data.eq(grads_recorder.read_data)]
         for g in range(self.cfg.groups):
             wiring.connect(m, wiring.flipped(self.backdoor[g]), wafer.backdoor[g])
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
-__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "ATTENTION_STEPS", "IDLE_STREAM", "BACKPRESSURE_STREAM", "check_fits"]
+__all__ = ["PROGRAM_FLITS", "OUTPUT_FLITS", "GRAD_FLITS", "ATTENTION_STEPS", "IDLE_STREAM", "BACKPRESSURE_STREAM",
+           "check_fits"]
 
 #: Host-program flits the player holds (a 1,024-token layer of the 4x4 wafer takes about 5,000; a deeper memory makes
 #: the Verilog conversion slow).
 PROGRAM_FLITS = 1 << 13
 #: Output flits the recorder holds.
 OUTPUT_FLITS = 1 << 13
+#: GATE_GRAD flits (headers and payloads, from ``grads_out``) the second recorder holds: a backward token sends one
+#: GATE_GRAD of ``1 + gate_grad_flits`` flits per replica, so this holds as many as the outputs' recorder.
+GRAD_FLITS = 1 << 13
 #: Attention stand-ins the harness holds (``mozart.model.wafer_run.AttentionStandIn``: one per micro-batch and layer).
 ATTENTION_STEPS = 64
 #: Names of the two coins, for :func:`mozart.model.lfsr.seed_for`.

@@ -171,8 +171,8 @@ class HostInterface:
         if op is HostOp.TOKEN:
             want = self.vectors(bool(cmd.args.get("backward", 0))) * self.token_flits
             if len(cmd.payload) != want:
-                raise ProtocolError(f"host TOKEN must carry {want} flits (the token, or a backward token's output "
-                                    f"gradient and the token), not {len(cmd.payload)}")
+                raise ProtocolError(f"host TOKEN must carry {want} token flits (the token, or a backward token's "
+                                    f"output gradient and the token), not {len(cmd.payload)}")
             route = pack_fields(self.route_fields, {k: v for k, v in cmd.args.items() if k in route_names},
                                 "host TOKEN routing")
             mask = (1 << self.cfg.hardware.flit_bits) - 1

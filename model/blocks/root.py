@@ -27,6 +27,14 @@ class RootContract:
         Weight slots of the wafer: the root's LOADED bits, numbered by :meth:`slot_index`.
     residents : int
         Local experts of the wafer: the root's RESIDENT bits, numbered by :meth:`resident_index`.
+    chiplets : int
+        Expert chiplets of the wafer: the root's backward credit counters, one each (:meth:`chiplet_index`).
+    credit_limit : int
+        Backward replicas a chiplet may have without their GATE_GRAD (``hardware.token_slots``,
+        ``docs/protocol.md``'s promise 1): each credit counter counts 0..credit_limit.
+    window_token_flits : int
+        Flits of one issue-window position's token vectors: the longest TOKEN's, a backward TOKEN's output gradient
+        and token (``2 token_flits``).
     """
 
     #: The packet mux behind the up links passes one flit per cycle.
@@ -40,7 +48,9 @@ class RootContract:
         forward = self.host.proto.dispatch_flits(cfg.tree.chiplets_per_group) - 1
         self.queue = LinkFifoContract(cfg.hardware.root_queue_packets * forward + 1)
         self.window = cfg.hardware.issue_window
-        chiplets = cfg.groups * cfg.chiplets_per_group
+        self.chiplets = chiplets = cfg.groups * cfg.chiplets_per_group
+        self.credit_limit = cfg.hardware.token_slots
+        self.window_token_flits = self.host.vectors(backward=True) * self.host.token_flits
         self.slots = chiplets * cfg.hardware.sram_slots
         self.residents = chiplets * cfg.experts_per_chiplet
 
