@@ -23,11 +23,11 @@ def test_host_codec_round_trip():
     tok = HostCommand(HostOp.TOKEN, {"token": 5, "first": 1, "final": 1, "dedup": 1, "save": 0, "valid": [1] * 4,
                                      "experts": [1, 2, 3, 4], "gates": [9, 8, 7, 6]}, (0, 0))
     assert len(host.encode(tok)) == host.flits(HostOp.TOKEN) == 1 + host.route_flits + host.token_flits
-    with pytest.raises(ProtocolError, match="TOKEN must carry 2 flits"):
+    with pytest.raises(ProtocolError, match="TOKEN must carry 2 token flits"):
         host.encode(HostCommand(HostOp.TOKEN, tok.args, (0,)))
     backward = HostCommand(HostOp.TOKEN, {**tok.args, "backward": 1}, (0,) * 4)   # the output gradient, the token
     assert len(host.encode(backward)) == host.command_flits(backward) == 1 + host.route_flits + 2 * host.token_flits
-    with pytest.raises(ProtocolError, match="TOKEN must carry 4 flits"):
+    with pytest.raises(ProtocolError, match="TOKEN must carry 4 token flits"):
         host.encode(HostCommand(HostOp.TOKEN, backward.args, (0, 0)))
     update = HostCommand(HostOp.UPDATE, {"group": 1, "chiplet": 3, "slot": 1, "local": 0, "addr": 4096})
     assert host.decode_header(host.encode(update)[0].data).args == dict(update.args)
