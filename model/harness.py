@@ -40,6 +40,10 @@ def check_fits(run) -> None:
     if outputs > OUTPUT_FLITS:
         raise ConfigError(f"the outputs must fit the harness's {OUTPUT_FLITS} flits, not {outputs}: run fewer tokens "
                           f"or layers")
+    grads = sum(len(packets) for packets in run.gate_grads().values()) * (1 + host.proto.gate_grad_flits)
+    if grads > GRAD_FLITS:
+        raise ConfigError(f"the gate gradients must fit the harness's {GRAD_FLITS} flits, not {grads}: run fewer "
+                          f"tokens or layers")
     if len(run.attention) > ATTENTION_STEPS:
         raise ConfigError(f"the attention steps must fit the harness's {ATTENTION_STEPS}, not {len(run.attention)}: "
                           f"run fewer layers")

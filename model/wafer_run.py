@@ -458,7 +458,9 @@ def _translate_layer(program: _Program, layer: RunLayer, attention, phase: str =
         for mb in micro_batches:
             for t in tok_of_mb[mb]:
                 js = [j for j, e in enumerate(layer.experts[t]) if round_of[int(e)] == r]
-                if js:
+                if js and backward and not dedup:
+                    units += [(r, mb, t, part) for part in _credit_parts(js, layer, t, cfg.hardware.token_slots)]
+                elif js:
                     units.append((r, mb, t, js))
     first_unit, last_unit = {}, {}
     for i, (_, _, t, _) in enumerate(units):
@@ -524,6 +526,21 @@ def _translate_layer(program: _Program, layer: RunLayer, attention, phase: str =
     if leaf != sum(d.replicas for d in dispatches):
         raise ScheduleError(f"host program sends {leaf} {phase} replicas to chiplets but the schedule counts "
                             f"{sum(d.replicas for d in dispatches)}")
+
+
+def _credit_parts(js: list[int], layer: RunLayer, t: int, slots: int) -> list[list[int]]:
+    """A per-expert backward token's experts ``js`` in TOKENs of at most ``slots`` experts per chiplet: the root's
+    credit counts each of its replicas (one per expert), so one TOKEN with more could never go (docs/wafer.md)."""
+    parts: list[list[int]] = []
+    for j in js:
+        chiplet = int(layer.expert_to_chiplet[layer.experts[t][j]])
+        for part in parts:
+            if sum(int(layer.expert_to_chiplet[layer.experts[t][i]]) == chiplet for i in part) < slots:
+                part.append(j)
+                break
+        else:
+            parts.append([j])
+    return parts
 
 
 def _update_round(program: _Program, layer: RunLayer, write_backs: list, barriers: bool) -> None:

@@ -268,3 +268,20 @@ def test_training_run_longer_than_a_step_is_rejected():
     cfg = load_config("tiny")
     with pytest.raises(ConfigError, match="tokens must be at most a training step's 256"):
         build_run(cfg, tokens=512, train=True)
+
+
+def test_a_per_expert_backward_token_is_split_to_fit_the_credit():
+    """With one activation-buffer entry per chiplet, a Baseline backward token's experts on one chiplet go in
+    TOKENs of one expert there each (the root's credit counts a replica per expert), and every pair still once."""
+    cfg = override(load_config("tiny"), {"hardware.token_slots": 1})
+    run = build_run(cfg, variant="baseline", tokens=64, seed=3, train=True)
+    layer, served, split = run.layers[0], {}, 0
+    for cmd in run.commands:
+        if cmd.op is HostOp.TOKEN and cmd.args["backward"]:
+            chiplets = [int(layer.expert_to_chiplet[e]) for e, v in zip(cmd.args["experts"], cmd.args["valid"]) if v]
+            assert len(chiplets) == len(set(chiplets)), "at most token_slots (1) experts per chiplet in a TOKEN"
+            split += not (cmd.args["first"] and cmd.args["final"])
+            t = cmd.args["save_index"] % Protocol(cfg).step_tokens
+            for j, v in enumerate(cmd.args["valid"]):
+                served[(t, j)] = served.get((t, j), 0) + v
+    assert split > 0 and set(served.values()) == {1} and len(served) == 64 * cfg.moe.top_k
