@@ -388,6 +388,7 @@ class _Program:
         self.loads: list = []        # the Load commands of the whole run, in program order
         self.waited: set[int] = set()
         self.pending_load: dict[tuple[int, int], int] = {}   # (chiplet, slot) -> index of its latest load
+        self.pending_update: dict[int, int] = {}   # chiplet -> index (in loads) of its latest UPDATE
         self.release = 0             # attention steps the next commands wait for
         self.outputs = 0             # tokens of the layers written so far
         self.reloads = False         # a load now reloads a slot (not the run's first round)
@@ -545,13 +546,19 @@ def _credit_parts(js: list[int], layer: RunLayer, t: int, slots: int) -> list[li
 
 def _update_round(program: _Program, layer: RunLayer, write_backs: list, barriers: bool) -> None:
     """A backward round's end: once its groups' results are back (the Baseline: every group's), an UPDATE of
-    each slot it used, which a later LOAD of the slot waits for (its UPDATED)."""
+    each slot it used, which a later LOAD of the slot waits for (its UPDATED). A chiplet has one UPDATE
+    unanswered at a time (docs/protocol.md's promise 3: a second one would wait at its input, in front of the
+    first one's MEM_ACK): each UPDATE after the chiplet's previous one's WAIT_LOADED."""
     if not write_backs:
         return
     cfg, C = program.run.cfg, program.run.cfg.chiplets_per_group
     groups = {wb.group for wb in write_backs}
     program.add(HostOp.WAIT_COMBINED, {"groups": [1 if barriers or g in groups else 0 for g in range(cfg.groups)]})
     for wb in write_backs:
+        previous = program.pending_update.get(wb.chiplet)
+        if previous is not None:
+            program.wait_loaded(previous)
+        program.pending_update[wb.chiplet] = len(program.loads)
         program.pending_load[(wb.chiplet, wb.slot)] = len(program.loads)
         program.loads.append(wb)
         program.add(HostOp.UPDATE, {"group": wb.group, "chiplet": wb.chiplet % C, "slot": wb.slot,

@@ -285,3 +285,19 @@ def test_a_per_expert_backward_token_is_split_to_fit_the_credit():
             for j, v in enumerate(cmd.args["valid"]):
                 served[(t, j)] = served.get((t, j), 0) + v
     assert split > 0 and set(served.values()) == {1} and len(served) == 64 * cfg.moe.top_k
+
+
+def test_a_chiplet_has_one_update_unanswered_at_a_time():
+    """Before a chiplet's next UPDATE the program waits for the previous one's UPDATED (WAIT_LOADED of its slot):
+    a second UPDATE would wait at the chiplet's input in front of the first one's MEM_ACK (docs/protocol.md)."""
+    run = build_run(load_config("tiny"), variant="C", tokens=64, seed=3, train=True)
+    unanswered: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for cmd in run.commands:
+        a = cmd.args
+        if cmd.op is HostOp.UPDATE:
+            assert (a["group"], a["chiplet"]) not in unanswered, "an UPDATE while the chiplet's previous one is out"
+            unanswered[(a["group"], a["chiplet"])] = (a["group"], a["chiplet"], a["slot"])
+        elif cmd.op is HostOp.WAIT_LOADED:
+            key = (a["group"], a["chiplet"])
+            if unanswered.get(key) == (a["group"], a["chiplet"], a["slot"]):
+                del unanswered[key]
