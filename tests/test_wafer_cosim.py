@@ -95,6 +95,40 @@ def test_layers_chain_on_the_wafer(built_tiny, variant):
     assert activity["busy"]["attention"] == activity["exposed"]["attention"] > 0
 
 
+#: Largest accepted |RTL - model| / model cycles of a training step's backward phase (the issue's acceptance).
+BACKWARD_TOLERANCE = 0.05
+
+
+def _training_step(built, seed, **options):
+    """One training step: every forward output, input gradient, gate gradient and updated weight word bit-exact,
+    links as the model counts (forward and backward), drained; the backward phase's cycles within
+    BACKWARD_TOLERANCE of the model's."""
+    s = _layer(built, seed, train=True, **options)
+    assert s["train"] and s["bit_exact"] and s["trained_exact"] and s["links_match"] and s["saved_exact"]
+    assert s["gate_grads"] > 0 and s["image_words"] > 0
+    rtl = s["cycles"] - s["forward_cycles"]
+    model = s["model_cycles"] - s["model_forward_cycles"]
+    print(f"{built.cfg.name} {options}: backward RTL {rtl}, model {model:.0f} ({100 * (rtl - model) / model:+.1f}%)")
+    assert abs(rtl - model) <= BACKWARD_TOLERANCE * model, (
+        f"backward phase: RTL {rtl} cycles against the model's {model:.0f}")
+    return s
+
+
+@pytest.mark.parametrize("variant", ["baseline", "C"])
+def test_training_step(built, variant):
+    """A one-layer training step of 128 tokens on tiny and wafer4x4, random idle and backpressure."""
+    s = _training_step(built, SEED + 5, variant=variant, tokens=128)
+    assert s["tokens"] == 128 and s["layers"] == 1
+
+
+@pytest.mark.parametrize("variant", ["baseline", "C"])
+def test_training_step_with_reloads_and_hot_experts(built_tiny, variant):
+    """More experts than slots (one slot per chiplet: the backward reloads a slot after its UPDATED) and a
+    Zipf-1.5 trace (hot experts)."""
+    s = _training_step(built_tiny, SEED + 6, variant=variant, tokens=128, slots=1, skew=1.5)
+    assert s["rounds"] == 2
+
+
 def test_long_layer_wafer4x4():
     """1,024 tokens of C on wafer4x4 (one weight round: the 256 combine entries are reused four times)."""
     s = _layer(_built("wafer4x4"), SEED + 3, variant="C", tokens=1024)
