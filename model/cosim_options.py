@@ -48,8 +48,9 @@ class WaferOptions:
     idle, backpressure : float
         Probabilities of an idle cycle before a host flit and of an output cycle not ready, in [0, 1).
     fault : str
-        ``none``, ``drop-load`` (a LOAD left out of the program, to test the watchdog) or ``drop-save`` (one
-        TOKEN's ``save`` bit cleared, to test the check of the saved activations).
+        ``none``, ``drop-load`` (a LOAD left out of the program, to test the watchdog), ``drop-save`` (one
+        TOKEN's ``save`` bit cleared, to test the check of the saved activations) or ``drop-update`` (a training
+        run's first UPDATE left out, to test the check of the updated weight images).
     timeline : bool
         Also record the cycle each host command and each output was taken.
     train : bool

@@ -54,8 +54,9 @@ __all__ = ["WaferRun", "RunLayer", "AttentionStandIn", "build_run", "default_pla
 #: Deliberate faults for testing the testbench: ``drop-load`` removes the first LOAD, so its expert never becomes
 #: resident and the root holds every TOKEN that selects it (and any WAIT_LOADED of its slot) forever (the watchdog);
 #: ``drop-save`` clears the ``save`` bit of the first TOKEN whose saved activations are not all zero, so one
-#: DRAM entry is never written (the check of the saved activations).
-FAULTS = ("none", "drop-load", "drop-save")
+#: DRAM entry is never written (the check of the saved activations); ``drop-update`` (a training run) removes the
+#: first UPDATE, so that slot's gradient is never applied nor written back (the check of the weight images).
+FAULTS = ("none", "drop-load", "drop-save", "drop-update")
 
 
 def default_placement(variant: str) -> str:
@@ -295,6 +296,10 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
         del run.commands[first]
     if fault == "drop-save":
         _drop_a_save(run)
+    if fault == "drop-update":
+        if not train:
+            raise ConfigError("fault drop-update needs a training run (train), not a forward one")
+        del run.commands[next(i for i, c in enumerate(run.commands) if c.op is HostOp.UPDATE)]
     return run
 
 

@@ -154,6 +154,19 @@ def test_a_missing_save_is_caught(built_tiny):
     assert "outputs differ" not in message
 
 
+def test_a_missing_update_is_caught(built_tiny):
+    """A training step without its first UPDATE: outputs and input gradients stay bit-exact, but that slot's
+    image in the DRAM keeps its old weights, and the check of the weight images fails the run."""
+    from mozart.sim.cosim import run
+    from mozart.model.cosim_options import WaferOptions
+    result = run(built_tiny, seed=SEED, check=False,
+                 extra_env=WaferOptions(fault="drop-update", tokens=32, train=True).to_env())
+    assert not result.ok
+    message = "\n".join(result.errors)
+    assert "weight images:" in message and "differ from the golden update" in message
+    assert "outputs differ" not in message and "input gradients differ" not in message
+
+
 @pytest.mark.parametrize("variant", ["baseline", "C"])
 def test_root_alone_against_behavioural_groups(variant):
     """The root's Verilog with transaction-level groups answering out of order (``tb/tb_root.py``)."""
