@@ -45,7 +45,7 @@ from ..host import HostCommand, HostInterface, HostOp
 from ..placement import Placement
 from .timeline import Timeline
 
-__all__ = ["InOrderTiming", "in_order_cycles"]
+__all__ = ["InOrderTiming", "BackwardTiming", "in_order_cycles", "in_order_output_times"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,34 @@ class InOrderTiming:
     load_latency: float = 0.0
 
 
+@dataclass(frozen=True)
+class BackwardTiming:
+    """The RTL properties the replay of a training program adds (each from an RTL block, nothing fitted).
+
+    cycles_per_job : chiplet compute cycles per backward (token, local expert) job
+    input_flits : flits of one backward dispatch replica at a chiplet's port (route word, dY and x)
+    restore_cycles : from a backward replica's last flit at the chiplet to its first expert's saved ``z`` in: the
+        first read, the MEM_READ's hop to the memory controller, its read latency, the MEM_DATA's hop back and
+        its flits (``restore_flits``)
+    restore_flits : one restore answer (MEM_DATA of ``hidden_flits``): each further expert's ``z`` comes one
+        answer later
+    gate_grad_flits : one GATE_GRAD packet at the root's input port (a backward replica's, after its COMBINE)
+    update_cycles : the chiplet's update unit, from the UPDATE taken to its last MEM_WRITE flit sent
+    ack_latency : from the write-back's last flit at the memory controller to its MEM_ACK at the chiplet
+    """
+
+    cycles_per_job: int
+    input_flits: int
+    restore_cycles: float
+    restore_flits: int
+    gate_grad_flits: int
+    update_cycles: float
+    ack_latency: float
+
+
 def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet,
                     load_times: dict[tuple[int, int], list[tuple[float, float]]], timing: InOrderTiming,
-                    attention: Sequence = ()) -> float:
+                    attention: Sequence = (), backward: BackwardTiming | None = None) -> float:
     """Cycles from the first host command to the last output flit when the root reads ``commands`` in order,
     reorders TOKENs in its issue window and dispatches them through finite buffers (module doc).
 
@@ -101,12 +126,25 @@ def in_order_cycles(cfg, commands: list[HostCommand], expert_to_chiplet,
     (:class:`~mozart.model.wafer_run.AttentionStandIn`): step ``n`` starts when the host holds its ``outputs``
     outputs and step ``n - 1`` has ended, and a command with ``release = n`` is sent no sooner than step ``n``'s
     end. Outputs leave in output order (the n-th token of the run is output n, whatever order its dispatches
-    took); a token's combine entry is free again once output ``n - entries`` left."""
-    replay = _Replay(cfg, expert_to_chiplet, load_times, timing, attention)
+    took); a token's combine entry is free again once output ``n - entries`` left.
+
+    A training program's backward TOKENs and UPDATEs follow the module doc's rules; ``load_times`` then lists the
+    backward pass's LOADs too (after the forward's, in program order), and ``backward`` gives their timing."""
+    times = in_order_output_times(cfg, commands, expert_to_chiplet, load_times, timing, attention, backward)
+    return times[-1] if times else 0.0
+
+
+def in_order_output_times(cfg, commands: list[HostCommand], expert_to_chiplet,
+                          load_times: dict[tuple[int, int], list[tuple[float, float]]], timing: InOrderTiming,
+                          attention: Sequence = (), backward: BackwardTiming | None = None) -> list[float]:
+    """:func:`in_order_cycles`'s replay, returning when each output's last flit left, in output order (a training
+    step's forward ends with its last forward output)."""
+    replay = _Replay(cfg, expert_to_chiplet, load_times, timing, attention, backward)
     for cmd in commands:
         replay.command(cmd)
     replay.drain()
-    return replay.outputs.last()
+    replay.outputs.last()
+    return list(replay.outputs.out)
 
 
 @dataclass
@@ -126,7 +164,8 @@ class _Replay:
     #: Commands that first wait until the window is empty (every stored TOKEN's dispatch has ended).
     WAIT_FOR_EMPTY_WINDOW = (HostOp.TABLE, HostOp.LOAD, HostOp.WAIT_COMBINED)
 
-    def __init__(self, cfg, expert_to_chiplet, load_times, timing: InOrderTiming, attention: Sequence):
+    def __init__(self, cfg, expert_to_chiplet, load_times, timing: InOrderTiming, attention: Sequence,
+                 backward: BackwardTiming | None):
         self.host = HostInterface(cfg)
         self.chiplets_per_group = cfg.chiplets_per_group
         self.tables = np.asarray(expert_to_chiplet).reshape(-1, cfg.moe.experts)
@@ -136,11 +175,11 @@ class _Replay:
         self.now = 0.0
         self.outputs = _Outputs(self.host.proto.partial_flits, self.host.entries, attention)
         self.numbers = _OutputNumbers(self.host.entries)
-        self.dispatcher = _Dispatcher(cfg, timing)
+        self.dispatcher = _Dispatcher(cfg, timing, backward)
         self.window: list[_Stored] = []    # oldest first
         self.issued = defaultdict(int)     # (chiplet, slot) -> LOADs issued
         self.group_free = defaultdict(float)   # group -> when its memory controller ends the LOADs issued so far
-        self.load_done: dict[tuple[int, int], float] = {}   # (chiplet, slot) -> its latest load's end
+        self.loaded: dict[tuple[int, int], float] = {}   # (chiplet, slot) -> its latest LOADED or UPDATED at the root
         self.resident: dict[tuple[int, int], float] = {}    # (chiplet, local) -> RESIDENT since
         self.previous_op = None
 
@@ -169,11 +208,14 @@ class _Replay:
             # the group's controller streams the LOADs in the order the root issues them; no sooner than the engine
             start = max(self.now, self.group_free[a["group"]])
             self.group_free[a["group"]] = start + self.timing.load_cycles
-            self.load_done[key] = max(done, self.group_free[a["group"]] + self.timing.load_latency)
-            self.resident[(chiplet, a["local"])] = self.load_done[key] + self.timing.loaded_cycles
+            end = max(done, self.group_free[a["group"]] + self.timing.load_latency)
+            self.loaded[key] = self.resident[(chiplet, a["local"])] = end + self.timing.loaded_cycles
+        elif op is HostOp.UPDATE:
+            self.now += self.host.flits(op)
+            self._update(a)
         elif op is HostOp.WAIT_LOADED:
-            end = self.load_done[(a["group"] * self.chiplets_per_group + a["chiplet"], a["slot"])]
-            self.now = max(self.now + self.host.flits(op), end + self.timing.loaded_cycles)
+            end = self.loaded[(a["group"] * self.chiplets_per_group + a["chiplet"], a["slot"])]
+            self.now = max(self.now + self.host.flits(op), end)
         elif op is HostOp.WAIT_COMBINED:
             owed = [self.dispatcher.owed[g] for g, on in enumerate(a["groups"]) if on]
             self.now = max([self.now + self.host.flits(op)] + owed)
@@ -181,11 +223,26 @@ class _Replay:
             self._store(a)
         self.previous_op = op
 
+    def _update(self, a) -> None:
+        """An UPDATE sent at ``now``: the packet reaches the chiplet (the root's queue, a hop, its one flit), which
+        updates once its engine is idle (the host sends an UPDATE only after the round's results, so no token
+        inside needs the slot); its MEM_WRITEs reach the group's memory controller a hop later, which writes the
+        image at its load rate after the LOADs and write-backs issued before; the last write's MEM_ACK, then
+        UPDATED to the root (the LOADED path). Until then the slot is not LOADED and its expert not RESIDENT."""
+        t, b, g = self.timing, self.dispatcher.backward_timing("UPDATE"), a["group"]
+        chiplet = g * self.chiplets_per_group + a["chiplet"]
+        start = max(self.now + t.queue_latency + t.hop_cycles + 1, self.dispatcher.last_end[chiplet])
+        stream = max(start + t.hop_cycles, self.group_free[g])   # the first MEM_WRITE at the controller
+        self.group_free[g] = stream + t.load_cycles
+        written = max(start + b.update_cycles + t.hop_cycles, self.group_free[g])
+        self.loaded[(chiplet, a["slot"])] = self.resident[(chiplet, a["local"])] = \
+            written + b.ack_latency + t.loaded_cycles
+
     def _store(self, a) -> None:
         """A TOKEN enters the window once a position is free (the one dispatched next frees first)."""
         if len(self.window) >= self.timing.issue_window:
             self.now = max(self.now, self._dispatch_next())
-        self.now += self.host.flits(HostOp.TOKEN)
+        self.now += self.host.flits(HostOp.TOKEN, bool(a.get("backward", 0)))
         selected = [int(a["experts"][j]) for j, v in enumerate(a["valid"]) if v]
         output = self.numbers.take(a["token"], bool(a["final"]))
         self.window.append(_Stored(a, output, self.now, self._ready(a["token"], selected),
@@ -211,7 +268,7 @@ class _Replay:
         s = self.window[i]
         if self._held_by_older(i):
             return None
-        start = max(s.arrival, s.ready, self.dispatcher.free)
+        start = max(s.arrival, s.ready, self.dispatcher.free, self.dispatcher.credit(s))
         if s.args["first"]:   # the entry must have been returned by its previous token
             if not self.outputs.complete(s.output - self.host.entries + 1):
                 return None   # an older output is still in the window
@@ -268,8 +325,9 @@ class _Dispatcher:
     """The root's dispatcher and everything behind it: per-group queues and down links, the switches' reduction
     tables, the chiplets' buffers and engines, and the root's input port. One TOKEN at a time, in dispatch order."""
 
-    def __init__(self, cfg, timing: InOrderTiming):
+    def __init__(self, cfg, timing: InOrderTiming, backward: BackwardTiming | None):
         self.proto, self.timing, self.chiplets_per_group = HostInterface(cfg).proto, timing, cfg.chiplets_per_group
+        self.backward = backward
         self.free = 0.0                # the dispatcher is ready for the next TOKEN
         self.ends = defaultdict(list)       # chiplet -> end of every token it took (frees a buffer entry)
         self.last_end = defaultdict(float)  # chiplet -> when its engine is free
@@ -281,17 +339,40 @@ class _Dispatcher:
         self.back = timing.chiplet_output_flits + 2 * timing.hop_cycles   # engine done -> COMBINE at the root
         self.port = Timeline()   # the root's input port: result packets of every group
         self.port_cycles = timing.chiplet_output_flits / timing.port_flits_per_cycle
+        self.unanswered = defaultdict(list)   # chiplet -> GATE_GRAD arrivals at the root of its backward replicas
 
     def _packets(self, s: _Stored) -> list[tuple[int, dict[int, int], int]]:
         """(group, {chiplet: selected experts}, flits) of each DISPATCH packet of the TOKEN."""
-        proto, C = self.proto, self.chiplets_per_group
+        proto, C, backward = self.proto, self.chiplets_per_group, bool(s.args.get("backward", 0))
         if not s.args["dedup"]:   # one packet per selected expert
-            return [(c // C, {c: 1}, 1 + proto.route_flits + proto.token_flits) for c in s.chiplets]
+            return [(c // C, {c: 1}, proto.dispatch_flits(1, backward)) for c in s.chiplets]
         groups: dict[int, dict[int, int]] = {}   # one packet per group
         for c in s.chiplets:
             pk = groups.setdefault(c // C, {})
             pk[c] = pk.get(c, 0) + 1
-        return [(g, pk, 1 + len(pk) * proto.route_flits + proto.token_flits) for g, pk in groups.items()]
+        return [(g, pk, proto.dispatch_flits(len(pk), backward)) for g, pk in groups.items()]
+
+    def backward_timing(self, what: str) -> BackwardTiming:
+        if self.backward is None:
+            raise ScheduleError(f"the replay of a {what} needs the backward timing (BackwardTiming), not None")
+        return self.backward
+
+    def credit(self, s: _Stored) -> float:
+        """When the root has the credit for backward TOKEN ``s`` (0 for a forward one): every chiplet it goes to
+        has at most ``token_slots`` backward replicas without their GATE_GRAD, its own (one per packet) included."""
+        if not s.args.get("backward", 0):
+            return 0.0
+        replicas = defaultdict(int)
+        for _, packet, _ in self._packets(s):
+            for c in packet:
+                replicas[c] += 1
+        start = 0.0
+        for c, n in replicas.items():
+            answers = sorted(self.unanswered[c])
+            waiting = len(answers) - (self.timing.token_slots - n)   # replicas whose GATE_GRAD must be back
+            if waiting > 0:
+                start = max(start, answers[waiting - 1])
+        return start
 
     def dispatch(self, s: _Stored, now: float) -> float:
         """Dispatch ``s`` from ``now`` on; returns when its output's results are all at the root so far."""
@@ -323,20 +404,42 @@ class _Dispatcher:
     def _result(self, s: _Stored, group: int, packet: dict[int, int], leave: float) -> None:
         """The chiplets compute the packet that leaves the root at ``leave``; its result crosses the port."""
         t = self.timing
+        backward = bool(s.args.get("backward", 0))
         done = 0.0
         for c, n in packet.items():
-            start = max(leave + t.hop_cycles + t.chiplet_input_flits, self.last_end[c])
-            self.last_end[c] = start + n * t.cycles_per_expert
-            self.ends[c].append(self.last_end[c])
-            done = max(done, self.last_end[c] + self.back)
-        # the port passes the packet no sooner than its up link delivers it (tail at ``done``), in its next free time
-        start = self.port.earliest(done - self.port_cycles, self.port_cycles)
-        self.port.occupy(start, start + self.port_cycles)
+            end = self._backward(c, n, leave) if backward else self._forward(c, n, leave)
+            self.ends[c].append(end)
+            done = max(done, end + self.back)
+            if backward:   # its GATE_GRAD follows its COMBINE on the way up
+                self.unanswered[c].append(end + self.back + self.backward.gate_grad_flits)
+        # the port passes the packet (and a backward one's GATE_GRADs) no sooner than its up link delivers it (tail
+        # at ``done``), in its next free time
+        grads = len(packet) * self.backward.gate_grad_flits / t.port_flits_per_cycle if backward else 0
+        busy = self.port_cycles + grads
+        start = self.port.earliest(done - self.port_cycles, busy)
+        self.port.occupy(start, start + busy)
         done = start + self.port_cycles
         if s.args["dedup"]:
             heapq.heappush(self.table[group], done - t.hop_cycles)   # the reduced result leaves the switch
         self.owed[group] = max(self.owed[group], done)
         self.result[s.output] = max(self.result.get(s.output, 0.0), done)
+
+    def _forward(self, chiplet: int, jobs: int, leave: float) -> float:
+        """A forward replica of ``jobs`` experts, whole at the chiplet, computes after its earlier tokens."""
+        t = self.timing
+        start = max(leave + t.hop_cycles + t.chiplet_input_flits, self.last_end[chiplet])
+        self.last_end[chiplet] = start + jobs * t.cycles_per_expert
+        return self.last_end[chiplet]
+
+    def _backward(self, chiplet: int, jobs: int, leave: float) -> float:
+        """A backward replica, whole at the chiplet, starts its restore reads at once (while earlier tokens compute);
+        job ``j`` computes after the previous job and after its ``z`` is in."""
+        b = self.backward_timing("backward TOKEN")
+        arrived = leave + self.timing.hop_cycles + b.input_flits
+        for j in range(jobs):
+            start = max(arrived + b.restore_cycles + j * b.restore_flits, self.last_end[chiplet])
+            self.last_end[chiplet] = start + b.cycles_per_job
+        return self.last_end[chiplet]
 
 
 class _Outputs:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from ..blocks import ChipletContract, MemoryControllerContract, RootContract, SwitchContract
 from ..blocks.chiplet import BackwardGeometry
-from .inorder import InOrderTiming
+from ..protocol import Protocol
+from .inorder import BackwardTiming, InOrderTiming
 from .timing import HardwareTiming
 
-__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "predict_cycles", "predict_breakdown", "predict_training"]
+__all__ = ["RtlTiming", "rtl_timing", "in_order_timing", "backward_timing", "predict_cycles", "predict_breakdown",
+           "predict_training"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,26 @@ def in_order_timing(cfg) -> InOrderTiming:
                          load_latency=float(memctrl.dram.miss_latency + 2 * switch.head_latency))
 
 
+def backward_timing(cfg) -> BackwardTiming:
+    """The RTL numbers the replay of a training program adds (:class:`BackwardTiming`): the backward engine's
+    cycles per job (``BackwardGeometry.cycles_per_job``); a backward replica's flits
+    (``Protocol.dispatch_flits(1, backward=True)``); the restore of a saved ``z`` (``docs/chiplet.md``: the first
+    MEM_READ one cycle after the token, a switch hop to the memory controller, its ``read_latency``, the MEM_DATA's
+    hop back and its header and ``hidden_flits``); a GATE_GRAD's header and ``Protocol.gate_grad_flits``; the
+    update unit's ``ChipletContract.update_cycles``; and the write-back's ack (``docs/memctrl.md``: the last flit's
+    words reach the DRAM 2 cycles after it is taken, write buffer and gearbox; the MEM_ACK's hop back and its one
+    flit). Assumption: the DRAM writes as fast as the link feeds it (the image stream at the load rate)."""
+    switch, memctrl, chiplet, geometry = SwitchContract(cfg), MemoryControllerContract(cfg), ChipletContract(cfg), \
+        BackwardGeometry(cfg)
+    proto = Protocol(cfg)
+    hop = float(switch.head_latency)
+    restore_flits = 1 + geometry.hidden_flits
+    return BackwardTiming(cycles_per_job=geometry.cycles_per_job, input_flits=proto.dispatch_flits(1, backward=True),
+                          restore_cycles=1 + hop + memctrl.read_latency + hop + restore_flits,
+                          restore_flits=restore_flits, gate_grad_flits=1 + proto.gate_grad_flits,
+                          update_cycles=float(chiplet.update_cycles), ack_latency=2 + hop + 1)
+
+
 def predict_cycles(run, *, in_order: bool = True) -> float:
     """The performance model's cycles for the forward pass of ``run``'s layers (a
     :class:`~mozart.model.wafer_run.WaferRun`: each layer's schedule, one after another on one engine, as a
@@ -92,15 +114,25 @@ def predict_cycles(run, *, in_order: bool = True) -> float:
     load rate, none ending before the engine's). The engine has no buffer
     limits and takes each command when its own dependencies are met; the replay has no link contention beyond
     the root links, no reduction throughput and no activation saving; each is a bound the RTL's time cannot
-    beat for the reasons the other leaves out. False: the engine alone."""
-    from .inorder import in_order_cycles  # noqa: PLC0415
+    beat for the reasons the other leaves out. False: the engine alone.
 
+    A training run: the whole step (forward, then backward), each of the two predictions over the step; the replay
+    with :func:`backward_timing` (:func:`predict_training` gives the forward's part too)."""
     engine, load_times, _ = _run_engine(run, record=in_order)
-    if not in_order or run.train:   # the replay reads forward host programs only
+    if not in_order:
         return engine.end
-    tables = [layer.expert_to_chiplet for layer in run.layers]
-    replay = in_order_cycles(run.cfg, run.commands, tables, load_times, in_order_timing(run.cfg), run.attention)
-    return max(engine.end, replay)
+    return max(engine.end, _replay(run, load_times)[-1])
+
+
+def _replay(run, load_times) -> list[float]:
+    """The in-order replay of ``run``'s host program: when each output's last flit left (at least one 0.0)."""
+    from .inorder import in_order_output_times  # noqa: PLC0415
+
+    # a layer's table holds from its TABLE commands on: the forward's layers, then the backward's
+    tables = [layer.expert_to_chiplet for layer in run.layers + run.backward_layers]
+    times = in_order_output_times(run.cfg, run.commands, tables, load_times, in_order_timing(run.cfg), run.attention,
+                                  backward_timing(run.cfg) if run.train else None)
+    return times or [0.0]
 
 
 def predict_breakdown(run):
@@ -114,7 +146,6 @@ def predict_breakdown(run):
 def _run_engine(run, record: bool):
     """The event engine over ``run``'s layers (training: then their backward phases, the last layer first), the
     (ready, done) of every forward load per (chiplet, slot), and the engine's time at the forward's end."""
-    from ..schedule import Load  # noqa: PLC0415
     from .engine import Engine  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
     from .regime import host_attention_cycles_per_token  # noqa: PLC0415
@@ -128,18 +159,30 @@ def _run_engine(run, record: bool):
     for layer in run.layers:
         schedule = layer.schedule
         engine.run(schedule, "forward", layer.experts)
-        for c in schedule.of_kind(Load, "forward") if record else ():   # ids restart with every layer
-            load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
+        _record_loads(engine, schedule, "forward", load_times, record)
     forward_end = engine.end
     for layer in run.backward_layers:
         engine.run(layer.schedule, "backward", layer.experts)
+        _record_loads(engine, layer.schedule, "backward", load_times, record)
     return engine, load_times, forward_end
 
 
-def predict_training(run) -> tuple[float, float]:
-    """A training run's (forward, whole step) cycles from the event engine alone on :func:`rtl_timing`: the
-    layers' forward phases, then their backward phases in reverse (the chiplet's backward jobs at
+def _record_loads(engine, schedule, phase: str, load_times: dict, record: bool) -> None:
+    """Append the engine's (ready, done) of ``phase``'s loads of ``schedule`` (just run) per (chiplet, slot)."""
+    from ..schedule import Load  # noqa: PLC0415
+    for c in schedule.of_kind(Load, phase) if record else ():   # ids restart with every layer
+        load_times.setdefault((c.chiplet, c.slot), []).append(engine.command_times[c.id])
+
+
+def predict_training(run, *, in_order: bool = True) -> tuple[float, float]:
+    """A training run's (forward, whole step) cycles on :func:`rtl_timing`: the event engine over the layers'
+    forward phases, then their backward phases in reverse (the chiplet's backward jobs at
     ``BackwardGeometry.cycles_per_job``, the restore reads and the write-backs as the engine streams them, no
-    attention in the backward). Not the in-order replay: it reads forward host programs only."""
-    engine, _, forward_end = _run_engine(run, record=False)
-    return forward_end, engine.end
+    attention in the backward); with ``in_order`` (default) each the larger of the engine's and the in-order
+    replay's (:func:`predict_cycles`): the forward ends with the replay's last forward output."""
+    engine, load_times, forward_end = _run_engine(run, record=in_order)
+    if not in_order:
+        return forward_end, engine.end
+    times = _replay(run, load_times)
+    forward_outputs = run.tokens * len(run.layers)
+    return max(forward_end, times[forward_outputs - 1]), max(engine.end, times[-1])
