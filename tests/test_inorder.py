@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mozart.model.config import load_config
-from mozart.model.host import HostCommand, HostOp
+from mozart.model.host import HostCommand, HostInterface, HostOp
 from mozart.model.perf import inorder
 from mozart.model.perf.inorder import InOrderTiming, in_order_cycles
 
@@ -266,3 +266,114 @@ def test_a_groups_loads_stream_one_after_another(cfg, monkeypatch):
 
     monkeypatch.setattr(inorder._Replay, "command", side_by_side)
     assert gap() < 10
+
+
+# --- training programs: backward TOKENs (the root's credit, the restore) and UPDATEs (docs/wafer.md §7) ---
+
+#: the backward's numbers, distinct enough that each term shows in a sum
+BACKWARD = inorder.BackwardTiming(cycles_per_job=128, input_flits=6, restore_cycles=30.0, restore_flits=5,
+                                  gate_grad_flits=2, update_cycles=100.0, ack_latency=5.0)
+
+
+def backward_token(t: int, experts: list[int]) -> HostCommand:
+    valid = [1] * len(experts) + [0] * (2 - len(experts))
+    return HostCommand(HostOp.TOKEN, {"token": t, "first": 1, "final": 1, "dedup": 1, "save": 0, "backward": 1,
+                                      "valid": valid, "experts": (experts + [0])[:2], "gates": [1, 1]})
+
+
+def sizes(cfg):
+    """(backward TOKEN host flits, backward DISPATCH flits to one chiplet, output flits) of ``cfg``."""
+    from mozart.model.host import HostInterface  # noqa: PLC0415
+    host = HostInterface(cfg)
+    return host.flits(HostOp.TOKEN, backward=True), host.proto.dispatch_flits(1, backward=True), host.output_flits
+
+
+def after_dispatch(t: InOrderTiming, dispatch_flits: int) -> float:
+    """From the dispatcher's start to the replica's first job: the root queue, a hop, the replica, the restore."""
+    return dispatch_flits + t.queue_latency + t.hop_cycles + BACKWARD.input_flits + BACKWARD.restore_cycles
+
+
+def test_a_backward_token_by_hand(cfg):
+    """One backward TOKEN selecting experts 0 and 1 (both on chiplet 0), after the eight LOADs (one host flit each):
+    stored after its host flits, its DISPATCH queued and sent, at the chiplet its z restored, two backward jobs
+    (the second z came ``restore_flits`` later, long before the first job ends), the result back, the output."""
+    token_flits, dispatch_flits, output_flits = sizes(cfg)
+    u = UNBOUNDED
+    first_job = len(LOADS) + token_flits + after_dispatch(u, dispatch_flits)
+    result = first_job + 2 * BACKWARD.cycles_per_job + u.chiplet_output_flits + 2 * u.hop_cycles
+    program = LOADS + [backward_token(0, [0, 1])]
+    assert in_order_cycles(cfg, program, e2c(), LOADED_AT_ONCE, u, backward=BACKWARD) == result + output_flits
+    with pytest.raises(Exception, match="needs the backward timing"):
+        in_order_cycles(cfg, program, e2c(), LOADED_AT_ONCE, u)
+
+
+def test_a_restore_overlaps_the_previous_tokens_compute(cfg):
+    """Two backward tokens for chiplet 0 (one expert each): the second's z is restored while the first computes,
+    so its job follows the first one's at once: outputs exactly one job apart."""
+    program = LOADS + [backward_token(0, [0]), backward_token(1, [0])]
+    times = inorder.in_order_output_times(cfg, program, e2c(), LOADED_AT_ONCE, UNBOUNDED, backward=BACKWARD)
+    assert times[1] - times[0] == BACKWARD.cycles_per_job
+
+
+def test_the_credit_holds_a_backward_token(cfg, monkeypatch):
+    """One buffer entry: the second backward token for chiplet 0 is dispatched only when the first one's GATE_GRAD
+    is back at the root (its compute's end, the COMBINE's way back, the GATE_GRAD's flits), then crosses to the
+    chiplet and restores its z. Mutant without the credit: it waits at the chiplet's input only until the first
+    token's compute ends, and its restore is hidden behind nothing."""
+    one_entry = replace(UNBOUNDED, token_slots=1)
+    _, dispatch_flits, _ = sizes(cfg)
+    program = LOADS + [backward_token(0, [0]), backward_token(1, [0])]
+
+    def gap():
+        times = inorder.in_order_output_times(cfg, program, e2c(), LOADED_AT_ONCE, one_entry, backward=BACKWARD)
+        return times[1] - times[0]
+
+    back = UNBOUNDED.chiplet_output_flits + 2 * UNBOUNDED.hop_cycles   # the first result's (and GATE_GRAD's) way
+    assert gap() == back + BACKWARD.gate_grad_flits + after_dispatch(UNBOUNDED, dispatch_flits) + \
+        BACKWARD.cycles_per_job
+    monkeypatch.setattr(inorder._Dispatcher, "credit", lambda self, s: 0.0)
+    assert gap() == UNBOUNDED.hop_cycles + BACKWARD.input_flits + BACKWARD.restore_cycles + BACKWARD.cycles_per_job
+
+
+def test_an_update_delays_the_slots_reload(cfg, monkeypatch):
+    """A backward token on expert 0, the round's results back, the UPDATE of its slot, a WAIT_LOADED of the slot
+    (its UPDATED), a reload and a forward token on the reloaded expert. The UPDATE reaches the chiplet (root queue,
+    a hop, its flit), runs the update unit, its writes reach the controller a hop later, the MEM_ACK and UPDATED
+    follow: the forward token computes only after that. Mutant where an UPDATE costs nothing (the WAIT_LOADED
+    finds the first LOAD's LOADED): it computes update_cycles and more earlier."""
+    u = UNBOUNDED
+    update = [HostCommand(HostOp.WAIT_COMBINED, {"groups": [1, 1]}),
+              HostCommand(HostOp.UPDATE, {"group": 0, "chiplet": 0, "slot": 0, "local": 0, "addr": 0}),
+              HostCommand(HostOp.WAIT_LOADED, {"group": 0, "chiplet": 0, "slot": 0}),
+              LOADS[0], token(1, [0])]
+    program = LOADS + [backward_token(0, [0])] + update
+    loads = {**LOADED_AT_ONCE, (0, 0): [(0.0, 0.0), (0.0, 0.0)]}
+    times = inorder.in_order_output_times(cfg, program, e2c(), loads, u, backward=BACKWARD)
+    combined = times[0] - HostInterface(cfg).output_flits   # the backward result at the root
+    sent = combined + 1   # the UPDATE's one host flit after the WAIT_COMBINED
+    at_chiplet = sent + u.queue_latency + u.hop_cycles + 1
+    updated = at_chiplet + BACKWARD.update_cycles + u.hop_cycles + BACKWARD.ack_latency + u.loaded_cycles
+    reloaded = updated + 1 + u.loaded_cycles   # the LOAD's host flit; the image at once (load_cycles = 0)
+    forward_result = reloaded + u.hop_cycles + u.chiplet_input_flits + CPE + u.chiplet_output_flits + \
+        2 * u.hop_cycles
+    stored = updated + 1 + HostInterface(cfg).flits(HostOp.TOKEN)   # arrives before its expert is resident
+    assert stored < reloaded
+    _, _, output_flits = sizes(cfg)
+    forward_flits = HostInterface(cfg).proto.dispatch_flits(1)
+    assert times[1] == forward_result + forward_flits + u.queue_latency + output_flits
+    monkeypatch.setattr(inorder._Replay, "_update", lambda self, a: None)
+    early = inorder.in_order_output_times(cfg, program, e2c(), loads, u, backward=BACKWARD)
+    assert early[1] <= times[1] - BACKWARD.update_cycles
+
+
+def test_predict_training_is_never_below_the_engine():
+    """The training step's forward and whole-step predictions are each at least the engine's, and
+    predict_cycles of a training run is the whole step."""
+    from mozart.model.perf.rtl import predict_cycles, predict_training  # noqa: PLC0415
+    from mozart.model.wafer_run import build_run  # noqa: PLC0415
+
+    run = build_run(load_config("tiny"), variant="C", seed=3, tokens=32, train=True)
+    engine_forward, engine_step = predict_training(run, in_order=False)
+    forward, step = predict_training(run)
+    assert forward >= engine_forward and step >= engine_step and forward < step
+    assert predict_cycles(run) == step and predict_cycles(run, in_order=False) == engine_step
