@@ -28,6 +28,20 @@ serialisation and the root's one input port, no reduction throughput and no acti
 those). The input port: the G up links merge in one packet mux at ``port_flits_per_cycle``, so each result
 packet (a COMBINE, or a switch's reduced result) takes the port's earliest free time after its head arrives,
 whole packets one after another.
+
+A training program (:class:`BackwardTiming`) adds, as the RTL root and chiplet do (``docs/wafer.md`` §1 and §11,
+``docs/chiplet.md``): a backward TOKEN is stored and dispatched like a forward one (window, queues, reduction
+table, buffer entries) with its two vectors (``2 token_flits`` on the host and in each DISPATCH), and is ready
+only with the root's **credit**: every chiplet it goes to has at most ``token_slots`` backward replicas without
+their GATE_GRAD, its own included (a GATE_GRAD reaches the root its COMBINE's way after the replica's compute,
+plus its flits). At the chiplet each selected expert's saved ``z`` is restored (a MEM_READ round trip through
+the memory controller, started when the replica is whole in the buffer, so it overlaps the earlier tokens'
+compute); each job takes ``cycles_per_job`` after the previous one and its ``z``. A replica's GATE_GRAD also
+crosses the root's input port after the result. An UPDATE clears its slot's LOADED and its expert's RESIDENT
+until UPDATED: the packet reaches the chiplet, whose update unit runs ``update_cycles`` once its engine is idle;
+the write-back streams through the group's memory controller (after the LOADs and write-backs before it, at the
+load rate) and its MEM_ACK and UPDATED follow. A WAIT_LOADED of the slot and a LOAD after it wait for that. The
+replay has no DRAM traffic of the restores and no contention of the chiplet's output (saves, restores, GATE_GRADs).
 """
 
 from __future__ import annotations
