@@ -377,3 +377,11 @@ def test_predict_training_is_never_below_the_engine():
     forward, step = predict_training(run)
     assert forward >= engine_forward and step >= engine_step and forward < step
     assert predict_cycles(run) == step and predict_cycles(run, in_order=False) == engine_step
+
+
+def test_a_backward_token_with_more_replicas_than_credit_is_an_error(cfg):
+    """Per expert, two replicas on chiplet 0 with one buffer entry: the root would never have the credit."""
+    two = replace(backward_token(0, [0, 1]), args={**backward_token(0, [0, 1]).args, "dedup": 0})
+    with pytest.raises(Exception, match="sends 2 replicas to chiplet 0, more than its token_slots"):
+        in_order_cycles(cfg, LOADS + [two], e2c(), LOADED_AT_ONCE, replace(UNBOUNDED, token_slots=1),
+                        backward=BACKWARD)

@@ -382,6 +382,9 @@ class _Dispatcher:
                 replicas[c] += 1
         start = 0.0
         for c, n in replicas.items():
+            if n > self.timing.token_slots:
+                raise ScheduleError(f"backward TOKEN {s.args['token']} sends {n} replicas to chiplet {c}, more than "
+                                    f"its token_slots ({self.timing.token_slots}): the root never has the credit")
             answers = sorted(self.unanswered[c])
             waiting = len(answers) - (self.timing.token_slots - n)   # replicas whose GATE_GRAD must be back
             if waiting > 0:

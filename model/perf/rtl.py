@@ -145,7 +145,8 @@ def predict_breakdown(run):
 
 def _run_engine(run, record: bool):
     """The event engine over ``run``'s layers (training: then their backward phases, the last layer first), the
-    (ready, done) of every forward load per (chiplet, slot), and the engine's time at the forward's end."""
+    (ready, done) of every load per (chiplet, slot) in program order (the forward's, then the backward's), and the
+    engine's time at the forward's end."""
     from .engine import Engine  # noqa: PLC0415
     from .network import make_network  # noqa: PLC0415
     from .regime import host_attention_cycles_per_token  # noqa: PLC0415
