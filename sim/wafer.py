@@ -128,7 +128,7 @@ def format_layer(cfg, r: LayerResult) -> str:
         lines.append(f"training step: input gradients in the outputs above; weight images after the updates "
                      f"({s['image_words']} words) and {s['gate_grads']} GATE_GRAD packets equal the golden "
                      f"backward's: {'yes' if s['trained_exact'] else 'NO'}; RTL cycles forward {s['forward_cycles']}, "
-                     f"backward {s['cycles'] - s['forward_cycles']}; model (the event engine alone) forward "
+                     f"backward {s['cycles'] - s['forward_cycles']}; model forward "
                      f"{s['model_forward_cycles']:.0f}, backward {s['model_cycles'] - s['model_forward_cycles']:.0f}")
     lines.append(f"DISPATCH packets on every link equal the model's: {'yes' if s['links_match'] else 'NO'}")
     lines.append(f"replicas per token (C_T): root links {s['replicas_root_per_token']:.3f}, chiplet links "

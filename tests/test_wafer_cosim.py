@@ -95,18 +95,22 @@ def test_layers_chain_on_the_wafer(built_tiny, variant):
     assert activity["busy"]["attention"] == activity["exposed"]["attention"] > 0
 
 
+#: Largest accepted |RTL - model| / model cycles of a training step's backward phase (the issue's acceptance).
+BACKWARD_TOLERANCE = 0.05
+
+
 def _training_step(built, seed, **options):
     """One training step: every forward output, input gradient, gate gradient and updated weight word bit-exact,
     links as the model counts (forward and backward), drained, the whole step within MODEL_TOLERANCE of the
-    model (``_layer``). The backward phase's error is printed, not asserted: the model of a training step is the
-    event engine alone, which has no activation-buffer or credit limit (docs/wafer.md §11 reports the errors; the
-    issue's 5% is not met on every run)."""
+    model (``_layer``) and its backward phase within BACKWARD_TOLERANCE."""
     s = _layer(built, seed, train=True, **options)
     assert s["train"] and s["bit_exact"] and s["trained_exact"] and s["links_match"] and s["saved_exact"]
     assert s["gate_grads"] > 0 and s["image_words"] > 0
     rtl = s["cycles"] - s["forward_cycles"]
     model = s["model_cycles"] - s["model_forward_cycles"]
     print(f"{built.cfg.name} {options}: backward RTL {rtl}, model {model:.0f} ({100 * (rtl - model) / model:+.1f}%)")
+    assert abs(rtl - model) <= BACKWARD_TOLERANCE * model, (
+        f"backward phase: RTL {rtl} cycles against the model's {model:.0f}")
     return s
 
 
