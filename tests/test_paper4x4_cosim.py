@@ -1,5 +1,6 @@
 """The memory-bound preset ``paper4x4`` in co-simulation (``docs/wafer.md`` §10): two chained MoE layers of the
-Baseline and of C in CI, four layers of every variant behind ``--soak``. Host idle and output backpressure as in
+Baseline and of C in CI (on the preset with the DRAM of two layers: ``TWO_LAYERS``), four layers of every variant
+and a two-layer training step behind ``--soak``. Host idle and output backpressure as in
 ``tests/test_wafer_cosim.py``; every output of every layer bit-exact, the link counts as the model's, and the
 cycles within ``MODEL_TOLERANCE`` of the performance model's (cycle counts are deterministic for a seed, so this
 checks the model, not the machine)."""
@@ -19,19 +20,29 @@ SEED = 20261207
 MODEL_TOLERANCE = 0.05
 
 
+#: ``paper4x4`` with the DRAM of two of its layers (images and saved activations of layers 0 and 1: 2 x 65,536 +
+#: 2 x 262,144 words = 2,560 rows of 256 words), for CI's two-layer runs: the conversion of the DRAM models grows with
+#: their depth (about 9 minutes for the preset's 5,120 rows, 3 for these); the first two layers' addresses are the
+#: preset's, so the runs are the preset's but for where the four-layer preset puts layers 2 and 3.
+TWO_LAYERS = {"name": "paper4x4-2layers", "moe.layers": 2, "dram.rows": 2560}
+
+
 @functools.lru_cache(maxsize=None)
-def _built():
-    # the 4x4 wafer with 128 experts: a conversion of 2-3 minutes and a Verilator build of about as long
+def _built(layers: int):
+    # the 4x4 wafer with 128 experts: a conversion of 3-7 minutes and a Verilator build of 2-3
+    from mozart.model.config import override
     from mozart.sim.build import build
     from mozart.sim.designs import design
-    return build(design("wafer"), load_config("paper4x4"))
+    cfg = load_config("paper4x4")
+    return build(design("wafer"), override(cfg, TWO_LAYERS) if layers == 2 else cfg)
 
 
-def _layers(variant: str, layers: int, placement: str | None = None) -> dict:
+def _layers(variant: str, layers: int, placement: str | None = None, train: bool = False) -> dict:
     from mozart.model.cosim_options import WaferOptions
     from mozart.sim.cosim import run
-    options = WaferOptions(variant=variant, placement=placement, layers=layers, idle=0.2, backpressure=0.3)
-    s = run(_built(), seed=SEED, extra_env=options.to_env()).summary["test_layer"]
+    options = WaferOptions(variant=variant, placement=placement, layers=layers, idle=0.2, backpressure=0.3,
+                           train=train)
+    s = run(_built(layers), seed=SEED, extra_env=options.to_env()).summary["test_layer"]
     print(f"paper4x4 {variant} {placement or ''} x{layers}: {s['cycles']} cycles, model {s['model_cycles']:.0f} "
           f"({100 * s['model_error']:+.1f}%)")
     assert s["bit_exact"] and s["links_match"] and s["layers"] == layers and s["saved_exact"]
@@ -55,3 +66,13 @@ def test_four_layers_every_variant():
     runs = [_layers(v, 4, p) for v, p in (("baseline", None), ("A", None), ("B", None), ("C", None),
                                             ("C", "mozart+balance"))]
     assert all(r["cycles"] < runs[0]["cycles"] for r in runs[1:])
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("variant", ["baseline", "C"])
+def test_two_layer_training_step(variant):
+    """A training step through two layers (forward 0, 1; backward 1, 0) of 256 tokens: every output, input
+    gradient, gate gradient and updated weight word bit-exact, and the cycles within the tolerance."""
+    s = _layers(variant, 2, train=True)
+    assert s["train"] and s["trained_exact"] and s["gate_grads"] > 0
+
