@@ -49,8 +49,9 @@ class WaferOptions:
         Probabilities of an idle cycle before a host flit and of an output cycle not ready, in [0, 1).
     fault : str
         ``none``, ``drop-load`` (a LOAD left out of the program, to test the watchdog), ``drop-save`` (one
-        TOKEN's ``save`` bit cleared, to test the check of the saved activations) or ``drop-update`` (a training
-        run's first UPDATE left out, to test the check of the updated weight images).
+        TOKEN's ``save`` bit cleared, to test the check of the saved activations), ``drop-update`` (a training
+        run's first UPDATE left out, to test the check of the updated weight images) or ``stray-write`` (its
+        write-back sent where nothing belongs, to test the check of the untouched DRAM).
     timeline : bool
         Also record the cycle each host command and each output was taken.
     train : bool

@@ -55,8 +55,10 @@ __all__ = ["WaferRun", "RunLayer", "AttentionStandIn", "build_run", "default_pla
 #: resident and the root holds every TOKEN that selects it (and any WAIT_LOADED of its slot) forever (the watchdog);
 #: ``drop-save`` clears the ``save`` bit of the first TOKEN whose saved activations are not all zero, so one
 #: DRAM entry is never written (the check of the saved activations); ``drop-update`` (a training run) removes the
-#: first UPDATE, so that slot's gradient is never applied nor written back (the check of the weight images).
-FAULTS = ("none", "drop-load", "drop-save", "drop-update")
+#: first UPDATE, so that slot's gradient is never applied nor written back (the check of the weight images);
+#: ``stray-write`` sends the first UPDATE's write-back to the DRAM's last image-sized words, where nothing belongs
+#: (the check that the rest of the DRAM is untouched).
+FAULTS = ("none", "drop-load", "drop-save", "drop-update", "stray-write")
 
 
 def default_placement(variant: str) -> str:
@@ -296,10 +298,16 @@ def build_run(cfg, *, trace=None, seed: int = 1, placement: str | None = None, v
         del run.commands[first]
     if fault == "drop-save":
         _drop_a_save(run)
-    if fault == "drop-update":
+    if fault in ("drop-update", "stray-write"):
         if not train:
-            raise ConfigError("fault drop-update needs a training run (train), not a forward one")
-        del run.commands[next(i for i, c in enumerate(run.commands) if c.op is HostOp.UPDATE)]
+            raise ConfigError(f"fault {fault} needs a training run (train), not a forward one")
+        first = next(i for i, c in enumerate(run.commands) if c.op is HostOp.UPDATE)
+        if fault == "drop-update":
+            del run.commands[first]
+        else:
+            cmd = run.commands[first]
+            stray = cfg.dram.words - Protocol(cfg).image_words
+            run.commands[first] = dataclasses.replace(cmd, args={**cmd.args, "addr": stray})
     return run
 
 

@@ -11,6 +11,10 @@ idle cycles (each held until its attention step has ended, by the harness's stan
 - the activations the chiplets saved: every group's DRAM, read back through its backdoor after the run, holds
   at each (tag, chiplet, local expert) entry the hidden vector the model says the last layer to use that entry
   saved there (:meth:`mozart.model.wafer_run.WaferRun.saved_activations`);
+- a training step (``train``): every input gradient (after the outputs, in token order) bit-exact, the GATE_GRADs
+  the root forwarded on ``grads_out`` per chiplet against :meth:`mozart.model.wafer_run.WaferRun.gate_grads`, every
+  group's weight images after the updates against the golden update, and, on DRAMs of at most
+  ``UNTOUCHED_CHECK_WORDS`` words, every other word still zero;
 - the DISPATCH packets counted by the hardware on every link equal the model's counts (C_T per link), summed
   over the layers (the counters run through the whole run, and layers overlap on the links by design);
 - everything drained at the end: no link holds a flit, the root is idle, no unexpected packet or bad memory
@@ -48,6 +52,11 @@ from mozart.model.protocol import CYCLE_BITS, Protocol
 from .env import clock_and_reset, test_config, test_seed, write_summary
 from .stream import FlitCodec
 from .watchdog import Watchdog
+
+
+#: A training run reads back every word of a DRAM up to this size (one word per cycle, all groups in parallel) to
+#: check that nothing wrote outside the images and saves; bigger DRAMs (paper4x4's 1.3M words) are not read whole.
+UNTOUCHED_CHECK_WORDS = 1 << 16
 
 
 class LinkActivity:
@@ -208,6 +217,11 @@ class WaferBench:
         self.images = run.final_images() if run.train else []
         self.images_read = await self.read_dram([sorted(words) for words in self.images]) if run.train else []
         self.gate_grads = await self.read_gate_grads() if run.train else {}
+        # the rest of a small DRAM must still be zero (nothing wrote where nothing should); a big one is skipped
+        self.untouched = [{a: 0 for a in range(self.cfg.dram.words) if a not in self.saved[g] and a not in images}
+                          for g, images in enumerate(run.final_images())] \
+            if run.train and self.cfg.dram.words <= UNTOUCHED_CHECK_WORDS else []
+        self.untouched_read = await self.read_dram([sorted(words) for words in self.untouched])
         self.timeline = await self.read_timeline() if self.options.timeline or run.train else None
         self.check(links)
 
@@ -287,6 +301,8 @@ class WaferBench:
         """A training step: every group's weight images after the updates (:meth:`WaferRun.final_images`) and the
         gate gradients on ``grads_out`` (:meth:`WaferRun.gate_grads`, per chiplet, as multisets)."""
         problems = _dram_problems("weight images", "the golden update", self.images, self.images_read)
+        problems += _dram_problems("untouched DRAM", "zero (no write belongs there)", self.untouched,
+                                   self.untouched_read)
         if not self.run.train:
             return problems
         want = {node: sorted(map(repr, packets)) for node, packets in self.run.gate_grads().items()}
@@ -347,6 +363,7 @@ class WaferBench:
                    "model_cycles_engine": round(engine, 1), "train": run.train,
                    "model_forward_cycles": model_forward and round(model_forward, 1),
                    "trained_exact": not wrong_training, "image_words": sum(len(words) for words in self.images),
+                   "untouched_words": sum(len(words) for words in self.untouched),
                    "gate_grads": sum(len(p) for p in self.gate_grads.values()),
                    "tokens": run.tokens, "layers": len(run.layers), "attention_steps": len(run.attention),
                    "variant": run.variant, "placement": run.placement,

@@ -105,7 +105,7 @@ def _training_step(built, seed, **options):
     model (``_layer``) and its backward phase within BACKWARD_TOLERANCE."""
     s = _layer(built, seed, train=True, **options)
     assert s["train"] and s["bit_exact"] and s["trained_exact"] and s["links_match"] and s["saved_exact"]
-    assert s["gate_grads"] > 0 and s["image_words"] > 0
+    assert s["gate_grads"] > 0 and s["image_words"] > 0 and s["untouched_words"] > 0
     rtl = s["cycles"] - s["forward_cycles"]
     model = s["model_cycles"] - s["model_forward_cycles"]
     print(f"{built.cfg.name} {options}: backward RTL {rtl}, model {model:.0f} ({100 * (rtl - model) / model:+.1f}%)")
@@ -169,6 +169,16 @@ def test_a_missing_update_is_caught(built_tiny):
     message = "\n".join(result.errors)
     assert "weight images:" in message and "differ from the golden update" in message
     assert "outputs differ" not in message and "input gradients differ" not in message
+
+
+def test_a_stray_write_is_caught(built_tiny):
+    """A write-back sent to the DRAM's last words, where nothing belongs: the check of the untouched DRAM fails."""
+    from mozart.sim.cosim import run
+    from mozart.model.cosim_options import WaferOptions
+    result = run(built_tiny, seed=SEED, check=False,
+                 extra_env=WaferOptions(fault="stray-write", tokens=32, train=True).to_env())
+    assert not result.ok
+    assert "untouched DRAM:" in "\n".join(result.errors)
 
 
 @pytest.mark.parametrize("variant", ["baseline", "C"])
