@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Signal
+from amaranth import Array, Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,11 +21,14 @@ class ChipletWeightLoader(wiring.Component):
 
     A WEIGHT packet (meta ``slot``, ``expert``, ``offset``, ``final``) writes its payload flits into its slot
     from flit ``offset // words_per_flit`` on (never past the slot's end). Its header marks the slot empty and
-    names the slot's new expert; when a ``final`` packet's last flit is written the slot is valid and a
-    ``loaded`` event reports it (slot, expert, tag of the packet).
+    names the slot's new expert, and marks empty every other slot holding that expert: a chiplet holds one copy
+    of a local expert, the newest load's (a local index names a different expert in each layer, so a slot left
+    from an earlier layer must neither answer a lookup nor hold up a load). When a ``final`` packet's last flit
+    is written the slot is valid and a ``loaded`` event reports it (slot, expert, tag of the packet).
 
-    Interlocks at the header (the header waits, ``i.ready`` low): a slot whose valid expert is still needed by
-    an accepted token (``expert_busy``), and a ``final`` packet for a slot whose previous LOADED is unsent.
+    Interlocks at the header (the header waits, ``i.ready`` low): a slot it empties (its own, or another one
+    holding its expert) whose valid expert is still needed by an accepted token (``expert_busy``), and a
+    ``final`` packet for a slot whose previous LOADED is unsent.
 
     Latency and throughput: one payload flit per cycle, written in the cycle it arrives; the slot is valid
     and ``loaded`` fires in the cycle of the final packet's last flit (header-only packet: its header).
@@ -86,14 +89,19 @@ class ChipletWeightLoader(wiring.Component):
         busy = Array(self.expert_busy[e] for e in range(self._cfg.experts_per_chiplet))
         unsent = Array(self.loaded_unsent[s] for s in range(slots))
         m.d.comb += [self.slot_in_use[s].eq(slot_valid[s] & busy[slot_expert[s]]) for s in range(slots)]
-        blocked = Signal()   # the slot's expert is still needed, or its last LOADED is unsent
-        m.d.comb += blocked.eq(self.slot_in_use.bit_select(head.slot, 1) | (head.final & unsent[head.slot]))
+        # the slots the header empties: its own, and every other one holding its expert (the older copy)
+        emptied = Cat(*((head.slot == s) | (slot_expert[s] == head.expert) for s in range(slots)))
+        blocked = Signal()   # an emptied slot's expert is still needed, or the slot's last LOADED is unsent
+        m.d.comb += blocked.eq((self.slot_in_use & emptied).any() | (head.final & unsent[head.slot]))
 
         with m.If(~receiving):
             m.d.comb += [self.i.ready.eq(~blocked), self.loaded.payload.slot.eq(head.slot),
                          self.loaded.payload.expert.eq(head.expert), self.loaded.payload.tag.eq(header.tag)]
             with m.If(self.i.valid & ~blocked):
-                m.d.sync += [slot_valid[head.slot].eq(0), slot_expert[head.slot].eq(head.expert),
+                for s in range(slots):
+                    with m.If(emptied[s]):
+                        m.d.sync += slot_valid[s].eq(0)
+                m.d.sync += [slot_expert[head.slot].eq(head.expert),
                              current.slot.eq(head.slot), current.expert.eq(head.expert), current.tag.eq(header.tag),
                              final.eq(head.final), w_ptr.eq(head.slot * image + head.offset // proto.words_per_flit),
                              w_end.eq(head.slot * image + image)]

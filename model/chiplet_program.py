@@ -63,6 +63,7 @@ class _Slot:
     w1: np.ndarray | None = None
     w2: np.ndarray | None = None
     loading: bool = False
+    emptied: bool = False   #: a later load put the expert in another slot (the weights stay, for an UPDATE)
 
 
 class ChipletProgram:
@@ -70,8 +71,9 @@ class ChipletProgram:
 
     The sequence follows the chiplet's interlock rules, which a single input link can exercise directly:
     a reload of a slot may follow dispatches that still use it (the WEIGHT waits inside the chiplet until
-    they are done), a dispatch may come in the middle of its expert's load (the token waits), and each local
-    expert lives in at most one slot, so the expected weights are never ambiguous.
+    they are done), a dispatch may come in the middle of its expert's load (the token waits), and a load of an
+    expert that another slot holds empties that slot (the chiplet keeps the newest copy of a local expert), so
+    the expected weights are never ambiguous.
 
     Parameters
     ----------
@@ -120,7 +122,7 @@ class ChipletProgram:
     # -- resident state ------------------------------------------------------------------------------------
     def resident(self) -> dict[int, int]:
         """Local expert -> slot, for complete slots."""
-        return {s.expert: i for i, s in enumerate(self.slots) if s.expert >= 0 and not s.loading}
+        return {s.expert: i for i, s in enumerate(self.slots) if s.expert >= 0 and not s.loading and not s.emptied}
 
     # -- packets -----------------------------------------------------------------------------------------
     def weight_packets(self, slot: int, expert: int, w1, w2, tag: int) -> list[Packet]:
@@ -141,11 +143,11 @@ class ChipletProgram:
 
     def load(self, slot: int, expert: int, *, extreme: bool = False, dispatches_inside: int = 0,
              **dispatch_kw) -> None:
-        """Load ``expert`` into ``slot`` (it must not be resident in another slot); optionally put up to
-        ``dispatches_inside`` dispatches for it between the load's packets (they wait for the load)."""
+        """Load ``expert`` into ``slot`` (a slot holding it already is emptied, as the chiplet does); optionally put
+        up to ``dispatches_inside`` dispatches for it between the load's packets (they wait for the load)."""
         for i, s in enumerate(self.slots):
             if i != slot and s.expert == expert:
-                raise ValueError(f"expert {expert} is already in slot {i}; a program keeps one copy per expert")
+                s.emptied = True
         w1, w2 = self.random_weights(extreme)
         tag = self._load_tag
         self._load_tag = (self._load_tag + 1) % (1 << self.cfg.hardware.tag_bits)
@@ -190,7 +192,7 @@ class ChipletProgram:
         self._tag = (self._tag + 1) % (1 << cfg.hardware.tag_bits)
         # Expected outputs, from the weights each selected expert has right now.
         zeros = np.zeros((cfg.moe.d_ff, cfg.moe.d_model), dtype=np.int64)
-        slot_of = {s.expert: s for s in self.slots if s.expert >= 0}
+        slot_of = {self.slots[i].expert: self.slots[i] for i in self.resident().values()}
         w1s = np.stack([slot_of[e].w1 if e in slot_of else zeros for e in range(E)])
         w2s = np.stack([slot_of[e].w2 if e in slot_of else zeros.T for e in range(E)])
         partial, z = golden.chiplet_partial(x, (w1s, w2s), mask, gates, cfg, return_saved=True)

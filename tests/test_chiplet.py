@@ -79,6 +79,35 @@ def test_token_waits_for_its_expert_to_be_resident():
     check(TINY, prog, idle=0.2, seed=2)
 
 
+def test_a_load_empties_the_older_copy_of_its_expert():
+    # Expert 0 loaded again, into slot 1 (a local index names another expert in the next layer): the next token
+    # must use the new copy, not the older one left in the lower slot 0.
+    prog = ChipletProgram(TINY, np.random.default_rng(15))
+    prog.load(0, 0)
+    prog.load(1, 1)
+    prog.dispatch(experts=[0, 1])
+    prog.load(1, 0)
+    assert prog.resident() == {0: 1}
+    prog.dispatch(experts=[0])
+    check(TINY, prog, idle=0.2, seed=4)
+
+
+def test_a_load_into_a_slot_left_from_an_earlier_layer_does_not_wait_for_the_new_copys_tokens():
+    # Slot 0 keeps an older copy of expert 0 while a backward token inside needs the new copy in slot 1 and waits
+    # for its restore, whose answer comes after the load of slot 0 on the one input link: the load must go (the
+    # older copy is no longer expert 0's), or the input stalls for good (the wafer deadlock this rule removed).
+    prog = ChipletProgram(TINY, np.random.default_rng(16))
+    prog.load(0, 0)
+    prog.load(1, 1)
+    prog.dispatch(experts=[0], save=True)
+    prog.barrier()
+    prog.load(1, 0)
+    prog.backward()
+    prog.load(0, 1)
+    prog.dispatch(experts=[0, 1])
+    check(TINY, prog, max_cycles=20_000)
+
+
 def test_output_backed_up_loses_nothing():
     prog = ChipletProgram(TINY, np.random.default_rng(8)).random_program(12, reload_every=4)
     check(TINY, prog, backpressure=0.95, seed=3, max_cycles=100_000)
