@@ -12,7 +12,6 @@ from mozart.model.protocol import COUNTER_BITS
 from .protocol import link_signature
 from .root_combine import RootCombineTracker
 from .root_credit import RootBackwardCredit
-from .root_interfaces import loaded_layout
 from .root_dispatcher import RootDispatcher
 from .root_emitter import RootGroupEmitter
 from .root_issue_window import RootIssueWindow
@@ -32,7 +31,9 @@ class Root(wiring.Component):
 
     - **TABLE** writes one entry of the expert table (``expert -> group, chiplet, local index``).
     - **LOAD** sends a header-only LOAD packet to the group's memory controller and clears that slot's LOADED
-      bit and its local expert's RESIDENT bit; a LOADED packet from the chiplet sets both. **WAIT_LOADED** holds
+      bit and its local expert's RESIDENT bit; a LOADED packet from the chiplet sets both (RESIDENT only if the
+      slot is the one of the expert's latest LOAD or UPDATE: a local index names another expert in each layer, and
+      an older answer from another slot must not make the new one look resident). **WAIT_LOADED** holds
       the command stream until the slot's bit is set. **UPDATE** does the same with a header-only UPDATE packet
       (tag 0, ``slot``, ``addr``) to ``chiplet(group, chiplet)``; its UPDATED packet sets both bits.
     - **TOKEN** goes into the issue window (``hardware.issue_window`` tokens), which dispatches the oldest stored
@@ -147,7 +148,7 @@ class Root(wiring.Component):
         wiring.connect(m, receiver.grads_out, wiring.flipped(self.grads_out))
         m.d.comb += window.credit.eq(credit.in_flight)
         m.d.comb += [window.loaded.valid.eq(receiver.loaded.valid),
-                     window.loaded.payload.eq(loaded_layout(contract)(receiver.loaded.payload).resident)]
+                     window.loaded.payload.eq(receiver.loaded.payload)]
         wiring.connect(m, output.release, combine.release)
         wiring.connect(m, output.host_out, wiring.flipped(self.host_out))
         for g, emitter in enumerate(emitters):

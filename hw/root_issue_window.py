@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .root_interfaces import bits, entry_probe_signature, needs_probe_signature, replicas_layout, token_layout
+from .root_interfaces import (bits, entry_probe_signature, loaded_layout, needs_probe_signature, replicas_layout,
+                              token_layout)
 
 __all__ = ["RootIssueWindow"]
 
@@ -16,8 +17,11 @@ class RootIssueWindow(wiring.Component):
 
     - A TOKEN on ``token_in`` is stored in the first free position, with the RESIDENT bits of the local experts it
       selects (asked of the expert table on ``needs``).
-    - **RESIDENT** bits: ``evict`` (a LOAD the sequencer took) clears one, ``loaded`` (a LOADED packet) sets one; a
-      set wins over a clear in one cycle.
+    - **RESIDENT** bits: ``evict`` (a LOAD or UPDATE the sequencer took) clears one and makes its slot the local
+      expert's latest; ``loaded`` (a LOADED or UPDATED packet) sets one only if it comes from that latest slot (a
+      local index names another expert in each layer: an answer of an older LOAD or UPDATE of the same index, in
+      another slot, is not the new expert's; before the bit's first LOAD, any slot's); a set wins over a clear in
+      one cycle.
     - A stored token is **ready** when every RESIDENT bit it needs is set, its combine entry is free if it is a
       ``first`` dispatch (``entry[p]`` asks the combine tracker), no older stored token has its entry (two
       dispatches of one token leave in order), and, if it is a **backward** token, every chiplet it goes to has
@@ -34,10 +38,10 @@ class RootIssueWindow(wiring.Component):
         TOKENs from the sequencer, in program order; taken while a position is free.
     needs : Out(needs_probe_signature)
         The expert table's answer for ``token_in``'s routing.
-    loaded : In(stream.Signature(range(residents), always_ready=True))
-        Sets a RESIDENT bit.
-    evict : In(stream.Signature(range(residents), always_ready=True))
-        Clears a RESIDENT bit.
+    loaded : In(stream.Signature(loaded_layout, always_ready=True))
+        Sets a RESIDENT bit if its slot is the bit's latest.
+    evict : In(stream.Signature(loaded_layout, always_ready=True))
+        Clears a RESIDENT bit; its slot becomes the bit's latest.
     entry : Out(entry_probe_signature).array(window)
         Is position ``p``'s combine entry occupied.
     token : Out(stream.Signature(token_layout))
@@ -63,8 +67,8 @@ class RootIssueWindow(wiring.Component):
         super().__init__({
             "token_in": In(stream.Signature(bits(self.layout))),
             "needs": Out(needs_probe_signature(contract)),
-            "loaded": In(stream.Signature(range(contract.residents), always_ready=True)),
-            "evict": In(stream.Signature(range(contract.residents), always_ready=True)),
+            "loaded": In(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
+            "evict": In(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
             "entry": Out(entry_probe_signature(contract)).array(contract.window),
             "token": Out(stream.Signature(bits(self.layout))),
             "credit": In(bits(replicas_layout(contract))),
@@ -73,11 +77,17 @@ class RootIssueWindow(wiring.Component):
         })
 
     def _resident_bits(self, m):
-        residents = self.contract.residents
-        resident = Signal(residents)
-        one = Const(1, residents)
-        evicted = Mux(self.evict.valid, one << self.evict.payload, 0)
-        reported = Mux(self.loaded.valid, one << self.loaded.payload, 0)
+        contract = self.contract
+        resident = Signal(contract.residents)
+        never = contract.slots   # no LOAD or UPDATE of the bit yet: an answer from any slot sets it
+        latest = Array(Signal(range(never + 1), init=never, name=f"latest_slot{r}") for r in range(contract.residents))
+        evict, report = loaded_layout(contract)(self.evict.payload), loaded_layout(contract)(self.loaded.payload)
+        one = Const(1, contract.residents)
+        evicted = Mux(self.evict.valid, one << evict.resident, 0)
+        newest = Mux(self.evict.valid & (evict.resident == report.resident), evict.slot, latest[report.resident])
+        reported = Mux(self.loaded.valid & ((report.slot == newest) | (newest == never)), one << report.resident, 0)
+        with m.If(self.evict.valid):
+            m.d.sync += latest[evict.resident].eq(evict.slot)
         m.d.sync += resident.eq(resident & ~evicted | reported)
         return resident
 

@@ -36,8 +36,9 @@ class RootSequencer(wiring.Component):
         Expert table writes.
     load : Out(stream.Signature(slot_command_layout)).array(groups)
         LOAD and UPDATE commands, to group ``g``'s emitter.
-    evict : Out(stream.Signature(range(residents), always_ready=True))
-        The RESIDENT bit a LOAD or UPDATE clears, in the cycle it is taken.
+    evict : Out(stream.Signature(loaded_layout, always_ready=True))
+        The RESIDENT bit a LOAD or UPDATE clears and its slot (the slot whose answer may set the bit again), in
+        the cycle it is taken.
     loaded : In(stream.Signature(loaded_layout, always_ready=True))
         A LOADED or UPDATED packet arrived (its ``slot`` sets the LOADED bit).
     groups_drained : In(groups)
@@ -66,7 +67,7 @@ class RootSequencer(wiring.Component):
             "host_in": In(link_signature(cfg)),
             "table": Out(stream.Signature(bits(fields_layout(host.fields[HostOp.TABLE])), always_ready=True)),
             "load": Out(stream.Signature(bits(slot_command_layout(contract)))).array(cfg.groups),
-            "evict": Out(stream.Signature(range(contract.residents), always_ready=True)),
+            "evict": Out(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
             "loaded": In(stream.Signature(bits(loaded_layout(contract)), always_ready=True)),
             "groups_drained": In(cfg.groups),
             "window_empty": In(1),
@@ -139,10 +140,11 @@ class RootSequencer(wiring.Component):
                                              command_to_emitter.update.eq(op == HostOp.UPDATE)]
                                 with m.If((a.group == group) & self.window_empty):
                                     m.d.comb += [command.ready.eq(load.ready), load.valid.eq(1)]
-                            m.d.comb += [self.evict.valid.eq(command.ready),
-                                         self.evict.payload.eq(self.contract.resident_index(chiplet_index(a), a.local))]
+                            slot = self.contract.slot_index(chiplet_index(a), a.slot)
+                            evict = loaded_layout(self.contract)(self.evict.payload)
+                            m.d.comb += [self.evict.valid.eq(command.ready), evict.slot.eq(slot),
+                                         evict.resident.eq(self.contract.resident_index(chiplet_index(a), a.local))]
                             with m.If(command.ready):
-                                slot = self.contract.slot_index(chiplet_index(a), a.slot)
                                 m.d.comb += cleared.eq(Const(1, self.slots) << slot)
                         with m.Case(HostOp.WAIT_LOADED):
                             a = arguments_of(HostOp.WAIT_LOADED)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from amaranth import Const, Mux, Signal
 from test_root import Harness, _table
+from test_root_issue_window import _AnySlotSetsResident
 
 from mozart.hw import root as root_module
 from mozart.hw.pysim import chance, flit_of, stream_get
+from mozart.hw.root_interfaces import loaded_layout
 from mozart.hw.root_issue_window import RootIssueWindow
 from mozart.model import golden
 from mozart.model.config import load_config
@@ -309,6 +311,49 @@ def _update_run(cfg):
     return seen
 
 
+def test_an_older_updated_does_not_make_a_reloaded_local_index_resident():
+    _check_reloaded_local_index()
+
+
+def test_a_root_whose_answers_from_any_slot_set_resident_is_caught(monkeypatch):
+    monkeypatch.setattr(root_module, "RootIssueWindow", _AnySlotSetsResident)
+    with pytest.raises(AssertionError, match="must wait for the LOADED of the new copy"):
+        _check_reloaded_local_index()
+
+
+def _check_reloaded_local_index():
+    """The layer boundary of a backward pass: slot 0's UPDATE (local 0 of one layer) is unanswered when a LOAD puts
+    local 0 of the next layer into slot 1. The UPDATED of slot 0 that arrives then must not make the token selecting
+    the new expert go: only slot 1's LOADED may (the wafer deadlocked on this: docs/wafer.md §11)."""
+    cfg = load_config("tiny")
+    h = TrainingHarness(cfg)
+    proto, host, topo, table = h.proto, h.host, h.proto.topology, _table(cfg)
+    group = cfg.groups - 1
+    expert = next(e for e, place in table.items() if place == (group, 0, 0))
+    others = [e for e in table if e != expert and table[e][0] == group][:cfg.moe.top_k - 1]
+    slot = {"group": group, "chiplet": 0, "local": 0, "addr": proto.expert_image_base(1)}
+    seen = {}
+
+    async def bench(ctx):
+        await h.write_table(ctx, table)
+        await h.make_resident(ctx, table, list(table))
+        await h.send(ctx, h.dut.host_in, host.encode(HostCommand(HostOp.UPDATE, {**slot, "slot": 0})))
+        await h.send(ctx, h.dut.host_in, host.encode(HostCommand(HostOp.LOAD, {**slot, "slot": 1})))
+        await h.send(ctx, h.dut.host_in, host.encode(forward_token(cfg, proto, 0, [expert] + others)))
+        for kind, answered in ((PacketKind.UPDATED, 0), (PacketKind.LOADED, 1)):
+            await h.idle(ctx, 30)
+            seen[kind] = [p.kind for p in h.packets(h.down[group])]
+            answer = Packet(kind, topo.root, topo.chiplet(group, 0), 0, {"slot": answered, "expert": 0})
+            await h.send(ctx, h.dut.up[group], proto.encode(answer))
+        await h.idle(ctx, 30)
+        seen["after"] = [p.kind for p in h.packets(h.down[group])]
+
+    h.run(bench)
+    assert seen[PacketKind.UPDATED] == seen[PacketKind.LOADED] == [PacketKind.UPDATE, PacketKind.LOAD], \
+        "the token must wait for the LOADED of the new copy, not take the older copy's UPDATED"
+    assert seen["after"] == [PacketKind.UPDATE, PacketKind.LOAD, PacketKind.DISPATCH]
+
+
 def _check_update(proto, seen):
     assert proto.encode(seen["update"]) == proto.encode(seen["expected"])
     assert seen["token_before"] == [PacketKind.UPDATE], "a TOKEN selecting the updated expert must wait for UPDATED"
@@ -325,7 +370,8 @@ def test_update_is_exact_and_its_expert_waits_for_updated(preset):
 class _KeepsResidentOnUpdate(RootIssueWindow):
     def _resident_bits(self, m):   # the mutant: a LOAD or UPDATE never clears a RESIDENT bit
         resident = Signal(self.contract.residents)
-        m.d.sync += resident.eq(resident | Mux(self.loaded.valid, Const(1, len(resident)) << self.loaded.payload, 0))
+        report = loaded_layout(self.contract)(self.loaded.payload)
+        m.d.sync += resident.eq(resident | Mux(self.loaded.valid, Const(1, len(resident)) << report.resident, 0))
         return resident
 
 

@@ -1,10 +1,12 @@
 """The root's issue window alone in amaranth.sim, against a cycle-level reference of its rule (no Verilator).
 
-Seeded random stimulus: TOKENs offered with idle cycles, LOADED and LOAD (evict) reports, combine entries
-occupied and freed, a dispatcher with random backpressure. Each cycle the reference says which tokens are stored,
+Seeded random stimulus: TOKENs offered with idle cycles, LOADED and LOAD (evict) reports (a fifth of the LOADEDs
+from a slot that is not their expert's latest: an older layer's answer), combine entries occupied and freed, a
+dispatcher with random backpressure. Each cycle the reference says which tokens are stored,
 which are ready (experts resident, entry free if first, no older token with the same entry) and so what
 ``token`` must offer; at the end every token was dispatched exactly once and the window is empty. Mutants of
-the rule (readiness ignored, same-entry rule ignored, youngest first) must fail the check.
+the rule (readiness ignored, same-entry rule ignored, youngest first, a LOADED from any slot) must fail the
+check.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import dataclasses
 import random
 
 import pytest
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Const, Elaboratable, Module, Mux, Signal
 from amaranth.sim import Simulator
 
-from mozart.hw.root_interfaces import token_layout
+from mozart.hw.root_interfaces import loaded_layout, token_layout
 from mozart.hw.root_issue_window import RootIssueWindow
 from mozart.model.blocks.root import RootContract
 from mozart.model.config import load_config
@@ -67,7 +69,20 @@ class _Reference:
         self.contract, self.layout = contract, token_layout(contract)
         self.stored: list[int] = []   # payloads, oldest first
         self.resident = 0
+        self.latest: dict[int, int] = {}   # RESIDENT bit -> the slot of its latest LOAD (none: any slot sets it)
         self.sending: int | None = None   # index in ``stored`` of the token being sent
+
+    def report(self, evict, loaded):
+        """The RESIDENT bits after an edge with ``evict`` and ``loaded`` ((resident, slot) or None)."""
+        newest = None
+        if loaded is not None:
+            same = evict is not None and evict[0] == loaded[0]
+            newest = evict[1] if same else self.latest.get(loaded[0], loaded[1])
+        self.resident &= ~(1 << evict[0]) if evict is not None else ~0
+        if loaded is not None and loaded[1] == newest:
+            self.resident |= 1 << loaded[0]
+        if evict is not None:
+            self.latest[evict[0]] = evict[1]
 
     def ready(self, occupied):
         out = []
@@ -89,18 +104,22 @@ def _run(window_class, window, seed, n=120):
     dispatched: list[int] = []
 
     async def process(ctx):
-        ref = _Reference(contract)
+        ref, layout = _Reference(contract), loaded_layout(contract)
         offered, occupied = 0, 0
-        for cycle in range(4000):
-            draining = offered == n and cycle > 3000
+        for cycle in range(6000):
+            draining = offered == n and cycle > 4500
             ctx.set(dut.token_in.valid, offered < n and (ctx.get(dut.token_in.valid) or rng.random() < 0.5))
             ctx.set(dut.token_in.payload, tokens[offered] if offered < n else 0)
-            loaded = draining or rng.random() < 0.15
-            ctx.set(dut.loaded.valid, loaded)
-            ctx.set(dut.loaded.payload, rng.randrange(contract.residents))
-            evicted = not draining and rng.random() < 0.04
-            ctx.set(dut.evict.valid, evicted)
-            ctx.set(dut.evict.payload, rng.randrange(contract.residents))
+            loaded = (rng.randrange(contract.residents), 0) if draining or rng.random() < 0.15 else None
+            if loaded is not None:
+                stale = not draining and rng.random() < 0.2
+                loaded = (loaded[0], rng.randrange(contract.slots) if stale else ref.latest.get(loaded[0], 0))
+            evicted = (rng.randrange(contract.residents), rng.randrange(contract.slots)) \
+                if not draining and rng.random() < 0.04 else None
+            for port, report in ((dut.loaded, loaded), (dut.evict, evicted)):
+                ctx.set(port.valid, report is not None)
+                if report is not None:
+                    ctx.set(port.payload, layout.const({"resident": report[0], "slot": report[1]}))
             if draining:
                 occupied = 0
             elif rng.random() < 0.1:
@@ -131,9 +150,8 @@ def _run(window_class, window, seed, n=120):
                 ref.stored.append(tokens[offered])
                 offered += 1
                 ctx.set(dut.token_in.valid, 0)
-            ref.resident = ref.resident & ~((1 << int(ctx.get(dut.evict.payload))) if evicted else 0)
-            ref.resident |= (1 << int(ctx.get(dut.loaded.payload))) if loaded else 0
-        assert ctx.get(dut.empty), "the window must drain"
+            ref.report(evicted, loaded)
+        assert ctx.get(dut.empty), f"the window must drain ({offered} of {n} offered, resident {ref.resident:b})"
 
     sim = Simulator(bench)
     sim.add_clock(1e-6)
@@ -176,7 +194,18 @@ class _YoungestFirst(RootIssueWindow):
         return chosen
 
 
-@pytest.mark.parametrize("mutant", [_IgnoresResidency, _IgnoresSameEntry, _YoungestFirst])
+class _AnySlotSetsResident(RootIssueWindow):
+    def _resident_bits(self, m):   # the mutant: a LOADED sets its bit whatever slot it comes from
+        resident = Signal(self.contract.residents)
+        layout = loaded_layout(self.contract)
+        evict, report = layout(self.evict.payload), layout(self.loaded.payload)
+        one = Const(1, self.contract.residents)
+        m.d.sync += resident.eq(resident & ~Mux(self.evict.valid, one << evict.resident, 0)
+                                | Mux(self.loaded.valid, one << report.resident, 0))
+        return resident
+
+
+@pytest.mark.parametrize("mutant", [_IgnoresResidency, _IgnoresSameEntry, _YoungestFirst, _AnySlotSetsResident])
 def test_mutants_of_the_rule_are_caught(mutant):
     with pytest.raises(AssertionError):
         _run(mutant, 2, seed=2)

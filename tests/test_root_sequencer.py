@@ -10,7 +10,7 @@ import pytest
 from amaranth import Const
 from amaranth.sim import Simulator
 
-from mozart.hw.root_interfaces import token_layout
+from mozart.hw.root_interfaces import loaded_layout, token_layout
 from mozart.hw.root_sequencer import RootSequencer
 from mozart.model.blocks.root import RootContract
 from mozart.model.config import load_config
@@ -103,7 +103,7 @@ def test_token_goes_to_the_window_and_table_waits_for_an_empty_window(sequencer_
 def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert(sequencer_class=RootSequencer):
     contract = RootContract(load_config("tiny"))
     cfg, groups = contract.cfg, contract.cfg.groups
-    load = {"group": groups - 1, "chiplet": 1, "slot": 0, "local": 1, "addr": 77}
+    load = {"group": groups - 1, "chiplet": 1, "slot": 1, "local": 1, "addr": 77}
     (flit,) = contract.host.encode(HostCommand(HostOp.LOAD, load))
 
     def bench(dut):
@@ -128,7 +128,9 @@ def test_load_waits_for_an_empty_window_goes_to_its_group_and_evicts_its_expert(
             _, _, taken, payload, evict, evicted = await ctx.tick().sample(
                 dut.host_in.ready, dut.load[groups - 1].payload, dut.evict.valid, dut.evict.payload)
             assert taken and evict
-            assert evicted == ((groups - 1) * cfg.chiplets_per_group + 1) * cfg.experts_per_chiplet + 1
+            evicted = loaded_layout(contract).from_bits(evicted)
+            assert evicted.resident == ((groups - 1) * cfg.chiplets_per_group + 1) * cfg.experts_per_chiplet + 1
+            assert evicted.slot == contract.slot_index((groups - 1) * cfg.chiplets_per_group + 1, load["slot"])
             fields = contract.host.fields[HostOp.LOAD]
             offset = 0
             for field in fields:
