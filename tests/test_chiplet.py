@@ -56,12 +56,18 @@ def test_bit_exact_with_idle_and_backpressure(name):
     assert kinds[PacketKind.COMBINE] == 25 and kinds[PacketKind.LOADED] >= cfg.hardware.sram_slots
 
 
+def _experts_0_and_1_loaded(seed: int) -> ChipletProgram:
+    """A program on tiny that first loads expert 0 into slot 0 and expert 1 into slot 1."""
+    prog = ChipletProgram(TINY, np.random.default_rng(seed))
+    prog.load(0, 0)
+    prog.load(1, 1)
+    return prog
+
+
 def test_reload_waits_for_the_tokens_inside():
     # Tokens using slot 0, then at once a reload of slot 0 with new weights: the WEIGHT header must wait
     # until they are done, or their partials would use the new weights.
-    prog = ChipletProgram(TINY, np.random.default_rng(6))
-    prog.load(0, 0)
-    prog.load(1, 1)
+    prog = _experts_0_and_1_loaded(6)
     for _ in range(3):
         prog.dispatch(experts=[0], save=True)
     prog.load(0, 0)
@@ -71,9 +77,7 @@ def test_reload_waits_for_the_tokens_inside():
 
 def test_token_waits_for_its_expert_to_be_resident():
     # Dispatches between the packets of their expert's load: the token waits inside and uses the new weights.
-    prog = ChipletProgram(TINY, np.random.default_rng(7))
-    prog.load(0, 0)
-    prog.load(1, 1)
+    prog = _experts_0_and_1_loaded(7)
     prog.load(1, 1, dispatches_inside=2, save=True)
     prog.dispatch(experts=[1])
     check(TINY, prog, idle=0.2, seed=2)
@@ -82,9 +86,7 @@ def test_token_waits_for_its_expert_to_be_resident():
 def test_a_load_empties_the_older_copy_of_its_expert():
     # Expert 0 loaded again, into slot 1 (a local index names another expert in the next layer): the next token
     # must use the new copy, not the older one left in the lower slot 0.
-    prog = ChipletProgram(TINY, np.random.default_rng(15))
-    prog.load(0, 0)
-    prog.load(1, 1)
+    prog = _experts_0_and_1_loaded(15)
     prog.dispatch(experts=[0, 1])
     prog.load(1, 0)
     assert prog.resident() == {0: 1}
@@ -96,9 +98,7 @@ def test_a_load_into_a_slot_left_from_an_earlier_layer_does_not_wait_for_the_new
     # Slot 0 keeps an older copy of expert 0 while a backward token inside needs the new copy in slot 1 and waits
     # for its restore, whose answer comes after the load of slot 0 on the one input link: the load must go (the
     # older copy is no longer expert 0's), or the input stalls for good (the wafer deadlock this rule removed).
-    prog = ChipletProgram(TINY, np.random.default_rng(16))
-    prog.load(0, 0)
-    prog.load(1, 1)
+    prog = _experts_0_and_1_loaded(16)
     prog.dispatch(experts=[0], save=True)
     prog.barrier()
     prog.load(1, 0)
