@@ -25,6 +25,7 @@ more than the executable.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import importlib.metadata
@@ -261,7 +262,36 @@ def verilog_text(design: Design | str, cfg: WaferConfig, *, simulation: bool = F
         raise BuildError(f"block {d.name!r} must elaborate for config {cfg.name!r}, but {d.component}(cfg) "
                          f"raised {type(exc).__name__}: {exc}") from exc
     top = d.sim_toplevel if simulation else d.toplevel
-    return compact_zero_init(verilog.convert(component, name=top, emit_src=False))
+    _leave_out_zero_init()
+    token = _ZERO_INIT_LEFT_OUT.set(True)
+    try:
+        return compact_zero_init(verilog.convert(component, name=top, emit_src=False))
+    finally:
+        _ZERO_INIT_LEFT_OUT.reset(token)
+
+
+#: Set while ``verilog_text`` converts: a memory whose initial value is all zero gets no ``$meminit_v2`` cell.
+#: Amaranth 0.5 emits one net per initial bit and Yosys then writes one line per word: for a DRAM model of
+#: 655,360 words, 1 minute in Python and over 1 in Yosys, for each of a wafer's memory controllers. The
+#: memory comes out of Yosys with no initial block, and ``compact_zero_init`` writes the zeroes back as the same
+#: loop it makes of Yosys's per-word lines, so the Verilog is the same as with the cell.
+_ZERO_INIT_LEFT_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar("mozart_zero_init_left_out", default=False)
+
+
+def _leave_out_zero_init() -> None:
+    """Wrap Amaranth's memory-initialisation emitter once (per process) to honour ``_ZERO_INIT_LEFT_OUT``."""
+    from amaranth.back import rtlil  # noqa: PLC0415 (keep 'import mozart.sim.build' light)
+    emitter = rtlil.ModuleEmitter
+    if getattr(emitter.emit_memory, "mozart_zero_init", False):
+        return
+    emit_memory = emitter.emit_memory
+
+    def emit_memory_unless_zero(self, cell_idx, cell):
+        if not (_ZERO_INIT_LEFT_OUT.get() and not any(cell.init)):
+            emit_memory(self, cell_idx, cell)
+
+    emit_memory_unless_zero.mozart_zero_init = True
+    emitter.emit_memory = emit_memory_unless_zero
 
 
 # An `initial` block that zeroes a whole memory element by element, as Yosys writes it for lib.memory.Memory's
@@ -271,12 +301,30 @@ _ZERO_INIT = re.compile(r"^( *)initial begin\n((?:\1  (?:\\\S+ |[A-Za-z_][\w$]*)
 _ZERO_LINE = re.compile(r"^ *(\\\S+ |[A-Za-z_][\w$]*)\[(\d+)\] = (\d+)'(?:h0+|d0);$")
 
 
+# A memory declaration with no initial block after it: one whose all-zero init ``verilog_text`` left out.
+_UNINITIALISED = re.compile(r"^( *)reg (?:\[(\d+):0\] )?(\\\S+ |[A-Za-z_][\w$]*) \[(\d+):0\];\n"
+                            r"(?!\1(?:initial |integer mozart_zero_init_))",
+                            re.MULTILINE)
+
+
 def compact_zero_init(text: str) -> str:
-    """``text`` with every element-by-element zero initialisation of a whole memory written as one ``for`` loop.
+    """``text`` with every element-by-element zero initialisation of a whole memory written as one ``for`` loop,
+    and every memory declared without an initial block (``_ZERO_INIT_LEFT_OUT``) given the same loop.
 
     The same initial values in any Verilog simulator, in a few lines instead of one per word. A block that
     initialises anything else (a non-zero word, several memories, a gap in the indices) is left as it is."""
     counter = 0
+
+    def zero_loop(indent: str, name: str, words: int, width: str) -> str:
+        nonlocal counter
+        counter += 1
+        var = f"mozart_zero_init_{counter}"
+        return (f"{indent}integer {var};\n{indent}initial for ({var} = 0; {var} < {words}; {var} = {var} + 1) "
+                f"{name}[{var}] = {width}'h0;\n")
+
+    def declared(match: re.Match) -> str:
+        indent, high, name, last = match.groups()
+        return match.group(0) + zero_loop(indent, name, int(last) + 1, str(int(high or 0) + 1))
 
     def loop(match: re.Match) -> str:
         nonlocal counter
@@ -284,13 +332,9 @@ def compact_zero_init(text: str) -> str:
         names = {m.group(1) for m in lines}
         if len(names) != 1 or [int(m.group(2)) for m in lines] != list(range(len(lines))):
             return match.group(0)
-        counter += 1
-        indent, name, width = match.group(1), names.pop(), lines[0].group(3)
-        var = f"mozart_zero_init_{counter}"
-        return (f"{indent}integer {var};\n{indent}initial for ({var} = 0; {var} < {len(lines)}; {var} = {var} + 1) "
-                f"{name}[{var}] = {width}'h0;\n")
+        return zero_loop(match.group(1), names.pop(), len(lines), lines[0].group(3))
 
-    return _ZERO_INIT.sub(loop, text)
+    return _UNINITIALISED.sub(declared, _ZERO_INIT.sub(loop, text))
 
 
 @functools.lru_cache(maxsize=1)

@@ -37,3 +37,25 @@ def test_wafer_verilog_has_no_per_word_zero_lines():
     text = verilog_text("root", load_config("tiny"))
     assert "mozart_zero_init_" in text
     assert not re.search(r"^ +\S+ ?\[\d+\] = \d+'h0+;$", text, re.MULTILINE)
+
+
+def test_a_memory_declared_without_initial_block_gets_the_zero_loop():
+    text = "  reg [7:0] mem [2:0];\n  reg \\$5  [9:0];\n  always @(posedge clk) mem[0] <= 8'h01;\n"
+    out = compact_zero_init(text)
+    assert "initial for (mozart_zero_init_1 = 0; mozart_zero_init_1 < 3;" in out and "mem[mozart_zero_init_1] = 8'h0;" \
+        in out
+    assert "\\$5 [mozart_zero_init_2] = 1'h0;" in out
+    assert compact_zero_init(out) == out, "a memory with its loop gets no second one"
+    assert compact_zero_init(BLOCK).count("initial") == 1
+
+
+def test_leaving_the_zero_init_out_of_the_conversion_gives_the_same_verilog():
+    # verilog_text leaves the all-zero init of every memory out of Amaranth's RTLIL (minutes for a large DRAM
+    # model); the loops compact_zero_init writes back must make it the Verilog of a plain conversion
+    from amaranth.back import verilog
+
+    from mozart.sim.build import _design
+    cfg, d = load_config("wafer4x4"), _design("memctrl")
+    plain = compact_zero_init(verilog.convert(d.build(cfg, simulation=True), name=d.sim_toplevel, emit_src=False))
+    assert verilog_text("memctrl", cfg, simulation=True) == plain
+    assert "mem[mozart_zero_init_" in plain
