@@ -50,9 +50,10 @@ class ExpertChiplet(wiring.Component):
     ---------------------------------------------
     - **WEIGHT** (meta ``slot``, ``expert``, ``offset``, ``final``; from the group's memory controller): the
       payload flits are written into the slot at flit ``offset // words_per_flit``. The first header of a load
-      marks the slot empty and names its new expert; when the ``final`` packet's last flit is written the
-      slot holds the expert completely, and the chiplet sends **LOADED** (dst root, tag of the packet, meta
-      slot and expert).
+      marks the slot empty and names its new expert, and empties any other slot holding that expert (one copy
+      of a local expert, the newest: the index names another expert in each layer); when the ``final``
+      packet's last flit is written the slot holds the expert completely, and the chiplet sends **LOADED**
+      (dst root, tag of the packet, meta slot and expert).
     - **DISPATCH** (header, one route word of ``route_flits`` flits, ``token_flits`` token flits): the token
       goes into the activation buffer (``token_slots`` entries) with its expert mask, gates, tag, ``reduce``,
       ``save`` and ``save_index``. Its selected local experts run in ascending order, each on the slot that
@@ -78,7 +79,8 @@ class ExpertChiplet(wiring.Component):
     - A job starts only when a slot holds its expert completely (``valid``); a token waits for it inside.
     - ``pending[e]`` counts the accepted tokens that still need local expert ``e`` (from the last flit of
       the dispatch to the cycle the engine's last read of the expert's weights is issued). A WEIGHT header for
-      a slot whose *valid* expert has ``pending > 0`` waits at the input. Deadlock-free: those tokens are
+      a slot whose *valid* expert has ``pending > 0`` waits at the input, and so does one whose expert another
+      valid slot holds with ``pending > 0``. Deadlock-free: those tokens are
       already inside, and they need only the engine and the output to finish.
     - A ``final`` WEIGHT waits while that slot's previous LOADED is not yet sent.
     - Output backpressure only delays the engine (partials and saved activations are held until sent); the
