@@ -327,7 +327,6 @@ def compact_zero_init(text: str) -> str:
         return match.group(0) + zero_loop(indent, name, int(last) + 1, str(int(high or 0) + 1))
 
     def loop(match: re.Match) -> str:
-        nonlocal counter
         lines = [_ZERO_LINE.match(line) for line in match.group(2).splitlines()]
         names = {m.group(1) for m in lines}
         if len(names) != 1 or [int(m.group(2)) for m in lines] != list(range(len(lines))):
