@@ -81,13 +81,17 @@ class RootIssueWindow(wiring.Component):
         resident = Signal(contract.residents)
         never = contract.slots   # no LOAD or UPDATE of the bit yet: an answer from any slot sets it
         latest = Array(Signal(range(never + 1), init=never, name=f"latest_slot{r}") for r in range(contract.residents))
-        evict, report = loaded_layout(contract)(self.evict.payload), loaded_layout(contract)(self.loaded.payload)
+        layout = loaded_layout(contract)
+        evict, report = layout(self.evict.payload), layout(self.loaded.payload)
+        for r in range(contract.residents):   # one comparator a bit: a dynamic-index write is a case per bit
+            with m.If(self.evict.valid & (evict.resident == r)):
+                m.d.sync += latest[r].eq(evict.slot)
+        newest = Signal.like(latest[0])   # the report's bit's latest slot, an evict of it in this cycle included
+        m.d.comb += newest.eq(Mux(self.evict.valid & (evict.resident == report.resident), evict.slot,
+                                  latest[report.resident]))
         one = Const(1, contract.residents)
         evicted = Mux(self.evict.valid, one << evict.resident, 0)
-        newest = Mux(self.evict.valid & (evict.resident == report.resident), evict.slot, latest[report.resident])
         reported = Mux(self.loaded.valid & ((report.slot == newest) | (newest == never)), one << report.resident, 0)
-        with m.If(self.evict.valid):
-            m.d.sync += latest[evict.resident].eq(evict.slot)
         m.d.sync += resident.eq(resident & ~evicted | reported)
         return resident
 
